@@ -1,0 +1,139 @@
+"""A typed facade over ``pm.hook``: one method per provider hook, bound to the settings.
+
+Services call this, never ``pm.hook`` directly, so a missing provider is reported as a
+:class:`~jitr_core.errors.NoProviderError` naming the role instead of a silent ``None``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from typing import Any, TypeVar
+
+import pluggy
+
+from .errors import NoProviderError
+from .model import (
+    LaunchRequest,
+    LaunchResult,
+    Loaded,
+    QueueMessage,
+    ReceivedMessage,
+    Record,
+    RecordPage,
+    RecordQuery,
+    VMInfo,
+    Written,
+)
+from .settings import Settings
+from .startup import Fragment, ScriptContext, assemble
+
+T = TypeVar("T")
+
+
+class Backend:
+    """The VM, queue, store and secrets providers chosen by the settings."""
+
+    def __init__(self, pm: pluggy.PluginManager, settings: Settings) -> None:
+        self.pm = pm
+        self.settings = settings
+        self._hook = pm.hook
+
+    def _answer(self, role: str, hook: str, result: T | None) -> T:
+        if result is None:
+            raise NoProviderError(role, self.settings.provider(role), hook)
+        return result
+
+    def _call(self, role: str, hook: str, **kwargs: Any) -> Any:
+        result = getattr(self._hook, hook)(settings=self.settings, **kwargs)
+        return self._answer(role, hook, result)
+
+    # VMs
+    def launch_vm(self, request: LaunchRequest) -> LaunchResult:
+        result: LaunchResult = self._call("vm", "jitr_launch_vm", request=request)
+        return result
+
+    def terminate_vm(self, vm_id: str) -> bool:
+        result: bool = self._call("vm", "jitr_terminate_vm", vm_id=vm_id)
+        return result
+
+    def list_vms(self) -> Sequence[VMInfo]:
+        result: Sequence[VMInfo] = self._call("vm", "jitr_list_vms")
+        return result
+
+    # queues
+    def enqueue(self, queue: str, message: QueueMessage, delay_s: int = 0) -> str:
+        result: str = self._call("queue", "jitr_enqueue", queue=queue, message=message, delay_s=delay_s)
+        return result
+
+    def receive(self, queue: str, max_messages: int = 10, visibility_timeout_s: int = 60) -> Sequence[ReceivedMessage]:
+        result: Sequence[ReceivedMessage] = self._call(
+            "queue", "jitr_receive_messages", queue=queue, max_messages=max_messages,
+            visibility_timeout_s=visibility_timeout_s,
+        )
+        return result
+
+    def ack(self, queue: str, receipt: str) -> bool:
+        result: bool = self._call("queue", "jitr_ack_message", queue=queue, receipt=receipt)
+        return result
+
+    def dead_letters(self, queue: str) -> Sequence[ReceivedMessage]:
+        result: Sequence[ReceivedMessage] = self._call("queue", "jitr_dead_letters", queue=queue)
+        return result
+
+    # state store
+    def create(self, record: Record) -> bool:
+        """Create-if-absent: True only for the one writer that created it."""
+        written: Written = self._call("store", "jitr_store_runner", record=record, expected_version=None)
+        return written.ok
+
+    def replace(self, record: Record, expected_version: int) -> bool:
+        """Write ``record`` only if the stored version is still ``expected_version``."""
+        written: Written = self._call("store", "jitr_store_runner", record=record, expected_version=expected_version)
+        return written.ok
+
+    def load(self, kind: str, key: str) -> Record | None:
+        loaded: Loaded = self._call("store", "jitr_load_record", kind=kind, key=key)
+        return loaded.record
+
+    def query(self, query: RecordQuery) -> RecordPage:
+        result: RecordPage = self._call("store", "jitr_query_records", query=query)
+        return result
+
+    def query_all(self, query: RecordQuery) -> Iterator[Record]:
+        """Every record matching ``query``, following the pages."""
+        page = self.query(query)
+        yield from page.records
+        while page.cursor is not None:
+            page = self.query(replace(query, cursor=page.cursor))
+            yield from page.records
+
+    def delete(self, kind: str, key: str, expected_version: int | None = None) -> bool:
+        written: Written = self._call(
+            "store", "jitr_delete_record", kind=kind, key=key, expected_version=expected_version
+        )
+        return written.ok
+
+    def purge_expired(self, now: float) -> int:
+        result: int = self._call("store", "jitr_purge_expired", now=now)
+        return result
+
+    # secrets
+    def secret(self, name: str) -> str:
+        """The value of a named secret, from the reference in ``settings.secrets``."""
+        reference = self.settings.secrets.get(name, "")
+        result: str = self._call("secrets", "jitr_fetch_secret", name=name, reference=reference)
+        return result
+
+    # startup script
+    def startup_fragments(self, context: ScriptContext) -> list[Fragment]:
+        fragments: list[Fragment] = []
+        for answer in self._hook.jitr_render_startup_script(context=context):
+            if isinstance(answer, Fragment):
+                fragments.append(answer)
+            elif answer:
+                fragments.extend(answer)
+        return fragments
+
+    def render_startup_script(self, context: ScriptContext, limit_bytes: int | None = None) -> str:
+        return assemble(self.startup_fragments(context), limit_bytes)

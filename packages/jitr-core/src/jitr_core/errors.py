@@ -1,0 +1,100 @@
+"""The one exception hierarchy of jitr.
+
+Every error the project raises on purpose derives from :class:`JitrError`, so callers at the
+edges (handlers, the CLI) can tell an expected failure from a bug. Messages say what was
+expected and what was found, and never carry a secret.
+"""
+
+from __future__ import annotations
+
+
+class JitrError(Exception):
+    """Base of every error jitr raises on purpose."""
+
+
+class SettingsError(JitrError):
+    """A setting is missing or invalid; the message names the variable or key."""
+
+
+class PluginError(JitrError):
+    """A plugin failed to load or declares something the registry does not accept."""
+
+
+class NoProviderError(JitrError):
+    """No registered plugin answered a provider hook for the configured provider."""
+
+    def __init__(self, role: str, provider: str, hook: str) -> None:
+        super().__init__(
+            f"no plugin provides {role!r} as {provider!r} (hook {hook}); "
+            f"install the plugin for {provider!r} or set JITR_{role.upper()}_PROVIDER"
+        )
+        self.role = role
+        self.provider = provider
+        self.hook = hook
+
+
+class PayloadError(JitrError):
+    """External input (a webhook, a queue message) is malformed; ``status`` is the HTTP answer."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class SignatureError(PayloadError):
+    """A webhook's signature is missing, malformed or wrong."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=401)
+
+
+class SecretNotFoundError(JitrError):
+    """A secret the settings name does not exist or is empty."""
+
+
+class BackendError(JitrError):
+    """A cloud or embedded backend failed in a way that may pass if retried."""
+
+
+class CapacityError(BackendError):
+    """The VM provider has no capacity (or quota) for one candidate; the next one may work."""
+
+    def __init__(self, message: str, code: str = "capacity") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class LaunchError(BackendError):
+    """A VM launch failed for a reason other than capacity; retrying the same call will not help."""
+
+
+class GitHubError(JitrError):
+    """GitHub answered with an error or could not be reached."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class GitHubNotFoundError(GitHubError):
+    """The GitHub resource (installation, runner, repository) does not exist."""
+
+
+class GitHubConflictError(GitHubError):
+    """GitHub refused because of a conflict (for example a runner name already in use)."""
+
+
+class GitHubAuthError(GitHubError):
+    """GitHub rejected the App's credentials (401/403 not caused by a rate limit)."""
+
+
+class GitHubRateLimitError(GitHubError):
+    """GitHub's rate limit is exhausted; ``retry_after`` says how many seconds to wait."""
+
+    def __init__(self, message: str, retry_after: float, status: int | None = 429) -> None:
+        super().__init__(message, status)
+        self.retry_after = retry_after
+
+
+class GitHubUnavailableError(GitHubError):
+    """GitHub kept failing (5xx, timeouts, connection errors) after retries."""

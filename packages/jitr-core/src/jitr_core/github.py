@@ -1,0 +1,72 @@
+"""What the services need from GitHub, as a protocol.
+
+``jitr_github.GitHubClient`` implements it over the REST API; the services depend only on this
+protocol, so core stays free of HTTP libraries and tests can use the GitHub simulator.
+Every method raises :class:`~jitr_core.errors.GitHubError` subclasses, never anything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from .model import Scope
+from .secret import Secret
+
+
+@dataclass(frozen=True, slots=True)
+class JitConfig:
+    """A registered JIT runner and the encoded config its agent starts with (a secret)."""
+
+    runner_id: int
+    runner_name: str
+    encoded: Secret
+
+
+@dataclass(frozen=True, slots=True)
+class GitHubRunner:
+    """A self-hosted runner as GitHub lists it."""
+
+    id: int
+    name: str
+    online: bool
+    busy: bool
+    labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedJob:
+    """A workflow job GitHub still has queued, waiting for a runner."""
+
+    job_id: int
+    run_id: int
+    run_attempt: int
+    repository: str
+    labels: tuple[str, ...]
+    name: str = ""
+    created_at: str | None = None
+
+
+class GitHubAPI(Protocol):
+    """The GitHub operations the control plane performs, per App installation."""
+
+    def installation_for(self, owner: str, repo: str | None = None) -> int:
+        """The App installation id for a repository (or an organisation/user when repo is None)."""
+
+    def generate_jit_config(
+        self, scope: Scope, name: str, labels: Sequence[str], runner_group: str, work_folder: str = "_work"
+    ) -> JitConfig:
+        """Register a single-use runner; a name conflict with a stale runner is resolved, not retried blindly."""
+
+    def list_runners(self, scope: Scope) -> Sequence[GitHubRunner]:
+        """Every self-hosted runner registered at the scope (all pages)."""
+
+    def delete_runner(self, scope: Scope, runner_id: int) -> bool:
+        """Remove a runner; False when it was already gone."""
+
+    def queued_jobs(self, scope: Scope) -> Sequence[QueuedJob]:
+        """Queued jobs of a repository's queued workflow runs (conditional requests, all pages)."""
+
+    def redeliver_failed_deliveries(self, since: float) -> int:
+        """Ask GitHub to redeliver the App's failed webhook deliveries since an epoch time; returns how many."""

@@ -1,0 +1,192 @@
+"""Every hook a jitr plugin can implement.
+
+Provider hooks (VMs, queues, the state store, secrets) are ``firstresult``: each receives the
+:class:`~jitr_core.settings.Settings` and returns ``None`` when the configured provider for its
+role (``settings.provider("vm")``, ...) is not its own, so the first plugin that owns the role
+answers. Results that can mean "absent" are wrapped (:class:`~jitr_core.model.Loaded`,
+:class:`~jitr_core.model.Written`) so that ``None`` keeps meaning "not my call".
+
+Use :class:`jitr_core.backend.Backend` to call them: it raises
+:class:`~jitr_core.errors.NoProviderError` naming the role when nobody answered.
+
+``jitr_render_startup_script`` is the one collecting hook: every implementation contributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pluggy
+
+from .model import (
+    LaunchRequest,
+    LaunchResult,
+    Loaded,
+    QueueMessage,
+    ReceivedMessage,
+    Record,
+    RecordPage,
+    RecordQuery,
+    VMInfo,
+    Written,
+)
+from .settings import Settings
+from .startup import Fragment, ScriptContext
+
+PROJECT = "jitr"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# -- VMs ---------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def jitr_launch_vm(request: LaunchRequest, settings: Settings) -> LaunchResult | None:
+    """Start one VM for one runner, or find the one already started with the same token.
+
+    :param request: machine type, placement, spot, image, startup script and the
+        ``idempotency_token`` to hand the cloud (EC2 ``ClientToken``, GCE ``requestId``): calling
+        twice with one token must yield one VM.
+    :param settings: the settings; answer only when ``settings.provider("vm")`` is yours.
+    :raises CapacityError: no capacity or quota for this candidate; core tries the next one.
+    :raises LaunchError: any other refusal.
+
+    Combines: first non-None result. Added in 0.1.0.
+    """
+
+
+@hookspec(firstresult=True)
+def jitr_terminate_vm(vm_id: str, settings: Settings) -> bool | None:
+    """Delete a VM. Returns True when it was deleted or already gone.
+
+    Combines: first non-None result. Added in 0.1.0.
+    """
+
+
+@hookspec(firstresult=True)
+def jitr_list_vms(settings: Settings) -> Sequence[VMInfo] | None:
+    """List every VM jitr manages (found by its tags/labels), across placements and pages.
+
+    Combines: first non-None result. Added in 0.1.0.
+    """
+
+
+# -- queues ------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def jitr_enqueue(queue: str, message: QueueMessage, delay_s: int, settings: Settings) -> str | None:
+    """Send one message to the logical queue ``queue`` (``jobs`` or ``lifecycle``).
+
+    :param delay_s: seconds before the message may be delivered (0 for at once).
+    Returns the provider's message id. Combines: first non-None result. Added in 0.1.0.
+    """
+
+
+@hookspec(firstresult=True)
+def jitr_receive_messages(
+    queue: str, max_messages: int, visibility_timeout_s: int, settings: Settings
+) -> Sequence[ReceivedMessage] | None:
+    """Take up to ``max_messages`` visible messages, hiding each for ``visibility_timeout_s``.
+
+    Used by pull-based runtimes (the embedded workers, tests); push runtimes (Lambda, Cloud Run)
+    receive from the platform. A message received more times than the queue allows goes to its
+    dead-letter queue instead of being returned. Combines: first non-None. Added in 0.1.0.
+    """
+
+
+@hookspec(firstresult=True)
+def jitr_ack_message(queue: str, receipt: str, settings: Settings) -> bool | None:
+    """Delete a received message so it is never delivered again.
+
+    Combines: first non-None result. Added in 0.1.0.
+    """
+
+
+@hookspec(firstresult=True)
+def jitr_dead_letters(queue: str, settings: Settings) -> Sequence[ReceivedMessage] | None:
+    """Peek at the messages that reached ``queue``'s dead-letter queue (for ``jitr status``).
+
+    Combines: first non-None result. Added in 0.1.0.
+    """
+
+
+# -- state store -------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def jitr_store_runner(record: Record, expected_version: int | None, settings: Settings) -> Written | None:
+    """Write a record to the state store, conditionally.
+
+    :param record: the record to write (runner, job, delivery or lease).
+    :param expected_version: ``None`` creates the record only if no record with its kind and key
+        exists (the claim); an int replaces it only if the stored ``version`` equals it.
+    Returns ``Written(ok=False)`` when the condition did not hold. Concurrent writers with the
+    same condition: exactly one gets ``ok=True``. Combines: first non-None. Added in 0.1.0.
+    """
+
+
+@hookspec(firstresult=True)
+def jitr_load_record(kind: str, key: str, settings: Settings) -> Loaded | None:
+    """Read one record; ``Loaded(None)`` when absent or expired.
+
+    Combines: first non-None result. Added in 0.1.0.
+    """
+
+
+@hookspec(firstresult=True)
+def jitr_query_records(query: RecordQuery, settings: Settings) -> RecordPage | None:
+    """One page of records of a kind in a state (optionally one pool, written before a time).
+
+    Must use an index: its cost grows with the matching records, never with the table.
+    Combines: first non-None result. Added in 0.1.0.
+    """
+
+
+@hookspec(firstresult=True)
+def jitr_delete_record(kind: str, key: str, expected_version: int | None, settings: Settings) -> Written | None:
+    """Delete a record (only at ``expected_version`` when given).
+
+    Combines: first non-None result. Added in 0.1.0.
+    """
+
+
+@hookspec(firstresult=True)
+def jitr_purge_expired(now: float, settings: Settings) -> int | None:
+    """Drop records whose ``expires_at`` has passed; returns how many.
+
+    Stores with native TTL (DynamoDB, Firestore) return 0 and let the service do it; expired
+    records must never be returned by loads or queries either way.
+    Combines: first non-None result. Added in 0.1.0.
+    """
+
+
+# -- secrets -----------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def jitr_fetch_secret(name: str, reference: str, settings: Settings) -> str | None:
+    """Return the value of the secret ``name`` (``webhook_secret``, ``github_app_private_key``).
+
+    :param reference: where it lives, from ``settings.secrets[name]`` (an ARN, a resource name,
+        ``env:VAR``, ``file:/path``).
+    :raises SecretNotFoundError: it is yours but does not exist or is empty.
+    Never log the value. Combines: first non-None result. Added in 0.1.0.
+    """
+
+
+# -- startup script ----------------------------------------------------------------------------
+
+
+@hookspec
+def jitr_render_startup_script(context: ScriptContext) -> Sequence[Fragment] | Fragment | None:
+    """Contribute fragments to a runner VM's startup script.
+
+    :param context: runner name, pool, provider, runner version and the (secret) JIT config.
+    Return fragments for named phases; return None to contribute nothing (check
+    ``context.provider`` for provider-specific steps). Core orders every fragment by phase,
+    then ``order``, then plugin name, and joins them.
+
+    Combines: all results. Added in 0.1.0.
+    """

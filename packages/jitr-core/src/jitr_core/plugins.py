@@ -1,0 +1,125 @@
+"""The plugin registry: discovery at cold start, the block list and the listing for ``jitr plugins``.
+
+Order at start: read the block list (``JITR_DISABLE_PLUGINS``: comma-separated names, ``*`` for
+every external plugin), load the ``jitr`` entry points, register the built-in defaults
+(``trylast``), then ``check_pending()`` so a plugin implementing an unknown hook fails start-up.
+Discovery imports only the plugin modules themselves; they import cloud SDKs lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, version
+
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError
+
+ENTRY_POINT_GROUP = "jitr"
+
+# Built-in plugins of core, registered like any other but after entry points (and trylast).
+DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
+    ("core-script", "jitr_core.runner_script"),
+    ("embedded", "jitr_core.embedded.plugin"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PluginInfo:
+    """One registered plugin: its name, the distribution that shipped it, and its hooks."""
+
+    name: str
+    distribution: str
+    version: str
+    hooks: tuple[str, ...]
+    builtin: bool
+
+
+def blocked_names(environ: Mapping[str, str] | None = None) -> frozenset[str]:
+    env = os.environ if environ is None else environ
+    raw = env.get("JITR_DISABLE_PLUGINS", "")
+    return frozenset(part.strip() for part in raw.split(",") if part.strip())
+
+
+class JitrPluginManager(pluggy.PluginManager):
+    """A pluggy manager that remembers which distribution shipped each plugin."""
+
+    def __init__(self) -> None:
+        super().__init__(hookspecs.PROJECT)
+        self.distributions: dict[str, tuple[str, str]] = {}
+
+
+def create_plugin_manager(
+    *,
+    environ: Mapping[str, str] | None = None,
+    extra: Iterable[tuple[str, object]] = (),
+    load_entry_points: bool = True,
+) -> JitrPluginManager:
+    """A ready plugin manager: entry points, then ``extra`` plugins, then core's defaults."""
+    pm = JitrPluginManager()
+    pm.add_hookspecs(hookspecs)
+    blocked = blocked_names(environ)
+    for name in blocked:
+        if name != "*":
+            pm.set_blocked(name)
+    if load_entry_points and "*" not in blocked:
+        for ep in _entry_points():
+            if pm.is_blocked(ep.name):
+                continue
+            dist = (ep.dist.name, ep.dist.version) if ep.dist else ("", "")
+            _register(pm, ep.name, _load(ep), dist)
+    for name, plugin in extra:
+        if not pm.is_blocked(name):
+            _register(pm, name, plugin, ("", ""))
+    for name, module in DEFAULT_PLUGINS:
+        if not pm.is_blocked(name):
+            _register(pm, name, importlib.import_module(module), ("jitr-core", _dist_version("jitr-core")))
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin {exc.plugin!r} declares a hook jitr does not know: {exc}") from None
+    return pm
+
+
+def _entry_points() -> list[EntryPoint]:
+    return sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+
+
+def _load(ep: EntryPoint) -> object:
+    try:
+        return ep.load()
+    except Exception as exc:  # any import failure must name the plugin
+        dist = ep.dist.name if ep.dist else "unknown distribution"
+        raise PluginError(f"plugin {ep.name!r} ({dist}, {ep.value}) failed to load: {exc!r}") from exc
+
+
+def _register(pm: JitrPluginManager, name: str, plugin: object, dist: tuple[str, str]) -> None:
+    try:
+        pm.register(plugin, name=name)
+    except (pluggy.PluginValidationError, ValueError) as exc:
+        raise PluginError(f"plugin {name!r} could not be registered: {exc}") from None
+    pm.distributions[name] = dist
+
+
+def list_plugins(pm: JitrPluginManager) -> list[PluginInfo]:
+    """Name, distribution, version and hooks of every registered plugin, defaults last."""
+    builtin = {name for name, _ in DEFAULT_PLUGINS}
+    infos = []
+    for name, plugin in pm.list_name_plugin():
+        if plugin is None:
+            continue
+        dist, version = pm.distributions.get(name, ("", ""))
+        hooks = tuple(sorted(h.name for h in pm.get_hookcallers(plugin) or ()))
+        infos.append(PluginInfo(name, dist, version, hooks, name in builtin))
+    return sorted(infos, key=lambda i: (i.builtin, i.name))
+
+
+def _dist_version(dist_name: str) -> str:
+    try:
+        return version(dist_name)
+    except PackageNotFoundError:
+        return ""

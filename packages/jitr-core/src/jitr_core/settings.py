@@ -1,0 +1,329 @@
+"""Settings: one validated object built from ``JITR_*`` environment variables or a TOML file.
+
+Both sources go through the same reader, so a bad value fails the same way and the error names
+the variable (``JITR_MAX_RUNNERS``) or the key (``pools[2].max_runners`` in ``jitr.toml``).
+Provider plugins read their own section (``[aws]`` / ``JITR_AWS_*``) through
+:meth:`Settings.section`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import SettingsError
+
+ROLES = ("vm", "queue", "store", "secrets")
+ARCHES = ("x64", "arm64")
+_POOL_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+/-]{0,99}$")
+_OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}$")
+_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$")
+_SAFE_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@=+-]{0,254}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """A class of runners: which jobs it serves (labels) and what VM each gets."""
+
+    name: str
+    labels: frozenset[str]
+    machine_types: tuple[str, ...]
+    image: str = ""
+    spot: bool = True
+    on_demand_fallback: bool = True
+    disk_gb: int = 30
+    placements: tuple[str, ...] = ()
+    max_runners: int = 10
+    runner_group: str = "Default"
+    org_scope: bool = False
+    priority: int = 0
+    allow_public: bool = False
+    arch: str = "x64"
+    max_lifetime_s: int = 8 * 3600
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the services need, validated once at cold start."""
+
+    pools: tuple[Pool, ...]
+    providers: Mapping[str, str]
+    max_runners: int = 100
+    allowed_owners: frozenset[str] = frozenset()
+    allowed_repos: frozenset[str] = frozenset()
+    github_app_id: str = ""
+    github_api_url: str = "https://api.github.com"
+    runner_version: str = "2.321.0"
+    boot_timeout_s: int = 600
+    ghost_grace_s: int = 300
+    stuck_after_s: int = 900
+    delivery_ttl_s: int = 3 * 86400
+    finished_ttl_s: int = 7 * 86400
+    max_body_bytes: int = 1024 * 1024
+    log_level: str = "INFO"
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    source: str = "defaults"
+
+    def provider(self, role: str) -> str:
+        """The provider name chosen for ``role`` (vm, queue, store, secrets)."""
+        return self.providers[role]
+
+    def section(self, name: str) -> Mapping[str, Any]:
+        """A plugin's own settings: ``[name]`` in TOML, or ``JITR_NAME_*`` variables (keys lower-cased)."""
+        return self.sections.get(name, {})
+
+    def pool(self, name: str) -> Pool:
+        for pool in self.pools:
+            if pool.name == name:
+                return pool
+        raise SettingsError(f"unknown pool {name!r}; configured pools: {[p.name for p in self.pools]}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``JITR_*`` variables; a ``JITR_CONFIG`` file is read first if set."""
+        env = os.environ if environ is None else environ
+        data: dict[str, Any] = {}
+        if path := env.get("JITR_CONFIG"):
+            data = _read_toml(Path(path))
+        _merge_env(data, env)
+        return _build(data, _EnvNames(), source="environment")
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> Settings:
+        """Build settings from a TOML file (the ``jitr serve`` form)."""
+        return _build(_read_toml(Path(path)), _TomlNames(str(path)), source=str(path))
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], source: str = "mapping") -> Settings:
+        return _build(dict(data), _TomlNames(source), source=source)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise SettingsError(f"settings file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"settings file {path} is not valid TOML: {exc}") from None
+
+
+# Top-level keys that a JITR_<KEY> variable sets, with the parser for its text form.
+_SCALARS = (
+    "provider", "max_runners", "allowed_owners", "allowed_repos", "runner_version",
+    "boot_timeout_s", "ghost_grace_s", "stuck_after_s", "delivery_ttl_s", "finished_ttl_s",
+    "max_body_bytes", "log_level", "vm_provider", "queue_provider", "store_provider",
+    "secrets_provider",
+)
+# Variables that hold secret values (read through the secrets provider) or steer the tooling.
+_NOT_SETTINGS = frozenset(
+    {"JITR_CONFIG", "JITR_WEBHOOK_SECRET", "JITR_GITHUB_APP_PRIVATE_KEY", "JITR_DISABLE_PLUGINS",
+     "JITR_REQUIRE_EMULATORS"}
+)
+
+
+def _merge_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
+    for name, value in env.items():
+        if not name.startswith("JITR_") or name in _NOT_SETTINGS:
+            continue
+        key = name[5:].lower()
+        if key in _SCALARS:
+            data[key] = value
+        elif key == "pools":
+            data["pools"] = _EnvJson(name, value)
+        elif "_" in key:
+            section, sub = key.split("_", 1)
+            target = data.setdefault(section, {})
+            if isinstance(target, dict):
+                target[sub] = value
+
+
+@dataclass(frozen=True, slots=True)
+class _EnvJson:
+    name: str
+    text: str
+
+
+class _Names:
+    """Turns a key path into the name a user typed, for error messages."""
+
+    def name(self, *path: str | int) -> str:
+        raise NotImplementedError
+
+
+class _EnvNames(_Names):
+    def name(self, *path: str | int) -> str:
+        if path and path[0] == "pools":
+            return "JITR_POOLS" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path[1:])
+        return "JITR_" + "_".join(str(p) for p in path).upper()
+
+
+class _TomlNames(_Names):
+    def __init__(self, file: str) -> None:
+        self.file = file
+
+    def name(self, *path: str | int) -> str:
+        text = ""
+        for part in path:
+            text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+        return f"{text} in {self.file}"
+
+
+def _build(data: dict[str, Any], names: _Names, source: str) -> Settings:
+    r = _Reader(names)
+    default_provider = r.choice(data, "provider", default="embedded", pattern=_POOL_NAME)
+    providers = {
+        role: r.choice(data, f"{role}_provider", default=default_provider, pattern=_POOL_NAME)
+        for role in ROLES
+    }
+    github = r.table(data, "github")
+    raw_pools = data.get("pools", [])
+    if isinstance(raw_pools, _EnvJson):
+        try:
+            raw_pools = json.loads(raw_pools.text)
+        except json.JSONDecodeError as exc:
+            raise SettingsError(f"{raw_pools.name} must be a JSON list of pools: {exc}") from None
+    if not isinstance(raw_pools, list):
+        raise SettingsError(f"{names.name('pools')} must be a list of pools, found {type(raw_pools).__name__}")
+    pools = tuple(_pool(r, p, i) for i, p in enumerate(raw_pools))
+    seen: set[str] = set()
+    for pool in pools:
+        if pool.name in seen:
+            raise SettingsError(f"{names.name('pools')} names pool {pool.name!r} twice")
+        seen.add(pool.name)
+    secrets = {str(k): str(v) for k, v in r.table(data, "secrets").items()}
+    secrets.setdefault("webhook_secret", "env:JITR_WEBHOOK_SECRET")
+    secrets.setdefault("github_app_private_key", "env:JITR_GITHUB_APP_PRIVATE_KEY")
+    reserved = {"pools", "github", "secrets", *_SCALARS}
+    sections = {k: dict(v) for k, v in data.items() if k not in reserved and isinstance(v, dict)}
+    api_url = str(github.get("api_url", "https://api.github.com")).rstrip("/")
+    if not api_url.startswith(("https://", "http://")):
+        raise SettingsError(f"{names.name('github', 'api_url')} must be an http(s) URL, found {api_url!r}")
+    return Settings(
+        pools=pools,
+        providers=providers,
+        max_runners=r.integer(data, "max_runners", default=100, low=1),
+        allowed_owners=frozenset(o.lower() for o in r.words(data, "allowed_owners", _OWNER)),
+        allowed_repos=frozenset(o.lower() for o in r.words(data, "allowed_repos", _REPO)),
+        github_app_id=str(github.get("app_id", "")),
+        github_api_url=api_url,
+        runner_version=r.choice(data, "runner_version", default="2.321.0", pattern=re.compile(r"^\d+\.\d+\.\d+$")),
+        boot_timeout_s=r.integer(data, "boot_timeout_s", default=600, low=30),
+        ghost_grace_s=r.integer(data, "ghost_grace_s", default=300, low=0),
+        stuck_after_s=r.integer(data, "stuck_after_s", default=900, low=30),
+        delivery_ttl_s=r.integer(data, "delivery_ttl_s", default=3 * 86400, low=60),
+        finished_ttl_s=r.integer(data, "finished_ttl_s", default=7 * 86400, low=60),
+        max_body_bytes=r.integer(data, "max_body_bytes", default=1024 * 1024, low=1024),
+        log_level=r.choice(data, "log_level", default="INFO", pattern=re.compile(r"^(DEBUG|INFO|WARNING|ERROR)$")),
+        secrets=secrets,
+        sections=sections,
+        source=source,
+    )
+
+
+def _pool(r: _Reader, raw: Any, index: int) -> Pool:
+    path: tuple[str | int, ...] = ("pools", index)
+    if not isinstance(raw, dict):
+        raise SettingsError(f"{r.names.name(*path)} must be a table/object, found {type(raw).__name__}")
+    known = {f for f in Pool.__dataclass_fields__ if f != "options"} | {"options"}
+    for key in raw:
+        if key not in known:
+            raise SettingsError(f"{r.names.name(*path, key)} is not a pool setting; known: {sorted(known)}")
+    name = r.choice(raw, "name", default=None, pattern=_POOL_NAME, path=path)
+    labels = frozenset(label.lower() for label in r.words(raw, "labels", _LABEL, path=path))
+    if "self-hosted" not in labels:
+        raise SettingsError(f"{r.names.name(*path, 'labels')} must include 'self-hosted', found {sorted(labels)}")
+    machine_types = r.words(raw, "machine_types", _SAFE_VALUE, path=path)
+    if not machine_types:
+        raise SettingsError(f"{r.names.name(*path, 'machine_types')} must list at least one machine type")
+    options = raw.get("options", {})
+    if not isinstance(options, dict):
+        raise SettingsError(f"{r.names.name(*path, 'options')} must be a table/object")
+    image = raw.get("image", "")
+    if image and not _SAFE_VALUE.match(str(image)):
+        raise SettingsError(f"{r.names.name(*path, 'image')} has characters outside [A-Za-z0-9._:/@=+-]: {image!r}")
+    return Pool(
+        name=name,
+        labels=labels,
+        machine_types=machine_types,
+        image=str(image),
+        spot=r.boolean(raw, "spot", True, path),
+        on_demand_fallback=r.boolean(raw, "on_demand_fallback", True, path),
+        disk_gb=r.integer(raw, "disk_gb", default=30, low=8, path=path),
+        placements=r.words(raw, "placements", _SAFE_VALUE, path=path),
+        max_runners=r.integer(raw, "max_runners", default=10, low=0, path=path),
+        runner_group=str(raw.get("runner_group", "Default")),
+        org_scope=r.boolean(raw, "org_scope", False, path),
+        priority=r.integer(raw, "priority", default=0, low=-1000, path=path),
+        allow_public=r.boolean(raw, "allow_public", False, path),
+        arch=r.choice(raw, "arch", default="x64", pattern=re.compile(r"^(x64|arm64)$"), path=path),
+        max_lifetime_s=r.integer(raw, "max_lifetime_s", default=8 * 3600, low=300, path=path),
+        options=dict(options),
+    )
+
+
+class _Reader:
+    def __init__(self, names: _Names) -> None:
+        self.names = names
+
+    def table(self, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+        value = data.get(key, {})
+        if not isinstance(value, dict):
+            raise SettingsError(f"{self.names.name(key)} must be a table, found {type(value).__name__}")
+        return value
+
+    def choice(
+        self, data: Mapping[str, Any], key: str, default: str | None, pattern: re.Pattern[str],
+        path: tuple[str | int, ...] = (),
+    ) -> str:
+        value = data.get(key, default)
+        if value is None:
+            raise SettingsError(f"{self.names.name(*path, key)} is required")
+        if not isinstance(value, str) or not pattern.match(value):
+            raise SettingsError(f"{self.names.name(*path, key)} must match {pattern.pattern}, found {value!r}")
+        return value
+
+    def integer(
+        self, data: Mapping[str, Any], key: str, default: int, low: int, path: tuple[str | int, ...] = ()
+    ) -> int:
+        value = data.get(key, default)
+        if isinstance(value, str):
+            try:
+                value = int(value.strip())
+            except ValueError:
+                raise SettingsError(f"{self.names.name(*path, key)} must be a whole number, found {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SettingsError(f"{self.names.name(*path, key)} must be a whole number, found {value!r}")
+        if value < low:
+            raise SettingsError(f"{self.names.name(*path, key)} must be at least {low}, found {value}")
+        return value
+
+    def boolean(self, data: Mapping[str, Any], key: str, default: bool, path: tuple[str | int, ...] = ()) -> bool:
+        value = data.get(key, default)
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return value.lower() in ("true", "1", "yes")
+        if not isinstance(value, bool):
+            raise SettingsError(f"{self.names.name(*path, key)} must be true or false, found {value!r}")
+        return value
+
+    def words(
+        self, data: Mapping[str, Any], key: str, pattern: re.Pattern[str], path: tuple[str | int, ...] = ()
+    ) -> tuple[str, ...]:
+        value = data.get(key, ())
+        if isinstance(value, str):
+            value = [w for w in (part.strip() for part in value.split(",")) if w]
+        if not isinstance(value, (list, tuple)):
+            raise SettingsError(f"{self.names.name(*path, key)} must be a list, found {type(value).__name__}")
+        for item in value:
+            if not isinstance(item, str) or not pattern.match(item):
+                raise SettingsError(f"{self.names.name(*path, key)} has an invalid entry {item!r}; expected {pattern.pattern}")
+        return tuple(value)

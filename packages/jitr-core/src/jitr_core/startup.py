@@ -1,0 +1,105 @@
+"""Startup-script assembly: fragments from every plugin, ordered by phase, joined into one script.
+
+A plugin adds a step (a registry mirror, a cache mount) by returning a :class:`Fragment` from
+``jitr_render_startup_script``. Fragments of the ``teardown`` phase form the body of a shell
+function that runs on exit and from the lifetime watchdog, so every path ends by deleting the VM.
+"""
+
+from __future__ import annotations
+
+import base64
+import shlex
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from .errors import JitrError
+from .secret import Secret
+from .settings import Pool
+
+PHASES = ("prelude", "install", "pre_run", "run", "post_run", "teardown")
+
+
+@dataclass(frozen=True, slots=True)
+class Fragment:
+    """Shell text for one phase; lower ``order`` runs first within a phase."""
+
+    phase: str
+    body: str
+    order: int = 50
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.phase not in PHASES:
+            raise JitrError(f"startup-script fragment phase must be one of {PHASES}, found {self.phase!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptContext:
+    """What fragments may use. ``jit_config`` is secret: embed it only via :func:`shell_b64`."""
+
+    runner_name: str
+    pool: Pool
+    provider: str
+    jit_config: Secret
+    runner_version: str
+    max_lifetime_s: int
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+class ScriptTooLargeError(JitrError):
+    """The rendered script exceeds what the cloud accepts as user data / metadata."""
+
+
+def shell_quote(value: str) -> str:
+    """Quote an untrusted value for a POSIX shell."""
+    return shlex.quote(value)
+
+
+def shell_b64(value: str) -> str:
+    """An expression that yields ``value`` at run time without the text ever being parsed by the shell."""
+    encoded = base64.b64encode(value.encode()).decode()
+    return f"\"$(printf %s '{encoded}' | base64 -d)\""
+
+
+def assemble(fragments: Iterable[Fragment], limit_bytes: int | None = None) -> str:
+    """Order fragments by phase and ``order`` and join them into one bash script."""
+    by_phase: dict[str, list[Fragment]] = {phase: [] for phase in PHASES}
+    for fragment in fragments:
+        by_phase[fragment.phase].append(fragment)
+    lines = ["#!/bin/bash", "set -euo pipefail"]
+    for phase in ("prelude",):
+        lines += _section(phase, by_phase[phase])
+    teardown = [f.body.rstrip() for f in sorted(by_phase["teardown"], key=_sort_key)]
+    lines += [
+        "",
+        "# --- teardown (runs on exit and from the lifetime watchdog)",
+        "jitr_teardown() {",
+        "  trap - EXIT",
+        *("  " + line for body in teardown for line in body.splitlines()),
+        "  :",
+        "}",
+        "trap jitr_teardown EXIT",
+    ]
+    for phase in ("install", "pre_run", "run", "post_run"):
+        lines += _section(phase, by_phase[phase])
+    script = "\n".join(lines) + "\n"
+    if limit_bytes is not None and len(script.encode()) > limit_bytes:
+        raise ScriptTooLargeError(
+            f"startup script is {len(script.encode())} bytes; the VM provider accepts at most {limit_bytes}"
+        )
+    return script
+
+
+def _sort_key(fragment: Fragment) -> tuple[int, str]:
+    return (fragment.order, fragment.source)
+
+
+def _section(phase: str, fragments: list[Fragment]) -> list[str]:
+    if not fragments:
+        return []
+    out = ["", f"# --- {phase}"]
+    for fragment in sorted(fragments, key=_sort_key):
+        if fragment.source:
+            out.append(f"# from {fragment.source}")
+        out.append(fragment.body.rstrip())
+    return out
