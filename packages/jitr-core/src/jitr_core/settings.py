@@ -61,7 +61,7 @@ class Settings:
     allowed_repos: frozenset[str] = frozenset()
     github_app_id: str = ""
     github_api_url: str = "https://api.github.com"
-    runner_version: str = "2.321.0"
+    runner_version: str = "2.336.0"
     boot_timeout_s: int = 600
     ghost_grace_s: int = 300
     stuck_after_s: int = 900
@@ -216,7 +216,7 @@ def _build(data: dict[str, Any], names: _Names, source: str) -> Settings:
         allowed_repos=frozenset(o.lower() for o in r.words(data, "allowed_repos", _REPO)),
         github_app_id=str(github.get("app_id", "")),
         github_api_url=api_url,
-        runner_version=r.choice(data, "runner_version", default="2.321.0", pattern=re.compile(r"^\d+\.\d+\.\d+$")),
+        runner_version=r.choice(data, "runner_version", default="2.336.0", pattern=re.compile(r"^\d+\.\d+\.\d+$")),
         boot_timeout_s=r.integer(data, "boot_timeout_s", default=600, low=30),
         ghost_grace_s=r.integer(data, "ghost_grace_s", default=300, low=0),
         stuck_after_s=r.integer(data, "stuck_after_s", default=900, low=30),

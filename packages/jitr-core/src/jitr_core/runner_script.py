@@ -1,0 +1,86 @@
+"""Core's startup-script fragments for real VMs: the watchdog, the runner install and the run.
+
+Registered as the built-in plugin ``core-script``. Cloud plugins add the provider-specific
+pieces (metadata, self-deletion); the embedded local-process provider supplies its own run step,
+so these fragments skip it. The JIT config reaches the runner through the environment
+(``ACTIONS_RUNNER_INPUT_JITCONFIG``), never through argv where ``ps`` would show it.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import JitrError
+from .hookspecs import hookimpl
+from .startup import Fragment, ScriptContext, shell_b64, shell_quote
+
+RUNNER_USER = "runner"
+MARKER = "/opt/jitr/prebaked-runner-version"
+_BASE64 = re.compile(r"^[A-Za-z0-9+/=]*$")
+
+_INSTALL = r"""
+jitr_runner_url="https://github.com/actions/runner/releases/download/v${JITR_RUNNER_VERSION}/actions-runner-linux-${JITR_RUNNER_ARCH}-${JITR_RUNNER_VERSION}.tar.gz"
+jitr_prebaked=""
+if [ -f __MARKER__ ]; then jitr_prebaked="$(cat __MARKER__)"; fi
+if [ -z "$jitr_prebaked" ]; then
+  echo "jitr: stock image, installing dependencies"
+  if command -v apt-get >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq curl jq git tar sudo libicu-dev >/dev/null
+  elif command -v dnf >/dev/null 2>&1; then
+    dnf install -y -q curl jq git tar sudo libicu >/dev/null
+  fi
+  id -u __USER__ >/dev/null 2>&1 || useradd --create-home --shell /bin/bash __USER__
+fi
+if [ "$jitr_prebaked" != "$JITR_RUNNER_VERSION" ]; then
+  echo "jitr: fetching runner ${JITR_RUNNER_VERSION} (image has '${jitr_prebaked:-none}')"
+  rm -rf "$JITR_RUNNER_DIR" && mkdir -p "$JITR_RUNNER_DIR"
+  curl -fsSL --retry 5 --retry-delay 2 "$jitr_runner_url" | tar -xz -C "$JITR_RUNNER_DIR"
+  if [ -x "$JITR_RUNNER_DIR/bin/installdependencies.sh" ] && [ -z "$jitr_prebaked" ]; then
+    "$JITR_RUNNER_DIR/bin/installdependencies.sh" >/dev/null || true
+  fi
+fi
+chown -R __USER__: "$JITR_RUNNER_DIR"
+"""
+
+_RUN = r"""
+echo "jitr: starting runner $JITR_RUNNER_NAME"
+export ACTIONS_RUNNER_INPUT_JITCONFIG
+cd "$JITR_RUNNER_DIR"
+set +e
+sudo --preserve-env=ACTIONS_RUNNER_INPUT_JITCONFIG -u __USER__ -- ./run.sh
+jitr_exit=$?
+set -e
+unset ACTIONS_RUNNER_INPUT_JITCONFIG
+echo "jitr: runner exited with status $jitr_exit"
+"""
+
+
+@hookimpl(trylast=True)
+def jitr_render_startup_script(context: ScriptContext) -> list[Fragment] | None:
+    if context.provider == "embedded":
+        return None
+    jit = context.jit_config.reveal()
+    if not _BASE64.match(jit):
+        raise JitrError("the JIT config is not base64; refusing to place it in a script")
+    runner_dir = "/opt/actions-runner"
+    prelude = "\n".join(
+        [
+            "exec > >(tee -a /var/log/jitr-startup.log) 2>&1",
+            f"JITR_RUNNER_NAME={shell_quote(context.runner_name)}",
+            f"JITR_POOL={shell_quote(context.pool.name)}",
+            f"JITR_RUNNER_VERSION={shell_quote(context.runner_version)}",
+            f"JITR_RUNNER_ARCH={shell_quote(context.pool.arch)}",
+            f"JITR_RUNNER_DIR={shell_quote(runner_dir)}",
+            f"JITR_MAX_LIFETIME={int(context.max_lifetime_s)}",
+            f"ACTIONS_RUNNER_INPUT_JITCONFIG={shell_b64(jit)}",
+        ]
+    )
+    watchdog = '( sleep "$JITR_MAX_LIFETIME"; echo "jitr: maximum lifetime reached"; jitr_teardown ) &'
+    install = _INSTALL.replace("__MARKER__", shell_quote(MARKER)).replace("__USER__", RUNNER_USER)
+    return [
+        Fragment("prelude", prelude, order=10, source="core"),
+        Fragment("install", watchdog, order=0, source="core"),
+        Fragment("install", install.strip(), order=50, source="core"),
+        Fragment("run", _RUN.replace("__USER__", RUNNER_USER).strip(), order=50, source="core"),
+    ]

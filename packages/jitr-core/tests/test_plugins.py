@@ -1,0 +1,183 @@
+"""The plugin registry: entry-point discovery, the block list, listings, broken plugins."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from jitr_core.backend import Backend
+from jitr_core.errors import NoProviderError, PluginError
+from jitr_core.hookspecs import hookimpl
+from jitr_core.model import RecordQuery
+from jitr_core.plugins import create_plugin_manager, list_plugins
+from jitr_core.settings import Settings
+from jitr_core.startup import Fragment
+
+
+def _installer() -> list[str]:
+    """pip where the venv has it, else uv (nox's uv-made venvs come without pip)."""
+    probe = subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True)
+    if probe.returncode == 0:
+        return [sys.executable, "-m", "pip"]
+    uv = shutil.which("uv")
+    if uv is None:
+        pytest.skip("neither pip nor uv is available to install the test plugin")
+    return [uv, "pip"]
+
+
+def _install(args: list[str]) -> None:
+    installer = _installer()
+    target = ["--python", sys.executable] if installer[0] != sys.executable else []
+    subprocess.run([*installer, *args[:1], *target, *args[1:]], check=True, capture_output=True)
+    importlib.invalidate_caches()
+
+
+def _write_distribution(root: Path, dist: str, module: str, body: str, entry: str) -> Path:
+    (root / module).mkdir(parents=True)
+    (root / module / "__init__.py").write_text(textwrap.dedent(body))
+    (root / "pyproject.toml").write_text(
+        textwrap.dedent(
+            f"""
+            [build-system]
+            requires = ["hatchling"]
+            build-backend = "hatchling.build"
+
+            [project]
+            name = "{dist}"
+            version = "1.2.3"
+            dependencies = []
+
+            [project.entry-points.jitr]
+            {entry} = "{module}"
+
+            [tool.hatch.build.targets.wheel]
+            packages = ["{module}"]
+            """
+        )
+    )
+    return root
+
+
+MIRROR_PLUGIN = """
+from jitr_core.hookspecs import hookimpl
+from jitr_core.startup import Fragment
+
+@hookimpl
+def jitr_render_startup_script(context):
+    return Fragment("pre_run", "echo using-registry-mirror", source="mirror")
+"""
+
+BROKEN_PLUGIN = """
+raise RuntimeError("cannot start: no licence file")
+"""
+
+
+@pytest.fixture(scope="module")
+def third_party(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = _write_distribution(
+        tmp_path_factory.mktemp("dist"), "jitr-mirror-test", "jitr_mirror_test", MIRROR_PLUGIN, "mirror"
+    )
+    _install(["install", "--no-deps", str(root)])
+    yield "mirror"
+    _install(["uninstall", "-y", "jitr-mirror-test"] if _installer()[0] == sys.executable else
+             ["uninstall", "jitr-mirror-test"])
+
+
+def settings() -> Settings:
+    return Settings.from_mapping({"pools": [{"name": "linux", "labels": ["self-hosted"], "machine_types": ["m"]}]})
+
+
+def test_an_installed_third_party_plugin_is_discovered_and_called(third_party: str) -> None:
+    pm = create_plugin_manager(environ={})
+    infos = {info.name: info for info in list_plugins(pm)}
+    assert infos[third_party].distribution == "jitr-mirror-test"
+    assert infos[third_party].version == "1.2.3"
+    assert infos[third_party].hooks == ("jitr_render_startup_script",)
+    from jitr_core.secret import Secret
+    from jitr_core.startup import ScriptContext
+
+    context = ScriptContext("r", settings().pools[0], "aws", Secret("eyJ4Ijoi"), "2.336.0", 3600)
+    script = Backend(pm, settings()).render_startup_script(context)
+    assert "echo using-registry-mirror" in script
+
+
+def test_a_plugin_is_blocked_by_name(third_party: str) -> None:
+    pm = create_plugin_manager(environ={"JITR_DISABLE_PLUGINS": f"something-else, {third_party}"})
+    assert third_party not in {info.name for info in list_plugins(pm)}
+
+
+def test_star_blocks_every_external_plugin_but_keeps_the_defaults(third_party: str) -> None:
+    pm = create_plugin_manager(environ={"JITR_DISABLE_PLUGINS": "*"})
+    names = {info.name for info in list_plugins(pm)}
+    assert third_party not in names
+    assert {"embedded", "core-script"} <= names
+
+
+def test_a_plugin_that_fails_to_import_fails_start_up_naming_it(tmp_path: Path) -> None:
+    root = _write_distribution(tmp_path / "broken", "jitr-broken-test", "jitr_broken_test", BROKEN_PLUGIN, "broken")
+    _install(["install", "--no-deps", str(root)])
+    try:
+        with pytest.raises(PluginError, match=r"plugin 'broken' \(jitr-broken-test.*no licence file"):
+            create_plugin_manager(environ={})
+        create_plugin_manager(environ={"JITR_DISABLE_PLUGINS": "broken"})  # blocking it is the way out
+    finally:
+        _install(["uninstall", "-y", "jitr-broken-test"] if _installer()[0] == sys.executable else
+                 ["uninstall", "jitr-broken-test"])
+
+
+class UnknownHook:
+    @hookimpl
+    def jitr_launch_rocket(self) -> None:
+        """Not a jitr hook."""
+
+
+def test_a_plugin_declaring_an_unknown_hook_fails_start_up_naming_it() -> None:
+    with pytest.raises(PluginError, match="unknown-hook"):
+        create_plugin_manager(environ={}, extra=[("unknown-hook", UnknownHook())], load_entry_points=False)
+
+
+def test_defaults_are_listed_as_builtin_and_last() -> None:
+    class Extra:
+        @hookimpl
+        def jitr_render_startup_script(self, context: object) -> None:
+            return None
+
+    infos = list_plugins(create_plugin_manager(environ={}, extra=[("extra", Extra())], load_entry_points=False))
+    assert [i.name for i in infos][-2:] == ["core-script", "embedded"]
+    assert all(i.builtin for i in infos[-2:]) and not infos[0].builtin
+
+
+def test_no_provider_for_a_role_is_a_clear_error() -> None:
+    pm = create_plugin_manager(environ={}, load_entry_points=False)
+    s = Settings.from_mapping({"provider": "nimbus"})
+    with pytest.raises(NoProviderError, match="no plugin provides 'store' as 'nimbus'"):
+        Backend(pm, s).query(RecordQuery("runner", "launched"))
+
+
+def test_a_plugin_answers_before_the_trylast_defaults() -> None:
+    class Loud:
+        @hookimpl
+        def jitr_render_startup_script(self, context: object) -> Fragment:
+            return Fragment("post_run", "echo loud", source="loud")
+
+    pm = create_plugin_manager(environ={}, extra=[("loud", Loud())], load_entry_points=False)
+    impls = [impl.plugin_name for impl in pm.hook.jitr_render_startup_script.get_hookimpls()]
+    assert impls.index("loud") > impls.index("core-script")  # pluggy calls the last first
+
+
+def test_importing_core_imports_only_the_standard_library_and_pluggy() -> None:
+    code = (
+        "import sys; before = set(sys.modules); import jitr_core, jitr_core.plugins, jitr_core.webhook; "
+        "new = {m.split('.')[0] for m in set(sys.modules) - before}; "
+        "import sys as s; std = s.stdlib_module_names; "
+        "print(sorted(m for m in new if m not in std and m not in ('jitr_core', 'pluggy', '_distutils_hack')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
