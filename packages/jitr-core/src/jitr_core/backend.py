@@ -77,6 +77,10 @@ class Backend:
         result: bool = self._call("queue", "jitr_ack_message", queue=queue, receipt=receipt)
         return result
 
+    def dead_letter(self, queue: str, message: QueueMessage, reason: str) -> bool:
+        result: bool = self._call("queue", "jitr_dead_letter", queue=queue, message=message, reason=reason)
+        return result
+
     def dead_letters(self, queue: str) -> Sequence[ReceivedMessage]:
         result: Sequence[ReceivedMessage] = self._call("queue", "jitr_dead_letters", queue=queue)
         return result

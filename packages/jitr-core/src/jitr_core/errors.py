@@ -98,3 +98,19 @@ class GitHubRateLimitError(GitHubError):
 
 class GitHubUnavailableError(GitHubError):
     """GitHub kept failing (5xx, timeouts, connection errors) after retries."""
+
+
+class StoreConflictError(BackendError):
+    """A record kept changing under every retry of an update; redelivery will try again."""
+
+
+class RetryLaterError(JitrError):
+    """The work cannot proceed now (capacity, caps, a claim held by a live worker); try after ``delay_s``."""
+
+    def __init__(self, message: str, delay_s: int = 30) -> None:
+        super().__init__(message)
+        self.delay_s = delay_s
+
+
+class CapacityExhaustedError(BackendError):
+    """Every candidate of a pool's fallback chain lacked capacity; the queue retries later."""

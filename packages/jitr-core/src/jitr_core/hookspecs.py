@@ -105,6 +105,15 @@ def jitr_ack_message(queue: str, receipt: str, settings: Settings) -> bool | Non
 
 
 @hookspec(firstresult=True)
+def jitr_dead_letter(queue: str, message: QueueMessage, reason: str, settings: Settings) -> bool | None:
+    """Put a message straight into ``queue``'s dead-letter queue, with ``reason`` as an attribute.
+
+    Used for poison messages (malformed, wrong type): they are kept for an operator instead of
+    being retried until the receive limit. Combines: first non-None result. Added in 0.1.0.
+    """
+
+
+@hookspec(firstresult=True)
 def jitr_dead_letters(queue: str, settings: Settings) -> Sequence[ReceivedMessage] | None:
     """Peek at the messages that reached ``queue``'s dead-letter queue (for ``jitr status``).
 

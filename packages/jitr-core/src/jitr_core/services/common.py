@@ -1,0 +1,98 @@
+"""Steps shared by several services: re-enqueueing a job, retiring a runner, repo activity."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from ..backend import Backend
+from ..errors import GitHubError
+from ..github import GitHubAPI
+from ..messages import JobMessage, encode
+from ..model import IN_FLIGHT_RUNNER_STATES, JobState, Record, RecordQuery, RunnerState
+from .records import JOB, REPO, RUNNER, JobView, RunnerView, Store
+
+log = logging.getLogger("jitr.services")
+REPO_ACTIVITY_S = 24 * 3600
+
+
+def job_message(job: JobView, attempt: int, reason: str, received_at: float) -> JobMessage:
+    return JobMessage(
+        job_id=job.job_id, run_id=int(job.get("run_id", 0)), repository=str(job.get("repository")),
+        owner=str(job.get("owner")), installation_id=job.get("installation_id"),
+        labels=tuple(job.get("labels", ())), private=bool(job.get("private", False)),
+        attempt=attempt, received_at=received_at, reason=reason,
+    )
+
+
+def requeue(store: Store, job: JobView, reason: str) -> bool:
+    """Give a queued job a new launch attempt: bump ``attempt`` first, then enqueue.
+
+    Bumping first makes the old attempt's messages stale, so a job never gets two runners
+    from one decision; the claim on (job, attempt) makes repeated decisions harmless.
+    """
+    attempt = job.attempt + 1
+
+    def bump(record: Record) -> dict[str, object] | None:
+        view = JobView(record)
+        if view.state != JobState.QUEUED or view.attempt >= attempt:
+            return None
+        return {"attempt": attempt, "launched_runner": None}
+
+    written = store.update(JOB, str(job.job_id), bump)
+    if written is None or JobView(written).attempt != attempt or written.state != JobState.QUEUED:
+        return False
+    message = job_message(JobView(written), attempt, reason, store.clock())
+    store.backend.enqueue("jobs", encode(message))
+    log.info("job re-enqueued", extra={"job_id": job.job_id, "attempt": attempt, "reason": reason})
+    return True
+
+
+def retire(store: Store, github: GitHubAPI, runner: RunnerView, reason: str, force: bool = False) -> bool:
+    """Remove a runner: deregister it from GitHub (refused while busy unless ``force``), delete its VM.
+
+    Deregistering first means a runner that GitHub is handing a job right now is left alone.
+    """
+    runner_id = runner.github_runner_id
+    if runner_id is not None and not force:
+        try:
+            github.delete_runner(runner.scope, runner_id)
+        except GitHubError as exc:
+            log.warning("runner not deregistered; leaving it", extra={"runner_name": runner.name, "reason": str(exc)})
+            return False
+    if runner.vm_id:
+        store.backend.terminate_vm(runner.vm_id)
+    if runner_id is not None and force:
+        try:
+            github.delete_runner(runner.scope, runner_id)
+        except GitHubError as exc:
+            log.warning("forced retirement could not deregister", extra={"runner_name": runner.name,
+                                                                          "reason": str(exc)})
+    expires = store.clock() + store.backend.settings.finished_ttl_s
+
+    def mark(record: Record) -> dict[str, object] | None:
+        if record.state in (RunnerState.FINISHED, RunnerState.RETIRED):
+            return None
+        return {"state": RunnerState.RETIRED, "expires_at": expires, "retired_reason": reason}
+
+    store.update(RUNNER, runner.name, mark)
+    log.info("runner retired", extra={"runner_name": runner.name, "reason": reason})
+    return True
+
+
+def in_flight(backend: Backend, pool: str | None = None) -> Iterator[RunnerView]:
+    """Every runner record in a state that holds (or will hold) a VM."""
+    for state in IN_FLIGHT_RUNNER_STATES:
+        for record in backend.query_all(RecordQuery(RUNNER, state, pool=pool, limit=500)):
+            yield RunnerView(record)
+
+
+def touch_repo(store: Store, repository: str, owner: str, installation_id: int | None, private: bool) -> None:
+    """Remember a repository as active, so the rebalancer asks GitHub about it (and only it)."""
+    now = store.clock()
+    existing = store.backend.load(REPO, repository)
+    data = {"owner": owner, "installation_id": installation_id, "private": private}
+    if existing is None:
+        store.create(REPO, repository, "active", data=data, expires_at=now + REPO_ACTIVITY_S)
+    elif now - existing.updated_at > 300:
+        store.write(existing, expires_at=now + REPO_ACTIVITY_S, **data)

@@ -1,0 +1,144 @@
+"""The lifecycle function: apply ``in_progress`` and ``completed`` to job and runner records.
+
+Keyed by runner name, tolerant of duplicates and of ``completed`` arriving before
+``in_progress`` (states only move forward). Because GitHub gives a job to any idle runner with
+matching labels, the runner that takes a job may have been launched for another one; then the
+two jobs swap runners in the records, and the job left without one gets a new launch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from ..backend import Backend
+from ..errors import PayloadError
+from ..github import GitHubAPI
+from ..logs import log_context
+from ..messages import LifecycleMessage, decode
+from ..model import JobState, Record, RunnerState
+from ..routing import Router
+from .common import requeue, retire
+from .records import JOB, RUNNER, JobView, RunnerView, Store, job_can_move, runner_can_move
+
+log = logging.getLogger("jitr.lifecycle")
+
+
+class LifecycleService:
+    """Handles lifecycle-queue messages."""
+
+    def __init__(self, backend: Backend, github: GitHubAPI, clock: Callable[[], float] = time.time) -> None:
+        self.backend = backend
+        self.settings = backend.settings
+        self.github = github
+        self.store = Store(backend, clock)
+        self.clock = clock
+        self.router = Router(backend.settings)
+
+    def handle(self, body: str | bytes) -> str:
+        message = decode(body)
+        if not isinstance(message, LifecycleMessage):
+            raise PayloadError("the lifecycle queue takes lifecycle messages, found a job message")
+        with log_context(job_id=message.job_id, delivery_id=message.delivery_id or None,
+                         runner_name=message.runner_name, action=message.action):
+            outcome = self._apply(message)
+            log.info("lifecycle", extra={"outcome": outcome})
+            return outcome
+
+    def _apply(self, message: LifecycleMessage) -> str:
+        if message.action == "in_progress":
+            return self._started(message)
+        if message.action == "completed":
+            if not message.runner_name:
+                return self._cancelled(message)
+            return self._finished(message)
+        raise PayloadError(f"lifecycle action must be in_progress or completed, found {message.action!r}")
+
+    def _job_record(self, message: LifecycleMessage) -> JobView | None:
+        """The job's record, created when jitr never saw it queued (a lost webhook) and it is ours."""
+        view = self.store.job(message.job_id)
+        if view is not None:
+            return view
+        admission = self.router.admit_parts(message.repository, message.owner, message.labels, True)
+        if admission.pool is None:
+            return None
+        data = {"run_id": message.run_id, "repository": message.repository, "owner": message.owner,
+                "installation_id": message.installation_id, "labels": list(message.labels),
+                "private": True, "attempt": 1, "queued_at": message.received_at, "launched_runner": None}
+        self.store.create(JOB, str(message.job_id), JobState.QUEUED, pool=admission.pool.name, data=data)
+        return self.store.job(message.job_id)
+
+    def _move_job(self, job_id: int, state: JobState, **data: object) -> Record | None:
+        expires = self.clock() + self.settings.finished_ttl_s if state in (JobState.COMPLETED,
+                                                                          JobState.CANCELLED) else None
+
+        def move(record: Record) -> dict[str, object] | None:
+            if not job_can_move(record.state, state):
+                return None
+            return {"state": state, "expires_at": expires, **data}
+
+        return self.store.update(JOB, str(job_id), move)
+
+    def _move_runner(self, name: str, state: RunnerState, **data: object) -> Record | None:
+        expires = self.clock() + self.settings.finished_ttl_s if state == RunnerState.FINISHED else None
+
+        def move(record: Record) -> dict[str, object] | None:
+            if not runner_can_move(record.state, state):
+                return None
+            return {"state": state, "expires_at": expires, **data}
+
+        return self.store.update(RUNNER, name, move)
+
+    def _started(self, message: LifecycleMessage) -> str:
+        job = self._job_record(message)
+        name = message.runner_name or ""
+        runner = self.store.runner(name) if name else None
+        if job is not None:
+            self._move_job(job.job_id, JobState.RUNNING, runner_name=name, started_at=self.clock())
+        if runner is None:
+            return "not-our-runner"
+        moved = self._move_runner(name, RunnerState.BUSY, serving_job_id=message.job_id,
+                                  github_runner_id=message.runner_id or runner.github_runner_id)
+        if runner.job_id != message.job_id and moved is not None and moved.state == RunnerState.BUSY:
+            self._swap(runner, message.job_id)
+            return "took-another-jobs-runner"
+        return "busy"
+
+    def _swap(self, runner: RunnerView, taken_job_id: int) -> None:
+        """``runner`` was launched for job A but took job B: give A the runner launched for B, if idle."""
+        job_a = self.store.job(runner.job_id)
+        if job_a is None or job_a.state != JobState.QUEUED:
+            return
+        job_b = self.store.job(taken_job_id)
+        spare_name = job_b.launched_runner if job_b else None
+        spare = self.store.runner(spare_name) if spare_name else None
+        if spare is not None and spare.state in (RunnerState.CLAIMED, RunnerState.LAUNCHED):
+            def adopt(record: Record) -> dict[str, object] | None:
+                if record.state != JobState.QUEUED:
+                    return None
+                return {"launched_runner": spare.name}
+
+            self.store.update(JOB, str(job_a.job_id), adopt)
+            log.info("jobs swapped runners", extra={"runner_name": runner.name, "spare": spare.name})
+            return
+        requeue(self.store, job_a, reason="runner-taken-by-another-job")
+
+    def _finished(self, message: LifecycleMessage) -> str:
+        name = message.runner_name or ""
+        self._job_record(message)
+        self._move_job(message.job_id, JobState.COMPLETED, conclusion=message.conclusion, runner_name=name)
+        if self.store.runner(name) is None:
+            return "not-our-runner"
+        self._move_runner(name, RunnerState.FINISHED, serving_job_id=message.job_id, conclusion=message.conclusion)
+        return "finished"
+
+    def _cancelled(self, message: LifecycleMessage) -> str:
+        """Completed with no runner: cancelled while queued. Its launched runner is surplus."""
+        job = self.store.job(message.job_id)
+        self._move_job(message.job_id, JobState.CANCELLED, conclusion=message.conclusion or "cancelled")
+        surplus = self.store.runner(job.launched_runner) if job and job.launched_runner else None
+        if surplus is None or surplus.state not in (RunnerState.CLAIMED, RunnerState.LAUNCHED):
+            return "cancelled"
+        retire(self.store, self.github, surplus, reason="job-cancelled-while-queued")
+        return "cancelled-runner-retired"

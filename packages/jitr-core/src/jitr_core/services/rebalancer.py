@@ -1,0 +1,117 @@
+"""The rebalancer function (every minute): close the gap between GitHub's queue and jitr's runners.
+
+For every repository with recent activity it asks GitHub for queued jobs (conditional requests,
+so an unchanged queue costs no rate limit), routes them to pools, and compares per pool with
+the runners in flight that are not yet busy. For each missing runner it enqueues a job:
+first jobs jitr never heard of (a lost webhook), then jobs whose runner is gone. It also asks
+GitHub to redeliver webhook deliveries that failed since the last run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from ..backend import Backend
+from ..errors import GitHubError
+from ..github import GitHubAPI, QueuedJob
+from ..messages import JobMessage, encode
+from ..model import JobState, RecordQuery, RunnerState, Scope
+from ..routing import Router
+from .common import in_flight, requeue
+from .lease import lease
+from .records import REPO, JobView, Store
+
+log = logging.getLogger("jitr.rebalancer")
+CURSOR = "rebalancer-cursor"
+
+
+class RebalancerService:
+    """One rebalancer pass; overlapping runs are serialised by a lease."""
+
+    def __init__(
+        self, backend: Backend, github: GitHubAPI, clock: Callable[[], float] = time.time, grace_s: float = 60.0
+    ) -> None:
+        self.backend = backend
+        self.settings = backend.settings
+        self.github = github
+        self.store = Store(backend, clock)
+        self.clock = clock
+        self.router = Router(backend.settings)
+        self.grace_s = grace_s
+
+    def run(self) -> dict[str, Any]:
+        with lease(self.store, "rebalancer", ttl_s=55) as held:
+            if not held:
+                return {"skipped": "another rebalancer run holds the lease"}
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
+        now = self.clock()
+        report: Counter[str] = Counter()
+        queued: dict[str, list[tuple[QueuedJob, dict[str, Any]]]] = defaultdict(list)
+        for repo in self.backend.query_all(RecordQuery(REPO, "active", limit=500)):
+            owner = str(repo.data.get("owner") or repo.key.split("/")[0])
+            scope = Scope(repo.data.get("installation_id"), owner, repo.key.split("/", 1)[1])
+            try:
+                jobs = self.github.queued_jobs(scope)
+            except GitHubError as exc:
+                log.warning("could not read queued jobs", extra={"repository": repo.key, "reason": str(exc)})
+                report["github-errors"] += 1
+                continue
+            for job in jobs:
+                admission = self.router.admit_parts(job.repository, owner, job.labels, bool(repo.data.get("private")))
+                if admission.pool is not None:
+                    queued[admission.pool.name].append((job, dict(repo.data)))
+        idle: Counter[str] = Counter(
+            r.record.pool for r in in_flight(self.backend) if r.state != RunnerState.BUSY
+        )
+        for pool, jobs in queued.items():
+            gap = len(jobs) - idle[pool]
+            report["queued"] += len(jobs)
+            if gap > 0:
+                report["enqueued"] += self._fill(jobs, gap, now)
+        report["redelivered"] += self._redeliver(now)
+        return dict(report)
+
+    def _fill(self, jobs: list[tuple[QueuedJob, dict[str, Any]]], gap: int, now: float) -> int:
+        """Enqueue up to ``gap`` jobs: unknown ones first, then known ones whose runner is gone."""
+        unknown, orphaned = [], []
+        for job, repo in sorted(jobs, key=lambda pair: (pair[0].created_at or "", pair[0].job_id)):
+            view = self.store.job(job.job_id)
+            if view is None:
+                unknown.append((job, repo))
+            elif view.state == JobState.QUEUED and now - view.record.updated_at > self.grace_s:
+                runner = self.store.runner(view.launched_runner) if view.launched_runner else None
+                if runner is None or runner.state in (RunnerState.FINISHED, RunnerState.RETIRED):
+                    orphaned.append(view)
+        sent = 0
+        for job, repo in unknown[:gap]:
+            message = JobMessage(
+                job_id=job.job_id, run_id=job.run_id, repository=job.repository, owner=str(repo.get("owner")),
+                installation_id=repo.get("installation_id"), labels=job.labels,
+                private=bool(repo.get("private")), received_at=now, reason="rebalancer",
+            )
+            self.backend.enqueue("jobs", encode(message))
+            log.info("lost job enqueued", extra={"job_id": job.job_id})
+            sent += 1
+        for view in orphaned[: max(0, gap - sent)]:
+            sent += requeue(self.store, JobView(view.record), "rebalancer-gap")
+        return sent
+
+    def _redeliver(self, now: float) -> int:
+        cursor = self.backend.load("cursor", CURSOR)
+        since = float(cursor.data.get("since", now - 3600)) if cursor else now - 3600
+        try:
+            count = self.github.redeliver_failed_deliveries(since)
+        except GitHubError as exc:
+            log.warning("could not redeliver failed deliveries", extra={"reason": str(exc)})
+            return 0
+        if cursor is None:
+            self.store.create("cursor", CURSOR, "set", data={"since": now - 120})
+        else:
+            self.store.write(cursor, since=now - 120)
+        return count

@@ -1,0 +1,154 @@
+"""Typed views of the store's records, and the few writes every service makes.
+
+A job record (kind ``job``, key the job id) tracks what jitr knows of a workflow job; a runner
+record (kind ``runner``, key the runner name) tracks one single-use runner and its VM. Writes are
+optimistic: read, change, replace at the read version, retry on conflict.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..backend import Backend
+from ..errors import StoreConflictError
+from ..model import JobState, Record, RunnerState, Scope
+
+JOB = "job"
+RUNNER = "runner"
+REPO = "repo"
+DELIVERY = "delivery"
+LEASE = "lease"
+
+_RUNNER_RANK = {RunnerState.CLAIMED: 0, RunnerState.LAUNCHED: 1, RunnerState.BUSY: 2,
+                RunnerState.FINISHED: 3, RunnerState.RETIRED: 3}
+_JOB_RANK = {JobState.QUEUED: 0, JobState.RUNNING: 1, JobState.COMPLETED: 2, JobState.CANCELLED: 2}
+
+
+def runner_can_move(old: str, new: RunnerState) -> bool:
+    """States only move forward, so late or duplicated events cannot undo newer facts."""
+    return _RUNNER_RANK[RunnerState(old)] < _RUNNER_RANK[new]
+
+
+def job_can_move(old: str, new: JobState) -> bool:
+    return _JOB_RANK[JobState(old)] < _JOB_RANK[new]
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    record: Record
+
+    @property
+    def job_id(self) -> int:
+        return int(self.record.key)
+
+    @property
+    def state(self) -> JobState:
+        return JobState(self.record.state)
+
+    @property
+    def attempt(self) -> int:
+        return int(self.record.data.get("attempt", 1))
+
+    @property
+    def launched_runner(self) -> str | None:
+        return self.record.data.get("launched_runner")
+
+    @property
+    def scope_owner(self) -> str:
+        return str(self.record.data.get("owner", ""))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.record.data.get(key, default)
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerView:
+    record: Record
+
+    @property
+    def name(self) -> str:
+        return self.record.key
+
+    @property
+    def state(self) -> RunnerState:
+        return RunnerState(self.record.state)
+
+    @property
+    def job_id(self) -> int:
+        return int(self.record.data["job_id"])
+
+    @property
+    def vm_id(self) -> str | None:
+        return self.record.data.get("vm_id")
+
+    @property
+    def scope(self) -> Scope:
+        d = self.record.data
+        return Scope(d.get("installation_id"), d["owner"], d.get("repo"))
+
+    @property
+    def github_runner_id(self) -> int | None:
+        value = self.record.data.get("github_runner_id")
+        return int(value) if value is not None else None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.record.data.get(key, default)
+
+
+@dataclass
+class Store:
+    """Record reads and optimistic writes on top of the backend facade."""
+
+    backend: Backend
+    clock: Callable[[], float] = time.time
+    conflicts: int = field(default=0)
+
+    def job(self, job_id: int) -> JobView | None:
+        record = self.backend.load(JOB, str(job_id))
+        return JobView(record) if record else None
+
+    def runner(self, name: str) -> RunnerView | None:
+        record = self.backend.load(RUNNER, name)
+        return RunnerView(record) if record else None
+
+    def create(self, kind: str, key: str, state: str, pool: str = "", data: Mapping[str, Any] | None = None,
+               expires_at: float | None = None) -> Record | None:
+        now = self.clock()
+        record = Record(kind, key, state=state, pool=pool, version=1, created_at=now, updated_at=now,
+                        expires_at=expires_at, data=dict(data or {}))
+        return record if self.backend.create(record) else None
+
+    def write(self, record: Record, state: str | None = None, expires_at: float | None = None,
+              **data: Any) -> Record | None:
+        """Replace ``record`` with changes at its version; None when someone wrote in between."""
+        now = self.clock()
+        new = replace(
+            record,
+            state=state if state is not None else record.state,
+            version=record.version + 1,
+            updated_at=now,
+            expires_at=expires_at if expires_at is not None else record.expires_at,
+            data={**record.data, **data},
+        )
+        if self.backend.replace(new, record.version):
+            return new
+        self.conflicts += 1
+        return None
+
+    def update(self, kind: str, key: str, change: Callable[[Record], dict[str, Any] | None],
+               attempts: int = 8) -> Record | None:
+        """Load, compute a change (None: nothing to do), write; retried on conflicts."""
+        for _ in range(attempts):
+            record = self.backend.load(kind, key)
+            if record is None:
+                return None
+            changes = change(record)
+            if changes is None:
+                return record
+            written = self.write(record, **changes)
+            if written is not None:
+                return written
+        raise StoreConflictError(f"{kind} {key} kept changing under {attempts} attempts to update it")

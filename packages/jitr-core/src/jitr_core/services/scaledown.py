@@ -1,0 +1,144 @@
+"""The scaledown function (every 5 minutes): reap what is stale, orphaned or ghostly.
+
+- a runner whose VM never came online within the boot timeout: retired, its job re-enqueued;
+- a VM past its pool's maximum lifetime: terminated, busy or not (the hard limit);
+- a VM with no in-flight runner record (an orphan) after the grace period: terminated;
+- a runner record whose VM is gone (spot reclaim, crash): retired, its queued job re-enqueued;
+- a GitHub runner of ours with no VM (a ghost) after the grace period: deregistered;
+- a queued job whose runner is gone, older than ``stuck_after_s``: re-enqueued with attempt + 1;
+- expired records purged (embedded store).
+
+A runner that GitHub reports busy is never removed before its maximum lifetime. Reads are
+indexed queries on in-flight states, so their cost follows the work in flight, not history.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from ..backend import Backend
+from ..errors import GitHubError
+from ..github import GitHubAPI, GitHubRunner
+from ..model import JobState, RecordQuery, RunnerState, Scope, VMInfo
+from .common import in_flight, requeue, retire
+from .lease import lease
+from .records import JOB, JobView, RunnerView, Store
+
+log = logging.getLogger("jitr.scaledown")
+RUNNER_PREFIX = "jitr-"
+
+
+class ScaledownService:
+    """One scaledown pass; safe to run twice at once (a lease guards it)."""
+
+    def __init__(self, backend: Backend, github: GitHubAPI, clock: Callable[[], float] = time.time) -> None:
+        self.backend = backend
+        self.settings = backend.settings
+        self.github = github
+        self.store = Store(backend, clock)
+        self.clock = clock
+
+    def run(self) -> dict[str, Any]:
+        with lease(self.store, "scaledown", ttl_s=240) as held:
+            if not held:
+                return {"skipped": "another scaledown run holds the lease"}
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
+        now = self.clock()
+        report: Counter[str] = Counter()
+        runners = list(in_flight(self.backend))
+        vms = {vm.vm_id: vm for vm in self.backend.list_vms() if vm.running}
+        vm_by_runner = {vm.runner_name: vm for vm in vms.values()}
+        github_runners = self._github_runners(runners, report)
+        for runner in runners:
+            report[self._check_runner(runner, vm_by_runner.get(runner.name), github_runners, now)] += 1
+        tracked = {r.name for r in runners}
+        for vm in vms.values():
+            if vm.runner_name not in tracked and now - vm.created_at > self.settings.ghost_grace_s:
+                self.backend.terminate_vm(vm.vm_id)
+                log.info("orphan vm terminated", extra={"vm_id": vm.vm_id, "runner_name": vm.runner_name})
+                report["orphan-vms"] += 1
+        report["ghost-runners"] += self._reap_ghosts(github_runners, set(vm_by_runner), tracked)
+        report["stuck-jobs"] += self._requeue_stuck(now)
+        report["purged"] += self.backend.purge_expired(now)
+        report.pop("ok", None)
+        return dict(report)
+
+    def _github_runners(self, runners: list[RunnerView], report: Counter[str]) -> dict[Scope, list[GitHubRunner]]:
+        """GitHub's runners for every scope with work in flight; a failing tenant is skipped, not fatal."""
+        listed: dict[Scope, list[GitHubRunner]] = {}
+        for scope in {r.scope for r in runners if r.scope.installation_id is not None}:
+            try:
+                listed[scope] = list(self.github.list_runners(scope))
+            except GitHubError as exc:
+                log.warning("could not list runners", extra={"scope": scope.full_name, "reason": str(exc)})
+                report["github-errors"] += 1
+        return listed
+
+    def _check_runner(
+        self, runner: RunnerView, vm: VMInfo | None, github: dict[Scope, list[GitHubRunner]], now: float
+    ) -> str:
+        launched_at = float(runner.get("launched_at") or runner.record.created_at)
+        pool = next((p for p in self.settings.pools if p.name == runner.record.pool), None)
+        lifetime = pool.max_lifetime_s if pool else 8 * 3600
+        seen = {r.name: r for r in github.get(runner.scope, [])} if runner.scope in github else None
+        on_github = seen.get(runner.name) if seen is not None else None
+        if now - launched_at > lifetime:
+            retire(self.store, self.github, runner, reason="maximum-lifetime", force=True)
+            return "lifetime-exceeded"
+        if runner.state == RunnerState.CLAIMED:
+            if now - runner.record.updated_at > self.settings.boot_timeout_s:
+                self.backend.delete("runner", runner.name, expected_version=runner.record.version)
+                self._requeue_job(runner, "claim-abandoned")
+                return "abandoned-claims"
+            return "ok"
+        if on_github is not None and on_github.busy:
+            return "ok"
+        if vm is None and now - launched_at > self.settings.ghost_grace_s:
+            if retire(self.store, self.github, runner, reason="vm-gone", force=seen is None):
+                self._requeue_job(runner, "vm-gone")
+                return "vm-gone"
+            return "ok"
+        never_online = on_github is None or not on_github.online
+        if seen is not None and never_online and now - launched_at > self.settings.boot_timeout_s:
+            if retire(self.store, self.github, runner, reason="never-came-online"):
+                self._requeue_job(runner, "never-came-online")
+                return "boot-timeouts"
+        return "ok"
+
+    def _requeue_job(self, runner: RunnerView, reason: str) -> None:
+        job = self.store.job(runner.job_id)
+        if job is not None and job.state == JobState.QUEUED and job.launched_runner in (runner.name, None):
+            requeue(self.store, job, reason)
+
+    def _reap_ghosts(self, github: dict[Scope, list[GitHubRunner]], with_vm: set[str], tracked: set[str]) -> int:
+        reaped = 0
+        for scope, runners in github.items():
+            for ghost in runners:
+                if not ghost.name.startswith(RUNNER_PREFIX) or ghost.name in with_vm or ghost.busy:
+                    continue
+                if ghost.name in tracked or ghost.online:
+                    continue
+                try:
+                    self.github.delete_runner(scope, ghost.id)
+                    reaped += 1
+                    log.info("ghost runner deregistered", extra={"runner_name": ghost.name})
+                except GitHubError as exc:
+                    log.warning("could not deregister ghost", extra={"runner_name": ghost.name, "reason": str(exc)})
+        return reaped
+
+    def _requeue_stuck(self, now: float) -> int:
+        count = 0
+        cutoff = now - self.settings.stuck_after_s
+        for record in self.backend.query_all(RecordQuery(JOB, JobState.QUEUED, updated_before=cutoff, limit=500)):
+            job = JobView(record)
+            runner = self.store.runner(job.launched_runner) if job.launched_runner else None
+            if runner is not None and runner.state in (RunnerState.CLAIMED, RunnerState.LAUNCHED, RunnerState.BUSY):
+                continue
+            count += requeue(self.store, job, "stuck-without-runner")
+        return count

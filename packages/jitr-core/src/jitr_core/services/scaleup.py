@@ -1,0 +1,250 @@
+"""The scaleup function: one job message in, at most one VM out.
+
+Steps: route to a pool; claim (job, attempt) with a create-if-absent write; check the caps
+against the claims ranked before ours; mint the JIT config; render the script; launch through
+the pool's fallback chain with idempotency tokens derived from the runner name; record the VM.
+A crash between any two steps is repaired by the queue's redelivery: the claim is found, the
+existing VM (if any) is found by name, and a second JIT registration replaces the stale one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+
+from ..backend import Backend
+from ..errors import CapacityError, CapacityExhaustedError, GitHubError, PayloadError, RetryLaterError
+from ..github import GitHubAPI
+from ..logs import log_context, register_secret
+from ..messages import JobMessage, decode
+from ..model import (
+    JobState,
+    LaunchRequest,
+    LaunchResult,
+    Record,
+    RunnerState,
+    Scope,
+    idempotency_token,
+    runner_name_for,
+)
+from ..routing import Router
+from ..settings import Pool
+from ..startup import ScriptContext
+from .common import in_flight, touch_repo
+from .records import JOB, RUNNER, JobView, RunnerView, Store
+
+log = logging.getLogger("jitr.scaleup")
+USER_DATA_LIMITS = {"aws": 16 * 1024, "gcp": 256 * 1024}
+
+
+def fallback_chain(pool: Pool) -> Iterator[tuple[str, str | None, bool]]:
+    """(machine type, placement, spot) in the order to try: types × placements, then on-demand."""
+    placements: tuple[str | None, ...] = pool.placements or (None,)
+    markets = (True, False) if pool.spot and pool.on_demand_fallback else (pool.spot,)
+    for spot in markets:
+        for machine_type in pool.machine_types:
+            for placement in placements:
+                yield machine_type, placement, spot
+
+
+class ScaleupService:
+    """Handles jobs-queue messages."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        github: GitHubAPI,
+        clock: Callable[[], float] = time.time,
+        checkpoint: Callable[[str], None] | None = None,
+        claim_timeout_s: float = 120.0,
+    ) -> None:
+        self.backend = backend
+        self.settings = backend.settings
+        self.github = github
+        self.store = Store(backend, clock)
+        self.clock = clock
+        self.router = Router(backend.settings)
+        self.checkpoint = checkpoint or (lambda step: None)
+        self.claim_timeout_s = claim_timeout_s
+
+    def handle(self, body: str | bytes) -> str:
+        """Process one message; returns what happened. Raises PayloadError for poison, others to retry."""
+        message = decode(body)
+        if not isinstance(message, JobMessage):
+            raise PayloadError("the jobs queue takes job messages, found a lifecycle message")
+        with log_context(job_id=message.job_id, delivery_id=message.delivery_id or None, attempt=message.attempt):
+            outcome = self._scale(message)
+            log.info("scaleup", extra={"outcome": outcome})
+            return outcome
+
+    def _scale(self, message: JobMessage) -> str:
+        admission = self.router.admit_parts(message.repository, message.owner, message.labels, message.private)
+        if admission.pool is None:
+            log.info("job ignored", extra={"reason": admission.reason})
+            return "ignored"
+        pool = admission.pool
+        job = self._job(message, pool)
+        if job.state in (JobState.COMPLETED, JobState.CANCELLED):
+            return "job-finished"
+        if job.state == JobState.RUNNING:
+            return "job-running"
+        if job.attempt > message.attempt:
+            return "stale-attempt"
+        name = runner_name_for(pool.name, message.job_id, message.attempt)
+        with log_context(runner_name=name):
+            claim, recovered = self._claim(name, message, pool)
+            if claim is None:
+                return "duplicate"
+            runner = self._launch(claim, recovered, message, pool)
+            self._link_job(message.job_id, runner.name)
+            return "recovered" if recovered else "launched"
+
+    def _job(self, message: JobMessage, pool: Pool) -> JobView:
+        view = self.store.job(message.job_id)
+        if view is not None:
+            return view
+        data = {
+            "run_id": message.run_id, "repository": message.repository, "owner": message.owner,
+            "installation_id": message.installation_id, "labels": list(message.labels),
+            "private": message.private, "attempt": message.attempt, "queued_at": message.received_at,
+            "launched_runner": None,
+        }
+        created = self.store.create(JOB, str(message.job_id), JobState.QUEUED, pool=pool.name, data=data)
+        if created is not None:
+            touch_repo(self.store, message.repository, message.owner, message.installation_id, message.private)
+            return JobView(created)
+        view = self.store.job(message.job_id)
+        if view is None:
+            raise RetryLaterError("job record vanished while being created", delay_s=5)
+        return view
+
+    def _claim(self, name: str, message: JobMessage, pool: Pool) -> tuple[Record | None, bool]:
+        """Our claim on (job, attempt) and whether it was taken over from a crashed worker."""
+        owner, _, repo = message.repository.partition("/")
+        data = {
+            "job_id": message.job_id, "attempt": message.attempt, "owner": owner,
+            "repo": None if pool.org_scope else repo, "repository": message.repository,
+            "installation_id": message.installation_id, "vm_id": None, "github_runner_id": None,
+        }
+        created = self.store.create(RUNNER, name, RunnerState.CLAIMED, pool=pool.name, data=data)
+        if created is not None:
+            self.checkpoint("claimed")
+            self._enforce_caps(created, pool)
+            return created, False
+        existing = self.store.runner(name)
+        if existing is None or existing.state != RunnerState.CLAIMED:
+            return None, False
+        age = self.clock() - existing.record.updated_at
+        if age < self.claim_timeout_s:
+            raise RetryLaterError(f"runner {name} is being launched by another worker", delay_s=int(
+                self.claim_timeout_s - age) + 1)
+        taken = self.store.write(existing.record)
+        if taken is None:
+            raise RetryLaterError(f"claim on {name} changed while taking it over", delay_s=5)
+        log.warning("taking over a stale claim", extra={"claim_age_s": round(age, 1)})
+        return taken, True
+
+    def _enforce_caps(self, claim: Record, pool: Pool) -> None:
+        """Keep the claim only if fewer than the caps' worth of runners were claimed before it."""
+        key = (claim.created_at, claim.key)
+        ahead_in_pool = ahead_overall = 0
+        for runner in in_flight(self.backend):
+            if (runner.record.created_at, runner.name) < key:
+                ahead_overall += 1
+                ahead_in_pool += runner.record.pool == pool.name
+        if ahead_in_pool < pool.max_runners and ahead_overall < self.settings.max_runners:
+            return
+        self.backend.delete(RUNNER, claim.key, expected_version=claim.version)
+        which = f"pool {pool.name} ({pool.max_runners})" if ahead_in_pool >= pool.max_runners else (
+            f"the global cap ({self.settings.max_runners})")
+        raise RetryLaterError(f"{which} is full; job waits", delay_s=30)
+
+    def _launch(self, claim: Record, recovered: bool, message: JobMessage, pool: Pool) -> RunnerView:
+        runner = RunnerView(claim)
+        if recovered and (existing := self._existing_vm(runner.name)) is not None:
+            return self._record(claim, existing, github_runner_id=runner.github_runner_id)
+        scope = self._scope(runner.scope)
+        jit = self.github.generate_jit_config(scope, runner.name, sorted(pool.labels), pool.runner_group)
+        register_secret(jit.encoded.reveal())
+        self.checkpoint("minted")
+        claim = self.store.write(claim, installation_id=scope.installation_id, github_runner_id=jit.runner_id) or claim
+        provider = self.settings.provider("vm")
+        context = ScriptContext(runner.name, pool, provider, jit.encoded, self.settings.runner_version,
+                                pool.max_lifetime_s)
+        script = self.backend.render_startup_script(context, USER_DATA_LIMITS.get(provider))
+        try:
+            result = self._walk_chain(runner.name, message, pool, script)
+        except CapacityExhaustedError:
+            self._release(claim, scope, jit.runner_id)
+            raise
+        self.checkpoint("launched")
+        recorded = self._record(claim, result, github_runner_id=jit.runner_id)
+        self.checkpoint("recorded")
+        return recorded
+
+    def _walk_chain(self, name: str, message: JobMessage, pool: Pool, script: str) -> LaunchResult:
+        codes: list[str] = []
+        for index, (machine_type, placement, spot) in enumerate(fallback_chain(pool)):
+            request = LaunchRequest(
+                runner_name=name, pool=pool.name, machine_type=machine_type, placement=placement, spot=spot,
+                image=pool.image, disk_gb=pool.disk_gb, startup_script=script,
+                idempotency_token=idempotency_token(name, index), max_lifetime_s=pool.max_lifetime_s,
+                labels={"jitr-runner": name, "jitr-pool": pool.name, "jitr-job": str(message.job_id),
+                        "jitr-attempt": str(message.attempt)},
+                options=pool.options,
+            )
+            try:
+                return self.backend.launch_vm(request)
+            except CapacityError as exc:
+                codes.append(f"{machine_type}/{placement or '-'}/{'spot' if spot else 'on-demand'}: {exc.code}")
+                log.warning("no capacity; trying the next candidate", extra={"candidate": codes[-1]})
+        raise CapacityExhaustedError(f"no capacity for pool {pool.name} on any candidate: {'; '.join(codes)}")
+
+    def _existing_vm(self, name: str) -> LaunchResult | None:
+        for vm in self.backend.list_vms():
+            if vm.runner_name == name and vm.running:
+                return LaunchResult(vm.vm_id, vm.provider, "", None, True)
+        return None
+
+    def _scope(self, scope: Scope) -> Scope:
+        if scope.installation_id is not None:
+            return scope
+        owner_repo = scope.repo
+        installation = self.github.installation_for(scope.owner, owner_repo)
+        return Scope(installation, scope.owner, scope.repo)
+
+    def _record(self, claim: Record, result: LaunchResult, github_runner_id: int | None) -> RunnerView:
+        now = self.clock()
+
+        def launched(record: Record) -> dict[str, object] | None:
+            if record.state != RunnerState.CLAIMED:
+                return None
+            return {"state": RunnerState.LAUNCHED, "vm_id": result.vm_id, "provider": result.provider,
+                    "machine_type": result.machine_type, "placement": result.placement, "spot": result.spot,
+                    "github_runner_id": github_runner_id, "launched_at": now}
+
+        written = self.store.update(RUNNER, claim.key, launched)
+        if written is None:
+            raise RetryLaterError(f"runner record {claim.key} vanished after launch", delay_s=5)
+        log.info("vm launched", extra={"vm_id": result.vm_id, "machine_type": result.machine_type,
+                                       "spot": result.spot})
+        return RunnerView(written)
+
+    def _link_job(self, job_id: int, runner_name: str) -> None:
+        def link(record: Record) -> dict[str, object] | None:
+            if record.state != JobState.QUEUED or record.data.get("launched_runner") == runner_name:
+                return None
+            return {"launched_runner": runner_name}
+
+        self.store.update(JOB, str(job_id), link)
+
+    def _release(self, claim: Record, scope: Scope, github_runner_id: int) -> None:
+        """Undo a claim whose launch found no capacity anywhere, so a retry can claim again."""
+        try:
+            self.github.delete_runner(scope, github_runner_id)
+        except GitHubError as exc:
+            log.warning("could not remove the unused runner registration", extra={"reason": str(exc)})
+        current = self.store.runner(claim.key)
+        if current is not None and current.state == RunnerState.CLAIMED:
+            self.backend.delete(RUNNER, claim.key, expected_version=current.record.version)
