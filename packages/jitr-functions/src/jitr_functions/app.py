@@ -1,0 +1,111 @@
+"""The composition root: settings → plugins → backend → GitHub client → services.
+
+Built once per process (a Lambda container, a Cloud Run instance, ``jitr serve``) by
+:func:`get_app`. Everything heavy is built on first use, so the webhook function never imports
+the GitHub client's libraries and no function imports a cloud SDK it does not call.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from jitr_core.backend import Backend
+from jitr_core.logs import configure_logging, register_secret
+from jitr_core.plugins import JitrPluginManager, create_plugin_manager
+from jitr_core.secret import Secret
+from jitr_core.services import (
+    LifecycleService,
+    RebalancerService,
+    ScaledownService,
+    ScaleupService,
+    WebhookService,
+)
+from jitr_core.settings import Settings
+
+if TYPE_CHECKING:
+    from jitr_core.github import GitHubAPI
+
+
+class App:
+    """One process's control plane: the services over one backend and one GitHub client."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pm: JitrPluginManager,
+        github: GitHubAPI | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.pm = pm
+        self.backend = Backend(pm, settings)
+        self._github = github
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def _kw(self) -> dict[str, Callable[[], float]]:
+        return {"clock": self._clock} if self._clock else {}
+
+    @property
+    def github(self) -> GitHubAPI:
+        with self._lock:
+            if self._github is None:
+                from jitr_github import GitHubClient
+
+                key = self.backend.secret("github_app_private_key")
+                register_secret(key)
+                self._github = GitHubClient(
+                    app_id=self.settings.github_app_id, private_key=Secret(key), api_url=self.settings.github_api_url
+                )
+            return self._github
+
+    @cached_property
+    def webhook(self) -> WebhookService:
+        return WebhookService(self.backend, **self._kw())
+
+    @cached_property
+    def scaleup(self) -> ScaleupService:
+        return ScaleupService(self.backend, self.github, **self._kw())
+
+    @cached_property
+    def lifecycle(self) -> LifecycleService:
+        return LifecycleService(self.backend, self.github, **self._kw())
+
+    @cached_property
+    def scaledown(self) -> ScaledownService:
+        return ScaledownService(self.backend, self.github, **self._kw())
+
+    @cached_property
+    def rebalancer(self) -> RebalancerService:
+        return RebalancerService(self.backend, self.github, **self._kw())
+
+
+def build_app(
+    settings: Settings | None = None,
+    environ: Mapping[str, str] | None = None,
+    github: GitHubAPI | None = None,
+    extra_plugins: Iterable[tuple[str, object]] = (),
+    clock: Callable[[], float] | None = None,
+) -> App:
+    """Cold start: validate settings, discover plugins, wire the services."""
+    settings = settings or Settings.from_env(environ)
+    configure_logging(settings.log_level)
+    pm = create_plugin_manager(environ=environ, extra=extra_plugins)
+    return App(settings, pm, github=github, clock=clock)
+
+
+_APP: App | None = None
+_APP_LOCK = threading.Lock()
+
+
+def get_app() -> App:
+    """The process-wide app, built on the first call (the function's cold start)."""
+    global _APP
+    if _APP is None:
+        with _APP_LOCK:
+            if _APP is None:
+                _APP = build_app()
+    return _APP

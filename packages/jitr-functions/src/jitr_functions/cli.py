@@ -1,0 +1,143 @@
+"""The ``jitr`` command: serve, demo, plugins, render-startup-script, status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+from jitr_core.errors import JitrError
+from jitr_core.settings import Settings
+
+
+def _settings(path: str | None) -> Settings:
+    return Settings.from_toml(path) if path else Settings.from_env()
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from jitr_core.plugins import create_plugin_manager, list_plugins
+
+    infos = list_plugins(create_plugin_manager())
+    if args.json:
+        print(json.dumps([asdict(info) for info in infos], indent=2))
+        return 0
+    width = max(len(info.name) for info in infos)
+    for info in infos:
+        origin = f"{info.distribution} {info.version}".strip() or "(registered in code)"
+        tag = " [built-in]" if info.builtin else ""
+        print(f"{info.name:<{width}}  {origin}{tag}")
+        print(f"{'':<{width}}  hooks: {', '.join(info.hooks)}")
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from jitr_core.backend import Backend
+    from jitr_core.model import runner_name_for
+    from jitr_core.plugins import create_plugin_manager
+    from jitr_core.secret import Secret
+    from jitr_core.startup import ScriptContext
+
+    settings = _settings(args.config)
+    pool = settings.pool(args.pool)
+    provider = args.provider or settings.provider("vm")
+    context = ScriptContext(
+        runner_name_for(pool.name, 0, 1), pool, provider, Secret("UFJFVklFVy1OT1QtQS1SRUFMLUNPTkZJRw=="),
+        settings.runner_version, pool.max_lifetime_s,
+    )
+    sys.stdout.write(Backend(create_plugin_manager(), settings).render_startup_script(context))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from jitr_core.backend import Backend
+    from jitr_core.model import IN_FLIGHT_RUNNER_STATES, OPEN_JOB_STATES, RecordQuery
+    from jitr_core.plugins import create_plugin_manager
+
+    settings = _settings(args.config)
+    backend = Backend(create_plugin_manager(), settings)
+    runners = [r for s in IN_FLIGHT_RUNNER_STATES for r in backend.query_all(RecordQuery("runner", s))]
+    jobs = [r for s in OPEN_JOB_STATES for r in backend.query_all(RecordQuery("job", s))]
+    status: dict[str, Any] = {
+        "runners": [{"name": r.key, "state": r.state, "pool": r.pool, "job_id": r.data.get("job_id"),
+                     "vm_id": r.data.get("vm_id")} for r in runners],
+        "jobs": [{"job_id": int(r.key), "state": r.state, "pool": r.pool, "repository": r.data.get("repository"),
+                  "attempt": r.data.get("attempt"), "runner": r.data.get("launched_runner")} for r in jobs],
+    }
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    print(f"{len(status['jobs'])} open jobs, {len(status['runners'])} runners in flight")
+    for runner in status["runners"]:
+        print(f"  runner {runner['name']:<40} {runner['state']:<9} pool={runner['pool']} vm={runner['vm_id']}")
+    for job in status["jobs"]:
+        print(f"  job {job['job_id']:<12} {job['state']:<9} {job['repository']} attempt={job['attempt']}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .app import build_app
+    from .local import LocalRuntime
+
+    app = build_app(_settings(args.config))
+    runtime = LocalRuntime(app, host=args.host, port=args.port, workers=args.workers).start()
+    print(f"jitr serving webhooks at {runtime.url}/webhook", file=sys.stderr)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    runtime.stop()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(jobs=args.jobs, as_json=args.json, faults=args.faults, seed=args.seed)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jitr", description="On-demand single-use GitHub Actions runners.")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("plugins", help="list registered plugins and their hooks")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_plugins)
+    s = sub.add_parser("render-startup-script", help="preview a pool's VM startup script")
+    s.add_argument("--pool", required=True)
+    s.add_argument("--config", help="TOML settings file (default: JITR_* environment)")
+    s.add_argument("--provider", help="render for this VM provider instead of the configured one")
+    s.set_defaults(func=cmd_render)
+    s = sub.add_parser("status", help="in-flight jobs and runners from the state store")
+    s.add_argument("--config")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
+    s = sub.add_parser("serve", help="run the control plane on this machine (embedded backend)")
+    s.add_argument("--config", help="TOML settings file (default: JITR_* environment)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--workers", type=int, default=2, help="worker threads per queue")
+    s.set_defaults(func=cmd_serve)
+    s = sub.add_parser("demo", help="run the control plane against a simulated GitHub and show it work")
+    s.add_argument("--jobs", type=int, default=36)
+    s.add_argument("--json", action="store_true", help="print one JSON summary instead of live progress")
+    s.add_argument("--faults", action="store_true", help="inject lost, duplicated, reordered webhooks and failures")
+    s.add_argument("--seed", type=int, default=7)
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except JitrError as exc:
+        print(f"jitr: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""The embedded runtime behind ``jitr serve`` and ``jitr demo``: one process, every function.
+
+An HTTP server takes webhooks, worker threads drain the jobs and lifecycle queues, and timers
+run scaledown and rebalancer. Stopping is graceful: the server stops taking deliveries, each
+worker finishes (and acknowledges) the message in hand, and anything not acknowledged stays in
+the durable queue for the next start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from jitr_core.services.consume import Disposition, consume
+
+from .app import App
+
+log = logging.getLogger("jitr.serve")
+
+
+@dataclass(frozen=True, slots=True)
+class Intervals:
+    scaledown_s: float = 300.0
+    rebalancer_s: float = 60.0
+    visibility_timeout_s: int = 120
+    idle_poll_s: float = 0.05
+
+
+class LocalRuntime:
+    """Runs the control plane in this process until :meth:`stop`."""
+
+    def __init__(
+        self, app: App, host: str = "127.0.0.1", port: int = 8080, workers: int = 2,
+        intervals: Intervals = Intervals(),
+    ) -> None:
+        self.app = app
+        self.intervals = intervals
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._server = ThreadingHTTPServer((host, port), _handler(app))
+        self._server.daemon_threads = True
+        self._workers = workers
+        self.processed = {"jobs": 0, "lifecycle": 0}
+        self._count_lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> LocalRuntime:
+        self._spawn("http", self._server.serve_forever)
+        for queue, handle in (("jobs", lambda: self.app.scaleup.handle), ("lifecycle", lambda: self.app.lifecycle.handle)):
+            for i in range(self._workers):
+                self._spawn(f"{queue}-{i}", self._worker, queue, handle)
+        self._spawn("scaledown", self._every, self.intervals.scaledown_s, lambda: self.app.scaledown.run())
+        self._spawn("rebalancer", self._every, self.intervals.rebalancer_s, lambda: self.app.rebalancer.run())
+        log.info("serving", extra={"url": self.url})
+        return self
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        self._server.shutdown()
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout_s)
+        self._server.server_close()
+        log.info("stopped")
+
+    def __enter__(self) -> LocalRuntime:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _spawn(self, name: str, target: Callable[..., object], *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, name=f"jitr-{name}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _worker(self, queue: str, handler: Callable[[], Callable[[str], str]]) -> None:
+        backend = self.app.backend
+        idle = self.intervals.idle_poll_s
+        while not self._stop.is_set():
+            try:
+                messages = backend.receive(queue, 10, self.intervals.visibility_timeout_s)
+            except Exception:
+                log.exception("receive failed", extra={"queue": queue})
+                self._stop.wait(1.0)
+                continue
+            if not messages:
+                self._stop.wait(idle)
+                idle = min(idle * 2, 0.5)
+                continue
+            idle = self.intervals.idle_poll_s
+            for message in messages:
+                outcome = consume(backend, queue, message.body, handler(), message.attributes)
+                if outcome.disposition is Disposition.DONE:
+                    backend.ack(queue, message.receipt)
+                with self._count_lock:
+                    self.processed[queue] += 1
+
+    def _every(self, interval_s: float, run: Callable[[], object]) -> None:
+        while not self._stop.wait(interval_s):
+            try:
+                report = run()
+                log.info("periodic run", extra={"report": report})
+            except Exception:
+                log.exception("periodic run failed")
+
+
+def _handler(app: App) -> type[BaseHTTPRequestHandler]:
+    limit = app.settings.max_body_bytes
+
+    class WebhookHandler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            try:
+                length = int(self.headers.get("Content-Length", "0"))
+            except ValueError:
+                self._answer(400, {"error": "Content-Length must be a number"})
+                return
+            if length < 0 or length > limit:
+                self._answer(413, {"error": f"body exceeds {limit} bytes"})
+                self.close_connection = True
+                return
+            body = self.rfile.read(length)
+            response = app.webhook.handle(dict(self.headers.items()), body)
+            self._answer(response.status, dict(response.body))
+
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path.rstrip("/") in ("/healthz", ""):
+                self._answer(200, {"status": "ok"})
+            else:
+                self._answer(404, {"error": "not found"})
+
+        def _answer(self, status: int, body: dict[str, object]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return  # access logs would duplicate the service's structured lines
+
+    return WebhookHandler
