@@ -65,6 +65,7 @@ class Settings:
     boot_timeout_s: int = 600
     ghost_grace_s: int = 300
     stuck_after_s: int = 900
+    claim_timeout_s: int = 120
     delivery_ttl_s: int = 3 * 86400
     finished_ttl_s: int = 7 * 86400
     max_body_bytes: int = 1024 * 1024
@@ -120,7 +121,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 # Top-level keys that a JITR_<KEY> variable sets, with the parser for its text form.
 _SCALARS = (
     "provider", "max_runners", "allowed_owners", "allowed_repos", "runner_version",
-    "boot_timeout_s", "ghost_grace_s", "stuck_after_s", "delivery_ttl_s", "finished_ttl_s",
+    "boot_timeout_s", "ghost_grace_s", "stuck_after_s", "claim_timeout_s", "delivery_ttl_s", "finished_ttl_s",
     "max_body_bytes", "log_level", "vm_provider", "queue_provider", "store_provider",
     "secrets_provider",
 )
@@ -217,9 +218,10 @@ def _build(data: dict[str, Any], names: _Names, source: str) -> Settings:
         github_app_id=str(github.get("app_id", "")),
         github_api_url=api_url,
         runner_version=r.choice(data, "runner_version", default="2.336.0", pattern=re.compile(r"^\d+\.\d+\.\d+$")),
-        boot_timeout_s=r.integer(data, "boot_timeout_s", default=600, low=30),
+        boot_timeout_s=r.integer(data, "boot_timeout_s", default=600, low=1),
         ghost_grace_s=r.integer(data, "ghost_grace_s", default=300, low=0),
-        stuck_after_s=r.integer(data, "stuck_after_s", default=900, low=30),
+        stuck_after_s=r.integer(data, "stuck_after_s", default=900, low=1),
+        claim_timeout_s=r.integer(data, "claim_timeout_s", default=120, low=1),
         delivery_ttl_s=r.integer(data, "delivery_ttl_s", default=3 * 86400, low=60),
         finished_ttl_s=r.integer(data, "finished_ttl_s", default=7 * 86400, low=60),
         max_body_bytes=r.integer(data, "max_body_bytes", default=1024 * 1024, low=1024),

@@ -57,7 +57,6 @@ class ScaleupService:
         github: GitHubAPI,
         clock: Callable[[], float] = time.time,
         checkpoint: Callable[[str], None] | None = None,
-        claim_timeout_s: float = 120.0,
     ) -> None:
         self.backend = backend
         self.settings = backend.settings
@@ -66,7 +65,7 @@ class ScaleupService:
         self.clock = clock
         self.router = Router(backend.settings)
         self.checkpoint = checkpoint or (lambda step: None)
-        self.claim_timeout_s = claim_timeout_s
+        self.claim_timeout_s = backend.settings.claim_timeout_s
 
     def handle(self, body: str | bytes) -> str:
         """Process one message; returns what happened. Raises PayloadError for poison, others to retry."""

@@ -1,0 +1,66 @@
+"""Queue messages round-trip and reject malformed input; logs are JSON and redact secrets."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from jitr_core.errors import JitrError, PayloadError
+from jitr_core.logs import JsonFormatter, log_context, register_secret
+from jitr_core.messages import JobMessage, LifecycleMessage, decode, encode
+
+
+def test_messages_round_trip() -> None:
+    job = JobMessage(1, 2, "o/r", "o", 5, ("self-hosted", "linux"), True, attempt=3, delivery_id="d", received_at=1.5)
+    assert decode(encode(job).body) == job
+    life = LifecycleMessage("completed", 1, 2, "o/r", "o", None, ("self-hosted",), "jitr-x-1-1", 9, "success")
+    assert decode(encode(life).body) == life
+    assert encode(job).attributes == {"type": "job", "job_id": "1"}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("nope", "not JSON"),
+        ("[1]", "must be a JSON object"),
+        ('{"v": 9, "type": "job"}', "version must be 1"),
+        ('{"v": 1, "type": "party"}', "type must be one of"),
+        ('{"v": 1, "type": "job", "job_id": 1}', "lacks 'run_id'"),
+        ('{"v":1,"type":"job","job_id":1,"run_id":2,"repository":"o/r","owner":"o","installation_id":null,'
+         '"labels":"self-hosted","private":false}', "'labels' must be"),
+        ('{"v":1,"type":"job","job_id":-4,"run_id":2,"repository":"o/r","owner":"o","installation_id":null,'
+         '"labels":[],"private":false}', "'job_id' must be int"),
+    ],
+)
+def test_malformed_messages_say_what_is_wrong(body: str, message: str) -> None:
+    with pytest.raises(PayloadError, match=message):
+        decode(body)
+
+
+@given(st.binary(max_size=200) | st.text(max_size=200))
+def test_fuzzed_messages_raise_only_payload_errors(body: bytes | str) -> None:
+    try:
+        decode(body)
+    except JitrError:
+        pass
+
+
+def test_logs_are_json_with_context_and_redact_secrets() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("jitr.test-logs")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    register_secret("ghs_supersecrettoken123")
+    with log_context(delivery_id="d-1", job_id=7, runner_name="jitr-a-7-1"):
+        logger.info("minted token ghs_supersecrettoken123", extra={"outcome": "ok"})
+    entry = json.loads(stream.getvalue())
+    assert entry["delivery_id"] == "d-1" and entry["job_id"] == 7 and entry["runner_name"] == "jitr-a-7-1"
+    assert entry["outcome"] == "ok"
+    assert "supersecret" not in stream.getvalue() and "[REDACTED]" in entry["message"]
