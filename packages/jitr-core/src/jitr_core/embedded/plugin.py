@@ -1,0 +1,137 @@
+"""Hook implementations of the embedded backend (core's built-in default, registered ``trylast``).
+
+Each answers only when the settings choose provider ``embedded`` for its role, and delegates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..hookspecs import hookimpl
+from ..model import (
+    LaunchRequest,
+    LaunchResult,
+    Loaded,
+    QueueMessage,
+    ReceivedMessage,
+    Record,
+    RecordPage,
+    RecordQuery,
+    VMInfo,
+    Written,
+)
+from ..settings import Settings
+from ..startup import Fragment, ScriptContext
+from . import script
+from .instance import open_embedded
+from .secrets import fetch_secret
+
+PROVIDER = "embedded"
+
+
+@hookimpl(trylast=True)
+def jitr_launch_vm(request: LaunchRequest, settings: Settings) -> LaunchResult | None:
+    if settings.provider("vm") != PROVIDER:
+        return None
+    return open_embedded(settings).vms.launch(request)
+
+
+@hookimpl(trylast=True)
+def jitr_terminate_vm(vm_id: str, settings: Settings) -> bool | None:
+    if settings.provider("vm") != PROVIDER:
+        return None
+    return open_embedded(settings).vms.terminate(vm_id)
+
+
+@hookimpl(trylast=True)
+def jitr_list_vms(settings: Settings) -> Sequence[VMInfo] | None:
+    if settings.provider("vm") != PROVIDER:
+        return None
+    return open_embedded(settings).vms.list()
+
+
+@hookimpl(trylast=True)
+def jitr_enqueue(queue: str, message: QueueMessage, delay_s: int, settings: Settings) -> str | None:
+    if settings.provider("queue") != PROVIDER:
+        return None
+    return open_embedded(settings).queue.enqueue(queue, message, delay_s)
+
+
+@hookimpl(trylast=True)
+def jitr_receive_messages(
+    queue: str, max_messages: int, visibility_timeout_s: int, settings: Settings
+) -> Sequence[ReceivedMessage] | None:
+    if settings.provider("queue") != PROVIDER:
+        return None
+    return open_embedded(settings).queue.receive(queue, max_messages, visibility_timeout_s)
+
+
+@hookimpl(trylast=True)
+def jitr_ack_message(queue: str, receipt: str, settings: Settings) -> bool | None:
+    if settings.provider("queue") != PROVIDER:
+        return None
+    return open_embedded(settings).queue.ack(queue, receipt)
+
+
+@hookimpl(trylast=True)
+def jitr_dead_letter(queue: str, message: QueueMessage, reason: str, settings: Settings) -> bool | None:
+    if settings.provider("queue") != PROVIDER:
+        return None
+    return open_embedded(settings).queue.dead_letter(queue, message, reason)
+
+
+@hookimpl(trylast=True)
+def jitr_dead_letters(queue: str, settings: Settings) -> Sequence[ReceivedMessage] | None:
+    if settings.provider("queue") != PROVIDER:
+        return None
+    return open_embedded(settings).queue.dead_letters(queue)
+
+
+@hookimpl(trylast=True)
+def jitr_store_runner(record: Record, expected_version: int | None, settings: Settings) -> Written | None:
+    if settings.provider("store") != PROVIDER:
+        return None
+    store = open_embedded(settings).store
+    return Written(store.create(record) if expected_version is None else store.replace(record, expected_version))
+
+
+@hookimpl(trylast=True)
+def jitr_load_record(kind: str, key: str, settings: Settings) -> Loaded | None:
+    if settings.provider("store") != PROVIDER:
+        return None
+    return Loaded(open_embedded(settings).store.load(kind, key))
+
+
+@hookimpl(trylast=True)
+def jitr_query_records(query: RecordQuery, settings: Settings) -> RecordPage | None:
+    if settings.provider("store") != PROVIDER:
+        return None
+    return open_embedded(settings).store.query(query)
+
+
+@hookimpl(trylast=True)
+def jitr_delete_record(kind: str, key: str, expected_version: int | None, settings: Settings) -> Written | None:
+    if settings.provider("store") != PROVIDER:
+        return None
+    return Written(open_embedded(settings).store.delete(kind, key, expected_version))
+
+
+@hookimpl(trylast=True)
+def jitr_purge_expired(now: float, settings: Settings) -> int | None:
+    if settings.provider("store") != PROVIDER:
+        return None
+    return open_embedded(settings).store.purge_expired(now)
+
+
+@hookimpl(trylast=True)
+def jitr_fetch_secret(name: str, reference: str, settings: Settings) -> str | None:
+    if settings.provider("secrets") != PROVIDER:
+        return None
+    return fetch_secret(name, reference)
+
+
+@hookimpl(trylast=True)
+def jitr_render_startup_script(context: ScriptContext) -> list[Fragment] | None:
+    if context.provider != PROVIDER:
+        return None
+    return script.fragments(context)

@@ -1,0 +1,28 @@
+"""Startup-script fragments for local-process VMs.
+
+The run step executes ``[embedded] runner_command``, which the launcher passes to the process as
+``JITR_RUNNER_COMMAND`` (machine configuration, like the runner installed in a cloud image), with
+the JIT config exported as ``JITR_JITCONFIG``. The JIT config enters the script base64-encoded
+only; runner names and labels do not enter it at all (the launcher puts the name in the
+environment).
+"""
+
+from __future__ import annotations
+
+from ..startup import Fragment, ScriptContext, shell_b64
+
+SOURCE = "embedded"
+
+_PRELUDE = "\n".join(
+    ["umask 077", 'cd "$JITR_VM_DIR"', 'echo "jitr: local VM for runner $JITR_RUNNER_NAME in $JITR_VM_DIR"']
+)
+
+_RUN = """JITR_JITCONFIG={jit_config}
+export JITR_JITCONFIG
+bash -c "${{JITR_RUNNER_COMMAND:?is set by the embedded launcher}}"
+"""
+
+
+def fragments(context: ScriptContext) -> list[Fragment]:
+    run = _RUN.format(jit_config=shell_b64(context.jit_config.reveal()))
+    return [Fragment("prelude", _PRELUDE, order=10, source=SOURCE), Fragment("run", run, order=50, source=SOURCE)]
