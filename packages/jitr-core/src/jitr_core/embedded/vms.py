@@ -16,6 +16,7 @@ Exits, and VMs past their maximum lifetime, are dealt with whenever VMs are list
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -139,10 +140,12 @@ class LocalVMs:
         except (OSError, ValueError) as exc:
             self._end(row, "could not start")
             raise LaunchError(f"local VM {row.vm_id} for {row.runner_name!r} could not start: {exc}") from None
-        with os.fdopen(go, "w") as pipe:
-            started = self._db.write(_STARTED, (process.pid, start_time(process.pid), row.vm_id)).rowcount == 1
-            if started:  # else it was terminated meanwhile: closing the pipe ends the process
-                pipe.write("go\n")
+        try:  # unless it was terminated meanwhile; then closing the pipe ends the process
+            if self._db.write(_STARTED, (process.pid, start_time(process.pid), row.vm_id)).rowcount == 1:
+                with contextlib.suppress(BrokenPipeError):  # it died at once: the next refresh records that
+                    os.write(go, b"go\n")
+        finally:
+            os.close(go)
 
     def spawn(self, row: VMRow, request: LaunchRequest) -> tuple[subprocess.Popen[bytes], int]:
         """Start the process, waiting for "go"; returns it and the pipe's write end."""
