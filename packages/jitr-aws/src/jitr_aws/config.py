@@ -1,0 +1,250 @@
+"""The ``[aws]`` settings (``JITR_AWS_*``), parsed and validated in one place.
+
+Every error names the variable the user typed (``JITR_AWS_REGION``) or the TOML key
+(``aws.region in jitr.toml``). Keys a role needs are required only when that role's provider is
+``aws``, so a deployment that keeps, say, its secrets elsewhere need not name a secret setting.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from jitr_core.errors import SettingsError
+from jitr_core.settings import Settings
+
+PROVIDER = "aws"
+QUEUES = ("jobs", "lifecycle")
+
+_REGION = re.compile(r"^[a-z]{2}(-[a-z0-9]+)+-\d{1,2}$")
+_URL = re.compile(r"^https?://[^\s]+$")
+_TABLE = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+_SECURITY_GROUP = re.compile(r"^sg-[0-9a-f]{8,17}$")
+_PROFILE_NAME = re.compile(r"^[\w+=,.@-]{1,128}$")
+_PROFILE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:instance-profile/[\w+=,.@/-]{1,512}$")
+_TEMPLATE = re.compile(r"^(lt-[0-9a-f]{8,17}|[A-Za-z0-9().\-/_]{3,128})(:(\$Latest|\$Default|\d+))?$")
+_KEY_NAME = re.compile(r"^[\x20-\x7e]{1,255}$")
+_DEVICE = re.compile(r"^/dev/[a-z0-9]{2,16}$")
+_TAG_KEY = re.compile(r"^[\w .:/=+@-]{1,128}$")
+_RESERVED_TAGS = ("managed-by", "Name")
+
+# Keys that shape a VM; a pool's ``options`` may override each of them.
+VM_KEYS = (
+    "launch_template",
+    "security_group_ids",
+    "instance_profile",
+    "key_name",
+    "associate_public_ip",
+    "root_device_name",
+)
+KNOWN_KEYS = (
+    "region",
+    "endpoint_url",
+    "table",
+    "jobs_queue_url",
+    "lifecycle_queue_url",
+    "jobs_dlq_url",
+    "lifecycle_dlq_url",
+    "tags",
+    "secret_cache_ttl_s",
+    *VM_KEYS,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class VMShape:
+    """What every launched instance gets besides the pool's machine type, image and subnet."""
+
+    launch_template: str | None = None
+    security_group_ids: tuple[str, ...] = ()
+    instance_profile: str | None = None
+    key_name: str | None = None
+    associate_public_ip: bool = False
+    root_device_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AwsConfig:
+    """The validated ``[aws]`` section; hashable so clients can be cached by it."""
+
+    region: str
+    endpoint_url: str | None = None
+    table: str | None = None
+    jobs_queue_url: str | None = None
+    lifecycle_queue_url: str | None = None
+    jobs_dlq_url: str | None = None
+    lifecycle_dlq_url: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+    secret_cache_ttl_s: int = 300
+    vm: VMShape = VMShape()
+
+    def queue_url(self, queue: str) -> str:
+        url = {"jobs": self.jobs_queue_url, "lifecycle": self.lifecycle_queue_url}.get(queue)
+        if url is None:
+            raise ValueError(f"unknown queue {queue!r}; jitr's queues are {QUEUES}")
+        return url
+
+    def dlq_url(self, queue: str) -> str | None:
+        self.queue_url(queue)
+        return {"jobs": self.jobs_dlq_url, "lifecycle": self.lifecycle_dlq_url}[queue]
+
+
+_last: tuple[Settings, AwsConfig] | None = None
+
+
+def aws_config(settings: Settings) -> AwsConfig:
+    """The ``[aws]`` section of ``settings``, validated once per settings object."""
+    global _last
+    cached = _last
+    if cached is not None and cached[0] is settings:
+        return cached[1]
+    config = parse(settings)
+    _last = (settings, config)
+    return config
+
+
+def parse(settings: Settings) -> AwsConfig:
+    """Validate ``[aws]`` and the pools' aws options; raise :class:`SettingsError` naming the variable."""
+    section = settings.section(PROVIDER)
+    name = _namer(settings.source)
+    for key in section:
+        if key not in KNOWN_KEYS:
+            raise SettingsError(f"{name(key)} is not an aws setting; known: {sorted(KNOWN_KEYS)}")
+    region = section.get("region") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if not region:
+        raise SettingsError(f"{name('region')} is required (the AWS region, for example eu-west-1)")
+    roles = {role for role in ("vm", "queue", "store", "secrets") if settings.provider(role) == PROVIDER}
+    required = {"table"} if "store" in roles else set()
+    if "queue" in roles:
+        required |= {"jobs_queue_url", "lifecycle_queue_url"}
+    for key in sorted(required):
+        if not section.get(key):
+            raise SettingsError(f"{name(key)} is required when the {_role_of(key)} provider is aws")
+
+    def get(key: str, check: Callable[[Any, str], Any], default: Any = None) -> Any:
+        value = section.get(key)
+        return default if value is None or value == "" else check(value, name(key))
+
+    for index, pool in enumerate(settings.pools):
+        vm_shape(pool.options, _pool_namer(settings.source, index), VMShape())  # fail at start, not at launch
+    return AwsConfig(
+        region=_pattern(_REGION, "an AWS region such as eu-west-1")(region, name("region")),
+        endpoint_url=get("endpoint_url", _pattern(_URL, "an http(s) URL")),
+        table=get("table", _pattern(_TABLE, "a DynamoDB table name")),
+        jobs_queue_url=get("jobs_queue_url", _pattern(_URL, "an SQS queue URL")),
+        lifecycle_queue_url=get("lifecycle_queue_url", _pattern(_URL, "an SQS queue URL")),
+        jobs_dlq_url=get("jobs_dlq_url", _pattern(_URL, "an SQS queue URL")),
+        lifecycle_dlq_url=get("lifecycle_dlq_url", _pattern(_URL, "an SQS queue URL")),
+        tags=get("tags", _tags, ()),
+        secret_cache_ttl_s=get("secret_cache_ttl_s", _seconds, 300),
+        vm=vm_shape(section, name, VMShape()),
+    )
+
+
+def vm_shape(values: Mapping[str, Any], name: Callable[[str], str], base: VMShape) -> VMShape:
+    """``base`` with the VM keys present in ``values`` (the ``[aws]`` section or a pool's options)."""
+
+    def get(key: str, check: Callable[[Any, str], Any]) -> Any:
+        value = values.get(key)
+        return getattr(base, key) if value is None or value == "" else check(value, name(key))
+
+    return VMShape(
+        launch_template=get("launch_template", _pattern(_TEMPLATE, "a launch template id or name[:version]")),
+        security_group_ids=get("security_group_ids", _security_groups),
+        instance_profile=get("instance_profile", _instance_profile),
+        key_name=get("key_name", _pattern(_KEY_NAME, "an EC2 key pair name")),
+        associate_public_ip=get("associate_public_ip", _boolean),
+        root_device_name=get("root_device_name", _pattern(_DEVICE, "a device name such as /dev/xvda")),
+    )
+
+
+def _namer(source: str) -> Callable[[str], str]:
+    if source == "environment":
+        return lambda key: f"JITR_AWS_{key.upper()}"
+    return lambda key: f"aws.{key} in {source}"
+
+
+def _pool_namer(source: str, index: int) -> Callable[[str], str]:
+    if source == "environment":
+        return lambda key: f"JITR_POOLS[{index}].options.{key}"
+    return lambda key: f"pools[{index}].options.{key} in {source}"
+
+
+def _role_of(key: str) -> str:
+    return "store" if key == "table" else "queue"
+
+
+def _pattern(pattern: re.Pattern[str], what: str) -> Callable[[Any, str], str]:
+    def check(value: Any, name: str) -> str:
+        if not isinstance(value, str) or not pattern.match(value):
+            raise SettingsError(f"{name} must be {what}, found {value!r}")
+        return value
+
+    return check
+
+
+def _words(value: Any, name: str) -> list[Any]:
+    if isinstance(value, str):
+        return [w for w in (part.strip() for part in value.split(",")) if w]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    raise SettingsError(f"{name} must be a list or a comma-separated string, found {type(value).__name__}")
+
+
+def _security_groups(value: Any, name: str) -> tuple[str, ...]:
+    groups = _words(value, name)
+    for group in groups:
+        if not isinstance(group, str) or not _SECURITY_GROUP.match(group):
+            raise SettingsError(f"{name} has an invalid security group id {group!r}; expected sg-<hex>")
+    return tuple(groups)
+
+
+def _instance_profile(value: Any, name: str) -> str:
+    if isinstance(value, str) and (_PROFILE_NAME.match(value) or _PROFILE_ARN.match(value)):
+        return value
+    raise SettingsError(f"{name} must be an instance profile name or ARN, found {value!r}")
+
+
+def _boolean(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+        return value.lower() in ("true", "1", "yes")
+    raise SettingsError(f"{name} must be true or false, found {value!r}")
+
+
+def _seconds(value: Any, name: str) -> int:
+    try:
+        seconds = int(value.strip()) if isinstance(value, str) else value
+    except ValueError:
+        seconds = None
+    if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 0:
+        raise SettingsError(f"{name} must be a whole number of seconds, at least 0, found {value!r}")
+    return seconds
+
+
+def _tags(value: Any, name: str) -> tuple[tuple[str, str], ...]:
+    """Extra tags: a TOML table, or ``key=value`` pairs separated by commas in the variable."""
+    if isinstance(value, str):
+        pairs = []
+        for item in _words(value, name):
+            key, sep, val = item.partition("=")
+            if not sep:
+                raise SettingsError(f"{name} must be key=value pairs separated by commas, found {item!r}")
+            pairs.append((key.strip(), val.strip()))
+    elif isinstance(value, Mapping):
+        pairs = [(str(k), v) for k, v in value.items()]
+    else:
+        raise SettingsError(f"{name} must be a table or key=value pairs, found {type(value).__name__}")
+    for key, val in pairs:
+        if not _TAG_KEY.match(key) or key.startswith("aws:") or key.startswith("jitr-") or key in _RESERVED_TAGS:
+            raise SettingsError(
+                f"{name} has an invalid tag key {key!r}; keys are 1-128 characters, and aws:*, jitr-*, "
+                f"{', '.join(_RESERVED_TAGS)} are reserved"
+            )
+        if not isinstance(val, str) or len(val) > 256:
+            raise SettingsError(f"{name} tag {key!r} must have a string value of at most 256 characters")
+    return tuple(sorted(pairs))

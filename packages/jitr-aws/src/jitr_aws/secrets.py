@@ -1,0 +1,83 @@
+"""Secrets from AWS Secrets Manager, cached per process for ``secret_cache_ttl_s``.
+
+A reference is a secret name or ARN, optionally followed by ``#key`` to pick one key of a secret
+stored as a JSON object. Errors name the jitr secret and the Secrets Manager secret, never a value.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+
+from botocore.exceptions import BotoCoreError, ClientError
+from jitr_core.errors import SecretNotFoundError, SettingsError
+
+from .clients import client
+from .config import AwsConfig
+from .faults import backend_error, error_code
+
+_SECRET_NAME = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
+_SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]{1,512}$")
+# Secrets Manager's answers for a secret that does not exist, or no longer does (scheduled for deletion).
+_ABSENT = frozenset({"ResourceNotFoundException", "InvalidRequestException"})
+
+_lock = threading.Lock()
+_cache: dict[tuple[str, str | None, str], tuple[float, str]] = {}
+
+
+def fetch(name: str, reference: str, config: AwsConfig) -> str:
+    """The value of jitr's secret ``name``, stored in Secrets Manager at ``reference``."""
+    secret_id, has_key, json_key = reference.partition("#")
+    if not (_SECRET_NAME.match(secret_id) or _SECRET_ARN.match(secret_id)) or (has_key and not json_key):
+        raise SettingsError(
+            f"secret {name!r} refers to {reference!r}, which is not a Secrets Manager secret name or ARN "
+            f"(optionally with #key); set JITR_SECRETS_{name.upper()}"
+        )
+    text = _secret_string(name, secret_id, config)
+    if json_key:
+        try:
+            document = json.loads(text)
+        except ValueError:
+            document = None
+        if not isinstance(document, dict):
+            raise SecretNotFoundError(f"secret {name!r}: {secret_id!r} is not a JSON object with key {json_key!r}")
+        if json_key not in document:
+            raise SecretNotFoundError(f"secret {name!r}: {secret_id!r} has no key {json_key!r}")
+        value = document[json_key]
+        if not isinstance(value, str):
+            raise SecretNotFoundError(f"secret {name!r}: key {json_key!r} of {secret_id!r} is not a string")
+        text = value
+    if not text:
+        raise SecretNotFoundError(f"secret {name!r}: {reference!r} is empty")
+    return text
+
+
+def _secret_string(name: str, secret_id: str, config: AwsConfig) -> str:
+    key = (config.region, config.endpoint_url, secret_id)
+    now = time.monotonic()
+    with _lock:
+        cached = _cache.get(key)
+    if cached is not None and now - cached[0] < config.secret_cache_ttl_s:
+        return cached[1]
+    try:
+        answer = client("secretsmanager", config).get_secret_value(SecretId=secret_id)
+    except ClientError as exc:
+        if error_code(exc) in _ABSENT:
+            raise SecretNotFoundError(
+                f"secret {name!r}: Secrets Manager has no readable secret {secret_id!r} ({error_code(exc)})"
+            ) from None
+        raise backend_error("Secrets Manager", "GetSecretValue", exc, f"secret {name!r} ({secret_id!r})") from None
+    except BotoCoreError as exc:
+        raise backend_error("Secrets Manager", "GetSecretValue", exc, f"secret {name!r} ({secret_id!r})") from None
+    if "SecretString" in answer:
+        text = str(answer["SecretString"])
+    else:
+        try:
+            text = bytes(answer.get("SecretBinary", b"")).decode()
+        except UnicodeDecodeError:
+            raise SecretNotFoundError(f"secret {name!r}: {secret_id!r} holds binary data, not text") from None
+    with _lock:
+        _cache[key] = (now, text)
+    return text
