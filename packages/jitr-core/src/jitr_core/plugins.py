@@ -81,7 +81,8 @@ def create_plugin_manager(
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin {exc.plugin!r} declares a hook jitr does not know: {exc}") from None
+        name = pm.get_name(exc.plugin) or repr(exc.plugin)
+        raise PluginError(f"plugin {name!r} declares a hook jitr does not know: {exc}") from None
     return pm
 
 

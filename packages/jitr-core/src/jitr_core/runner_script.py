@@ -67,12 +67,12 @@ def jitr_render_startup_script(context: ScriptContext) -> list[Fragment] | None:
     prelude = "\n".join(
         [
             "exec > >(tee -a /var/log/jitr-startup.log) 2>&1",
-            f"JITR_RUNNER_NAME={shell_quote(context.runner_name)}",
-            f"JITR_POOL={shell_quote(context.pool.name)}",
-            f"JITR_RUNNER_VERSION={shell_quote(context.runner_version)}",
-            f"JITR_RUNNER_ARCH={shell_quote(context.pool.arch)}",
-            f"JITR_RUNNER_DIR={shell_quote(runner_dir)}",
-            f"JITR_MAX_LIFETIME={int(context.max_lifetime_s)}",
+            f"export JITR_RUNNER_NAME={shell_quote(context.runner_name)}",
+            f"export JITR_POOL={shell_quote(context.pool.name)}",
+            f"export JITR_RUNNER_VERSION={shell_quote(context.runner_version)}",
+            f"export JITR_RUNNER_ARCH={shell_quote(context.pool.arch)}",
+            f"export JITR_RUNNER_DIR={shell_quote(runner_dir)}",
+            f"export JITR_MAX_LIFETIME={int(context.max_lifetime_s)}",
             f"ACTIONS_RUNNER_INPUT_JITCONFIG={shell_b64(jit)}",
         ]
     )
