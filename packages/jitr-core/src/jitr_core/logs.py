@@ -73,8 +73,10 @@ def configure_logging(level: str = "INFO", stream: Any = None) -> None:
     logger = logging.getLogger("jitr")
     logger.setLevel(level)
     for handler in logger.handlers:
-        if getattr(handler, "_jitr", False):
+        if isinstance(handler, logging.StreamHandler) and getattr(handler, "_jitr", False):
             handler.setLevel(level)
+            if stream is not None:
+                handler.setStream(stream)
             return
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())

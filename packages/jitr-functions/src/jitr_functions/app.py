@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from jitr_core.backend import Backend
 from jitr_core.logs import configure_logging, register_secret
@@ -89,10 +89,11 @@ def build_app(
     github: GitHubAPI | None = None,
     extra_plugins: Iterable[tuple[str, object]] = (),
     clock: Callable[[], float] | None = None,
+    log_stream: IO[str] | None = None,
 ) -> App:
     """Cold start: validate settings, discover plugins, wire the services."""
     settings = settings or Settings.from_env(environ)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, log_stream)
     pm = create_plugin_manager(environ=environ, extra=extra_plugins)
     return App(settings, pm, github=github, clock=clock)
 

@@ -1,0 +1,81 @@
+"""``jitr demo``: the control plane on the embedded backend against a simulated GitHub.
+
+Queues N jobs across three pools and two tenants, shows progress, and ends with a summary.
+Exits 1 when a job was lost or launched twice.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import time
+from typing import Any
+
+from .sandbox import DEMO_POOLS, Sandbox, SandboxFaults
+
+LABELS = [pool["labels"] for pool in DEMO_POOLS]
+
+
+def run_demo(jobs: int = 36, as_json: bool = False, faults: bool = False, seed: int = 7,
+             timeout_s: float | None = None) -> int:
+    out = sys.stdout
+    logs = io.StringIO()
+    sandbox_faults = SandboxFaults.demo(seed) if faults else SandboxFaults()
+    timeout_s = timeout_s or 60.0 + jobs * 0.2
+    with Sandbox(faults=sandbox_faults, seed=seed, log_stream=logs) as sandbox:
+        repos = sandbox.repositories
+        started = time.monotonic()
+        job_ids = [sandbox.sim.queue_job(repos[i % len(repos)], LABELS[i % len(LABELS)], name=f"job-{i}")
+                   for i in range(jobs)]
+        if not as_json:
+            print(f"jitr demo: {jobs} jobs, {len(DEMO_POOLS)} pools, {len(sandbox.installations)} tenants"
+                  f"{', faults injected' if faults else ''}", file=out)
+        finished = _follow(sandbox, job_ids, timeout_s, None if as_json else out)
+        report: dict[str, Any] = sandbox.report(job_ids)
+        report["seconds"] = round(time.monotonic() - started, 2)
+        report["faults"] = faults
+        report["finished_in_time"] = finished
+    if as_json:
+        print(json.dumps(report), file=out)
+    else:
+        _summary(report, out)
+    return 0 if report["lost_jobs"] == 0 and report["duplicate_launches"] == 0 else 1
+
+
+def _follow(sandbox: Sandbox, job_ids: list[int], timeout_s: float, out: Any) -> bool:
+    deadline = time.monotonic() + timeout_s
+    tty = out is not None and out.isatty()
+    last = ""
+    while time.monotonic() < deadline:
+        jobs = [sandbox.sim.job(job_id) for job_id in job_ids]
+        done = sum(j.status == "completed" for j in jobs)
+        running = sum(j.status == "in_progress" for j in jobs)
+        line = (f"  queued {len(jobs) - done - running:>4}  running {running:>4}  completed {done:>4}/{len(jobs)}"
+                f"  VMs launched {sum(sandbox.vms.launches.values()):>4}")
+        if out is not None and line != last:
+            out.write(("\r" + line) if tty else (line + "\n"))
+            out.flush()
+            last = line
+        if done == len(jobs):
+            if tty:
+                out.write("\n")
+            return True
+        time.sleep(0.2 if tty else 1.0)
+    if tty:
+        out.write("\n")
+    return False
+
+
+def _summary(report: dict[str, Any], out: Any) -> None:
+    latency = report["latency_ms"]
+    ok = report["lost_jobs"] == 0 and report["duplicate_launches"] == 0
+    print(
+        f"\n{'OK' if ok else 'FAILED'}: {report['completed']}/{report['jobs']} jobs completed in {report['seconds']} s\n"
+        f"  VM launches        {report['launches']}\n"
+        f"  duplicate launches {report['duplicate_launches']}\n"
+        f"  lost jobs          {report['lost_jobs']}\n"
+        f"  capacity errors    {report['capacity_errors']} (walked the fallback chain)\n"
+        f"  webhook → launch   p50 {latency['p50']} ms, p95 {latency['p95']} ms, p99 {latency['p99']} ms",
+        file=out,
+    )

@@ -1,0 +1,300 @@
+"""A whole jitr deployment on one machine against the GitHub simulator: the demo's and the tests' engine.
+
+The embedded backend holds state and queues; VMs are simulated runner agents that boot from
+their startup script the way a real VM does (the JIT config is read out of the rendered script),
+connect to the simulator, take whatever job GitHub gives them, run it and leave.
+"""
+
+from __future__ import annotations
+
+import base64
+import random
+import re
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from jitr_core.errors import CapacityError, JitrError
+from jitr_core.hookspecs import hookimpl
+from jitr_core.model import LaunchRequest, LaunchResult, VMInfo
+from jitr_core.settings import Settings
+from jitr_github.simulator import Faults, GitHubSimulator, SimulatorError
+
+from .app import App, build_app
+from .local import Intervals, LocalRuntime
+
+PROVIDER = "simulated"
+_JIT_IN_SCRIPT = re.compile(r"ACTIONS_RUNNER_INPUT_JITCONFIG=\"\$\(printf %s '([A-Za-z0-9+/=]+)' \| base64 -d\)\"")
+
+DEMO_POOLS: list[dict[str, Any]] = [
+    {"name": "linux-x64", "labels": ["self-hosted", "linux", "x64"], "machine_types": ["c7i.large", "c6i.large"],
+     "placements": ["zone-a", "zone-b"], "max_runners": 40},
+    {"name": "linux-arm64", "labels": ["self-hosted", "linux", "arm64"], "machine_types": ["c7g.large"],
+     "placements": ["zone-a", "zone-b"], "arch": "arm64", "max_runners": 40},
+    {"name": "gpu", "labels": ["self-hosted", "linux", "gpu"], "machine_types": ["g5.xlarge", "g6.xlarge"],
+     "spot": False, "max_runners": 6},
+]
+
+
+class SimulatedCrash(Exception):
+    """A worker dying between two steps (raised at a scaleup checkpoint)."""
+
+
+@dataclass
+class VMFaults:
+    """Faults of the simulated cloud, drawn from a seeded generator."""
+
+    capacity: float = 0.0  # chance a candidate has no capacity
+    never_boots: float = 0.0  # chance a VM never starts its runner
+    job_seconds: tuple[float, float] = (0.05, 0.3)
+
+
+@dataclass
+class _VM:
+    vm_id: str
+    runner_name: str
+    pool: str
+    created_at: float
+    stop: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    runner_id: int | None = None
+
+
+class SimulatedVMs:
+    """The ``simulated`` VM provider: each VM is a thread acting as the runner agent."""
+
+    def __init__(self, sim: GitHubSimulator, faults: VMFaults, seed: int) -> None:
+        self.sim = sim
+        self.faults = faults
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._by_token: dict[str, _VM] = {}
+        self._vms: dict[str, _VM] = {}
+        self.launches: Counter[str] = Counter()  # runner name → VMs started for it
+        self.launched_at: dict[str, float] = {}
+        self.capacity_errors = 0
+
+    def _draw(self, chance: float) -> bool:
+        with self._lock:
+            return self._rng.random() < chance
+
+    @hookimpl
+    def jitr_launch_vm(self, request: LaunchRequest, settings: Settings) -> LaunchResult | None:
+        if settings.provider("vm") != PROVIDER:
+            return None
+        with self._lock:
+            existing = self._by_token.get(request.idempotency_token)
+        if existing is not None:
+            return LaunchResult(existing.vm_id, PROVIDER, request.machine_type, request.placement, request.spot)
+        if self._draw(self.faults.capacity):
+            with self._lock:
+                self.capacity_errors += 1
+            raise CapacityError(f"no {request.machine_type} capacity in {request.placement}", "InsufficientCapacity")
+        match = _JIT_IN_SCRIPT.search(request.startup_script)
+        if match is None:
+            raise JitrError("the startup script carries no JIT config")
+        jit = base64.b64decode(match.group(1)).decode()
+        with self._lock:
+            vm = _VM(f"sim-{len(self._vms) + 1:06d}", request.runner_name, request.pool, time.time())
+            self._by_token[request.idempotency_token] = vm
+            self._vms[vm.vm_id] = vm
+            self.launches[request.runner_name] += 1
+            self.launched_at.setdefault(request.runner_name, vm.created_at)
+        boots = not self._draw(self.faults.never_boots)
+        threading.Thread(target=self._run, args=(vm, jit, boots), daemon=True, name=vm.vm_id).start()
+        return LaunchResult(vm.vm_id, PROVIDER, request.machine_type, request.placement, request.spot)
+
+    @hookimpl
+    def jitr_terminate_vm(self, vm_id: str, settings: Settings) -> bool | None:
+        if settings.provider("vm") != PROVIDER:
+            return None
+        with self._lock:
+            vm = self._vms.get(vm_id)
+        if vm is not None and not vm.done.is_set():
+            vm.stop.set()
+            if vm.runner_id is not None:
+                try:
+                    self.sim.kill_runner(vm.runner_id)
+                except SimulatorError:
+                    pass
+        return True
+
+    @hookimpl
+    def jitr_list_vms(self, settings: Settings) -> Sequence[VMInfo] | None:
+        if settings.provider("vm") != PROVIDER:
+            return None
+        with self._lock:
+            vms = list(self._vms.values())
+        return [VMInfo(v.vm_id, v.runner_name, v.pool, PROVIDER, v.created_at, running=not v.done.is_set())
+                for v in vms if not v.done.is_set()]
+
+    def _run(self, vm: _VM, jit: str, boots: bool) -> None:
+        try:
+            if not boots:
+                vm.stop.wait()
+                return
+            runner = self.sim.agent_connect(jit)
+            vm.runner_id = runner.id
+            job = None
+            while job is None and not vm.stop.is_set():
+                job = self.sim.agent_poll(runner.id, timeout=0.5)
+            if job is not None and not vm.stop.is_set():
+                with self._lock:
+                    low, high = self.faults.job_seconds
+                    duration = self._rng.uniform(low, high)
+                vm.stop.wait(duration)
+                if not vm.stop.is_set():
+                    self.sim.agent_finish(runner.id, "success")
+            if not vm.stop.is_set():
+                self.sim.agent_leave(runner.id)
+        except SimulatorError:
+            pass  # the runner was removed under us (retired, killed): the VM just ends
+        finally:
+            vm.done.set()
+
+
+@dataclass
+class SandboxFaults:
+    """Every fault the sandbox can inject; all draws are seeded."""
+
+    github: Faults = field(default_factory=Faults)
+    vms: VMFaults = field(default_factory=VMFaults)
+    crash: float = 0.0  # chance a scaleup worker dies at each checkpoint
+
+    @classmethod
+    def demo(cls, seed: int) -> SandboxFaults:
+        return cls(
+            github=Faults(seed=seed, drop_webhook=0.08, duplicate_webhook=0.1, reorder=0.1, http_5xx=0.03,
+                          http_429=0.01, retry_after_s=1),
+            vms=VMFaults(capacity=0.25, never_boots=0.03),
+            crash=0.03,
+        )
+
+
+class Sandbox:
+    """Simulator + embedded backend + simulated VMs + the local runtime, started and stopped together."""
+
+    def __init__(
+        self,
+        pools: list[dict[str, Any]] | None = None,
+        faults: SandboxFaults | None = None,
+        seed: int = 7,
+        settings: dict[str, Any] | None = None,
+        intervals: Intervals | None = None,
+        log_stream: IO[str] | None = None,
+        workers: int = 2,
+        installations: dict[str, list[str]] | None = None,
+    ) -> None:
+        self.faults = faults or SandboxFaults()
+        self.seed = seed
+        self._tmp = tempfile.TemporaryDirectory(prefix="jitr-sandbox-")
+        self.dir = Path(self._tmp.name)
+        self.sim = GitHubSimulator(faults=self.faults.github)
+        self.vms = SimulatedVMs(self.sim, self.faults.vms, seed)
+        self._pools = pools or DEMO_POOLS
+        self._extra = settings or {}
+        self._intervals = intervals or Intervals(scaledown_s=2.0, rebalancer_s=1.0, visibility_timeout_s=3)
+        self._log_stream = log_stream
+        self._workers = workers
+        self._rng = random.Random(seed)
+        self.installations = installations or {"octo-org": ["api", "web"], "mona": ["dotfiles"]}
+        self.app: App | None = None
+        self.runtime: LocalRuntime | None = None
+        self.webhook_secret = "whsec-" + base64.b32encode(random.Random(seed).randbytes(15)).decode()
+
+    def settings(self, api_url: str) -> Settings:
+        (self.dir / "webhook_secret").write_text(self.webhook_secret)
+        (self.dir / "app.pem").write_text(self.sim.private_key_pem)
+        data: dict[str, Any] = {
+            "provider": "embedded",
+            "vm_provider": PROVIDER,
+            "github": {"app_id": str(self.sim.app_id), "api_url": api_url},
+            "secrets": {"webhook_secret": f"file:{self.dir / 'webhook_secret'}",
+                        "github_app_private_key": f"file:{self.dir / 'app.pem'}"},
+            "embedded": {"state_dir": str(self.dir / "state"), "max_receive_count": "5"},
+            "pools": self._pools,
+            "boot_timeout_s": 5, "ghost_grace_s": 2, "stuck_after_s": 8, "claim_timeout_s": 3,
+            "log_level": "INFO",
+        }
+        data.update(self._extra)
+        return Settings.from_mapping(data, source="sandbox")
+
+    def start(self) -> Sandbox:
+        api_url = self.sim.start()
+        for owner, repos in self.installations.items():
+            self.sim.add_installation(owner, "Organization" if "-" in owner else "User", repos=repos)
+        self.app = build_app(self.settings(api_url), environ={}, extra_plugins=[(PROVIDER, self.vms)],
+                             log_stream=self._log_stream)
+        if self.faults.crash:
+            self.app.scaleup.checkpoint = self._crash_point
+        self.runtime = LocalRuntime(self.app, port=0, workers=self._workers, intervals=self._intervals).start()
+        self.sim.set_webhook(self.runtime.url + "/webhook", self.webhook_secret)
+        return self
+
+    @property
+    def repositories(self) -> list[str]:
+        return [f"{owner}/{name}" for owner, names in self.installations.items() for name in names]
+
+    def _crash_point(self, step: str) -> None:
+        if self._rng.random() < self.faults.crash:
+            raise SimulatedCrash(f"worker died after step {step!r}")
+
+    def stop(self) -> None:
+        if self.runtime is not None:
+            self.runtime.stop()
+        self.sim.stop()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def wait_until(self, predicate: Callable[[], bool], timeout_s: float, step_s: float = 0.1) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(step_s)
+        return predicate()
+
+    def all_done(self, job_ids: Sequence[int]) -> bool:
+        return all(self.sim.job(job_id).status == "completed" for job_id in job_ids)
+
+    def report(self, job_ids: Sequence[int]) -> dict[str, Any]:
+        """The summary the demo prints: counts, duplicate launches, lost jobs, latency percentiles."""
+        assert self.app is not None
+        jobs = [self.sim.job(job_id) for job_id in job_ids]
+        completed = [j for j in jobs if j.status == "completed" and j.conclusion == "success"]
+        latencies = []
+        for job in jobs:
+            record = self.app.backend.load("job", str(job.id))
+            if record is None:
+                continue
+            first = min((t for name, t in self.vms.launched_at.items() if f"-{job.id}-" in name), default=None)
+            if first is not None:
+                latencies.append((first - float(record.data.get("queued_at", first))) * 1000)
+        latencies.sort()
+        return {
+            "jobs": len(jobs),
+            "completed": len(completed),
+            "launches": sum(self.vms.launches.values()),
+            "duplicate_launches": sum(n - 1 for n in self.vms.launches.values() if n > 1),
+            "lost_jobs": len(jobs) - len([j for j in jobs if j.status == "completed"]),
+            "capacity_errors": self.vms.capacity_errors,
+            "latency_ms": {p: round(_percentile(latencies, q), 1) for p, q in (("p50", 50), ("p95", 95),
+                                                                               ("p99", 99))},
+        }
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    index = min(len(values) - 1, max(0, round(q / 100 * (len(values) - 1))))
+    return values[index]
