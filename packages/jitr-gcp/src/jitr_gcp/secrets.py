@@ -1,0 +1,94 @@
+"""Secrets from Secret Manager, cached per process for ``secret_cache_ttl_s``.
+
+A reference is a version (``projects/P/secrets/S/versions/V``), a secret (``projects/P/secrets/S``,
+meaning its ``latest`` version) or a short name ``S`` in the configured project. The cache keeps a
+warm function instance from paying an API call per webhook while still picking up a rotated
+secret within the TTL. Errors name the secret and its resource, never its value.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from jitr_core.errors import BackendError, SecretNotFoundError, SettingsError
+
+from .clients import anonymous_if_local, cached_client
+from .config import GcpConfig
+
+if TYPE_CHECKING:
+    from google.cloud import secretmanager
+
+_SEGMENT = r"[A-Za-z0-9_-]{1,255}"
+_VERSION = re.compile(rf"^projects/[^/\s]+/secrets/{_SEGMENT}/versions/(latest|[0-9]+)$")
+_SECRET = re.compile(rf"^projects/[^/\s]+/secrets/{_SEGMENT}$")
+_SHORT = re.compile(rf"^{_SEGMENT}$")
+
+_cache: dict[tuple[str, str], tuple[str, float]] = {}
+_cache_lock = threading.Lock()
+
+
+def resource_name(name: str, reference: str, cfg: GcpConfig) -> str:
+    """The version resource a reference points at."""
+    reference = reference.strip()
+    if _VERSION.match(reference):
+        return reference
+    if _SECRET.match(reference):
+        return f"{reference}/versions/latest"
+    if _SHORT.match(reference):
+        return f"projects/{cfg.project}/secrets/{reference}/versions/latest"
+    raise SettingsError(
+        f"secret {name!r} refers to {reference!r}, which is not a Secret Manager name (projects/P/secrets/S"
+        f"[/versions/V] or S); env:/file: references need JITR_SECRETS_PROVIDER=embedded"
+    )
+
+
+def _client(cfg: GcpConfig) -> secretmanager.SecretManagerServiceClient:
+    def build() -> secretmanager.SecretManagerServiceClient:
+        from google.cloud import secretmanager
+
+        options = {"api_endpoint": cfg.secretmanager_endpoint} if cfg.secretmanager_endpoint else None
+        return secretmanager.SecretManagerServiceClient(
+            transport="rest", credentials=anonymous_if_local(cfg.secretmanager_endpoint), client_options=options
+        )
+
+    return cached_client(("secretmanager", cfg.secretmanager_endpoint), build)
+
+
+def fetch(name: str, reference: str, cfg: GcpConfig) -> str:
+    """The value of secret ``name``; raises SecretNotFoundError when it is missing, disabled or empty."""
+    resource = resource_name(name, reference, cfg)
+    key = (cfg.secretmanager_endpoint, resource)
+    now = time.monotonic()
+    with _cache_lock:
+        cached = _cache.get(key)
+    if cached is not None and cached[1] > now:
+        return cached[0]
+    value = _access(name, resource, cfg)
+    if cfg.secret_cache_ttl_s:
+        with _cache_lock:
+            _cache[key] = (value, now + cfg.secret_cache_ttl_s)
+    return value
+
+
+def _access(name: str, resource: str, cfg: GcpConfig) -> str:
+    from google.api_core import exceptions
+
+    try:
+        response = _client(cfg).access_secret_version(name=resource, timeout=cfg.operation_timeout_s)
+    except exceptions.NotFound:
+        raise SecretNotFoundError(f"secret {name!r} not found in Secret Manager ({resource})") from None
+    except exceptions.BadRequest as exc:  # REST answers FAILED_PRECONDITION (disabled, destroyed) as a 400
+        raise SecretNotFoundError(f"secret {name!r} ({resource}) cannot be read: {exc.message}") from None
+    except exceptions.PermissionDenied:
+        raise BackendError(
+            f"not allowed to read secret {name!r} ({resource}); grant roles/secretmanager.secretAccessor"
+        ) from None
+    except exceptions.GoogleAPICallError as exc:
+        raise BackendError(f"reading secret {name!r} ({resource}) failed: HTTP {exc.code}") from None
+    value = response.payload.data.decode("utf-8")
+    if not value:
+        raise SecretNotFoundError(f"secret {name!r} ({resource}) is empty")
+    return value
