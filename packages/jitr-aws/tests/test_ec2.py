@@ -205,7 +205,7 @@ def test_user_data_over_16_kib_is_refused_before_calling_ec2(
 def test_capacity_errors_name_their_code(
     code: str, backend: Backend, launch_request: Callable[..., LaunchRequest], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="jitr_aws")
+    caplog.set_level(logging.DEBUG, logger="jitr")
     status = 500 if code.startswith("Insufficient") and code != "InsufficientFreeAddressesInSubnet" else 400
     request = launch_request(_name(), uuid.uuid4().hex, startup_script=f"#!/bin/bash\necho {JIT_SENTINEL}\n")
     answer = _error(code, "We currently do not have capacity.", status)
@@ -237,7 +237,7 @@ def test_throttling_is_retried_then_a_backend_error(
 def test_other_refusals_are_launch_errors_without_user_data(
     backend: Backend, launch_request: Callable[..., LaunchRequest], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="jitr_aws")
+    caplog.set_level(logging.DEBUG, logger="jitr")
     script = f"#!/bin/bash\necho {JIT_SENTINEL}\n"
     encoded = base64.b64encode(script.encode()).decode()
     echo = f"Invalid user data {encoded} for {script}"  # should AWS ever echo the user data back

@@ -21,7 +21,7 @@ from .clients import client
 from .config import PROVIDER, AwsConfig, VMShape, vm_shape
 from .faults import CAPACITY_CODES, backend_error, error_code, error_text, is_transient
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("jitr.aws.ec2")
 T = TypeVar("T")
 
 MANAGED_BY_TAG = ("managed-by", "jitr")

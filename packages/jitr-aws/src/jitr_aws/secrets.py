@@ -12,7 +12,8 @@ import threading
 import time
 
 from botocore.exceptions import BotoCoreError, ClientError
-from jitr_core.errors import SecretNotFoundError, SettingsError
+from jitr_core.errors import JitrError, SecretNotFoundError, SettingsError
+from jitr_core.logs import register_secret
 
 from .clients import client
 from .config import AwsConfig
@@ -51,6 +52,7 @@ def fetch(name: str, reference: str, config: AwsConfig) -> str:
         text = value
     if not text:
         raise SecretNotFoundError(f"secret {name!r}: {reference!r} is empty")
+    register_secret(text)  # jitr's log formatter now redacts it, should anything try to log it
     return text
 
 
@@ -63,21 +65,30 @@ def _secret_string(name: str, secret_id: str, config: AwsConfig) -> str:
         return cached[1]
     try:
         answer = client("secretsmanager", config).get_secret_value(SecretId=secret_id)
-    except ClientError as exc:
-        if error_code(exc) in _ABSENT:
-            raise SecretNotFoundError(
-                f"secret {name!r}: Secrets Manager has no readable secret {secret_id!r} ({error_code(exc)})"
-            ) from None
-        raise backend_error("Secrets Manager", "GetSecretValue", exc, f"secret {name!r} ({secret_id!r})") from None
-    except BotoCoreError as exc:
-        raise backend_error("Secrets Manager", "GetSecretValue", exc, f"secret {name!r} ({secret_id!r})") from None
+    except (ClientError, BotoCoreError) as exc:
+        failure: JitrError | None = _fetch_error(name, secret_id, exc)
+    else:
+        failure = None
+    if failure is not None:
+        raise failure  # outside the handler, so no exception chain is kept
+    text: str | None
     if "SecretString" in answer:
         text = str(answer["SecretString"])
     else:
         try:
             text = bytes(answer.get("SecretBinary", b"")).decode()
         except UnicodeDecodeError:
-            raise SecretNotFoundError(f"secret {name!r}: {secret_id!r} holds binary data, not text") from None
+            text = None  # the error would carry the bytes
+        if text is None:
+            raise SecretNotFoundError(f"secret {name!r}: {secret_id!r} holds binary data, not text")
     with _lock:
         _cache[key] = (now, text)
     return text
+
+
+def _fetch_error(name: str, secret_id: str, exc: Exception) -> JitrError:
+    if error_code(exc) in _ABSENT:
+        return SecretNotFoundError(
+            f"secret {name!r}: Secrets Manager has no readable secret {secret_id!r} ({error_code(exc)})"
+        )
+    return backend_error("Secrets Manager", "GetSecretValue", exc, f"secret {name!r} ({secret_id!r})")

@@ -18,7 +18,7 @@ from .clients import client
 from .config import AwsConfig
 from .faults import backend_error, error_code
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("jitr.aws.sqs")
 
 MAX_DELAY_S = 900  # SQS's limit for DelaySeconds
 MAX_BATCH = 10  # SQS's limit for MaxNumberOfMessages
