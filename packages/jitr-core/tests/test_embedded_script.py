@@ -17,7 +17,10 @@ from jitr_core.settings import Pool
 from jitr_core.startup import ScriptContext
 
 POOL = Pool(name="linux", labels=frozenset({"self-hosted", "linux"}), machine_types=("local",))
-RUNNER_COMMAND = 'printf %s "$JITR_JITCONFIG" > jit.out && printf %s "$JITR_RUNNER_NAME" > name.out'
+RUNNER_COMMAND = (
+    'printf %s "$JITR_JITCONFIG" > jit.out && printf %s "$ACTIONS_RUNNER_INPUT_JITCONFIG" > runner-input.out'
+    ' && printf %s "$JITR_RUNNER_NAME" > name.out'
+)
 
 
 def _context(runner_name: str, jit_config: str, provider: str = "embedded") -> ScriptContext:
@@ -62,7 +65,7 @@ def test_hostile_names_and_jit_configs_never_execute(
     while time.monotonic() < deadline and any(vm.vm_id == result.vm_id and vm.running for vm in backend.list_vms()):
         time.sleep(0.05)
     (vm_dir,) = (tmp_path / "state" / "vms").iterdir()
-    assert (vm_dir / "jit.out").read_text() == jit_config
+    assert (vm_dir / "jit.out").read_text() == (vm_dir / "runner-input.out").read_text() == jit_config
     assert (vm_dir / "name.out").read_text() == name
     assert not canary.exists()
     assert "jitr: local VM for runner" in (vm_dir / "vm.log").read_text()

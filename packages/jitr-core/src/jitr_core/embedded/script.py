@@ -2,9 +2,10 @@
 
 The run step executes ``[embedded] runner_command``, which the launcher passes to the process as
 ``JITR_RUNNER_COMMAND`` (machine configuration, like the runner installed in a cloud image), with
-the JIT config exported as ``JITR_JITCONFIG``. The JIT config enters the script base64-encoded
-only; runner names and labels do not enter it at all (the launcher puts the name in the
-environment).
+the JIT config exported as ``JITR_JITCONFIG`` and as ``ACTIONS_RUNNER_INPUT_JITCONFIG`` (which
+the runner and the simulator's agent read when no ``--jitconfig`` is given, keeping it out of
+the process list). The JIT config enters the script base64-encoded only; runner names and labels
+do not enter it at all (the launcher puts the name in the environment).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ _PRELUDE = "\n".join(
 )
 
 _RUN = """JITR_JITCONFIG={jit_config}
-export JITR_JITCONFIG
+ACTIONS_RUNNER_INPUT_JITCONFIG="$JITR_JITCONFIG"
+export JITR_JITCONFIG ACTIONS_RUNNER_INPUT_JITCONFIG
 bash -c "${{JITR_RUNNER_COMMAND:?is set by the embedded launcher}}"
 """
 
