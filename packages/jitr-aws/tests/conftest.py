@@ -77,11 +77,8 @@ def world(moto_endpoint: str) -> World:
 
 @pytest.fixture(scope="session")
 def plugin_manager() -> JitrPluginManager:
-    # The aws plugin registered as discovery would, with core's script fragments; the embedded
-    # defaults are left out so this suite depends on nothing but jitr-core's interfaces.
-    return create_plugin_manager(
-        environ={"JITR_DISABLE_PLUGINS": "embedded"}, load_entry_points=False, extra=[("aws", jitr_aws.plugin)]
-    )
+    # The aws plugin registered as entry-point discovery would, before core's own defaults.
+    return create_plugin_manager(environ={}, load_entry_points=False, extra=[("aws", jitr_aws.plugin)])
 
 
 @pytest.fixture

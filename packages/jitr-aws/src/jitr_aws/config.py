@@ -82,9 +82,12 @@ class AwsConfig:
     vm: VMShape = VMShape()
 
     def queue_url(self, queue: str) -> str:
-        url = {"jobs": self.jobs_queue_url, "lifecycle": self.lifecycle_queue_url}.get(queue)
-        if url is None:
+        urls = {"jobs": self.jobs_queue_url, "lifecycle": self.lifecycle_queue_url}
+        if queue not in urls:
             raise ValueError(f"unknown queue {queue!r}; jitr's queues are {QUEUES}")
+        url = urls[queue]
+        if url is None:
+            raise SettingsError(f"no URL is configured for the {queue} queue (JITR_AWS_{queue.upper()}_QUEUE_URL)")
         return url
 
     def dlq_url(self, queue: str) -> str | None:
