@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -63,10 +64,12 @@ class LocalRuntime:
         return self
 
     def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop taking deliveries, let each worker finish its message, wait at most ``timeout_s`` in all."""
         self._server.shutdown()
         self._stop.set()
+        deadline = time.monotonic() + timeout_s
         for thread in self._threads:
-            thread.join(timeout_s)
+            thread.join(max(0.0, deadline - time.monotonic()))
         self._server.server_close()
         log.info("stopped")
 

@@ -246,7 +246,7 @@ class Sandbox:
 
     def stop(self) -> None:
         if self.runtime is not None:
-            self.runtime.stop()
+            self.runtime.stop(timeout_s=5.0)
         self.sim.stop()
         self._tmp.cleanup()
 
