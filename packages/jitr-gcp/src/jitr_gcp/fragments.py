@@ -2,17 +2,17 @@
 
 The prelude reads the instance's name, zone and project from the metadata server and defines
 ``jitr_gcp_delete_self``; the teardown calls it, so the VM deletes itself through the Compute
-API with its service account's token once the runner exits or the watchdog fires. Without a
-token or permission it powers off instead: GCE keeps the stopped instance and scaledown deletes
-it. The runner install/run steps and the watchdog come from core.
+API with its service account's token once the runner exits or the watchdog fires, and then
+powers off. Without a token or permission only the power-off happens: GCE keeps the stopped
+instance (listed as not running) and scaledown deletes it. The runner install/run steps, the
+watchdog and the ``jitr_teardown`` trap come from core.
 """
 
 from __future__ import annotations
 
 from jitr_core.startup import Fragment, ScriptContext, shell_quote
 
-from .config import PROVIDER
-
+SOURCE = "jitr-gcp"
 _PRELUDE = """\
 JITR_GCP_METADATA=http://metadata.google.internal/computeMetadata/v1
 jitr_gcp_metadata() {
@@ -28,7 +28,7 @@ jitr_gcp_delete_self() {
   local token
   token="$(jitr_gcp_metadata instance/service-accounts/default/token \\
     | sed -n 's/.*"access_token" *: *"\\([^"]*\\)".*/\\1/p')"
-  if [ -z "${token}" ] || [ -z "${JITR_GCP_ZONE}" ] || [ -z "${JITR_GCP_PROJECT}" ]; then
+  if [ -z "${token}" ] || [ -z "${JITR_GCP_ZONE:-}" ] || [ -z "${JITR_GCP_PROJECT:-}" ]; then
     return 1
   fi
   curl -sf --max-time 30 -X DELETE -H "Authorization: Bearer ${token}" -o /dev/null \\
@@ -39,16 +39,16 @@ echo "jitr: GCE instance ${JITR_GCP_INSTANCE} in ${JITR_GCP_ZONE} (${JITR_GCP_PR
 
 _TEARDOWN = """\
 if ! jitr_gcp_delete_self; then
-  echo "jitr: deleting this instance through the Compute API failed; powering off" >&2
-  shutdown -h now || poweroff -f || true
+  echo "jitr: deleting this instance through the Compute API failed; powering off for scaledown to delete" >&2
 fi
+shutdown -h now || poweroff -f || true
 """
 
 
 def fragments(context: ScriptContext) -> list[Fragment]:
-    """The prelude (early, so later steps can use ``$JITR_GCP_*``) and the teardown (last)."""
+    """The prelude (after core's logging setup, before the install) and the teardown (after all others)."""
     prelude = _PRELUDE % {"runner_name": shell_quote(context.runner_name)}
     return [
-        Fragment("prelude", prelude, order=10, source=PROVIDER),
-        Fragment("teardown", _TEARDOWN, order=90, source=PROVIDER),
+        Fragment("prelude", prelude, order=20, source=SOURCE),
+        Fragment("teardown", _TEARDOWN, order=90, source=SOURCE),
     ]

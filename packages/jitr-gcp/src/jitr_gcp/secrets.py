@@ -60,6 +60,8 @@ def _client(cfg: GcpConfig) -> secretmanager.SecretManagerServiceClient:
 def fetch(name: str, reference: str, cfg: GcpConfig) -> str:
     """The value of secret ``name``; raises SecretNotFoundError when it is missing, disabled or empty."""
     resource = resource_name(name, reference, cfg)
+    if not cfg.secret_cache_ttl_s:
+        return _access(name, resource, cfg)
     key = (cfg.secretmanager_endpoint, resource)
     now = time.monotonic()
     with _cache_lock:
@@ -67,9 +69,8 @@ def fetch(name: str, reference: str, cfg: GcpConfig) -> str:
     if cached is not None and cached[1] > now:
         return cached[0]
     value = _access(name, resource, cfg)
-    if cfg.secret_cache_ttl_s:
-        with _cache_lock:
-            _cache[key] = (value, now + cfg.secret_cache_ttl_s)
+    with _cache_lock:
+        _cache[key] = (value, now + cfg.secret_cache_ttl_s)
     return value
 
 
