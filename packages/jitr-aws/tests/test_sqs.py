@@ -9,6 +9,7 @@ import uuid
 import pytest
 from awsworld import World
 from jitr_core.backend import Backend
+from jitr_core.errors import BackendError
 from jitr_core.model import QueueMessage, ReceivedMessage
 from jitr_core.plugins import JitrPluginManager
 
@@ -84,3 +85,9 @@ def test_an_unknown_receipt_is_not_acknowledged(backend: Backend) -> None:
 def test_only_the_two_logical_queues_exist(backend: Backend) -> None:
     with pytest.raises(ValueError, match="unknown queue 'scaleup'"):
         backend.enqueue("scaleup", QueueMessage(_body()))
+
+
+def test_an_unreachable_endpoint_is_a_backend_error(world: World, plugin_manager: JitrPluginManager) -> None:
+    backend = Backend(plugin_manager, world.settings(endpoint_url="http://127.0.0.1:9"))
+    with pytest.raises(BackendError, match="SQS SendMessage for queue 'jobs' failed: EndpointConnectionError"):
+        backend.enqueue("jobs", QueueMessage(_body()))

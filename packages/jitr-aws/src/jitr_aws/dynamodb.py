@@ -26,6 +26,7 @@ from decimal import Decimal
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from jitr_core.errors import SettingsError
 from jitr_core.model import Loaded, Record, RecordPage, RecordQuery, Written
 from jitr_core.settings import Settings
 
@@ -77,7 +78,7 @@ def create_table(settings: Settings) -> None:
     """Create the configured table with its index and TTL, and wait until it is active."""
     config = aws_config(settings)
     if not config.table:
-        raise ValueError("the aws settings name no table (JITR_AWS_TABLE)")
+        raise SettingsError("JITR_AWS_TABLE (aws.table) must name the table to create")
     ddb = client("dynamodb", config)
     ddb.create_table(**table_definition(config.table))
     ddb.get_waiter("table_exists").wait(TableName=config.table)

@@ -57,7 +57,7 @@ def launch(request: LaunchRequest, config: AwsConfig) -> LaunchResult:
             extra={"runner_name": request.runner_name, "vm_id": existing["InstanceId"]},
         )
         return _result(existing, request)
-    params = run_instances_params(request, config, shape, _root_device(ec2, request, shape))
+    params = _run_instances_params(request, config, shape, _root_device(ec2, request, shape))
     instance = _call(request, ec2.run_instances, **params)["Instances"][0]
     logger.info(
         "ec2 launched %s for runner %s",
@@ -73,7 +73,7 @@ def launch(request: LaunchRequest, config: AwsConfig) -> LaunchResult:
     return _result(instance, request)
 
 
-def run_instances_params(
+def _run_instances_params(
     request: LaunchRequest, config: AwsConfig, shape: VMShape, root_device: str | None
 ) -> dict[str, Any]:
     """The ``RunInstances`` request: IMDSv2 only, terminate on shutdown, no public IP unless configured."""

@@ -1,7 +1,8 @@
 """How AWS errors map onto jitr's errors: which codes mean "try elsewhere", which "try later".
 
 Messages carry the operation, the error code and AWS's message, truncated; callers add what the
-call was about. Nothing here ever sees request parameters, so user data cannot leak through it.
+call was about. AWS's message can quote a request parameter, so a caller that sends a secret checks
+for it (see :mod:`jitr_aws.ec2` and the user data); botocore's own parameter errors are not quoted.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ CAPACITY_CODES = frozenset(
         "InsufficientReservedInstanceCapacity",
         "InsufficientAddressCapacity",
         "InsufficientFreeAddressesInSubnet",
-        "InsufficientCapacityOnOutpost",
         "MaxSpotInstanceCountExceeded",
         "SpotMaxPriceTooLow",
         "VcpuLimitExceeded",
@@ -61,9 +61,12 @@ def error_code(exc: Exception) -> str:
 
 
 def error_text(exc: Exception) -> str:
-    """``"<code>: <message>"`` from a ``ClientError``, or the exception's class for other errors."""
+    """``"<code>: <message>"`` from a ``ClientError``; the class and text of other botocore errors."""
+    if isinstance(exc, ParamValidationError):
+        return type(exc).__name__  # its text may quote parameter values
     if not isinstance(exc, ClientError):
-        return type(exc).__name__
+        message = str(exc)
+        return f"{type(exc).__name__}: {message[:_MESSAGE_LIMIT]}" if message else type(exc).__name__
     message = str(exc.response.get("Error", {}).get("Message", "")).strip()
     if len(message) > _MESSAGE_LIMIT:
         message = message[:_MESSAGE_LIMIT] + "..."
