@@ -7,7 +7,6 @@ from collections.abc import Callable
 import pytest
 from jitr_core.backend import Backend
 from jitr_core.settings import Settings
-
 from jitr_gcp import pubsub
 from jitr_gcp.config import gcp_config
 from jitr_gcp.testing import fixtures

@@ -11,7 +11,6 @@ from jitr_core.backend import Backend
 from jitr_core.errors import BackendError, CapacityError, LaunchError
 from jitr_core.model import LaunchRequest
 from jitr_core.settings import Settings
-
 from jitr_gcp.compute import CAPACITY_CODES, request_id
 from jitr_gcp.testing.backend import gcp_backend, gcp_settings
 from jitr_gcp.testing.compute_fake import FakeCompute

@@ -8,7 +8,6 @@ import pytest
 from jitr_core.errors import SettingsError
 from jitr_core.model import QueueMessage
 from jitr_core.settings import Settings
-
 from jitr_gcp.config import CLOUD_PLATFORM_SCOPE, gcp_config
 from jitr_gcp.testing.backend import gcp_backend
 

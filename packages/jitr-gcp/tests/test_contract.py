@@ -15,7 +15,6 @@ from google.cloud import secretmanager
 from jitr_core.backend import Backend
 from jitr_core.model import LaunchRequest
 from jitr_core.testing import QueueContract, SecretsContract, StoreContract, VMContract
-
 from jitr_gcp.testing.backend import PROJECT
 from jitr_gcp.testing.secretmanager_fake import FakeSecretManager
 
@@ -80,7 +79,7 @@ class TestSecretManager(SecretsContract):
     def secret_reference(self, fake_secret_manager: FakeSecretManager) -> Callable[[str, str], str]:
         client = secretmanager.SecretManagerServiceClient(
             transport="rest",
-            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call, unused-ignore]
             client_options={"api_endpoint": fake_secret_manager.url},
         )
 

@@ -15,7 +15,6 @@ from google.cloud import firestore
 from jitr_core.backend import Backend
 from jitr_core.errors import BackendError
 from jitr_core.model import Record, RecordQuery
-
 from jitr_gcp.firestore import TTL_FIELD, document_id
 from jitr_gcp.testing.backend import PROJECT, gcp_backend, gcp_settings
 

@@ -18,7 +18,6 @@ from jitr_core.plugins import create_plugin_manager
 from jitr_core.secret import Secret
 from jitr_core.settings import Pool
 from jitr_core.startup import Fragment, ScriptContext, assemble
-
 from jitr_gcp import fragments, plugin
 from jitr_gcp.testing.backend import gcp_settings
 

@@ -14,7 +14,6 @@ from google.cloud import pubsub_v1
 from jitr_core.backend import Backend
 from jitr_core.errors import SettingsError
 from jitr_core.model import QueueMessage, ReceivedMessage
-
 from jitr_gcp.pubsub import DEAD_LETTER_COUNT, DEAD_LETTER_SUBSCRIPTION, NOT_BEFORE
 from jitr_gcp.testing.backend import PROJECT, gcp_backend, gcp_settings, queue_names
 from jitr_gcp.testing.emulators import Emulator

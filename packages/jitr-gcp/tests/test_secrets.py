@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 from jitr_core.backend import Backend
 from jitr_core.errors import SecretNotFoundError, SettingsError
-
+from jitr_core.logs import JsonFormatter
 from jitr_gcp.testing.backend import PROJECT, gcp_backend, gcp_settings
 from jitr_gcp.testing.secretmanager_fake import FakeSecretManager
 
@@ -68,6 +68,15 @@ def test_disabled_and_empty_secrets_are_not_found(
     for error in (disabled.value, empty.value):
         assert VALUE not in repr(error) and error.__cause__ is None
     assert VALUE not in caplog.text
+
+
+def test_a_fetched_value_is_redacted_from_jitr_logs(
+    secrets_backend: Backend, fake_secret_manager: FakeSecretManager
+) -> None:
+    fake_secret_manager.put(PROJECT, "redacted", VALUE)
+    with_reference(secrets_backend, "redacted").secret("webhook_secret")
+    line = JsonFormatter().format(logging.LogRecord("jitr.test", logging.INFO, "", 0, "oops %s", (VALUE,), None))
+    assert VALUE not in line and "[REDACTED]" in line
 
 
 def test_a_reference_for_another_provider_is_a_settings_error(secrets_backend: Backend) -> None:

@@ -35,4 +35,4 @@ def anonymous_if_local(endpoint: str) -> Any:
         return None
     from google.auth.credentials import AnonymousCredentials
 
-    return AnonymousCredentials()  # type: ignore[no-untyped-call]
+    return AnonymousCredentials()  # type: ignore[no-untyped-call, unused-ignore]

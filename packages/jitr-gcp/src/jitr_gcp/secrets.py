@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING
 
 from jitr_core.errors import BackendError, SecretNotFoundError, SettingsError
+from jitr_core.logs import register_secret
 
 from .clients import anonymous_if_local, cached_client
 from .config import GcpConfig
@@ -92,4 +93,5 @@ def _access(name: str, resource: str, cfg: GcpConfig) -> str:
     value = response.payload.data.decode("utf-8")
     if not value:
         raise SecretNotFoundError(f"secret {name!r} ({resource}) is empty")
+    register_secret(value)  # jitr's log formatter now redacts it, should anything try to log it
     return value
