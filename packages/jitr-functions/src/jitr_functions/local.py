@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from jitr_core.embedded import wait_for_messages
 from jitr_core.services.consume import Disposition, consume
 
 from .app import App
@@ -28,7 +29,7 @@ class Intervals:
     scaledown_s: float = 300.0
     rebalancer_s: float = 60.0
     visibility_timeout_s: int = 120
-    idle_poll_s: float = 0.05
+    idle_wait_s: float = 0.5
 
 
 class LocalRuntime:
@@ -86,7 +87,6 @@ class LocalRuntime:
 
     def _worker(self, queue: str, handler: Callable[[], Callable[[str], str]]) -> None:
         backend = self.app.backend
-        idle = self.intervals.idle_poll_s
         while not self._stop.is_set():
             try:
                 messages = backend.receive(queue, 10, self.intervals.visibility_timeout_s)
@@ -95,10 +95,8 @@ class LocalRuntime:
                 self._stop.wait(1.0)
                 continue
             if not messages:
-                self._stop.wait(idle)
-                idle = min(idle * 2, 0.5)
+                wait_for_messages(queue, self.intervals.idle_wait_s, self.app.settings)
                 continue
-            idle = self.intervals.idle_poll_s
             for message in messages:
                 outcome = consume(backend, queue, message.body, handler(), message.attributes)
                 if outcome.disposition is Disposition.DONE:

@@ -37,7 +37,7 @@ DEMO_POOLS: list[dict[str, Any]] = [
     {"name": "linux-arm64", "labels": ["self-hosted", "linux", "arm64"], "machine_types": ["c7g.large"],
      "placements": ["zone-a", "zone-b"], "arch": "arm64", "max_runners": 40},
     {"name": "gpu", "labels": ["self-hosted", "linux", "gpu"], "machine_types": ["g5.xlarge", "g6.xlarge"],
-     "spot": False, "max_runners": 6},
+     "spot": False, "max_runners": 12},
 ]
 
 

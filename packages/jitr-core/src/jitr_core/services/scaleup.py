@@ -157,7 +157,7 @@ class ScaleupService:
         self.backend.delete(RUNNER, claim.key, expected_version=claim.version)
         which = f"pool {pool.name} ({pool.max_runners})" if ahead_in_pool >= pool.max_runners else (
             f"the global cap ({self.settings.max_runners})")
-        raise RetryLaterError(f"{which} is full; job waits", delay_s=30)
+        raise RetryLaterError(f"{which} is full; job waits", delay_s=15)
 
     def _launch(self, claim: Record, recovered: bool, message: JobMessage, pool: Pool) -> RunnerView:
         runner = RunnerView(claim)
