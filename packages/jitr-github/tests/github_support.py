@@ -7,13 +7,16 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import jwt
+import requests
 from jitr_core.secret import Secret
 from referencing import Registry, Resource
 
@@ -43,6 +46,16 @@ class Sleeps(list[float]):
 
     def __call__(self, seconds: float) -> None:
         self.append(seconds)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Wait for something another thread does; True once it holds, False on timeout."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def make_client(sim: GitHubSimulator, **kwargs: Any) -> GitHubClient:
@@ -80,11 +93,12 @@ class Received:
 
 
 class WebhookReceiver:
-    """Records every POST; answers ``status`` (settable)."""
+    """Records every POST; answers ``status``, after ``gate`` is set when there is one."""
 
     def __init__(self) -> None:
         self.received: list[Received] = []
         self.status = 200
+        self.gate: threading.Event | None = None
         self._changed = threading.Condition()
         receiver = self
 
@@ -93,6 +107,8 @@ class WebhookReceiver:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if receiver.gate is not None:
+                    receiver.gate.wait(30)
                 with receiver._changed:
                     receiver.received.append(Received(dict(self.headers.items()), body))
                     receiver._changed.notify_all()
@@ -106,7 +122,7 @@ class WebhookReceiver:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/webhook"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
         with self._changed:
@@ -158,7 +174,8 @@ def response_schema(method: str, path: str, status: int) -> dict[str, Any]:
         return response_schema("POST", "/repos/{owner}/{repo}/actions/runners/generate-jitconfig", 404)
     response = responses[str(status)]
     if "same_as" in response:
-        return response_schema(*response["same_as"][:2], int(response["same_as"][2]))
+        method, path, same_status = response["same_as"]
+        return response_schema(method, path, int(same_status))
     schema: dict[str, Any] = _openapi_to_json_schema(response["content"]["application/json"]["schema"])
     return schema
 
@@ -167,7 +184,7 @@ def assert_conforms(method: str, path: str, status: int, body: Any) -> None:
     jsonschema.Draft4Validator(response_schema(method, path, status)).validate(body)
 
 
-def _webhook_registry() -> Registry:  # type: ignore[type-arg]
+def _webhook_registry() -> Registry[Any]:
     resources = []
     for file in WEBHOOK_SCHEMAS.rglob("*.schema.json"):
         schema = json.loads(file.read_text())
@@ -184,24 +201,94 @@ def assert_webhook_conforms(payload: dict[str, Any]) -> None:
     jsonschema.Draft7Validator(schema, registry=WEBHOOK_REGISTRY).validate(payload)
 
 
+# -- raw calls -------------------------------------------------------------------------------
+
+
+class RawApp:
+    """Raw HTTP calls as the simulator's App (JWT or installation token); every answer is checked
+    against GitHub's documented schema for its status."""
+
+    def __init__(self, sim: GitHubSimulator) -> None:
+        self.sim = sim
+        self.http = requests.Session()
+        self.walked: set[tuple[str, str]] = set()
+
+    def jwt(self, now: float | None = None) -> str:
+        now = int(self.sim.clock() if now is None else now)
+        claims = {"iat": now - 60, "exp": now + 540, "iss": str(self.sim.app_id)}
+        return jwt.encode(claims, self.sim.private_key_pem, algorithm="RS256")
+
+    def token(self, installation_id: int) -> str:
+        answer = self.call(
+            "POST",
+            "/app/installations/{installation_id}/access_tokens",
+            201,
+            self.jwt(),
+            installation_id=installation_id,
+        )
+        return str(answer["token"])
+
+    def call(
+        self, method: str, template: str, status: int, credential: str, json: Any = None, query: str = "", **params: Any
+    ) -> Any:
+        url = self.sim.base_url + template.format(**params) + query
+        response = self.http.request(method, url, json=json, headers={"Authorization": f"Bearer {credential}"})
+        assert response.status_code == status, response.text
+        for header in (
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-ratelimit-reset",
+            "x-ratelimit-used",
+            "x-ratelimit-resource",
+        ):
+            assert header in response.headers
+        self.walked.add((method, template))
+        if status == 204:
+            assert response.content == b""
+            return None
+        body = response.json()
+        assert_conforms(method, template, status, body)
+        return body
+
+    def register(
+        self, token: str, name: str, labels: list[str], org: str, repo: str | None = None, group: int = 1
+    ) -> Any:
+        """generate-jitconfig at repository (``repo``) or organisation scope; the 201 answer."""
+        body = {"name": name, "runner_group_id": group, "labels": labels}
+        if repo is None:
+            return self.call("POST", "/orgs/{org}/actions/runners/generate-jitconfig", 201, token, json=body, org=org)
+        path = "/repos/{owner}/{repo}/actions/runners/generate-jitconfig"
+        return self.call("POST", path, 201, token, json=body, owner=org, repo=repo)
+
+
 # -- the secret-leak guard -------------------------------------------------------------------
 
 
-def secret_fragments(sims: list[GitHubSimulator]) -> list[str]:
-    """Every secret the simulators handed out or saw; a PEM key by each of its body lines."""
-    found: list[str] = []
+CHUNK = 16
+
+
+def secret_fragments(sims: list[GitHubSimulator]) -> set[str]:
+    """Every secret the simulators handed out or saw, cut into 16-character pieces.
+
+    Any leaked stretch of 31 or more characters of a secret contains one whole piece, so a
+    leaked prefix or a line of a PEM key is caught as surely as the whole secret.
+    """
+    pieces: set[str] = set()
     for sim in sims:
         for secret in sim.secrets_issued():
-            if "PRIVATE KEY-----" in secret:
-                found += [line for line in secret.splitlines() if line and "-----" not in line]
-            else:
-                found.append(secret)
-    return found
+            for line in secret.splitlines():
+                if "-----" in line:
+                    continue
+                pieces.update(line[i : i + CHUNK] for i in range(0, len(line) - CHUNK + 1, CHUNK))
+    return pieces
+
+
+def leaks(text: str, pieces: set[str]) -> bool:
+    return any(text[i : i + CHUNK] in pieces for i in range(len(text) - CHUNK + 1))
 
 
 def assert_secret_free(text: str, sims: list[GitHubSimulator]) -> None:
-    for fragment in secret_fragments(sims):
-        assert fragment not in text, "a secret appears in text meant for logs or errors"
+    assert not leaks(text, secret_fragments(sims)), "a secret appears in text meant for logs or errors"
 
 
 class LogCapture(logging.Handler):

@@ -6,61 +6,11 @@ HTTP and validates every answer, errors included, against the documented schema.
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
-import jwt
 import pytest
 import requests
-from github_support import OPERATIONS, WebhookReceiver, assert_conforms
+from github_support import OPERATIONS, RawApp, WebhookReceiver, assert_conforms
 
 from jitr_github.simulator import GitHubSimulator
-
-
-class Caller:
-    """Raw HTTP as the App: JWT or installation token, and schema checks on every answer."""
-
-    def __init__(self, sim: GitHubSimulator) -> None:
-        self.sim = sim
-        self.http = requests.Session()
-        self.walked: set[tuple[str, str]] = set()
-
-    def jwt(self) -> str:
-        now = int(time.time())
-        claims = {"iat": now - 60, "exp": now + 540, "iss": str(self.sim.app_id)}
-        return jwt.encode(claims, self.sim.private_key_pem, algorithm="RS256")
-
-    def token(self, installation_id: int) -> str:
-        answer = self.call(
-            "POST",
-            "/app/installations/{installation_id}/access_tokens",
-            201,
-            self.jwt(),
-            installation_id=installation_id,
-        )
-        return str(answer["token"])
-
-    def call(
-        self, method: str, template: str, status: int, credential: str, json: Any = None, query: str = "", **params: Any
-    ) -> Any:
-        url = self.sim.base_url + template.format(**params) + query
-        response = self.http.request(method, url, json=json, headers={"Authorization": f"Bearer {credential}"})
-        assert response.status_code == status, response.text
-        for header in (
-            "x-ratelimit-limit",
-            "x-ratelimit-remaining",
-            "x-ratelimit-reset",
-            "x-ratelimit-used",
-            "x-ratelimit-resource",
-        ):
-            assert header in response.headers
-        self.walked.add((method, template))
-        if status == 204:
-            assert response.content == b""
-            return None
-        body = response.json()
-        assert_conforms(method, template, status, body)
-        return body
 
 
 def test_every_operation_answers_with_documented_shapes(
@@ -71,7 +21,7 @@ def test_every_operation_answers_with_documented_shapes(
     org_installation = sim.add_installation("octo-org", repos=["octo-repo"])
     user_installation = sim.add_installation("octocat", owner_type="User", repos=["hello"])
     group = sim.add_runner_group("octo-org", "linux-runners")
-    caller = Caller(sim)
+    caller = RawApp(sim)
     app_jwt = caller.jwt()
 
     assert (

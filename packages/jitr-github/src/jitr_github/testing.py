@@ -34,7 +34,10 @@ def github_client(github_simulator: GitHubSimulator) -> Iterator[GitHubClient]:
     from .client import GitHubClient
 
     client = GitHubClient(
-        str(github_simulator.app_id), Secret(github_simulator.private_key_pem), github_simulator.base_url, backoff_s=0.01
+        str(github_simulator.app_id),
+        Secret(github_simulator.private_key_pem),
+        github_simulator.base_url,
+        backoff_s=0.01,
     )
     yield client
     client.close()

@@ -52,7 +52,7 @@ class GitHubSimulator:
         self.client_id = "Iv23li" + secrets.token_hex(7)
         self._app = AppIdentity(app_id, self.client_id, generate_key())
         self.private_key_pem: str = self._app.private_key_pem
-        self._clock = clock
+        self.clock = clock
         self._prefix = "/" + api_prefix.strip("/") if api_prefix.strip("/") else ""
         self._host, self._port = host, port
         self._heartbeat_timeout_s = heartbeat_timeout_s
@@ -91,7 +91,7 @@ class GitHubSimulator:
             tokens=self._tokens,
             sender=self._sender,
             shapes=self._shapes,
-            clock=self._clock,
+            clock=self.clock,
             server_url=self.root_url + "/",
             runner_key=self._runner_key,
         )

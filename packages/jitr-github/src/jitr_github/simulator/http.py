@@ -93,7 +93,7 @@ class Server(ThreadingHTTPServer):
         self.app = app
 
     def serve_in_thread(self) -> threading.Thread:
-        thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         thread.name = "github-simulator-http"
         thread.start()
         return thread

@@ -169,6 +169,7 @@ class Shapes:
             "forks_count": 0,
             "mirror_url": None,
             "archived": False,
+            "disabled": False,
             "open_issues_count": 0,
             "license": None,
             "forks": 0,

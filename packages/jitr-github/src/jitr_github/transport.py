@@ -1,0 +1,284 @@
+"""One GitHub REST call, done resiliently: timeouts, retries, rate limits, conditional requests.
+
+- Connection errors, timeouts and 5xx answers are retried with exponential backoff and jitter.
+- Rate limits (429, and 403 with ``retry-after`` or ``x-ratelimit-remaining: 0``) are waited out
+  when the wait is short, and raised as :class:`GitHubRateLimitError` when it is not; a
+  principal known to be exhausted is not called again before its reset.
+- GETs marked conditional send the remembered ``ETag`` as ``If-None-Match``; a 304 (which
+  costs no rate limit) returns the remembered body.
+- A 401 on an installation token drops the token and tries once more with a fresh one.
+- Every other failure maps onto the ``GitHubError`` hierarchy. Messages and logs carry the
+  method, path and status, never a header or a body: tokens, JWTs and JIT configs stay out.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from jitr_core.errors import (
+    GitHubAuthError,
+    GitHubConflictError,
+    GitHubError,
+    GitHubNotFoundError,
+    GitHubRateLimitError,
+    GitHubUnavailableError,
+)
+from jitr_core.secret import Secret
+
+from .ratelimit import RateLimit, rate_limit_wait, retry_after_s
+
+log = logging.getLogger("jitr_github")
+
+API_VERSION = "2022-11-28"
+ETAG_CACHE_SIZE = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """How to authenticate one call: as the App (JWT) or as an installation (token)."""
+
+    principal: str  # "app" or "installation:<id>": the rate-limit bucket, safe to log
+    fetch: Callable[[], Secret]
+    refused: Callable[[Secret], None] | None = None  # called on 401; the call is then tried once more
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    data: Any = field(repr=False)
+    next_url: str | None = None
+
+
+class Transport:
+    """Sends calls to one GitHub API base URL (github.com or a GHES ``/api/v3``). Thread-safe."""
+
+    def __init__(
+        self,
+        api_url: str,
+        *,
+        session: requests.Session,
+        timeout: float,
+        max_retries: int,
+        backoff_s: float,
+        backoff_max_s: float,
+        max_rate_limit_wait_s: float,
+        clock: Callable[[], float],
+        sleep: Callable[[float], None],
+        jitter: Callable[[], float],
+        user_agent: str,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        origin = urlsplit(self.api_url)
+        if origin.scheme not in ("http", "https") or not origin.netloc:
+            raise GitHubError(f"the GitHub API URL must be http(s)://host[/path], got {api_url!r}")
+        self._origin = (origin.scheme, origin.netloc)
+        self._session = session
+        self._timeout = timeout
+        self._max_retries = max_retries
+        self._backoff_s = backoff_s
+        self._backoff_max_s = backoff_max_s
+        self._max_wait_s = max_rate_limit_wait_s
+        self._clock = clock
+        self._sleep = sleep
+        self._jitter = jitter
+        self._headers = {
+            "Accept": "application/vnd.github+json",
+            "X-GitHub-Api-Version": API_VERSION,
+            "User-Agent": user_agent,
+        }
+        self._lock = threading.Lock()
+        self._limits: dict[str, RateLimit] = {}
+        self._etags: OrderedDict[tuple[str, str], tuple[str, Any]] = OrderedDict()
+
+    # -- rate limits ------------------------------------------------------------------------
+
+    def rate_limits(self) -> dict[str, RateLimit]:
+        """The last rate limit seen per principal."""
+        with self._lock:
+            return dict(self._limits)
+
+    def _note_limit(self, principal: str, headers: Mapping[str, str]) -> None:
+        limit = RateLimit.from_headers(headers)
+        if limit is not None:
+            with self._lock:
+                self._limits[principal] = limit
+
+    def _wait_if_exhausted(self, principal: str, method: str, path: str) -> None:
+        with self._lock:
+            limit = self._limits.get(principal)
+        if limit is None or limit.remaining > 0:
+            return
+        wait = limit.reset - self._clock()
+        if wait <= 0:
+            return
+        if wait > self._max_wait_s:
+            raise GitHubRateLimitError(
+                f"rate limit of {principal} is exhausted until its reset in {wait:.0f}s; not calling {method} {path}",
+                retry_after=wait,
+                status=None,
+            )
+        log.warning(
+            "github rate limit exhausted, waiting for its reset",
+            extra={"principal": principal, "http_method": method, "http_path": path, "delay_s": round(wait, 3)},
+        )
+        self._sleep(wait)
+        with self._lock:
+            self._limits.pop(principal, None)
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def url(self, path: str) -> str:
+        return self.api_url + path
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        credential: Credential,
+        *,
+        body: Mapping[str, Any] | None = None,
+        conditional: bool = False,
+    ) -> Reply:
+        """Call ``url`` (absolute, on the API's origin) and return the decoded 2xx answer."""
+        parts = urlsplit(url)
+        if (parts.scheme, parts.netloc) != self._origin:
+            raise GitHubError(f"refusing to send credentials to {parts.scheme}://{parts.netloc}, not the API's host")
+        path = parts.path
+        failures = rate_waits = 0
+        retried_auth = False
+        while True:
+            self._wait_if_exhausted(credential.principal, method, path)
+            secret = credential.fetch()
+            headers = dict(self._headers, Authorization=f"Bearer {secret.reveal()}")
+            cache_key = (credential.principal, url)
+            cached = None
+            if conditional:
+                with self._lock:
+                    cached = self._etags.get(cache_key)
+                if cached is not None:
+                    headers["If-None-Match"] = cached[0]
+            started = time.monotonic()
+            try:
+                response = self._session.request(method, url, json=body, headers=headers, timeout=self._timeout)
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+                reason = type(exc).__name__
+                if failures < self._max_retries:
+                    failures += 1
+                    self._backoff(failures, method, path, reason, None)
+                    continue
+                raise GitHubUnavailableError(
+                    f"GitHub did not answer {method} {path} after {failures + 1} attempts ({reason})"
+                ) from None
+            except requests.RequestException as exc:
+                raise GitHubError(f"cannot send {method} {path} ({type(exc).__name__})") from None
+            status = response.status_code
+            self._note_limit(credential.principal, response.headers)
+            log.debug(
+                "github call",
+                extra={
+                    "http_method": method,
+                    "http_path": path,
+                    "http_status": status,
+                    "principal": credential.principal,
+                    "duration_ms": round((time.monotonic() - started) * 1000, 1),
+                },
+            )
+            if status == 304 and cached is not None:
+                with self._lock:
+                    self._etags.move_to_end(cache_key)
+                return Reply(200, cached[1], response.links.get("next", {}).get("url"))
+            if 200 <= status < 300:
+                data = _decode(response)
+                etag = response.headers.get("ETag")
+                if conditional and etag:
+                    with self._lock:
+                        self._etags[cache_key] = (etag, data)
+                        self._etags.move_to_end(cache_key)
+                        while len(self._etags) > ETAG_CACHE_SIZE:
+                            self._etags.popitem(last=False)
+                return Reply(status, data, response.links.get("next", {}).get("url"))
+            message = _message(response)
+            wait = rate_limit_wait(status, response.headers, message, self._clock())
+            if wait is not None:
+                if wait <= self._max_wait_s and rate_waits < self._max_retries:
+                    rate_waits += 1
+                    log.warning(
+                        "github rate limit, waiting",
+                        extra={"http_method": method, "http_path": path, "http_status": status, "delay_s": wait},
+                    )
+                    self._sleep(wait)
+                    continue
+                raise GitHubRateLimitError(
+                    f"GitHub rate limited {method} {path} ({status}: {message}); retry after {wait:.0f}s",
+                    retry_after=wait,
+                    status=status,
+                )
+            if status >= 500:
+                if failures < self._max_retries:
+                    failures += 1
+                    retry_after = retry_after_s(response.headers, self._clock())
+                    self._backoff(failures, method, path, f"HTTP {status}", retry_after)
+                    continue
+                raise GitHubUnavailableError(
+                    f"GitHub answered {status} to {method} {path} after {failures + 1} attempts: {message}", status
+                )
+            if status == 401 and credential.refused is not None and not retried_auth:
+                retried_auth = True
+                credential.refused(secret)
+                continue
+            raise _error(status, f"GitHub answered {status} to {method} {path}: {message}")
+
+    def _backoff(self, failures: int, method: str, path: str, reason: str, retry_after: float | None) -> None:
+        delay = min(self._backoff_max_s, self._backoff_s * 2 ** (failures - 1)) * (0.5 + self._jitter() / 2)
+        if retry_after is not None and retry_after <= self._max_wait_s:
+            delay = max(delay, retry_after)
+        log.warning(
+            "github call failed, retrying",
+            extra={
+                "http_method": method,
+                "http_path": path,
+                "reason": reason,
+                "attempt": failures,
+                "delay_s": round(delay, 3),
+            },
+        )
+        self._sleep(delay)
+
+
+def _decode(response: requests.Response) -> Any:
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        raise GitHubError(
+            f"GitHub answered {response.status_code} with a body that is not JSON", response.status_code
+        ) from None
+
+
+def _message(response: requests.Response) -> str:
+    """GitHub's error message, short; never the whole body."""
+    try:
+        data = response.json()
+    except ValueError:
+        return response.reason or "no message"
+    message = data.get("message") if isinstance(data, dict) else None
+    return str(message)[:200] if message else (response.reason or "no message")
+
+
+def _error(status: int, message: str) -> GitHubError:
+    if status == 404:
+        return GitHubNotFoundError(message, status)
+    if status == 409:
+        return GitHubConflictError(message, status)
+    if status in (401, 403):
+        return GitHubAuthError(message, status)
+    return GitHubError(message, status)

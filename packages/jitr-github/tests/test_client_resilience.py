@@ -1,0 +1,168 @@
+"""Retries, rate limits, timeouts and GitHub Enterprise Server URLs."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from github_support import FakeClock, SimFactory, Sleeps, make_client
+from jitr_core.errors import GitHubNotFoundError, GitHubRateLimitError, GitHubUnavailableError
+from jitr_core.model import Scope
+from jitr_core.secret import Secret
+
+from jitr_github import GitHubClient
+from jitr_github.simulator import Faults, GitHubSimulator
+
+RUNNERS = "GET /repos/{owner}/{repo}/actions/runners"
+
+
+def _setup(sim: GitHubSimulator) -> Scope:
+    return Scope(sim.add_installation("octo-org", repos=["app"]), "octo-org", "app")
+
+
+def test_server_errors_are_retried_with_growing_backoff(github_simulator: GitHubSimulator) -> None:
+    scope = _setup(github_simulator)
+    sleeps = Sleeps()
+    client = make_client(github_simulator, sleep=sleeps, backoff_s=1.0, jitter=lambda: 1.0)
+    client.list_runners(scope)  # token minted
+    github_simulator.reset_call_counts()
+    github_simulator.fail_next(3, 503)
+    assert client.list_runners(scope) == []
+    assert sleeps == [1.0, 2.0, 4.0]
+    assert github_simulator.call_counts()[RUNNERS] == 4
+
+
+def test_server_errors_that_persist_end_in_unavailable(github_simulator: GitHubSimulator) -> None:
+    scope = _setup(github_simulator)
+    client = make_client(github_simulator, sleep=Sleeps(), max_retries=2)
+    client.list_runners(scope)
+    github_simulator.reset_call_counts()
+    github_simulator.fail_next(10, 502, path_contains="/actions/runners")
+    with pytest.raises(GitHubUnavailableError) as failed:
+        client.list_runners(scope)
+    assert failed.value.status == 502
+    assert github_simulator.call_counts()[RUNNERS] == 3
+
+
+def test_a_short_retry_after_is_waited_out(github_simulator: GitHubSimulator) -> None:
+    scope = _setup(github_simulator)
+    sleeps = Sleeps()
+    client = make_client(github_simulator, sleep=sleeps)
+    client.list_runners(scope)
+    github_simulator.fail_next(1, 429, retry_after=7)
+    github_simulator.fail_next(1, 403, retry_after=3)
+    assert client.list_runners(scope) == []
+    assert sleeps == [7.0, 3.0]
+
+
+def test_a_long_retry_after_is_raised_not_slept(github_simulator: GitHubSimulator) -> None:
+    scope = _setup(github_simulator)
+    sleeps = Sleeps()
+    client = make_client(github_simulator, sleep=sleeps, max_rate_limit_wait_s=60)
+    client.list_runners(scope)
+    github_simulator.fail_next(1, 429, retry_after=120)
+    with pytest.raises(GitHubRateLimitError) as limited:
+        client.list_runners(scope)
+    assert (limited.value.retry_after, limited.value.status) == (120.0, 429)
+    assert sleeps == []
+
+
+def test_random_secondary_limits_are_ridden_through(make_sim: SimFactory) -> None:
+    sim = make_sim(faults=Faults(seed=11, http_429=0.3, http_5xx=0.2, retry_after_s=2))
+    scope = _setup(sim)
+    sleeps = Sleeps()
+    client = make_client(sim, sleep=sleeps, max_retries=8)
+    for index in range(20):
+        client.generate_jit_config(scope, f"runner-{index}", ["self-hosted"], "")
+    assert len(client.list_runners(scope)) == 20
+    assert 2.0 in sleeps
+
+
+def test_an_exhausted_rate_limit_waits_for_its_reset_when_that_is_soon(make_sim: SimFactory) -> None:
+    clock = FakeClock()
+    sim = make_sim(clock=clock, faults=Faults(rate_limit=3, rate_limit_window_s=30))
+    scope = _setup(sim)
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        clock.advance(seconds)
+
+    client = make_client(sim, clock=clock, sleep=sleep)
+    for _ in range(5):
+        client.list_runners(scope)
+    assert waits, "the client waited for the window to reset"
+    assert all(0 < wait <= 31 for wait in waits)
+    assert client.rate_limit_remaining is not None
+
+
+def test_an_exhausted_rate_limit_far_from_reset_fails_fast(make_sim: SimFactory) -> None:
+    clock = FakeClock()
+    sim = make_sim(clock=clock, faults=Faults(rate_limit=2, rate_limit_window_s=3600))
+    scope = _setup(sim)
+    client = make_client(sim, clock=clock, sleep=Sleeps())
+    client.list_runners(scope)
+    client.list_runners(scope)
+    assert client.rate_limits()[f"installation:{scope.installation_id}"].remaining == 0
+    calls = sim.call_counts()[RUNNERS]
+    with pytest.raises(GitHubRateLimitError) as limited:
+        client.list_runners(scope)
+    assert 3500 < limited.value.retry_after <= 3601
+    assert sim.call_counts()[RUNNERS] == calls, "a known-exhausted installation is not called"
+    other = Scope(sim.add_installation("other-org", repos=["app"]), "other-org", "app")
+    assert client.list_runners(other) == [], "another tenant is not held up"
+
+
+def test_rate_limit_remaining_follows_the_headers(github_simulator: GitHubSimulator) -> None:
+    scope = _setup(github_simulator)
+    client = make_client(github_simulator)
+    assert client.rate_limit_remaining is None
+    client.list_runners(scope)
+    limits = client.rate_limits()
+    assert limits[f"installation:{scope.installation_id}"].remaining == 4999
+    assert limits["app"].remaining == 4999, "the token request counts against the App"
+    client.list_runners(scope)
+    assert client.rate_limit_remaining == 4998
+    assert client.fetch_rate_limit(scope.installation_id).remaining == 4998, "/rate_limit itself is free"
+    assert client.fetch_rate_limit().remaining == 4999
+
+
+def test_an_unreachable_github_is_unavailable_after_retries(github_simulator: GitHubSimulator) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sleeps = Sleeps()
+    client = GitHubClient(
+        str(github_simulator.app_id), Secret(github_simulator.private_key_pem), f"http://127.0.0.1:{port}",
+        sleep=sleeps, max_retries=3,
+    )  # fmt: skip
+    with pytest.raises(GitHubUnavailableError, match="did not answer"):
+        client.installation_for("octo-org")
+    assert len(sleeps) == 3
+
+
+def test_slow_answers_time_out_and_are_retried(make_sim: SimFactory) -> None:
+    sim = make_sim()
+    scope = _setup(sim)
+    client = make_client(sim, timeout=0.2, max_retries=1, sleep=Sleeps())
+    client.list_runners(scope)
+    sim.faults = Faults(latency_s=1.0)
+    with pytest.raises(GitHubUnavailableError, match="ReadTimeout"):
+        client.list_runners(scope)
+
+
+def test_github_enterprise_server_urls_keep_their_path(make_sim: SimFactory) -> None:
+    sim = make_sim(api_prefix="/api/v3")
+    assert sim.base_url.endswith("/api/v3")
+    installation = sim.add_installation("octo-org", repos=["app"])
+    client = make_client(sim)
+    scope = Scope(None, "octo-org", "app")
+    assert client.installation_for("octo-org", "app") == installation
+    for index in range(101):
+        client.generate_jit_config(scope, f"ghes-{index}", ["self-hosted"], "")
+    assert len(client.list_runners(scope)) == 101
+    sim.queue_job("octo-org/app", ["self-hosted", "nothing-matches"])
+    assert len(client.queued_jobs(scope)) == 1
+    without_prefix = GitHubClient(str(sim.app_id), Secret(sim.private_key_pem), sim.root_url, sleep=Sleeps())
+    with pytest.raises(GitHubNotFoundError):
+        without_prefix.installation_for("octo-org", "app")
