@@ -68,7 +68,7 @@ class VMShape:
 
 @dataclass(frozen=True, slots=True)
 class AwsConfig:
-    """The validated ``[aws]`` section; hashable so clients can be cached by it."""
+    """The validated ``[aws]`` section."""
 
     region: str
     endpoint_url: str | None = None
