@@ -16,13 +16,17 @@ from typing import Any
 
 HERE = Path(__file__).parent
 PAYLOAD = (HERE / "queued.payload.json").read_bytes()
-SECRET = "bench-webhook-secret"
+SECRET = "bench-webhook-secret"  # noqa: S105 - a benchmark fixture, not a credential
 
 
 def headers(body: bytes, delivery: str = "d-1") -> dict[str, str]:
     signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-    return {"x-github-event": "workflow_job", "x-github-delivery": delivery, "x-hub-signature-256": signature,
-            "content-type": "application/json"}
+    return {
+        "x-github-event": "workflow_job",
+        "x-github-delivery": delivery,
+        "x-hub-signature-256": signature,
+        "content-type": "application/json",
+    }
 
 
 def bench_inspect(seconds: float = 2.0) -> float:
@@ -42,13 +46,16 @@ def _embedded_app(state: Path, pools: list[dict[str, Any]] | None = None) -> Any
     from jitr_functions.app import build_app
 
     (state / "secret").write_text(SECRET)
-    settings = Settings.from_mapping({
-        "provider": "embedded", "log_level": "ERROR",
-        "secrets": {"webhook_secret": f"file:{state / 'secret'}"},
-        "embedded": {"state_dir": str(state / "db")},
-        "pools": pools or [{"name": "linux", "labels": ["self-hosted", "linux", "x64"], "machine_types": ["m"]}],
-    })
-    return build_app(settings, environ={}, log_stream=open("/dev/null", "w"))  # noqa: SIM115
+    settings = Settings.from_mapping(
+        {
+            "provider": "embedded",
+            "log_level": "ERROR",
+            "secrets": {"webhook_secret": f"file:{state / 'secret'}"},
+            "embedded": {"state_dir": str(state / "db")},
+            "pools": pools or [{"name": "linux", "labels": ["self-hosted", "linux", "x64"], "machine_types": ["m"]}],
+        }
+    )
+    return build_app(settings, environ={}, log_stream=open("/dev/null", "w"))
 
 
 def bench_publish(n: int = 5000) -> dict[str, float]:
@@ -101,22 +108,27 @@ print((time.time() - t0) * 1000)
 def bench_cold_start(rounds: int = 5) -> float:
     samples = []
     for _ in range(rounds):
-        out = subprocess.run([sys.executable, "-c", COLD, repr(time.time()), str(HERE)], capture_output=True,
-                             text=True, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-c", COLD, repr(time.time()), str(HERE)], capture_output=True, text=True, check=True
+        ).stdout
         samples.append(float(out.strip().splitlines()[-1]))
     return round(sorted(samples)[len(samples) // 2], 1)
 
 
 def bench_burst(jobs: int = 1000) -> dict[str, Any]:
     from jitr_functions.local import Intervals
-    from jitr_functions.sandbox import Sandbox, VMFaults, SandboxFaults
+    from jitr_functions.sandbox import Sandbox, SandboxFaults, VMFaults
 
-    pools = [{"name": "linux", "labels": ["self-hosted", "linux", "x64"], "machine_types": ["m"],
-              "max_runners": jobs}]
+    pools = [{"name": "linux", "labels": ["self-hosted", "linux", "x64"], "machine_types": ["m"], "max_runners": jobs}]
     faults = SandboxFaults(vms=VMFaults(job_seconds=(0.01, 0.05)))
-    with Sandbox(pools=pools, faults=faults, settings={"max_runners": jobs, "log_level": "ERROR"},
-                 intervals=Intervals(scaledown_s=30, rebalancer_s=10), log_stream=open("/dev/null", "w"),  # noqa: SIM115
-                 workers=4) as sandbox:
+    with Sandbox(
+        pools=pools,
+        faults=faults,
+        settings={"max_runners": jobs, "log_level": "ERROR"},
+        intervals=Intervals(scaledown_s=30, rebalancer_s=10),
+        log_stream=open("/dev/null", "w"),
+        workers=4,
+    ) as sandbox:
         repos = sandbox.repositories
         sandbox.sim.reset_call_counts()
         start = time.monotonic()
@@ -146,23 +158,51 @@ def bench_periodic_reads(finished: int = 100_000, in_flight: int = 200) -> dict[
         now = time.time()
         store = app.backend
         for i in range(finished):
-            store.create(Record("runner", f"jitr-linux-{i}-1", state=RunnerState.FINISHED, pool="linux",
-                                created_at=now - 3600, updated_at=now - 3600, expires_at=now + 86400,
-                                data={"job_id": i, "owner": "octo-org", "repo": "api", "installation_id": 1}))
-            store.create(Record("job", str(i), state="completed", pool="linux", created_at=now - 3600,
-                                updated_at=now - 3600, expires_at=now + 86400, data={"attempt": 1}))
+            store.create(
+                Record(
+                    "runner",
+                    f"jitr-linux-{i}-1",
+                    state=RunnerState.FINISHED,
+                    pool="linux",
+                    created_at=now - 3600,
+                    updated_at=now - 3600,
+                    expires_at=now + 86400,
+                    data={"job_id": i, "owner": "octo-org", "repo": "api", "installation_id": 1},
+                )
+            )
+            store.create(
+                Record(
+                    "job",
+                    str(i),
+                    state="completed",
+                    pool="linux",
+                    created_at=now - 3600,
+                    updated_at=now - 3600,
+                    expires_at=now + 86400,
+                    data={"attempt": 1},
+                )
+            )
         for i in range(finished, finished + in_flight):
-            store.create(Record("runner", f"jitr-linux-{i}-1", state=RunnerState.BUSY, pool="linux",
-                                created_at=now, updated_at=now,
-                                data={"job_id": i, "owner": "octo-org", "repo": "api", "installation_id": None}))
+            store.create(
+                Record(
+                    "runner",
+                    f"jitr-linux-{i}-1",
+                    state=RunnerState.BUSY,
+                    pool="linux",
+                    created_at=now,
+                    updated_at=now,
+                    data={"job_id": i, "owner": "octo-org", "repo": "api", "installation_id": None},
+                )
+            )
         read = {"records": 0, "calls": 0}
 
         def after(outcome: Any, name: str, impls: Any, kwargs: Any) -> None:
             if name in ("jitr_query_records", "jitr_load_record"):
                 result = outcome.get_result()
                 read["calls"] += 1
-                read["records"] += len(result.records) if name == "jitr_query_records" else int(
-                    result.record is not None)
+                read["records"] += (
+                    len(result.records) if name == "jitr_query_records" else int(result.record is not None)
+                )
 
         undo = app.pm.add_hookcall_monitoring(lambda *a: None, after)
         try:
@@ -172,8 +212,13 @@ def bench_periodic_reads(finished: int = 100_000, in_flight: int = 200) -> dict[
             elapsed = time.perf_counter() - start
         finally:
             undo()
-        return {"finished_records": finished, "in_flight": in_flight, "records_read": read["records"],
-                "store_calls": read["calls"], "ms": round(elapsed * 1000, 1)}
+        return {
+            "finished_records": finished,
+            "in_flight": in_flight,
+            "records_read": read["records"],
+            "store_calls": read["calls"],
+            "ms": round(elapsed * 1000, 1),
+        }
 
 
 def main() -> None:

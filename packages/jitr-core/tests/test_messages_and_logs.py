@@ -9,7 +9,6 @@ import logging
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from jitr_core.errors import JitrError, PayloadError
 from jitr_core.logs import JsonFormatter, log_context, register_secret
 from jitr_core.messages import JobMessage, LifecycleMessage, decode, encode
@@ -31,10 +30,16 @@ def test_messages_round_trip() -> None:
         ('{"v": 9, "type": "job"}', "version must be 1"),
         ('{"v": 1, "type": "party"}', "type must be one of"),
         ('{"v": 1, "type": "job", "job_id": 1}', "lacks 'run_id'"),
-        ('{"v":1,"type":"job","job_id":1,"run_id":2,"repository":"o/r","owner":"o","installation_id":null,'
-         '"labels":"self-hosted","private":false}', "'labels' must be"),
-        ('{"v":1,"type":"job","job_id":-4,"run_id":2,"repository":"o/r","owner":"o","installation_id":null,'
-         '"labels":[],"private":false}', "'job_id' must be int"),
+        (
+            '{"v":1,"type":"job","job_id":1,"run_id":2,"repository":"o/r","owner":"o","installation_id":null,'
+            '"labels":"self-hosted","private":false}',
+            "'labels' must be",
+        ),
+        (
+            '{"v":1,"type":"job","job_id":-4,"run_id":2,"repository":"o/r","owner":"o","installation_id":null,'
+            '"labels":[],"private":false}',
+            "'job_id' must be int",
+        ),
     ],
 )
 def test_malformed_messages_say_what_is_wrong(body: str, message: str) -> None:

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from jitr_core.backend import Backend
 from jitr_core.errors import NoProviderError, PluginError
 from jitr_core.hookspecs import hookimpl
@@ -86,8 +85,11 @@ def third_party(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     _install(["install", "--no-deps", str(root)])
     yield "mirror"
-    _install(["uninstall", "-y", "jitr-mirror-test"] if _installer()[0] == sys.executable else
-             ["uninstall", "jitr-mirror-test"])
+    _install(
+        ["uninstall", "-y", "jitr-mirror-test"]
+        if _installer()[0] == sys.executable
+        else ["uninstall", "jitr-mirror-test"]
+    )
 
 
 def settings() -> Settings:
@@ -128,8 +130,11 @@ def test_a_plugin_that_fails_to_import_fails_start_up_naming_it(tmp_path: Path) 
             create_plugin_manager(environ={})
         create_plugin_manager(environ={"JITR_DISABLE_PLUGINS": "broken"})  # blocking it is the way out
     finally:
-        _install(["uninstall", "-y", "jitr-broken-test"] if _installer()[0] == sys.executable else
-                 ["uninstall", "jitr-broken-test"])
+        _install(
+            ["uninstall", "-y", "jitr-broken-test"]
+            if _installer()[0] == sys.executable
+            else ["uninstall", "jitr-broken-test"]
+        )
 
 
 class UnknownHook:

@@ -13,10 +13,18 @@ def router(**extra: object) -> Router:
                 "pools": [
                     {"name": "linux", "labels": ["self-hosted", "linux", "x64"], "machine_types": ["m"]},
                     {"name": "linux-big", "labels": ["self-hosted", "linux", "x64", "big"], "machine_types": ["m"]},
-                    {"name": "arm", "labels": ["self-hosted", "linux", "arm64"], "machine_types": ["m"],
-                     "allow_public": True},
-                    {"name": "preferred", "labels": ["self-hosted", "linux", "x64", "fast", "big"],
-                     "machine_types": ["m"], "priority": 5},
+                    {
+                        "name": "arm",
+                        "labels": ["self-hosted", "linux", "arm64"],
+                        "machine_types": ["m"],
+                        "allow_public": True,
+                    },
+                    {
+                        "name": "preferred",
+                        "labels": ["self-hosted", "linux", "x64", "fast", "big"],
+                        "machine_types": ["m"],
+                        "priority": 5,
+                    },
                 ],
                 **extra,
             }
@@ -32,10 +40,16 @@ def test_labels_match_case_insensitively() -> None:
 def test_the_most_specific_pool_wins() -> None:
     pool = router().pool_for(["self-hosted", "x64"])
     assert pool is not None and pool.name == "preferred"  # an explicit priority comes first
-    unprioritised = Router(Settings.from_mapping({"pools": [
-        {"name": "big", "labels": ["self-hosted", "linux", "x64", "big"], "machine_types": ["m"]},
-        {"name": "small", "labels": ["self-hosted", "linux", "x64"], "machine_types": ["m"]},
-    ]}))
+    unprioritised = Router(
+        Settings.from_mapping(
+            {
+                "pools": [
+                    {"name": "big", "labels": ["self-hosted", "linux", "x64", "big"], "machine_types": ["m"]},
+                    {"name": "small", "labels": ["self-hosted", "linux", "x64"], "machine_types": ["m"]},
+                ]
+            }
+        )
+    )
     pool = unprioritised.pool_for(["self-hosted", "x64"])
     assert pool is not None and pool.name == "small"  # then the fewest labels the job did not ask for
     pool = unprioritised.pool_for(["self-hosted", "big"])

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from jitr_core.errors import SettingsError
 from jitr_core.settings import Settings
 
@@ -18,8 +17,15 @@ def env(**extra: str) -> dict[str, str]:
 
 
 def test_environment_settings_are_parsed() -> None:
-    s = Settings.from_env(env(JITR_MAX_RUNNERS="12", JITR_VM_PROVIDER="aws", JITR_AWS_REGION="eu-west-1",
-                              JITR_ALLOWED_OWNERS="Octo-Org, other", JITR_GITHUB_APP_ID="123"))
+    s = Settings.from_env(
+        env(
+            JITR_MAX_RUNNERS="12",
+            JITR_VM_PROVIDER="aws",
+            JITR_AWS_REGION="eu-west-1",
+            JITR_ALLOWED_OWNERS="Octo-Org, other",
+            JITR_GITHUB_APP_ID="123",
+        )
+    )
     assert s.max_runners == 12
     assert s.provider("vm") == "aws" and s.provider("store") == "embedded"
     assert s.section("aws") == {"region": "eu-west-1"}

@@ -6,7 +6,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from jitr_core.backend import Backend
 from jitr_core.errors import JitrError
 from jitr_core.plugins import create_plugin_manager
@@ -28,9 +27,15 @@ def render(ctx: ScriptContext) -> str:
 
 
 def test_fragments_run_in_phase_then_order() -> None:
-    script = assemble([Fragment("run", "echo run"), Fragment("prelude", "echo pre"),
-                       Fragment("install", "echo b", order=60), Fragment("install", "echo a", order=10),
-                       Fragment("teardown", "echo bye")])
+    script = assemble(
+        [
+            Fragment("run", "echo run"),
+            Fragment("prelude", "echo pre"),
+            Fragment("install", "echo b", order=60),
+            Fragment("install", "echo a", order=10),
+            Fragment("teardown", "echo bye"),
+        ]
+    )
     lines = script.splitlines()
     assert lines.index("echo pre") < lines.index("echo a") < lines.index("echo b") < lines.index("echo run")
     assert "  echo bye" in lines  # inside jitr_teardown
@@ -57,8 +62,7 @@ def test_core_script_is_valid_bash_and_hides_the_jit_config() -> None:
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
 def test_core_script_passes_shellcheck() -> None:
-    result = subprocess.run(["shellcheck", "-s", "bash", "-"], input=render(context()), text=True,
-                            capture_output=True)
+    result = subprocess.run(["shellcheck", "-s", "bash", "-"], input=render(context()), text=True, capture_output=True)
     assert result.returncode == 0, result.stdout
 
 

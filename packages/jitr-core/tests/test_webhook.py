@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from jitr_core.errors import JitrError, PayloadError, SignatureError
 from jitr_core.webhook import inspect, lower_headers, parse_workflow_job, verify_signature
 
@@ -101,7 +100,16 @@ def test_reserialised_json_is_rejected() -> None:
 
 @pytest.mark.parametrize(
     "signature",
-    [None, "", "sha256=", "sha1=" + "0" * 40, "sha256=" + "z" * 64, "sha256=" + "0" * 63, "garbage", "sha256=" + "0" * 64],
+    [
+        None,
+        "",
+        "sha256=",
+        "sha1=" + "0" * 40,
+        "sha256=" + "z" * 64,
+        "sha256=" + "0" * 63,
+        "garbage",
+        "sha256=" + "0" * 64,
+    ],
 )
 def test_missing_or_malformed_signatures_are_rejected(signature: str | None) -> None:
     body = b"{}"
@@ -138,8 +146,10 @@ def test_missing_github_headers_are_rejected(missing: str) -> None:
     body = b"{}"
     h = headers(body)
     del h[missing]
-    with pytest.raises(PayloadError, match=missing.replace("x-github-", "X-GitHub-").replace("event", "Event")
-                       .replace("delivery", "Delivery")):
+    with pytest.raises(
+        PayloadError,
+        match=missing.replace("x-github-", "X-GitHub-").replace("event", "Event").replace("delivery", "Delivery"),
+    ):
         inspect(h, body, SECRET, LIMIT)
 
 
@@ -205,12 +215,25 @@ def test_fuzzed_bytes_never_raise_anything_but_jitr_errors(body: bytes, event: s
 @given(
     payload=st.fixed_dictionaries(
         {"action": st.sampled_from(["queued", "in_progress", "completed", "waiting", "x"]) | json_values},
-        optional={"workflow_job": json_values | st.fixed_dictionaries({}, optional={
-            "id": json_values, "run_id": json_values, "labels": json_values, "status": json_values,
-            "runner_name": json_values, "name": json_values}),
-            "repository": json_values | st.fixed_dictionaries({}, optional={
-                "full_name": json_values, "owner": json_values, "private": json_values}),
-            "installation": json_values},
+        optional={
+            "workflow_job": json_values
+            | st.fixed_dictionaries(
+                {},
+                optional={
+                    "id": json_values,
+                    "run_id": json_values,
+                    "labels": json_values,
+                    "status": json_values,
+                    "runner_name": json_values,
+                    "name": json_values,
+                },
+            ),
+            "repository": json_values
+            | st.fixed_dictionaries(
+                {}, optional={"full_name": json_values, "owner": json_values, "private": json_values}
+            ),
+            "installation": json_values,
+        },
     )
 )
 def test_fuzzed_signed_payloads_never_raise_anything_but_jitr_errors(payload: dict) -> None:  # type: ignore[type-arg]

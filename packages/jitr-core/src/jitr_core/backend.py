@@ -68,7 +68,10 @@ class Backend:
 
     def receive(self, queue: str, max_messages: int = 10, visibility_timeout_s: int = 60) -> Sequence[ReceivedMessage]:
         result: Sequence[ReceivedMessage] = self._call(
-            "queue", "jitr_receive_messages", queue=queue, max_messages=max_messages,
+            "queue",
+            "jitr_receive_messages",
+            queue=queue,
+            max_messages=max_messages,
             visibility_timeout_s=visibility_timeout_s,
         )
         return result

@@ -38,9 +38,15 @@ class JobMessage:
     @classmethod
     def from_job(cls, job: WorkflowJob, delivery_id: str, received_at: float) -> JobMessage:
         return cls(
-            job_id=job.job_id, run_id=job.run_id, repository=job.repository, owner=job.owner,
-            installation_id=job.installation_id, labels=job.labels, private=job.private,
-            delivery_id=delivery_id, received_at=received_at,
+            job_id=job.job_id,
+            run_id=job.run_id,
+            repository=job.repository,
+            owner=job.owner,
+            installation_id=job.installation_id,
+            labels=job.labels,
+            private=job.private,
+            delivery_id=delivery_id,
+            received_at=received_at,
         )
 
 
@@ -64,10 +70,18 @@ class LifecycleMessage:
     @classmethod
     def from_job(cls, job: WorkflowJob, delivery_id: str, received_at: float) -> LifecycleMessage:
         return cls(
-            action=job.action, job_id=job.job_id, run_id=job.run_id, repository=job.repository,
-            owner=job.owner, installation_id=job.installation_id, labels=job.labels,
-            runner_name=job.runner_name, runner_id=job.runner_id, conclusion=job.conclusion,
-            delivery_id=delivery_id, received_at=received_at,
+            action=job.action,
+            job_id=job.job_id,
+            run_id=job.run_id,
+            repository=job.repository,
+            owner=job.owner,
+            installation_id=job.installation_id,
+            labels=job.labels,
+            runner_name=job.runner_name,
+            runner_id=job.runner_id,
+            conclusion=job.conclusion,
+            delivery_id=delivery_id,
+            received_at=received_at,
         )
 
 
@@ -101,7 +115,6 @@ def decode(body: str | bytes) -> Message:
     if cls is None:
         raise PayloadError(f"queue message type must be one of {sorted(_TYPES)}, found {kind!r}")
     return _build(cls, data)
-
 
 
 def _build(cls: type[JobMessage] | type[LifecycleMessage], data: Mapping[str, Any]) -> Message:

@@ -120,15 +120,33 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 # Top-level keys that a JITR_<KEY> variable sets, with the parser for its text form.
 _SCALARS = (
-    "provider", "max_runners", "allowed_owners", "allowed_repos", "runner_version",
-    "boot_timeout_s", "ghost_grace_s", "stuck_after_s", "claim_timeout_s", "delivery_ttl_s", "finished_ttl_s",
-    "max_body_bytes", "log_level", "vm_provider", "queue_provider", "store_provider",
+    "provider",
+    "max_runners",
+    "allowed_owners",
+    "allowed_repos",
+    "runner_version",
+    "boot_timeout_s",
+    "ghost_grace_s",
+    "stuck_after_s",
+    "claim_timeout_s",
+    "delivery_ttl_s",
+    "finished_ttl_s",
+    "max_body_bytes",
+    "log_level",
+    "vm_provider",
+    "queue_provider",
+    "store_provider",
     "secrets_provider",
 )
 # Variables that hold secret values (read through the secrets provider) or steer the tooling.
 _NOT_SETTINGS = frozenset(
-    {"JITR_CONFIG", "JITR_WEBHOOK_SECRET", "JITR_GITHUB_APP_PRIVATE_KEY", "JITR_DISABLE_PLUGINS",
-     "JITR_REQUIRE_EMULATORS"}
+    {
+        "JITR_CONFIG",
+        "JITR_WEBHOOK_SECRET",
+        "JITR_GITHUB_APP_PRIVATE_KEY",
+        "JITR_DISABLE_PLUGINS",
+        "JITR_REQUIRE_EMULATORS",
+    }
 )
 
 
@@ -183,8 +201,7 @@ def _build(data: dict[str, Any], names: _Names, source: str) -> Settings:
     r = _Reader(names)
     default_provider = r.choice(data, "provider", default="embedded", pattern=_POOL_NAME)
     providers = {
-        role: r.choice(data, f"{role}_provider", default=default_provider, pattern=_POOL_NAME)
-        for role in ROLES
+        role: r.choice(data, f"{role}_provider", default=default_provider, pattern=_POOL_NAME) for role in ROLES
     }
     github = r.table(data, "github")
     raw_pools = data.get("pools", [])
@@ -284,7 +301,11 @@ class _Reader:
         return value
 
     def choice(
-        self, data: Mapping[str, Any], key: str, default: str | None, pattern: re.Pattern[str],
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        default: str | None,
+        pattern: re.Pattern[str],
         path: tuple[str | int, ...] = (),
     ) -> str:
         value = data.get(key, default)
@@ -327,5 +348,7 @@ class _Reader:
             raise SettingsError(f"{self.names.name(*path, key)} must be a list, found {type(value).__name__}")
         for item in value:
             if not isinstance(item, str) or not pattern.match(item):
-                raise SettingsError(f"{self.names.name(*path, key)} has an invalid entry {item!r}; expected {pattern.pattern}")
+                raise SettingsError(
+                    f"{self.names.name(*path, key)} has an invalid entry {item!r}; expected {pattern.pattern}"
+                )
         return tuple(value)

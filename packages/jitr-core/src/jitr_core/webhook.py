@@ -152,6 +152,7 @@ def _opt(data: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
 def _typed(value: Any, kind: type, where: str) -> Any:
     if kind is int and isinstance(value, float) and value.is_integer():
         value = int(value)  # run_id is typed "number" in GitHub's schema
-    if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 0)):
+    negative = isinstance(value, int) and value < 0
+    if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or negative)):
         raise PayloadError(f"{where} must be {kind.__name__}, found {type(value).__name__}")
     return value

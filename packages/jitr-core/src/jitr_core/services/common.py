@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 from ..backend import Backend
 from ..errors import GitHubError
@@ -18,10 +19,16 @@ REPO_ACTIVITY_S = 24 * 3600
 
 def job_message(job: JobView, attempt: int, reason: str, received_at: float) -> JobMessage:
     return JobMessage(
-        job_id=job.job_id, run_id=int(job.get("run_id", 0)), repository=str(job.get("repository")),
-        owner=str(job.get("owner")), installation_id=job.get("installation_id"),
-        labels=tuple(job.get("labels", ())), private=bool(job.get("private", False)),
-        attempt=attempt, received_at=received_at, reason=reason,
+        job_id=job.job_id,
+        run_id=int(job.get("run_id", 0)),
+        repository=str(job.get("repository")),
+        owner=str(job.get("owner")),
+        installation_id=job.get("installation_id"),
+        labels=tuple(job.get("labels", ())),
+        private=bool(job.get("private", False)),
+        attempt=attempt,
+        received_at=received_at,
+        reason=reason,
     )
 
 
@@ -66,8 +73,9 @@ def retire(store: Store, github: GitHubAPI, runner: RunnerView, reason: str, for
         try:
             github.delete_runner(runner.scope, runner_id)
         except GitHubError as exc:
-            log.warning("forced retirement could not deregister", extra={"runner_name": runner.name,
-                                                                          "reason": str(exc)})
+            log.warning(
+                "forced retirement could not deregister", extra={"runner_name": runner.name, "reason": str(exc)}
+            )
     expires = store.clock() + store.backend.settings.finished_ttl_s
 
     def mark(record: Record) -> dict[str, object] | None:
@@ -91,7 +99,7 @@ def touch_repo(store: Store, repository: str, owner: str, installation_id: int |
     """Remember a repository as active, so the rebalancer asks GitHub about it (and only it)."""
     now = store.clock()
     existing = store.backend.load(REPO, repository)
-    data = {"owner": owner, "installation_id": installation_id, "private": private}
+    data: dict[str, Any] = {"owner": owner, "installation_id": installation_id, "private": private}
     if existing is None:
         store.create(REPO, repository, "active", data=data, expires_at=now + REPO_ACTIVITY_S)
     elif now - existing.updated_at > 300:

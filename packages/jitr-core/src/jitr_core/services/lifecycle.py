@@ -40,8 +40,12 @@ class LifecycleService:
         message = decode(body)
         if not isinstance(message, LifecycleMessage):
             raise PayloadError("the lifecycle queue takes lifecycle messages, found a job message")
-        with log_context(job_id=message.job_id, delivery_id=message.delivery_id or None,
-                         runner_name=message.runner_name, action=message.action):
+        with log_context(
+            job_id=message.job_id,
+            delivery_id=message.delivery_id or None,
+            runner_name=message.runner_name,
+            action=message.action,
+        ):
             outcome = self._apply(message)
             log.info("lifecycle", extra={"outcome": outcome})
             return outcome
@@ -63,15 +67,24 @@ class LifecycleService:
         admission = self.router.admit_parts(message.repository, message.owner, message.labels, True)
         if admission.pool is None:
             return None
-        data = {"run_id": message.run_id, "repository": message.repository, "owner": message.owner,
-                "installation_id": message.installation_id, "labels": list(message.labels),
-                "private": True, "attempt": 1, "queued_at": message.received_at, "launched_runner": None}
+        data = {
+            "run_id": message.run_id,
+            "repository": message.repository,
+            "owner": message.owner,
+            "installation_id": message.installation_id,
+            "labels": list(message.labels),
+            "private": True,
+            "attempt": 1,
+            "queued_at": message.received_at,
+            "launched_runner": None,
+        }
         self.store.create(JOB, str(message.job_id), JobState.QUEUED, pool=admission.pool.name, data=data)
         return self.store.job(message.job_id)
 
     def _move_job(self, job_id: int, state: JobState, **data: object) -> Record | None:
-        expires = self.clock() + self.settings.finished_ttl_s if state in (JobState.COMPLETED,
-                                                                          JobState.CANCELLED) else None
+        expires = (
+            self.clock() + self.settings.finished_ttl_s if state in (JobState.COMPLETED, JobState.CANCELLED) else None
+        )
 
         def move(record: Record) -> dict[str, object] | None:
             if not job_can_move(record.state, state):
@@ -98,8 +111,12 @@ class LifecycleService:
             self._move_job(job.job_id, JobState.RUNNING, runner_name=name, started_at=self.clock())
         if runner is None:
             return "not-our-runner"
-        moved = self._move_runner(name, RunnerState.BUSY, serving_job_id=message.job_id,
-                                  github_runner_id=message.runner_id or runner.github_runner_id)
+        moved = self._move_runner(
+            name,
+            RunnerState.BUSY,
+            serving_job_id=message.job_id,
+            github_runner_id=message.runner_id or runner.github_runner_id,
+        )
         if runner.job_id != message.job_id and moved is not None and moved.state == RunnerState.BUSY:
             self._swap(runner, message.job_id)
             return "took-another-jobs-runner"
@@ -114,6 +131,7 @@ class LifecycleService:
         spare_name = job_b.launched_runner if job_b else None
         spare = self.store.runner(spare_name) if spare_name else None
         if spare is not None and spare.state in (RunnerState.CLAIMED, RunnerState.LAUNCHED):
+
             def adopt(record: Record) -> dict[str, object] | None:
                 if record.state != JobState.QUEUED:
                     return None

@@ -66,14 +66,12 @@ class RebalancerService:
                 admission = self.router.admit_parts(job.repository, owner, job.labels, bool(repo.data.get("private")))
                 if admission.pool is not None:
                     queued[admission.pool.name].append((job, dict(repo.data)))
-        idle: Counter[str] = Counter(
-            r.record.pool for r in in_flight(self.backend) if r.state != RunnerState.BUSY
-        )
-        for pool, jobs in queued.items():
-            gap = len(jobs) - idle[pool]
-            report["queued"] += len(jobs)
+        idle: Counter[str] = Counter(r.record.pool for r in in_flight(self.backend) if r.state != RunnerState.BUSY)
+        for pool, waiting in queued.items():
+            gap = len(waiting) - idle[pool]
+            report["queued"] += len(waiting)
             if gap > 0:
-                report["enqueued"] += self._fill(jobs, gap, now)
+                report["enqueued"] += self._fill(waiting, gap, now)
         report["redelivered"] += self._redeliver(now)
         return dict(report)
 
@@ -91,9 +89,15 @@ class RebalancerService:
         sent = 0
         for job, repo in unknown[:gap]:
             message = JobMessage(
-                job_id=job.job_id, run_id=job.run_id, repository=job.repository, owner=str(repo.get("owner")),
-                installation_id=repo.get("installation_id"), labels=job.labels,
-                private=bool(repo.get("private")), received_at=now, reason="rebalancer",
+                job_id=job.job_id,
+                run_id=job.run_id,
+                repository=job.repository,
+                owner=str(repo.get("owner")),
+                installation_id=repo.get("installation_id"),
+                labels=job.labels,
+                private=bool(repo.get("private")),
+                received_at=now,
+                reason="rebalancer",
             )
             self.backend.enqueue("jobs", encode(message))
             log.info("lost job enqueued", extra={"job_id": job.job_id})

@@ -22,8 +22,13 @@ REPO = "repo"
 DELIVERY = "delivery"
 LEASE = "lease"
 
-_RUNNER_RANK = {RunnerState.CLAIMED: 0, RunnerState.LAUNCHED: 1, RunnerState.BUSY: 2,
-                RunnerState.FINISHED: 3, RunnerState.RETIRED: 3}
+_RUNNER_RANK = {
+    RunnerState.CLAIMED: 0,
+    RunnerState.LAUNCHED: 1,
+    RunnerState.BUSY: 2,
+    RunnerState.FINISHED: 3,
+    RunnerState.RETIRED: 3,
+}
 _JOB_RANK = {JobState.QUEUED: 0, JobState.RUNNING: 1, JobState.COMPLETED: 2, JobState.CANCELLED: 2}
 
 
@@ -114,15 +119,32 @@ class Store:
         record = self.backend.load(RUNNER, name)
         return RunnerView(record) if record else None
 
-    def create(self, kind: str, key: str, state: str, pool: str = "", data: Mapping[str, Any] | None = None,
-               expires_at: float | None = None) -> Record | None:
+    def create(
+        self,
+        kind: str,
+        key: str,
+        state: str,
+        pool: str = "",
+        data: Mapping[str, Any] | None = None,
+        expires_at: float | None = None,
+    ) -> Record | None:
         now = self.clock()
-        record = Record(kind, key, state=state, pool=pool, version=1, created_at=now, updated_at=now,
-                        expires_at=expires_at, data=dict(data or {}))
+        record = Record(
+            kind,
+            key,
+            state=state,
+            pool=pool,
+            version=1,
+            created_at=now,
+            updated_at=now,
+            expires_at=expires_at,
+            data=dict(data or {}),
+        )
         return record if self.backend.create(record) else None
 
-    def write(self, record: Record, state: str | None = None, expires_at: float | None = None,
-              **data: Any) -> Record | None:
+    def write(
+        self, record: Record, state: str | None = None, expires_at: float | None = None, **data: Any
+    ) -> Record | None:
         """Replace ``record`` with changes at its version; None when someone wrote in between."""
         now = self.clock()
         new = replace(
@@ -138,8 +160,9 @@ class Store:
         self.conflicts += 1
         return None
 
-    def update(self, kind: str, key: str, change: Callable[[Record], dict[str, Any] | None],
-               attempts: int = 8) -> Record | None:
+    def update(
+        self, kind: str, key: str, change: Callable[[Record], dict[str, Any] | None], attempts: int = 8
+    ) -> Record | None:
         """Load, compute a change (None: nothing to do), write; retried on conflicts."""
         for _ in range(attempts):
             record = self.backend.load(kind, key)

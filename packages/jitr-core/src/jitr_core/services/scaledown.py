@@ -105,10 +105,10 @@ class ScaledownService:
                 return "vm-gone"
             return "ok"
         never_online = on_github is None or not on_github.online
-        if seen is not None and never_online and now - launched_at > self.settings.boot_timeout_s:
-            if retire(self.store, self.github, runner, reason="never-came-online"):
-                self._requeue_job(runner, "never-came-online")
-                return "boot-timeouts"
+        booted_late = seen is not None and never_online and now - launched_at > self.settings.boot_timeout_s
+        if booted_late and retire(self.store, self.github, runner, reason="never-came-online"):
+            self._requeue_job(runner, "never-came-online")
+            return "boot-timeouts"
         return "ok"
 
     def _requeue_job(self, runner: RunnerView, reason: str) -> None:

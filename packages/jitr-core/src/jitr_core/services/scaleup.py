@@ -104,9 +104,14 @@ class ScaleupService:
         if view is not None:
             return view
         data = {
-            "run_id": message.run_id, "repository": message.repository, "owner": message.owner,
-            "installation_id": message.installation_id, "labels": list(message.labels),
-            "private": message.private, "attempt": message.attempt, "queued_at": message.received_at,
+            "run_id": message.run_id,
+            "repository": message.repository,
+            "owner": message.owner,
+            "installation_id": message.installation_id,
+            "labels": list(message.labels),
+            "private": message.private,
+            "attempt": message.attempt,
+            "queued_at": message.received_at,
             "launched_runner": None,
         }
         created = self.store.create(JOB, str(message.job_id), JobState.QUEUED, pool=pool.name, data=data)
@@ -122,9 +127,14 @@ class ScaleupService:
         """Our claim on (job, attempt) and whether it was taken over from a crashed worker."""
         owner, _, repo = message.repository.partition("/")
         data = {
-            "job_id": message.job_id, "attempt": message.attempt, "owner": owner,
-            "repo": None if pool.org_scope else repo, "repository": message.repository,
-            "installation_id": message.installation_id, "vm_id": None, "github_runner_id": None,
+            "job_id": message.job_id,
+            "attempt": message.attempt,
+            "owner": owner,
+            "repo": None if pool.org_scope else repo,
+            "repository": message.repository,
+            "installation_id": message.installation_id,
+            "vm_id": None,
+            "github_runner_id": None,
         }
         created = self.store.create(RUNNER, name, RunnerState.CLAIMED, pool=pool.name, data=data)
         if created is not None:
@@ -136,8 +146,9 @@ class ScaleupService:
             return None, False
         age = self.clock() - existing.record.updated_at
         if age < self.claim_timeout_s:
-            raise RetryLaterError(f"runner {name} is being launched by another worker", delay_s=int(
-                self.claim_timeout_s - age) + 1)
+            raise RetryLaterError(
+                f"runner {name} is being launched by another worker", delay_s=int(self.claim_timeout_s - age) + 1
+            )
         taken = self.store.write(existing.record)
         if taken is None:
             raise RetryLaterError(f"claim on {name} changed while taking it over", delay_s=5)
@@ -155,8 +166,11 @@ class ScaleupService:
         if ahead_in_pool < pool.max_runners and ahead_overall < self.settings.max_runners:
             return
         self.backend.delete(RUNNER, claim.key, expected_version=claim.version)
-        which = f"pool {pool.name} ({pool.max_runners})" if ahead_in_pool >= pool.max_runners else (
-            f"the global cap ({self.settings.max_runners})")
+        which = (
+            f"pool {pool.name} ({pool.max_runners})"
+            if ahead_in_pool >= pool.max_runners
+            else (f"the global cap ({self.settings.max_runners})")
+        )
         raise RetryLaterError(f"{which} is full; job waits", delay_s=15)
 
     def _launch(self, claim: Record, recovered: bool, message: JobMessage, pool: Pool) -> RunnerView:
@@ -169,8 +183,9 @@ class ScaleupService:
         self.checkpoint("minted")
         claim = self.store.write(claim, installation_id=scope.installation_id, github_runner_id=jit.runner_id) or claim
         provider = self.settings.provider("vm")
-        context = ScriptContext(runner.name, pool, provider, jit.encoded, self.settings.runner_version,
-                                pool.max_lifetime_s)
+        context = ScriptContext(
+            runner.name, pool, provider, jit.encoded, self.settings.runner_version, pool.max_lifetime_s
+        )
         script = self.backend.render_startup_script(context, USER_DATA_LIMITS.get(provider))
         try:
             result = self._walk_chain(runner.name, message, pool, script)
@@ -186,11 +201,22 @@ class ScaleupService:
         codes: list[str] = []
         for index, (machine_type, placement, spot) in enumerate(fallback_chain(pool)):
             request = LaunchRequest(
-                runner_name=name, pool=pool.name, machine_type=machine_type, placement=placement, spot=spot,
-                image=pool.image, disk_gb=pool.disk_gb, startup_script=script,
-                idempotency_token=idempotency_token(name, index), max_lifetime_s=pool.max_lifetime_s,
-                labels={"jitr-runner": name, "jitr-pool": pool.name, "jitr-job": str(message.job_id),
-                        "jitr-attempt": str(message.attempt)},
+                runner_name=name,
+                pool=pool.name,
+                machine_type=machine_type,
+                placement=placement,
+                spot=spot,
+                image=pool.image,
+                disk_gb=pool.disk_gb,
+                startup_script=script,
+                idempotency_token=idempotency_token(name, index),
+                max_lifetime_s=pool.max_lifetime_s,
+                labels={
+                    "jitr-runner": name,
+                    "jitr-pool": pool.name,
+                    "jitr-job": str(message.job_id),
+                    "jitr-attempt": str(message.attempt),
+                },
                 options=pool.options,
             )
             try:
@@ -219,15 +245,21 @@ class ScaleupService:
         def launched(record: Record) -> dict[str, object] | None:
             if record.state != RunnerState.CLAIMED:
                 return None
-            return {"state": RunnerState.LAUNCHED, "vm_id": result.vm_id, "provider": result.provider,
-                    "machine_type": result.machine_type, "placement": result.placement, "spot": result.spot,
-                    "github_runner_id": github_runner_id, "launched_at": now}
+            return {
+                "state": RunnerState.LAUNCHED,
+                "vm_id": result.vm_id,
+                "provider": result.provider,
+                "machine_type": result.machine_type,
+                "placement": result.placement,
+                "spot": result.spot,
+                "github_runner_id": github_runner_id,
+                "launched_at": now,
+            }
 
         written = self.store.update(RUNNER, claim.key, launched)
         if written is None:
             raise RetryLaterError(f"runner record {claim.key} vanished after launch", delay_s=5)
-        log.info("vm launched", extra={"vm_id": result.vm_id, "machine_type": result.machine_type,
-                                       "spot": result.spot})
+        log.info("vm launched", extra={"vm_id": result.vm_id, "machine_type": result.machine_type, "spot": result.spot})
         return RunnerView(written)
 
     def _link_job(self, job_id: int, runner_name: str) -> None:

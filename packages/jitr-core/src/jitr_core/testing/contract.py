@@ -13,7 +13,7 @@ import pytest
 
 from ..backend import Backend
 from ..errors import SecretNotFoundError
-from ..model import LaunchRequest, QueueMessage, Record, RecordQuery
+from ..model import LaunchRequest, QueueMessage, ReceivedMessage, Record, RecordQuery
 
 
 def _kind() -> str:
@@ -58,8 +58,14 @@ class StoreContract:
     def test_record_round_trips_every_field(self, backend: Backend) -> None:
         kind = _kind()
         record = Record(
-            kind, "k/1:2", state="launched", pool="linux-x64", version=1, created_at=1700000000.5,
-            updated_at=1700000001.25, expires_at=time.time() + 3600,
+            kind,
+            "k/1:2",
+            state="launched",
+            pool="linux-x64",
+            version=1,
+            created_at=1700000000.5,
+            updated_at=1700000001.25,
+            expires_at=time.time() + 3600,
             data={"vm_id": "i-0abc", "attempt": 2, "labels": ["self-hosted", "linux"], "nested": {"a": None}},
         )
         assert backend.create(record)
@@ -147,7 +153,9 @@ class StoreContract:
     def test_expired_records_are_invisible_and_purged(self, backend: Backend) -> None:
         kind, now = _kind(), time.time()
         assert backend.create(Record(kind, "old", state="finished", created_at=now, updated_at=now, expires_at=now - 5))
-        assert backend.create(Record(kind, "new", state="finished", created_at=now, updated_at=now, expires_at=now + 3600))
+        assert backend.create(
+            Record(kind, "new", state="finished", created_at=now, updated_at=now, expires_at=now + 3600)
+        )
         assert backend.load(kind, "old") is None
         assert [r.key for r in backend.query(RecordQuery(kind, "finished")).records] == ["new"]
         assert backend.purge_expired(now) >= 0
@@ -199,7 +207,7 @@ class QueueContract:
 
     def test_a_message_is_delivered_until_acknowledged(self, backend: Backend) -> None:
         self._drain(backend)
-        body = '{"v":1,"id":"%s"}' % uuid.uuid4().hex
+        body = f'{{"v":1,"id":"{uuid.uuid4().hex}"}}'
         assert backend.enqueue(self.queue, QueueMessage(body, {"type": "job"}))
         receipts = self._receive_body(backend, body, visibility_s=1)
         assert receipts, "the message never arrived"
@@ -211,7 +219,7 @@ class QueueContract:
 
     def test_a_received_message_is_hidden_for_its_visibility_timeout(self, backend: Backend) -> None:
         self._drain(backend)
-        body = '{"v":1,"id":"%s"}' % uuid.uuid4().hex
+        body = f'{{"v":1,"id":"{uuid.uuid4().hex}"}}'
         backend.enqueue(self.queue, QueueMessage(body))
         receipts = self._receive_body(backend, body, visibility_s=60)
         assert receipts
@@ -220,7 +228,7 @@ class QueueContract:
 
     def test_receive_count_grows_and_poison_messages_reach_the_dead_letter_queue(self, backend: Backend) -> None:
         self._drain(backend)
-        body = '{"v":1,"poison":"%s"}' % uuid.uuid4().hex
+        body = f'{{"v":1,"poison":"{uuid.uuid4().hex}"}}'
         backend.enqueue(self.queue, QueueMessage(body))
         counts: list[int] = []
 
@@ -242,16 +250,16 @@ class QueueContract:
 
     def test_a_delayed_message_waits(self, backend: Backend) -> None:
         self._drain(backend)
-        body = '{"v":1,"delayed":"%s"}' % uuid.uuid4().hex
+        body = f'{{"v":1,"delayed":"{uuid.uuid4().hex}"}}'
         backend.enqueue(self.queue, QueueMessage(body), delay_s=3)
         assert all(m.body != body for m in backend.receive(self.queue, 10, 30))
         assert self._receive_body(backend, body), "the delayed message never arrived"
 
     def test_attributes_travel_with_the_message(self, backend: Backend) -> None:
         self._drain(backend)
-        body = '{"v":1,"attrs":"%s"}' % uuid.uuid4().hex
+        body = f'{{"v":1,"attrs":"{uuid.uuid4().hex}"}}'
         backend.enqueue(self.queue, QueueMessage(body, {"type": "lifecycle", "job_id": "42"}))
-        got = []
+        got: list[ReceivedMessage] = []
 
         def poll() -> bool:
             got.extend(m for m in backend.receive(self.queue, 10, 30) if m.body == body)
@@ -284,9 +292,7 @@ class VMContract:
         name = f"jitr-contract-{uuid.uuid4().hex[:8]}"
         result = backend.launch_vm(launch_request(name, uuid.uuid4().hex))
         assert backend.terminate_vm(result.vm_id)
-        assert _wait_for(
-            lambda: all(not vm.running for vm in backend.list_vms() if vm.vm_id == result.vm_id), 10
-        )
+        assert _wait_for(lambda: all(not vm.running for vm in backend.list_vms() if vm.vm_id == result.vm_id), 10)
         assert backend.terminate_vm(result.vm_id)
 
     def test_two_tokens_launch_two_vms(
@@ -304,9 +310,7 @@ class VMContract:
 class SecretsContract:
     """Secrets by reference; a missing secret is a clear error that never shows a value."""
 
-    def test_a_secret_is_read_by_reference(
-        self, backend: Backend, secret_reference: Callable[[str, str], str]
-    ) -> None:
+    def test_a_secret_is_read_by_reference(self, backend: Backend, secret_reference: Callable[[str, str], str]) -> None:
         value = "s3cr3t-" + uuid.uuid4().hex
         reference = secret_reference("webhook_secret", value)
         with_ref = replace(backend.settings, secrets={**backend.settings.secrets, "webhook_secret": reference})
