@@ -138,6 +138,7 @@ class LifecycleService:
                 return {"launched_runner": spare.name}
 
             self.store.update(JOB, str(job_a.job_id), adopt)
+            self.store.update(RUNNER, spare.name, lambda record: _rebind(record, job_a.job_id))
             log.info("jobs swapped runners", extra={"runner_name": runner.name, "spare": spare.name})
             return
         requeue(self.store, job_a, reason="runner-taken-by-another-job")
@@ -160,3 +161,10 @@ class LifecycleService:
             return "cancelled"
         retire(self.store, self.github, surplus, reason="job-cancelled-while-queued")
         return "cancelled-runner-retired"
+
+
+def _rebind(record: Record, job_id: int) -> dict[str, object] | None:
+    """Point a not-yet-busy runner at the job it now stands in for."""
+    if record.state not in (RunnerState.CLAIMED, RunnerState.LAUNCHED) or record.data.get("job_id") == job_id:
+        return None
+    return {"job_id": job_id}

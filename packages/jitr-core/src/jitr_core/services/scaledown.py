@@ -6,6 +6,7 @@
 - a runner record whose VM is gone (spot reclaim, crash): retired, its queued job re-enqueued;
 - a GitHub runner of ours with no VM (a ghost) after the grace period: deregistered;
 - a queued job whose runner is gone, older than ``stuck_after_s``: re-enqueued with attempt + 1;
+- an idle runner whose job was taken by another runner or superseded by a newer attempt (surplus);
 - expired records purged (embedded store).
 
 A runner that GitHub reports busy is never removed before its maximum lifetime. Reads are
@@ -109,6 +110,11 @@ class ScaledownService:
         if booted_late and retire(self.store, self.github, runner, reason="never-came-online"):
             self._requeue_job(runner, "never-came-online")
             return "boot-timeouts"
+        if runner.state == RunnerState.LAUNCHED and now - launched_at > self.settings.ghost_grace_s:
+            job = self.store.job(runner.job_id)
+            superseded = job is None or job.state != JobState.QUEUED or job.launched_runner not in (runner.name, None)
+            if superseded and retire(self.store, self.github, runner, reason="surplus"):
+                return "surplus"
         return "ok"
 
     def _requeue_job(self, runner: RunnerView, reason: str) -> None:
