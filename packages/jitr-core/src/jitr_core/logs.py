@@ -23,6 +23,7 @@ _CONTEXT: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
     "jitr_log_context", default=MappingProxyType({})
 )
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+_CHATTY = ("botocore", "boto3", "urllib3", "google", "requests")
 _SECRETS: deque[str] = deque(maxlen=512)
 _SECRETS_LOCK = threading.Lock()
 
@@ -75,6 +76,8 @@ def configure_logging(level: str = "INFO", stream: Any = None) -> None:
     """Send the ``jitr`` loggers' records to ``stream`` (stderr) as JSON lines; idempotent."""
     logger = logging.getLogger("jitr")
     logger.setLevel(level)
+    for chatty in _CHATTY:  # SDK debug logs print request bodies (user data, secrets)
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     for handler in logger.handlers:
         if isinstance(handler, logging.StreamHandler) and getattr(handler, "_jitr", False):
             handler.setLevel(level)
