@@ -1,0 +1,157 @@
+"""The five Cloud Run function targets: each turns one request into one core call.
+
+``webhook`` answers GitHub; ``scaleup`` and ``lifecycle`` take Pub/Sub deliveries (Eventarc
+CloudEvents or push envelopes) and answer 2xx to acknowledge or 503 to have Pub/Sub redeliver;
+``scaledown`` and ``rebalancer`` run once per Cloud Scheduler call, whether it comes over HTTP
+or through a Pub/Sub topic. The app is built on an instance's first request (its cold start).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import flask
+import functions_framework
+from jitr_core.logs import log_context
+from jitr_core.messages import JOBS_QUEUE, LIFECYCLE_QUEUE
+from jitr_core.model import QueueMessage
+from jitr_core.services.consume import Disposition, consume
+from jitr_gcp.pubsub import NOT_BEFORE
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from ..app import App, get_app
+from . import events
+
+log = logging.getLogger("jitr.gcp.functions")
+# A message re-sent with a delay arrives at once (Pub/Sub cannot delay); waits up to this long
+# are served by holding the request, longer ones by a 503 and Pub/Sub's retry backoff.
+HOLD_LIMIT_S = 20.0
+TRACE_FIELD = "logging.googleapis.com/trace"
+
+
+@functions_framework.http
+def webhook(request: flask.Request) -> flask.Response:
+    """GitHub's ``workflow_job`` deliveries: verify, de-duplicate, enqueue; 2xx, 4xx or 503."""
+    app = get_app()
+    with _request_context(app, request.headers):
+        if request.method != "POST":
+            return _answer(405, {"error": f"webhooks are POSTed, found {request.method}"})
+        request.max_content_length = app.settings.max_body_bytes
+        try:
+            body = request.get_data(cache=False)
+        except RequestEntityTooLarge:
+            return _answer(413, {"error": f"body exceeds {app.settings.max_body_bytes} bytes"})
+        response = app.webhook.handle(dict(request.headers.items()), body)
+        return _answer(response.status, dict(response.body))
+
+
+@functions_framework.http
+def scaleup(request: flask.Request) -> flask.Response:
+    """Jobs-queue messages: launch at most one runner VM per job attempt."""
+    return _deliver(request, JOBS_QUEUE, lambda app: app.scaleup.handle)
+
+
+@functions_framework.http
+def lifecycle(request: flask.Request) -> flask.Response:
+    """Lifecycle-queue messages: a job started or ended on a runner."""
+    return _deliver(request, LIFECYCLE_QUEUE, lambda app: app.lifecycle.handle)
+
+
+@functions_framework.http
+def scaledown(request: flask.Request) -> flask.Response:
+    """One scaledown run (Cloud Scheduler, every 5 minutes)."""
+    return _periodic(request, "scaledown", lambda app: app.scaledown.run())
+
+
+@functions_framework.http
+def rebalancer(request: flask.Request) -> flask.Response:
+    """One rebalancer run (Cloud Scheduler, every minute)."""
+    return _periodic(request, "rebalancer", lambda app: app.rebalancer.run())
+
+
+def _deliver(request: flask.Request, queue: str, handler: Callable[[App], Callable[[str], str]]) -> flask.Response:
+    app = get_app()
+    raw = request.get_data(cache=False)
+    with _request_context(app, request.headers):
+        try:
+            delivery = events.parse(request.headers, raw)
+        except events.MalformedEvent as exc:
+            return _dead_letter(app, queue, raw, str(exc))
+        with log_context(event_id=delivery.event_id or None, message_id=delivery.message_id or None,
+                         delivery_attempt=delivery.delivery_attempt, subscription=delivery.subscription or None):
+            wait = _not_due_for(delivery.attributes)
+            if wait > HOLD_LIMIT_S:
+                log.info("message not due yet; left for redelivery", extra={"queue": queue, "due_in_s": round(wait)})
+                return _answer(503, {"retry": f"not due for {round(wait)} s"})
+            if wait > 0:
+                time.sleep(wait)
+            try:
+                outcome = consume(app.backend, queue, delivery.body, handler(app), delivery.attributes)
+            except Exception:  # dead-lettering or re-sending failed: let Pub/Sub deliver it again
+                log.exception("message could not be settled; Pub/Sub will redeliver", extra={"queue": queue})
+                return _answer(503, {"retry": "the message could not be settled"})
+            if outcome.disposition is Disposition.RETRY:
+                return _answer(503, {"retry": outcome.detail})
+            return _answer(200, {"done": outcome.detail})
+
+
+def _dead_letter(app: App, queue: str, raw: bytes, reason: str) -> flask.Response:
+    log.error("malformed delivery dead-lettered", extra={"queue": queue, "reason": reason})
+    try:
+        app.backend.dead_letter(queue, QueueMessage(raw.decode("utf-8", errors="replace")), reason)
+    except Exception:
+        log.exception("dead-lettering a malformed delivery failed; Pub/Sub will redeliver", extra={"queue": queue})
+        return _answer(503, {"retry": "the malformed delivery could not be dead-lettered"})
+    return _answer(200, {"dead_lettered": reason})
+
+
+def _periodic(request: flask.Request, name: str, run: Callable[[App], Mapping[str, Any]]) -> flask.Response:
+    app = get_app()
+    raw = request.get_data(cache=False)
+    event_id = request.headers.get("ce-id") or _message_id(request.headers, raw)
+    job = request.headers.get("X-CloudScheduler-JobName")
+    with _request_context(app, request.headers), log_context(event_id=event_id, scheduler_job=job):
+        try:
+            report = run(app)
+        except Exception:
+            log.exception(f"{name} run failed")
+            return _answer(500, {"error": f"{name} run failed"})
+        log.info(f"{name} run", extra={"report": report})
+        return _answer(200, {"report": report})
+
+
+def _message_id(headers: Mapping[str, str], raw: bytes) -> str | None:
+    """The Pub/Sub message id when a scheduler message came through a topic; None for a plain call."""
+    if not raw.lstrip().startswith(b"{"):
+        return None
+    try:
+        return events.parse(headers, raw).event_id or None
+    except events.MalformedEvent:
+        return None
+
+
+def _not_due_for(attributes: Mapping[str, str]) -> float:
+    try:
+        return max(0.0, float(attributes.get(NOT_BEFORE, "0")) - time.time())
+    except ValueError:
+        return 0.0
+
+
+@contextmanager
+def _request_context(app: App, headers: Mapping[str, str]) -> Iterator[None]:
+    trace = events.trace_id(headers)
+    project = app.settings.section("gcp").get("project")
+    fields = {"trace": trace}
+    if trace and project:
+        fields[TRACE_FIELD] = f"projects/{project}/traces/{trace}"
+    with log_context(**fields):
+        yield
+
+
+def _answer(status: int, body: Mapping[str, Any]) -> flask.Response:
+    return flask.Response(json.dumps(body, default=str), status=status, mimetype="application/json")
