@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import pytest
@@ -123,6 +124,14 @@ def test_one_token_gives_one_instance_even_when_retried(vm_backend: Backend, fak
     assert len(fake_compute.inserts) == 2
     assert fake_compute.inserts[0]["requestId"] == fake_compute.inserts[1]["requestId"]
     assert str(uuid.UUID(fake_compute.inserts[0]["requestId"])) == fake_compute.inserts[0]["requestId"]
+
+
+def test_concurrent_launches_with_one_token_give_one_instance(vm_backend: Backend, fake_compute: FakeCompute) -> None:
+    req = request()
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: vm_backend.launch_vm(req), range(8)))
+    assert {r.vm_id for r in results} == {f"us-central1-a/{req.runner_name}"}
+    assert fake_compute.instance_count(req.runner_name) == 1
 
 
 def test_an_existing_instance_of_the_same_name_is_the_launch(vm_backend: Backend, fake_compute: FakeCompute) -> None:

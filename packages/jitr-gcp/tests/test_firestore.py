@@ -4,8 +4,10 @@ the deployable index file, and errors."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
 from importlib.resources import files
@@ -81,6 +83,24 @@ def test_expired_records_do_not_end_pagination_early(store_backend: Backend) -> 
     first = store_backend.query(RecordQuery(kind, "finished", limit=2))
     assert first.records == () and first.cursor is not None
     assert [r.key for r in store_backend.query_all(RecordQuery(kind, "finished", limit=2))] == ["r4", "r5"]
+
+
+def test_an_expired_record_is_taken_over_by_exactly_one_claimant(store_backend: Backend) -> None:
+    kind, now = "t" + uuid.uuid4().hex[:10], time.time()
+    assert store_backend.create(Record(kind, "lease", state="held", created_at=now, updated_at=now, expires_at=now - 1))
+    barrier = threading.Barrier(12)
+
+    def claim(i: int) -> bool:
+        barrier.wait()
+        return store_backend.create(
+            Record(kind, "lease", state="held", created_at=now, updated_at=now, expires_at=now + 60, data={"i": i})
+        )
+
+    with ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(claim, range(12)))
+    assert results.count(True) == 1
+    held = store_backend.load(kind, "lease")
+    assert held is not None and held.data == {"i": results.index(True)}
 
 
 def test_a_foreign_cursor_is_refused(store_backend: Backend) -> None:
