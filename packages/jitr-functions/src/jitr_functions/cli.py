@@ -1,4 +1,4 @@
-"""The ``jitr`` command: serve, demo, plugins, render-startup-script, status."""
+"""The ``jitr`` command: serve, demo, plugins, bundle, render-startup-script, status."""
 
 from __future__ import annotations
 
@@ -127,6 +127,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--faults", action="store_true", help="inject lost, duplicated, reordered webhooks and failures")
     s.add_argument("--seed", type=int, default=7)
     s.set_defaults(func=cmd_demo)
+    s = sub.add_parser("bundle", help="build the deployable bundle of a cloud's functions")
+    targets = s.add_subparsers(dest="target", required=True)
+    from . import bundle_aws
+
+    bundle_aws.add_arguments(targets.add_parser("aws", help="a Lambda zip: jitr, its plugins and dependencies"))
+    from . import bundle_gcp
+
+    bundle_gcp.add_arguments(targets.add_parser("gcp", help="a Cloud Run functions source directory with wheels"))
     return p
 
 

@@ -1,0 +1,247 @@
+"""``jitr bundle aws``: one deterministic Lambda zip holding jitr, its plugins and their dependencies.
+
+pip installs, for the Lambda platform (manylinux wheels, the runtime's Python), the jitr packages
+and every installed ``jitr`` plugin distribution; local checkouts are built into wheels first.
+The ``*.dist-info`` directories stay: entry points are how the functions find their plugins.
+boto3 and what only it needs are left out by default (the Lambda runtime provides them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from jitr_core.errors import JitrError
+from jitr_core.plugins import ENTRY_POINT_GROUP
+
+FUNCTIONS = ("webhook", "scaleup", "lifecycle", "scaledown", "rebalancer")
+HANDLERS = tuple(f"jitr_functions.aws.{name}" for name in FUNCTIONS)
+RUNTIMES = ("3.12", "3.13")
+PLATFORMS = {"x86_64": "manylinux2014_x86_64", "arm64": "manylinux2014_aarch64"}
+SIZE_TARGET = 8 * 1024 * 1024
+JITR_DISTRIBUTIONS = ("jitr-core", "jitr-github", "jitr-functions", "jitr-aws")
+RUNTIME_PROVIDED = frozenset({"boto3", "botocore", "s3transfer"})
+OTHER_CLOUDS = frozenset({"jitr-gcp"})  # another cloud's backend is dead weight in a Lambda
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+class BundleError(JitrError):
+    """The bundle could not be built (pip failed, a package is missing)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bundle:
+    path: Path
+    zipped_bytes: int
+    unzipped_bytes: int
+    distributions: tuple[str, ...]
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def build(
+    out: Path,
+    python: str = "3.12",
+    arch: str = "x86_64",
+    include_boto3: bool = False,
+    exclude_plugins: Iterable[str] = (),
+) -> Bundle:
+    """Build the zip at ``out`` for Lambda's ``python`` runtime on ``arch``."""
+    if python not in RUNTIMES or arch not in PLATFORMS:
+        raise BundleError(
+            f"Lambda runtimes are python{'/'.join(RUNTIMES)} on {'/'.join(PLATFORMS)}, found python{python} on {arch}"
+        )
+    names = bundled_distributions(exclude_plugins)
+    with tempfile.TemporaryDirectory(prefix="jitr-bundle-") as tmp:
+        wheels, target = Path(tmp, "wheels"), Path(tmp, "target")
+        requirements = _requirements(names, wheels)
+        _pip(
+            "install",
+            "--target",
+            str(target),
+            "--platform",
+            PLATFORMS[arch],
+            "--python-version",
+            python,
+            "--implementation",
+            "cp",
+            "--only-binary=:all:",
+            "--no-compile",
+            *requirements,
+        )
+        if not include_boto3:
+            _prune(target, roots=names)
+        _tidy(target)
+        unzipped = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+        write_zip(target, out)
+        installed = sorted(f"{d.metadata['Name']} {d.version}" for d in metadata.distributions(path=[str(target)]))
+    return Bundle(out, out.stat().st_size, unzipped, tuple(installed))
+
+
+def bundled_distributions(exclude_plugins: Iterable[str] = ()) -> tuple[str, ...]:
+    """jitr's own distributions, then those shipping the installed plugins (minus excluded and other clouds)."""
+    excluded = {canonical(name) for name in exclude_plugins}
+    names = list(JITR_DISTRIBUTIONS)
+    for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        dist = canonical(ep.dist.name) if ep.dist else ""
+        if dist and dist not in names and dist not in OTHER_CLOUDS and canonical(ep.name) not in excluded:
+            names.append(dist)
+    return tuple(names)
+
+
+def _requirements(names: Sequence[str], wheels: Path) -> list[str]:
+    """What to hand pip: wheels built from local checkouts, local wheel files, or pinned names."""
+    requirements, sources = [], []
+    for name in names:
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            requirements.append(_declared(name))
+            continue
+        local = _local_path(dist)
+        if local is not None and local.is_dir():
+            sources.append(str(local))
+        elif local is not None and local.suffix == ".whl" and local.is_file():
+            requirements.append(str(local))
+        else:
+            requirements.append(f"{name}=={dist.version}")
+    if sources:
+        _pip("wheel", "--no-deps", "--wheel-dir", str(wheels), *sources)
+        requirements += sorted(str(p) for p in wheels.glob("*.whl"))
+    return requirements
+
+
+def _local_path(dist: metadata.Distribution) -> Path | None:
+    text = dist.read_text("direct_url.json")
+    url = urlparse(json.loads(text).get("url", "")) if text else None
+    return Path(unquote(url.path)) if url is not None and url.scheme == "file" else None
+
+
+def _declared(name: str) -> str:
+    """The range jitr-functions declares for ``name`` (its ``aws`` extra names jitr-aws), or the bare name."""
+    for requirement in metadata.requires("jitr-functions") or ():
+        match = _NAME.match(requirement)
+        if match and canonical(match.group(1)) == canonical(name):
+            return requirement.split(";", 1)[0].strip()
+    return name
+
+
+def _pip(*args: str) -> None:
+    command = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", *args]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise BundleError(f"could not run pip: {exc}") from None
+    if done.returncode != 0:
+        if "No module named pip" in done.stderr:
+            raise BundleError("jitr bundle needs pip in this environment (pip install 'jitr-functions[aws]')")
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+        raise BundleError(f"pip {args[0]} failed (exit {done.returncode}):\n{tail}")
+
+
+def _prune(target: Path, roots: Iterable[str]) -> None:
+    """Remove boto3, botocore, s3transfer and every distribution only they needed."""
+    dists = {canonical(d.metadata["Name"]): d for d in metadata.distributions(path=[str(target)])}
+    keep: set[str] = set()
+    todo = [canonical(name) for name in roots]
+    while todo:
+        name = todo.pop()
+        if name in keep or name in RUNTIME_PROVIDED or name not in dists:
+            continue
+        keep.add(name)
+        for requirement in dists[name].requires or ():
+            marker = requirement.partition(";")[2]
+            match = _NAME.match(requirement)
+            if match and "extra" not in marker:
+                todo.append(canonical(match.group(1)))
+    for name, dist in dists.items():
+        if name not in keep:
+            _remove_distribution(target, dist)
+
+
+def _remove_distribution(target: Path, dist: metadata.Distribution) -> None:
+    root = target.resolve()
+    for file in dist.files or ():
+        path = (target / file).resolve()
+        if path.is_relative_to(root) and path.is_file():
+            path.unlink()
+    for directory in sorted((p for p in target.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(directory.iterdir()):
+            directory.rmdir()
+
+
+def _tidy(target: Path) -> None:
+    """Drop what differs between builds or is useless in Lambda: scripts, caches, install-time URLs."""
+    shutil.rmtree(target / "bin", ignore_errors=True)
+    for path in list(target.rglob("__pycache__")):
+        shutil.rmtree(path, ignore_errors=True)
+    for path in target.glob("*.dist-info/direct_url.json"):
+        path.unlink()
+        record = path.with_name("RECORD")
+        lines = record.read_text().splitlines(keepends=True)
+        record.write_text("".join(line for line in lines if not line.startswith(f"{path.parent.name}/{path.name},")))
+
+
+def write_zip(source: Path, out: Path) -> None:
+    """Zip ``source`` reproducibly: sorted entries, a fixed timestamp, normalised modes."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    files = sorted((p for p in source.rglob("*") if p.is_file()), key=lambda p: p.relative_to(source).as_posix())
+    partial = out.with_name(out.name + ".partial")
+    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        for path in files:
+            info = zipfile.ZipInfo(path.relative_to(source).as_posix(), date_time=_ZIP_TIME)
+            executable = path.stat().st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+            info.external_attr = (stat.S_IFREG | (0o755 if executable else 0o644)) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.create_system = 3  # unix, so the modes above are honoured
+            archive.writestr(info, path.read_bytes(), compresslevel=9)
+    os.replace(partial, out)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=Path("jitr-aws-lambda.zip"), help="zip to write")
+    parser.add_argument("--python", choices=RUNTIMES, default="3.12", help="Lambda runtime's Python version")
+    parser.add_argument("--arch", choices=tuple(PLATFORMS), default="x86_64", help="Lambda architecture")
+    parser.add_argument("--include-boto3", action="store_true", help="bundle boto3 instead of the runtime's")
+    parser.add_argument(
+        "--exclude-plugin",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="leave out an installed jitr plugin (repeatable)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    bundle = build(args.out, args.python, args.arch, args.include_boto3, args.exclude_plugin)
+    mb = bundle.zipped_bytes / 1024 / 1024
+    verdict = "within" if bundle.zipped_bytes <= SIZE_TARGET else "OVER"
+    print(f"wrote {bundle.path} for python{args.python} on {args.arch}")
+    print(
+        f"size: {mb:.2f} MB zipped ({verdict} the {SIZE_TARGET // 1024 // 1024} MB target), "
+        f"{bundle.unzipped_bytes / 1024 / 1024:.2f} MB unzipped"
+    )
+    print(f"contents: {', '.join(bundle.distributions)}")
+    print("handlers:")
+    for handler in HANDLERS:
+        print(f"  {handler}")
+    if verdict == "OVER":
+        print(f"jitr: warning: the bundle exceeds the {SIZE_TARGET // 1024 // 1024} MB target", file=sys.stderr)
+    return 0
