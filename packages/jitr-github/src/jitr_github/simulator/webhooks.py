@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import hmac
+import http.client
 import itertools
 import json
 import logging
@@ -23,8 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-import requests
+from urllib.parse import urlsplit
 
 from .faults import FaultDice, Faults
 
@@ -212,16 +212,16 @@ class WebhookSender:
                 self._queues[(item.job_id or 0) % len(self._queues)].put(item)
 
     def _work(self, inbox: queue.SimpleQueue[_Outgoing | None]) -> None:
-        session = requests.Session()
+        connection = _Connection()
         while (item := inbox.get()) is not None:
             try:
-                self._deliver(session, item)
+                self._deliver(connection, item)
             except Exception:  # a broken payload builder must not kill the worker
                 log.exception("webhook delivery failed", extra={"guid": item.guid})
                 self._finish()
-        session.close()
+        connection.close()
 
-    def _deliver(self, session: requests.Session, item: _Outgoing) -> None:
+    def _deliver(self, connection: _Connection, item: _Outgoing) -> None:
         body = item.body()
         with self._lock:
             url, secret = self._url, self._secret
@@ -244,13 +244,11 @@ class WebhookSender:
             status_code, status = 0, "failed to connect to host"
         else:
             try:
-                response = session.post(url, data=body, headers=headers, timeout=TIMEOUT_S, allow_redirects=False)
-                status_code = response.status_code
+                status_code = connection.post(url, body, headers)
                 status = "OK" if 200 <= status_code < 300 else f"Invalid HTTP Response: {status_code}"
-                response.close()
-            except requests.Timeout:
+            except TimeoutError:
                 status_code, status = 0, "timed out"
-            except requests.RequestException:
+            except (OSError, http.client.HTTPException):
                 status_code, status = 0, "failed to connect to host"
         record = Delivery(
             id=next(self._ids),
@@ -295,3 +293,50 @@ class WebhookSender:
         """Wait until every enqueued delivery was attempted; False on timeout."""
         with self._lock:
             return self._idle.wait_for(lambda: self._pending == 0, timeout)
+
+
+class _Connection:
+    """One worker's keep-alive connection to the receiver (lighter than a full HTTP client)."""
+
+    def __init__(self) -> None:
+        self._target: tuple[str, str] | None = None
+        self._http: http.client.HTTPConnection | None = None
+
+    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> int:
+        parts = urlsplit(url)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        reused = self._http is not None and self._target == (parts.scheme, parts.netloc)
+        if not reused:
+            self._open(parts.scheme, parts.netloc)
+        assert self._http is not None
+        try:
+            return self._send(path, body, headers)
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            if not reused:
+                raise
+            self._open(parts.scheme, parts.netloc)  # the receiver closed an idle connection: once more
+            return self._send(path, body, headers)
+
+    def _send(self, path: str, body: bytes, headers: Mapping[str, str]) -> int:
+        assert self._http is not None
+        try:
+            self._http.request("POST", path, body, dict(headers))
+            response = self._http.getresponse()
+            response.read()
+        except BaseException:
+            self.close()
+            raise
+        if response.will_close:
+            self.close()
+        return response.status
+
+    def _open(self, scheme: str, netloc: str) -> None:
+        self.close()
+        kind = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+        self._http = kind(netloc, timeout=TIMEOUT_S)
+        self._target = (scheme, netloc)
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+        self._http = None
