@@ -132,9 +132,8 @@ class GitHubClient:
 
     @property
     def rate_limit_remaining(self) -> int | None:
-        """The lowest remaining request count over the principals seen (for a metric); None before any call."""
-        limits = self._transport.rate_limits()
-        return min((limit.remaining for limit in limits.values()), default=None)
+        """The fewest requests left in any principal's current window (for a metric); None before any call."""
+        return self._transport.lowest_remaining()
 
     def rate_limits(self) -> dict[str, RateLimit]:
         """The last rate limit seen per principal (``"app"``, ``"installation:<id>"``)."""

@@ -105,6 +105,12 @@ class Transport:
         with self._lock:
             return dict(self._limits)
 
+    def lowest_remaining(self) -> int | None:
+        """The fewest requests left in any principal's current window; None when none is known."""
+        now = self._clock()
+        with self._lock:
+            return min((limit.remaining for limit in self._limits.values() if limit.reset > now), default=None)
+
     def _note_limit(self, principal: str, headers: Mapping[str, str]) -> None:
         limit = RateLimit.from_headers(headers)
         if limit is not None:
