@@ -1,0 +1,277 @@
+"""Fixtures for the Lambda tests: moto in server mode holding jitr's AWS resources, the GitHub
+simulator as GitHub, and the parts of Lambda the tests play themselves (a function URL in front
+of the webhook handler, an SQS event source mapping with partial batch responses). Test modules
+load it with ``pytest_plugins``.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import boto3
+import jitr_functions.app
+import pytest
+from jitr_aws.dynamodb import create_table
+from jitr_core.messages import JobMessage, encode
+from jitr_core.settings import Settings
+from jitr_github.simulator import GitHubSimulator
+from moto.server import ThreadedMotoServer
+
+FIXTURES = Path(__file__).parent / "fixtures" / "aws"
+REGION = "eu-west-1"
+LABELS = ["self-hosted", "linux", "x64"]
+WEBHOOK_SECRET = "whsec-aws-functions-test-0123456789"
+MAX_RECEIVE_COUNT = 3
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_CONFIG_FILE": "/dev/null",
+    "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+}
+Handler = Callable[[Any, Any], Any]
+
+
+def event(name: str) -> dict[str, Any]:
+    """A real Lambda event from ``fixtures/aws`` (see SOURCES.md)."""
+    data: dict[str, Any] = json.loads((FIXTURES / name).read_text())
+    return data
+
+
+@dataclass
+class LambdaContext:
+    """What the handlers read of Lambda's context object."""
+
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    function_name: str = "jitr-test"
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in FAKE_CREDENTIALS.items():
+            patch.setenv(name, value)
+        patch.delenv("AWS_PROFILE", raising=False)
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+        server.stop()
+
+
+@dataclass(frozen=True)
+class Network:
+    subnets: tuple[str, str]
+    security_group: str
+    image: str
+
+
+@pytest.fixture(scope="session")
+def network(moto_endpoint: str) -> Network:
+    ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=moto_endpoint)
+    vpc = ec2.create_vpc(CidrBlock="10.30.0.0/16")["Vpc"]["VpcId"]
+    subnets = tuple(
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.30.{i}.0/24", AvailabilityZone=f"{REGION}{zone}")["Subnet"][
+            "SubnetId"
+        ]
+        for i, zone in ((1, "a"), (2, "b"))
+    )
+    group = ec2.create_security_group(GroupName="jitr-lambda-runners", Description="runners", VpcId=vpc)["GroupId"]
+    images = ec2.describe_images(Owners=["amazon"], Filters=[{"Name": "name", "Values": ["amzn-ami-hvm-*"]}])
+    image = next(i["ImageId"] for i in images["Images"] if i.get("RootDeviceName") == "/dev/xvda")
+    return Network((subnets[0], subnets[1]), group, image)
+
+
+class Deployment:
+    """One jitr deployment in moto (own queues, table, secrets and a run tag) with a simulated GitHub."""
+
+    def __init__(self, endpoint: str, network: Network, sim: GitHubSimulator) -> None:
+        self.endpoint = endpoint
+        self.network = network
+        self.sim = sim
+        self.run_id = uuid.uuid4().hex[:12]
+        self.sqs = self.client("sqs")
+        self.ec2 = self.client("ec2")
+        self.jobs_url, self.jobs_dlq_url = self._queue("jobs")
+        self.lifecycle_url, self.lifecycle_dlq_url = self._queue("lifecycle")
+        secrets = self.client("secretsmanager")
+        secrets.create_secret(Name=f"jitr/{self.run_id}/webhook", SecretString=WEBHOOK_SECRET)
+        secrets.create_secret(Name=f"jitr/{self.run_id}/app-key", SecretString=sim.private_key_pem)
+        self.installation_id = sim.add_installation("octo-org", repos=["api", "web"])
+        self.pool = {
+            "name": f"linux-{self.run_id[:8]}", "labels": LABELS, "machine_types": ["m5.large", "m5a.large"],
+            "placements": list(network.subnets), "image": network.image, "max_runners": 20,
+        }  # fmt: skip
+        self.env = {
+            **FAKE_CREDENTIALS,
+            "JITR_PROVIDER": "aws",
+            "JITR_GITHUB_APP_ID": str(sim.app_id),
+            "JITR_GITHUB_API_URL": sim.base_url,
+            "JITR_SECRETS_WEBHOOK_SECRET": f"jitr/{self.run_id}/webhook",
+            "JITR_SECRETS_GITHUB_APP_PRIVATE_KEY": f"jitr/{self.run_id}/app-key",
+            "JITR_POOLS": json.dumps([self.pool]),
+            "JITR_AWS_REGION": REGION,
+            "JITR_AWS_ENDPOINT_URL": endpoint,
+            "JITR_AWS_TABLE": f"jitr-{self.run_id}",
+            "JITR_AWS_JOBS_QUEUE_URL": self.jobs_url,
+            "JITR_AWS_JOBS_DLQ_URL": self.jobs_dlq_url,
+            "JITR_AWS_LIFECYCLE_QUEUE_URL": self.lifecycle_url,
+            "JITR_AWS_LIFECYCLE_DLQ_URL": self.lifecycle_dlq_url,
+            "JITR_AWS_SECURITY_GROUP_IDS": network.security_group,
+            "JITR_AWS_TAGS": f"test-run={self.run_id}",
+        }
+        create_table(Settings.from_env(self.env))
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service, region_name=REGION, endpoint_url=self.endpoint)
+
+    def runner_name(self, job_id: int, attempt: int = 1) -> str:
+        """The runner name jitr gives a job's launch (the pool is named per deployment: job ids repeat)."""
+        return f"jitr-{self.pool['name']}-{job_id}-{attempt}"
+
+    def _queue(self, name: str) -> tuple[str, str]:
+        dlq = self.sqs.create_queue(QueueName=f"jitr-{self.run_id}-{name}-dlq")["QueueUrl"]
+        arn = self.sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        policy = json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)})
+        url = self.sqs.create_queue(QueueName=f"jitr-{self.run_id}-{name}", Attributes={"RedrivePolicy": policy})
+        return url["QueueUrl"], dlq
+
+    # -- what the tests look at -------------------------------------------------------------
+
+    def instances(self) -> list[dict[str, Any]]:
+        """This deployment's pending or running instances, oldest first, with their tags as a dict."""
+        pages = self.ec2.get_paginator("describe_instances").paginate(
+            Filters=[
+                {"Name": "tag:test-run", "Values": [self.run_id]},
+                {"Name": "instance-state-name", "Values": ["pending", "running"]},
+            ]
+        )
+        found = [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
+        for instance in found:
+            instance["tags"] = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+        return sorted(found, key=lambda i: (i["LaunchTime"], i["InstanceId"]))
+
+    def user_data(self, instance_id: str) -> str:
+        answer = self.ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
+        return base64.b64decode(answer["UserData"]["Value"]).decode()
+
+    def take(self, queue_url: str, visibility_s: int = 30) -> list[dict[str, Any]]:
+        """Receive what is visible on a queue (up to 10 messages), as SQS answers it."""
+        answer = self.sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=visibility_s, WaitTimeSeconds=0,
+            MessageSystemAttributeNames=["All"], MessageAttributeNames=["All"],
+        )  # fmt: skip
+        messages: list[dict[str, Any]] = answer.get("Messages", [])
+        return messages
+
+    def job_message(self, job_id: int, repository: str = "octo-org/api", attempt: int = 1) -> str:
+        """The jobs-queue body the webhook function writes for a queued job."""
+        owner = repository.split("/")[0]
+        message = JobMessage(job_id=job_id, run_id=job_id + 1000, repository=repository, owner=owner,
+                             installation_id=self.installation_id, labels=tuple(LABELS), private=True,
+                             attempt=attempt, delivery_id=str(uuid.uuid4()))  # fmt: skip
+        return encode(message).body
+
+    # -- Lambda's side ----------------------------------------------------------------------
+
+    def sqs_event(self, queue_url: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        """The event Lambda's SQS event source mapping builds from received messages (real record shape)."""
+        arn = self.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        template = event("sqsEvent.json")["Records"][0]
+        records = []
+        for message in messages:
+            record = copy.deepcopy(template)
+            record.update(
+                messageId=message["MessageId"], receiptHandle=message["ReceiptHandle"], body=message["Body"],
+                md5OfBody=message["MD5OfBody"], eventSourceARN=arn, awsRegion=REGION,
+                attributes=dict(message.get("Attributes", {})),
+                messageAttributes={
+                    name: {"stringValue": value["StringValue"], "stringListValues": [], "binaryListValues": [],
+                           "dataType": value["DataType"]}
+                    for name, value in message.get("MessageAttributes", {}).items()
+                },
+            )  # fmt: skip
+            records.append(record)
+        return {"Records": records}
+
+    def bodies_event(self, *bodies: str) -> dict[str, Any]:
+        """An SQS event carrying ``bodies``, sent through the jobs queue first so the records are real."""
+        for body in bodies:
+            self.sqs.send_message(QueueUrl=self.jobs_url, MessageBody=body)
+        messages: list[dict[str, Any]] = []
+        while len(messages) < len(bodies):
+            taken = self.take(self.jobs_url)
+            assert taken, f"expected {len(bodies)} messages on the jobs queue, found {len(messages)}"
+            messages += taken
+        return self.sqs_event(self.jobs_url, messages)
+
+    def deliver(self, queue_url: str, handler: Handler, visibility_s: int = 30) -> dict[str, Any]:
+        """One poll of the event source mapping: receive, invoke, delete what did not fail."""
+        messages = self.take(queue_url, visibility_s)
+        if not messages:
+            return {"batchItemFailures": [], "records": 0}
+        response: dict[str, Any] = handler(self.sqs_event(queue_url, messages), LambdaContext())
+        failed = {item["itemIdentifier"] for item in response["batchItemFailures"]}
+        for message in messages:
+            if message["MessageId"] not in failed:
+                self.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return {**response, "records": len(messages)}
+
+
+@pytest.fixture
+def deployment(moto_endpoint: str, network: Network, monkeypatch: pytest.MonkeyPatch) -> Iterator[Deployment]:
+    """A fresh deployment whose settings are in the environment, and no app built yet (a cold start)."""
+    with GitHubSimulator() as sim:
+        built = Deployment(moto_endpoint, network, sim)
+        for name, value in built.env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setattr(jitr_functions.app, "_APP", None)
+        yield built
+
+
+class FunctionUrl:
+    """A Lambda function URL in front of a handler: each HTTP request becomes a real function URL event."""
+
+    def __init__(self, handler: Handler) -> None:
+        template = event("lambdaFunctionUrlEvent.json")
+
+        class Front(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                request = copy.deepcopy(template)
+                request["headers"] = {name.lower(): value for name, value in self.headers.items()}
+                request["requestContext"]["http"]["method"] = "POST"
+                request["requestContext"]["requestId"] = str(uuid.uuid4())
+                request.update(rawPath=self.path, body=base64.b64encode(body).decode(), isBase64Encoded=True)
+                answer = handler(request, LambdaContext())
+                data = answer["body"].encode()
+                self.send_response(answer["statusCode"])
+                for name, value in answer["headers"].items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Front)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
