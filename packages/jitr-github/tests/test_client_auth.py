@@ -124,3 +124,17 @@ def test_each_installation_is_called_with_its_own_token(github_simulator: GitHub
         assert config.runner_name == f"{org}-runner"
     assert {r.owner for r in sim.runners()} == {"org-a", "org-b"}
     assert set(client.rate_limits()) == {"app", "installation:1001", "installation:1002"}
+
+
+def test_an_app_reinstalled_under_a_new_id_is_found_again(github_simulator: GitHubSimulator) -> None:
+    sim = github_simulator
+    first = sim.add_installation("octo-org", repos=["app"])
+    client = make_client(sim)
+    scope = Scope(None, "octo-org", "app")
+    client.list_runners(scope)
+    sim.remove_installation(first)
+    second = sim.add_installation("octo-org", repos=["app"])
+    with pytest.raises(GitHubNotFoundError):
+        client.list_runners(scope)  # the cached installation is gone; the client forgets it
+    assert client.list_runners(scope) == []
+    assert client.installation_for("octo-org", "app") == second

@@ -170,15 +170,23 @@ class GitHubClient:
 
     @_answers
     def _mint_token(self, installation_id: int) -> InstallationToken:
-        reply = self._transport.request(
-            "POST", self._transport.url(f"/app/installations/{installation_id}/access_tokens"), self._app_credential
-        )
+        url = self._transport.url(f"/app/installations/{installation_id}/access_tokens")
+        try:
+            reply = self._transport.request("POST", url, self._app_credential)
+        except GitHubNotFoundError:
+            self._forget_installation(installation_id)  # uninstalled: a reinstall gets a new id
+            raise
         value, expires_at = reply.data["token"], reply.data["expires_at"]
         expires = datetime.fromisoformat(expires_at.replace("Z", "+00:00")).timestamp()
         log.info(
             "github installation token minted", extra={"installation_id": installation_id, "expires_at": expires_at}
         )
         return InstallationToken(Secret(value), expires)
+
+    def _forget_installation(self, installation_id: int) -> None:
+        with self._lock:
+            self._installations = {k: v for k, v in self._installations.items() if v != installation_id}
+            self._groups = {k: v for k, v in self._groups.items() if k[0] != installation_id}
 
     def _installation_credential(self, installation_id: int) -> Credential:
         return Credential(

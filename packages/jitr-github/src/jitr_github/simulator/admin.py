@@ -58,6 +58,7 @@ class AdminApi:
         self._routes: list[Route] = [
             route("GET", "/info", self._info),
             route("POST", "/installations", self._add_installation),
+            route("DELETE", "/installations/{installation_id}", self._remove_installation),
             route("POST", "/repositories", self._add_repository),
             route("POST", "/runner-groups", self._add_runner_group),
             route("POST", "/jobs", self._queue_job),
@@ -110,6 +111,10 @@ class AdminApi:
             private=body.get("private", True),
         )
         return Response.json(201, {"installation_id": installation_id})
+
+    def _remove_installation(self, req: Request) -> Response:
+        self._sim.remove_installation(int(req.params["installation_id"]))
+        return Response(204)
 
     def _add_repository(self, req: Request) -> Response:
         body = req.json()

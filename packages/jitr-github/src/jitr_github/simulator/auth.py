@@ -90,6 +90,7 @@ class TokenStore:
         self._ttl_s = ttl_s
         self._lock = threading.Lock()
         self._tokens: dict[str, tuple[int, float]] = {}
+        self._revoked: list[str] = []
         self._issued = 0
 
     def issue(self, installation_id: int, now: float) -> tuple[str, float]:
@@ -110,10 +111,17 @@ class TokenStore:
             raise AuthFailure("Bad credentials")
         return found[0]
 
+    def revoke(self, installation_id: int) -> None:
+        """Forget every token of an installation (GitHub revokes them when the App is uninstalled)."""
+        with self._lock:
+            for token in [t for t, (owner, _) in self._tokens.items() if owner == installation_id]:
+                self._revoked.append(token)
+                del self._tokens[token]
+
     def issued(self) -> list[str]:
         """Every token handed out (for tests proving none leaks into logs)."""
         with self._lock:
-            return list(self._tokens)
+            return [*self._tokens, *self._revoked]
 
 
 class RateLimiter:

@@ -184,6 +184,11 @@ class GitHubSimulator:
         inst, _ = self._world.add_installation(owner, owner_type, list(repos), private)
         return inst.id
 
+    def remove_installation(self, installation_id: int) -> None:
+        """Uninstall the App from an account: its tokens are revoked, its repositories out of reach."""
+        self._world.remove_installation(installation_id)
+        self._tokens.revoke(installation_id)
+
     def add_repository(self, repository: str, private: bool = True) -> int:
         """Add ``owner/name`` to the owner's installation; the repository id."""
         owner, _, name = repository.partition("/")

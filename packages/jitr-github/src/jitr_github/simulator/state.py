@@ -191,6 +191,18 @@ class World:
             added = [self._add_repo(inst, name, private) for name in repos]
             return dataclasses.replace(inst), added
 
+    def remove_installation(self, installation_id: int) -> Installation:
+        """The App is uninstalled: its repositories and runner groups vanish from the App's view."""
+        with self._lock:
+            inst = self._installations.pop(installation_id, None)
+            if inst is None:
+                raise SimulatorError(f"installation {installation_id} does not exist", 404)
+            del self._accounts[inst.account.lower()]
+            self._groups.pop(inst.account.lower(), None)
+            for key in [k for k, repo in self._repos.items() if repo.installation_id == installation_id]:
+                del self._repos[key]
+            return inst
+
     def add_repository(self, owner: str, name: str, private: bool) -> Repository:
         with self._lock:
             inst = self._accounts.get(owner.lower())
@@ -550,9 +562,9 @@ class World:
         else:
             if owner.lower() != runner.owner.lower():
                 return False
-            repo = self._repos[job.repository.lower()]
+            repo = self._repos.get(job.repository.lower())
             group = self._groups.get(owner.lower(), {}).get(runner.group_id)
-            if group is None or (not repo.private and not group.allows_public_repositories):
+            if repo is None or group is None or (not repo.private and not group.allows_public_repositories):
                 return False
         return labels_match(job.labels, runner.labels)
 
@@ -606,7 +618,9 @@ class World:
         run.updated_at = self._clock()
 
     def _notify(self, action: str, job: Job) -> None:
-        repo = self._repos[job.repository.lower()]
+        repo = self._repos.get(job.repository.lower())
+        if repo is None:  # the App was uninstalled: no more deliveries for this repository
+            return
         self._emit(action, dataclasses.replace(job), repo, self._installations[repo.installation_id])
 
     @staticmethod
