@@ -4,7 +4,8 @@ They come with the Google Cloud CLI (Debian packages ``google-cloud-cli-firestor
 ``google-cloud-cli-pubsub-emulator``, Java 17). The launch scripts under
 ``<sdk>/platform/`` start in one to two seconds, much faster than ``gcloud emulators ... start``.
 Each emulator runs in its own process group, so stopping it also stops the JVM the script
-started. The SDK root is ``$CLOUDSDK_ROOT_DIR`` or ``/usr/lib/google-cloud-sdk``.
+started, and the group stops itself when the process that started it dies. The SDK root is
+``$CLOUDSDK_ROOT_DIR`` or ``/usr/lib/google-cloud-sdk``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,16 @@ _EMULATORS = {
 }
 # The variable each client library reads to talk to the emulator instead of Google.
 ENV_VARS = {"pubsub": "PUBSUB_EMULATOR_HOST", "firestore": "FIRESTORE_EMULATOR_HOST"}
+# Runs the launch script and stops its whole process group once our end of its stdin pipe
+# closes, so an emulator never outlives a test process that was killed before cleaning up.
+_GUARD = """
+exec 3<&0
+"$@" </dev/null 3<&- &
+jitr_emulator=$!
+{ read -r _ <&3; kill -TERM 0; } &
+exec 3<&-
+wait "$jitr_emulator"
+"""
 
 
 class EmulatorUnavailable(RuntimeError):
@@ -85,6 +96,8 @@ class Emulator:
 
     def stop(self) -> None:
         """Stop the emulator's process group (the script and its JVM), then remove its log."""
+        if self.process.stdin is not None:
+            self.process.stdin.close()
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
@@ -102,7 +115,11 @@ def start(name: str, timeout_s: float = 90.0) -> Emulator:
     args = [a.format(port=port) for a in _EMULATORS[name][1]]
     log = tempfile.NamedTemporaryFile(prefix=f"jitr-{name}-emulator-", suffix=".log", delete=False)  # noqa: SIM115
     process = subprocess.Popen(
-        [str(script), *args], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        ["/bin/sh", "-c", _GUARD, f"jitr-{name}-emulator", str(script), *args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.PIPE,
+        start_new_session=True,
     )
     log.close()
     emulator = Emulator(name, port, process, Path(log.name), {ENV_VARS[name]: f"127.0.0.1:{port}"})
