@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from github_support import LogCapture, SimFactory, WebhookReceiver, leaks, secret_fragments
-
 from jitr_github.simulator import GitHubSimulator
 
 

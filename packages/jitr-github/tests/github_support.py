@@ -18,10 +18,9 @@ import jsonschema
 import jwt
 import requests
 from jitr_core.secret import Secret
-from referencing import Registry, Resource
-
 from jitr_github import GitHubClient
 from jitr_github.simulator import GitHubSimulator
+from referencing import Registry, Resource
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GITHUB = FIXTURES / "github"
@@ -116,7 +115,7 @@ class WebhookReceiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

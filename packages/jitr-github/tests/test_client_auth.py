@@ -10,7 +10,6 @@ from github_support import FakeClock, SimFactory, make_client
 from jitr_core.errors import GitHubAuthError, GitHubNotFoundError
 from jitr_core.model import Scope
 from jitr_core.secret import Secret
-
 from jitr_github import GitHubClient
 from jitr_github.appauth import AppCredentials
 from jitr_github.simulator import GitHubSimulator

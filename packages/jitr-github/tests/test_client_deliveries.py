@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from github_support import FakeClock, SimFactory, WebhookReceiver, make_client
-
 from jitr_github.simulator import Faults
 
 SECRET = "redelivery-webhook-secret-0b6d"

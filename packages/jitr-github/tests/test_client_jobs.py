@@ -6,7 +6,6 @@ import pytest
 from github_support import make_client
 from jitr_core.errors import GitHubError, GitHubNotFoundError
 from jitr_core.model import Scope
-
 from jitr_github.simulator import GitHubSimulator
 
 RUNS = "GET /repos/{owner}/{repo}/actions/runs"

@@ -9,7 +9,6 @@ from github_support import FakeClock, SimFactory, Sleeps, make_client
 from jitr_core.errors import GitHubNotFoundError, GitHubRateLimitError, GitHubUnavailableError
 from jitr_core.model import Scope
 from jitr_core.secret import Secret
-
 from jitr_github import GitHubClient
 from jitr_github.simulator import Faults, GitHubSimulator
 

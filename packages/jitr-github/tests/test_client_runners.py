@@ -10,7 +10,6 @@ from jitr_core.errors import GitHubConflictError, GitHubNotFoundError
 from jitr_core.github import GitHubAPI
 from jitr_core.model import Scope
 from jitr_core.secret import Secret
-
 from jitr_github import GitHubClient
 from jitr_github.simulator import GitHubSimulator
 

@@ -14,7 +14,6 @@ from typing import Any
 from github_support import FakeClock, SimFactory, Sleeps, assert_secret_free, make_client
 from jitr_core.errors import GitHubError
 from jitr_core.model import Scope
-
 from jitr_github.simulator import Faults
 
 

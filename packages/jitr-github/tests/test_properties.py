@@ -5,7 +5,6 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 from jitr_core.secret import Secret
-
 from jitr_github.ratelimit import rate_limit_wait
 from jitr_github.simulator.jitconfig import JIT_FILES, decode_jit_config, encode_jit_config
 from jitr_github.simulator.state import labels_match

@@ -9,7 +9,6 @@ from __future__ import annotations
 import pytest
 import requests
 from github_support import OPERATIONS, RawApp, WebhookReceiver, assert_conforms
-
 from jitr_github.simulator import GitHubSimulator
 
 

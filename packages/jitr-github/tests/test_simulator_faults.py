@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import requests
 from github_support import FakeClock, RawApp, SimFactory, WebhookReceiver
-
 from jitr_github.simulator import Faults, GitHubSimulator
 
 SECRET = "fault-test-webhook-secret-91c2"

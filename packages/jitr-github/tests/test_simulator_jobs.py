@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import requests
 from github_support import FakeClock, RawApp, SimFactory, wait_until
-
 from jitr_github.simulator import GitHubSimulator, SimulatorError
 from jitr_github.simulator.jitconfig import decode_jit_config
 

@@ -12,7 +12,6 @@ import requests
 from github_support import RawApp, WebhookReceiver, make_client
 from jitr_core.model import Scope
 from jitr_core.secret import Secret
-
 from jitr_github import GitHubClient
 from jitr_github.simulator import GitHubSimulator
 

@@ -9,7 +9,6 @@ import threading
 import uuid
 
 from github_support import GITHUB, RawApp, SimFactory, WebhookReceiver, assert_webhook_conforms
-
 from jitr_github.simulator import GitHubSimulator
 
 SECRET = "webhook-secret-for-the-tests-7f3a"

@@ -39,6 +39,8 @@ class Agent:
     """The agent protocol over HTTP; one instance per runner."""
 
     def __init__(self, url: str, encoded_jit_config: str) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"the simulator URL must be http(s), got {url!r}")
         self._url = url.rstrip("/") + "/_sim/agent"
         self._config = encoded_jit_config
         self._credential = runner_credential(encoded_jit_config)
@@ -68,9 +70,9 @@ class Agent:
         if auth:
             headers["Authorization"] = f"Bearer {self._credential}"
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self._url + path, data=data, method=method, headers=headers)
+        request = urllib.request.Request(self._url + path, data=data, method=method, headers=headers)  # noqa: S310
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) checked above
                 raw = response.read()
                 return json.loads(raw) if raw else None
         except urllib.error.HTTPError as exc:
