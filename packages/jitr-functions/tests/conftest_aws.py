@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
+import hmac
 import json
 import logging
 import threading
@@ -47,6 +49,28 @@ def event(name: str) -> dict[str, Any]:
     """A real Lambda event from ``fixtures/aws`` (see SOURCES.md)."""
     data: dict[str, Any] = json.loads((FIXTURES / name).read_text())
     return data
+
+
+def signed(request: dict[str, Any], body: bytes, delivery_id: str, base64_body: bool = False) -> dict[str, Any]:
+    """``request`` carrying a GitHub delivery of ``body`` signed with the deployment's webhook secret."""
+    request = copy.deepcopy(request)
+    signature = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    request.setdefault("headers", {}).update(
+        {
+            "content-type": "application/json",
+            "x-github-event": "workflow_job",
+            "x-github-delivery": delivery_id,
+            "x-hub-signature-256": signature,
+        }
+    )
+    request["requestContext"]["http"]["method"] = "POST"
+    request["body"] = base64.b64encode(body).decode() if base64_body else body.decode()
+    request["isBase64Encoded"] = base64_body
+    return request
+
+
+def queued_payload() -> bytes:
+    return (FIXTURES / "workflow_job.queued.payload.json").read_bytes()
 
 
 @dataclass
@@ -206,16 +230,17 @@ class Deployment:
             records.append(record)
         return {"Records": records}
 
-    def bodies_event(self, *bodies: str) -> dict[str, Any]:
-        """An SQS event carrying ``bodies``, sent through the jobs queue first so the records are real."""
+    def bodies_event(self, *bodies: str, queue: str = "jobs") -> dict[str, Any]:
+        """An SQS event carrying ``bodies``, sent through the queue first so the records are real."""
+        url = self.jobs_url if queue == "jobs" else self.lifecycle_url
         for body in bodies:
-            self.sqs.send_message(QueueUrl=self.jobs_url, MessageBody=body)
+            self.sqs.send_message(QueueUrl=url, MessageBody=body)
         messages: list[dict[str, Any]] = []
         while len(messages) < len(bodies):
-            taken = self.take(self.jobs_url)
-            assert taken, f"expected {len(bodies)} messages on the jobs queue, found {len(messages)}"
+            taken = self.take(url)
+            assert taken, f"expected {len(bodies)} messages on the {queue} queue, found {len(messages)}"
             messages += taken
-        return self.sqs_event(self.jobs_url, messages)
+        return self.sqs_event(url, messages)
 
     def deliver(self, queue_url: str, handler: Handler, visibility_s: int = 30) -> dict[str, Any]:
         """One poll of the event source mapping: receive, invoke, delete what did not fail."""

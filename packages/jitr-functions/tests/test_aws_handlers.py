@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import hashlib
-import hmac
 import io
 import json
 import logging
@@ -18,13 +16,14 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from conftest_aws import (
-    FIXTURES,
     LABELS,
     WEBHOOK_SECRET,
     Deployment,
     FunctionUrl,
     LambdaContext,
     event,
+    queued_payload,
+    signed,
 )
 from jitr_aws.clients import client
 from jitr_aws.config import aws_config
@@ -58,28 +57,6 @@ def logs() -> Iterator[io.StringIO]:
 
 def log_lines(stream: io.StringIO) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
-
-
-def signed(request: dict[str, Any], body: bytes, delivery_id: str, base64_body: bool = False) -> dict[str, Any]:
-    """``request`` carrying a GitHub delivery of ``body`` signed with the deployment's webhook secret."""
-    request = copy.deepcopy(request)
-    signature = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
-    request.setdefault("headers", {}).update(
-        {
-            "content-type": "application/json",
-            "x-github-event": "workflow_job",
-            "x-github-delivery": delivery_id,
-            "x-hub-signature-256": signature,
-        }
-    )
-    request["requestContext"]["http"]["method"] = "POST"
-    request["body"] = base64.b64encode(body).decode() if base64_body else body.decode()
-    request["isBase64Encoded"] = base64_body
-    return request
-
-
-def queued_payload() -> bytes:
-    return (FIXTURES / "workflow_job.queued.payload.json").read_bytes()
 
 
 def queue_job(deployment: Deployment, repository: str = "octo-org/api") -> int:
@@ -231,6 +208,7 @@ def test_scaleup_batch_launches_tagged_instances_and_reports_the_failed_record(
     response = aws.scaleup(batch, LambdaContext())
 
     assert response == {"batchItemFailures": [{"itemIdentifier": failed_id}]}
+    assert response.keys() == event("example-sqs-batch-response.json").keys()
     assert len([a for a in attempts if a[3] == failing]) == 8  # 2 types x 2 subnets x (spot, on-demand)
     instances = deployment.instances()
     assert sorted(i["tags"]["jitr-job"] for i in instances) == sorted(str(j) for j in jobs[:2])
