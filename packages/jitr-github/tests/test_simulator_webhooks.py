@@ -50,6 +50,11 @@ def test_deliveries_are_signed_over_the_exact_bytes_with_github_headers(
         assert payload["workflow_job"]["id"] == job
         assert_webhook_conforms(payload)
     assert len({r.headers["X-GitHub-Delivery"] for r in received}) == 3
+    assert sim.drain_webhooks()
+    recorded = {d.guid: d for d in sim.deliveries()}
+    for delivery in received:
+        record = recorded[delivery.headers["X-GitHub-Delivery"]]
+        assert (record.ok, record.body, record.payload()) == (True, delivery.body, delivery.payload())
     in_progress = received[1].payload()["workflow_job"]
     assert (in_progress["runner_name"], in_progress["status"]) == ("r1", "in_progress")
     completed = received[2].payload()["workflow_job"]

@@ -108,6 +108,7 @@ class GitHubSimulator:
         if self._server is None:
             return
         self._stopped.set()
+        self._world.wake_all()
         self._server.shutdown()
         self._server.server_close()
         self._sender.stop()

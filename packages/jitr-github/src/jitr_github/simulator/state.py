@@ -526,10 +526,11 @@ class World:
                 ):
                     self._lose(runner)
 
-    def credential_of(self, runner_id: int) -> str | None:
+    def wake_all(self) -> None:
+        """End every waiting poll now (the simulator is stopping)."""
         with self._lock:
-            runner = self._runners.get(runner_id)
-            return runner.credential if runner else None
+            for wakeup in self._wakeups.values():
+                wakeup.set()
 
     def _agent(self, runner_id: int, credential: str | None) -> Runner:
         runner = self._runners.get(runner_id)

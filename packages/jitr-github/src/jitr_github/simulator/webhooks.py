@@ -285,10 +285,6 @@ class WebhookSender:
         with self._lock:
             return list(reversed(self._records.values()))
 
-    def delivery(self, delivery_id: int) -> Delivery | None:
-        with self._lock:
-            return self._records.get(delivery_id)
-
     def drain(self, timeout: float) -> bool:
         """Wait until every enqueued delivery was attempted; False on timeout."""
         with self._lock:
