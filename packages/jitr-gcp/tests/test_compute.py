@@ -15,6 +15,7 @@ from jitr_core.settings import Settings
 from jitr_gcp.compute import CAPACITY_CODES, request_id
 from jitr_gcp.testing.backend import gcp_backend, gcp_settings
 from jitr_gcp.testing.compute_fake import FakeCompute
+from jitr_gcp.testing.emulators import free_port
 
 JIT_CONFIG = "eyJqaXQiOiJzZWNyZXQtcnVubmVyLWNvbmZpZyJ9"  # stands for the secret the startup script carries
 SCRIPT = f"#!/bin/bash\nrun.sh --jitconfig {JIT_CONFIG}\n"
@@ -229,6 +230,16 @@ def test_a_server_error_may_be_retried(vm_backend: Backend, fake_compute: FakeCo
     with pytest.raises(BackendError) as caught:
         vm_backend.launch_vm(request())
     assert not isinstance(caught.value, LaunchError)
+
+
+def test_an_unreachable_api_is_a_retryable_backend_error() -> None:
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    backend = gcp_backend(gcp_settings({"compute_endpoint": closed, "operation_timeout_s": 5}))
+    calls = (lambda: backend.launch_vm(request()), backend.list_vms, lambda: backend.terminate_vm("us-central1-a/x"))
+    for call in calls:
+        with pytest.raises(BackendError) as caught:
+            call()
+        assert not isinstance(caught.value, LaunchError) and JIT_CONFIG not in str(caught.value)
 
 
 def test_a_launch_needs_a_zone(fake_compute: FakeCompute) -> None:

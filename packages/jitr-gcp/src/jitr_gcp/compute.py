@@ -187,6 +187,8 @@ def launch(request: LaunchRequest, cfg: GcpConfig) -> LaunchResult:
         return _existing(request, zone, cfg)
     except exceptions.GoogleAPICallError as exc:
         raise _launch_error(request, zone, exc) from None
+    except OSError as exc:  # the REST transport's connection errors and timeouts
+        raise BackendError(f"GCE could not be reached to create {request.runner_name}: {exc!r}") from None
     operation = _wait(operation, zone, cfg, what=f"launch of {request.runner_name}")
     codes = [e.code for e in operation.error.errors]
     if codes:
@@ -217,8 +219,8 @@ def _wait(operation: compute_v1.Operation, zone: str, cfg: GcpConfig, what: str)
             operation = _operations(cfg).wait(
                 project=cfg.project, zone=zone, operation=operation.name, timeout=max(1.0, remaining)
             )
-        except exceptions.GoogleAPICallError as exc:
-            raise BackendError(f"GCE {what}: waiting for operation {operation.name} failed: {exc.message}") from None
+        except (exceptions.GoogleAPICallError, OSError) as exc:
+            raise BackendError(f"GCE {what}: waiting for operation {operation.name} failed: {_text(exc)}") from None
     return operation
 
 
@@ -228,8 +230,8 @@ def _existing(request: LaunchRequest, zone: str, cfg: GcpConfig) -> LaunchResult
 
     try:
         found = _instances(cfg).get(project=cfg.project, zone=zone, instance=request.runner_name)
-    except exceptions.GoogleAPICallError as exc:
-        raise BackendError(f"GCE instance {request.runner_name} exists but could not be read: {exc.message}") from None
+    except (exceptions.GoogleAPICallError, OSError) as exc:
+        raise BackendError(f"GCE instance {request.runner_name} exists but could not be read: {_text(exc)}") from None
     if found.labels.get(MANAGED_LABEL[0]) != MANAGED_LABEL[1]:
         raise LaunchError(f"instance name {request.runner_name} in {zone} is taken by an instance jitr does not manage")
     spot = found.scheduling.provisioning_model == "SPOT"
@@ -259,6 +261,11 @@ def _launch_error(request: LaunchRequest, zone: str, exc: GoogleAPICallError) ->
     return BackendError(detail) if status >= 500 or status in (0, 429) else LaunchError(detail)
 
 
+def _text(exc: Exception) -> str:
+    """An API error's message, or a transport error's repr (requests errors are OSErrors)."""
+    return str(getattr(exc, "message", "") or repr(exc))
+
+
 def _scrub(message: str, request: LaunchRequest) -> str:
     """An API message with the startup script (which carries the JIT config) cut out."""
     script = request.startup_script
@@ -279,8 +286,8 @@ def terminate(vm: str, cfg: GcpConfig) -> bool:
         _instances(cfg).delete_unary(project=cfg.project, zone=zone, instance=name, timeout=cfg.operation_timeout_s)
     except exceptions.NotFound:
         return True
-    except exceptions.GoogleAPICallError as exc:
-        raise BackendError(f"GCE refused to delete {vm}: {exc.message}") from None
+    except (exceptions.GoogleAPICallError, OSError) as exc:
+        raise BackendError(f"GCE did not delete {vm}: {_text(exc)}") from None
     log.info("gcp instance deleted", extra={"vm_id": vm})
     return True
 
@@ -299,8 +306,8 @@ def list_vms(cfg: GcpConfig) -> list[VMInfo]:
             for scope, scoped in _instances(cfg).aggregated_list(request=request, timeout=cfg.operation_timeout_s)
             for instance in scoped.instances
         ]
-    except exceptions.GoogleAPICallError as exc:
-        raise BackendError(f"GCE could not list jitr instances: {exc.message}") from None
+    except (exceptions.GoogleAPICallError, OSError) as exc:
+        raise BackendError(f"GCE could not list jitr instances: {_text(exc)}") from None
 
 
 def _vm_info(instance: compute_v1.Instance, scope: str) -> VMInfo:

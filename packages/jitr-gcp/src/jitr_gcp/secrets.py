@@ -90,6 +90,8 @@ def _access(name: str, resource: str, cfg: GcpConfig) -> str:
         ) from None
     except exceptions.GoogleAPICallError as exc:
         raise BackendError(f"reading secret {name!r} ({resource}) failed: HTTP {exc.code}") from None
+    except OSError as exc:  # the REST transport's connection errors and timeouts
+        raise BackendError(f"Secret Manager could not be reached for secret {name!r}: {type(exc).__name__}") from None
     value = response.payload.data.decode("utf-8")
     if not value:
         raise SecretNotFoundError(f"secret {name!r} ({resource}) is empty")
