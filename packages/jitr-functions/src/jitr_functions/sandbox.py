@@ -189,6 +189,7 @@ class Sandbox:
         log_stream: IO[str] | None = None,
         workers: int = 2,
         installations: dict[str, list[str]] | None = None,
+        extra_plugins: Sequence[tuple[str, object]] = (),
     ) -> None:
         self.faults = faults or SandboxFaults()
         self.seed = seed
@@ -203,6 +204,7 @@ class Sandbox:
         self._workers = workers
         self._rng = random.Random(seed)
         self.installations = installations or {"octo-org": ["api", "web"], "mona": ["dotfiles"]}
+        self._extra_plugins = list(extra_plugins)
         self.app: App | None = None
         self.runtime: LocalRuntime | None = None
         self.webhook_secret = "whsec-" + base64.b32encode(random.Random(seed).randbytes(15)).decode()
@@ -228,8 +230,8 @@ class Sandbox:
         api_url = self.sim.start()
         for owner, repos in self.installations.items():
             self.sim.add_installation(owner, "Organization" if "-" in owner else "User", repos=repos)
-        self.app = build_app(self.settings(api_url), environ={}, extra_plugins=[(PROVIDER, self.vms)],
-                             log_stream=self._log_stream)
+        plugins = [(PROVIDER, self.vms), *self._extra_plugins]
+        self.app = build_app(self.settings(api_url), environ={}, extra_plugins=plugins, log_stream=self._log_stream)
         if self.faults.crash:
             self.app.scaleup.checkpoint = self._crash_point
         self.runtime = LocalRuntime(self.app, port=0, workers=self._workers, intervals=self._intervals).start()
