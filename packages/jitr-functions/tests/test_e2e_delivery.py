@@ -1,0 +1,194 @@
+"""Webhook deliveries as GitHub really makes them: duplicated, lost, out of order.
+
+Invariant 1 (at most one VM per job attempt) under duplicate deliveries, invariant 2 (every job
+gets a runner) under lost ones, and forward-only records under reordering.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, defaultdict
+
+from e2e_support import (
+    POOL,
+    QUIET,
+    assert_vms_accounted,
+    describe,
+    launches_per_job,
+    post,
+    queue_jobs,
+    record,
+    set_faults,
+    wait_completed,
+    wait_for,
+)
+from jitr_functions.sandbox import SandboxFaults
+from jitr_github.simulator import Faults
+
+
+def _answers_by_guid(sandbox, event_action: str) -> dict[str, list[int]]:
+    answers: dict[str, list[int]] = defaultdict(list)
+    for delivery in sandbox.sim.deliveries():
+        if delivery.action == event_action:
+            answers[delivery.guid].append(delivery.status_code)
+    return answers
+
+
+ONE_REPO_EACH = {"octo-org": [f"svc-{i}" for i in range(6)], "mona": ["dotfiles", "blog"]}
+
+
+def test_duplicated_webhooks_launch_one_vm_per_job(e2e_sandbox):
+    """Every delivery arrives twice. One job per repository, so no runner can take another's job
+    and the count is exact: one VM per job."""
+    sandbox = e2e_sandbox(pools=[POOL], installations=ONE_REPO_EACH,
+                          faults=SandboxFaults(github=Faults(seed=11, duplicate_webhook=1.0)))
+    jobs = queue_jobs(sandbox, 8)
+
+    wait_completed(sandbox, jobs)
+    assert sandbox.sim.drain_webhooks(10)
+
+    assert launches_per_job(sandbox) == Counter({job: 1 for job in jobs}), describe(sandbox, jobs)
+    assert_vms_accounted(sandbox, jobs, exact=True)
+    # every event really arrived twice, and the second copy was recognised by its delivery id
+    for action in ("queued", "in_progress", "completed"):
+        answers = _answers_by_guid(sandbox, action)
+        assert len(answers) == len(jobs)
+        for codes in answers.values():
+            assert sorted(codes) == [200, 202], f"{action}: {codes}"
+    wait_for(lambda: all(record(sandbox, "job", j).state == "completed" for j in jobs), 15, "job records completed")
+    assert all(record(sandbox, "job", j).data["attempt"] == 1 for j in jobs)
+
+
+def test_same_delivery_posted_twice_by_hand_launches_once(e2e_sandbox):
+    sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET)
+    set_faults(sandbox, drop_webhook=1.0)  # GitHub records the delivery but never sends it
+    [job] = queue_jobs(sandbox, 1)
+    assert sandbox.sim.drain_webhooks(10)
+    set_faults(sandbox)
+    [lost] = [d for d in sandbox.sim.deliveries() if d.job_id == job and d.action == "queued"]
+    assert not lost.ok
+
+    url = sandbox.runtime.url + "/webhook"
+    answers: list[tuple[int, dict]] = []
+    barrier = threading.Barrier(2)
+
+    def send() -> None:
+        barrier.wait()
+        answers.append(post(url, lost.body, dict(lost.headers)))
+
+    threads = [threading.Thread(target=send) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    answers.append(post(url, lost.body, dict(lost.headers)))  # and once more, later
+
+    assert sorted(status for status, _ in answers) == [200, 200, 202]
+    assert sum(body.get("duplicate") is True for _, body in answers) == 2
+    wait_completed(sandbox, [job], 30)
+    assert launches_per_job(sandbox) == Counter({job: 1})
+
+
+def test_lost_webhooks_are_recovered_from_githubs_queue(e2e_sandbox):
+    """Queued webhooks of a busy repository are lost and redelivery is broken: the rebalancer's
+    comparison of GitHub's queued jobs with the runners in flight finds them."""
+    sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET)
+    repo = "octo-org/api"
+    seen = queue_jobs(sandbox, 2, [repo])
+    wait_completed(sandbox, seen, 30)  # the repository is now known to be active
+
+    sandbox.sim.fail_next(10_000, 404, path_contains="/app/hook/deliveries")  # no redelivery either
+    set_faults(sandbox, drop_webhook=1.0)
+    lost = queue_jobs(sandbox, 5, [repo])
+    assert sandbox.sim.drain_webhooks(10)
+    set_faults(sandbox)
+    assert {d.job_id for d in sandbox.sim.deliveries() if d.action == "queued" and not d.ok} == set(lost)
+    assert all(record(sandbox, "job", j) is None for j in lost)  # jitr has never heard of them
+
+    report = sandbox.app.rebalancer.run()
+
+    assert report.get("enqueued") == len(lost), report
+    assert report.get("redelivered", 0) == 0
+    wait_completed(sandbox, lost, 30)
+    assert_vms_accounted(sandbox, seen + lost, scaledown=True)
+    # a second pass finds nothing missing
+    assert sandbox.app.rebalancer.run().get("enqueued", 0) == 0
+
+
+def test_lost_webhooks_of_a_quiet_repository_are_redelivered(e2e_sandbox):
+    """A repository jitr has never seen active is not polled; the failed deliveries are redelivered."""
+    sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET)
+    set_faults(sandbox, drop_webhook=1.0)
+    lost = queue_jobs(sandbox, 3, ["mona/dotfiles"])
+    assert sandbox.sim.drain_webhooks(10)
+    set_faults(sandbox)
+
+    report = sandbox.app.rebalancer.run()
+
+    assert report.get("redelivered") == len(lost), report
+    wait_completed(sandbox, lost, 30)
+    redelivered = {d.job_id for d in sandbox.sim.deliveries() if d.redelivery and d.action == "queued" and d.ok}
+    assert redelivered == set(lost)
+    assert_vms_accounted(sandbox, lost, scaledown=True)
+
+
+def test_lost_webhooks_with_periodic_functions_running(e2e_sandbox):
+    """Without a hand on the controls: a fifth of all deliveries lost, every job still completes."""
+    sandbox = e2e_sandbox(pools=[POOL], faults=SandboxFaults(github=Faults(seed=5, drop_webhook=0.2)))
+    jobs = queue_jobs(sandbox, 12)
+    wait_completed(sandbox, jobs, 60)
+    assert any(not d.ok for d in sandbox.sim.deliveries()), "the seed lost no delivery"
+    assert_vms_accounted(sandbox, jobs)
+
+
+def test_reordered_webhooks_leave_records_completed(e2e_sandbox):
+    sandbox = e2e_sandbox(pools=[POOL], faults=SandboxFaults(github=Faults(seed=3, reorder=0.5, reorder_hold_s=0.6)))
+    jobs = queue_jobs(sandbox, 10)
+    wait_completed(sandbox, jobs, 60)
+    assert sandbox.sim.drain_webhooks(10)
+
+    overtaken = set()
+    for job in jobs:
+        order = [d.action for d in reversed(sandbox.sim.deliveries()) if d.job_id == job and d.ok]
+        if "in_progress" in order and order.index("completed") < order.index("in_progress"):
+            overtaken.add(job)
+    assert overtaken, "the seed reordered no completed/in_progress pair"
+
+    wait_for(lambda: all(record(sandbox, "job", j).state == "completed" for j in jobs), 15,
+             "job records to complete", detail=lambda: describe(sandbox, jobs))
+    assert_vms_accounted(sandbox, jobs)
+
+
+def test_completed_before_in_progress_by_hand(e2e_sandbox):
+    """Every delivery is recorded but not sent; the test delivers them itself, in the wrong order."""
+    sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET)
+    set_faults(sandbox, drop_webhook=1.0)
+    [job] = queue_jobs(sandbox, 1)
+    url = sandbox.runtime.url + "/webhook"
+
+    def recorded(action: str):
+        found = [d for d in sandbox.sim.deliveries() if d.job_id == job and d.action == action]
+        return found[0] if found else None
+
+    queued = wait_for(lambda: recorded("queued"), 10, "the queued delivery")
+    assert post(url, queued.body, dict(queued.headers))[0] == 202
+    wait_for(lambda: sandbox.sim.job(job).status == "completed", 30, "the job to run")
+    started = wait_for(lambda: recorded("in_progress"), 10, "the in_progress delivery")
+    completed = wait_for(lambda: recorded("completed"), 10, "the completed delivery")
+    runner = started.payload()["workflow_job"]["runner_name"]
+    processed = sandbox.runtime.processed["lifecycle"]
+
+    assert post(url, completed.body, dict(completed.headers))[0] == 202
+    wait_for(lambda: sandbox.runtime.processed["lifecycle"] == processed + 1, 10, "completed to be handled")
+    assert record(sandbox, "job", job).state == "completed"
+    assert record(sandbox, "runner", runner).state == "finished"
+
+    assert post(url, started.body, dict(started.headers))[0] == 202
+    assert post(url, completed.body, dict(completed.headers)) == (200, {"duplicate": True})
+    wait_for(lambda: sandbox.runtime.processed["lifecycle"] == processed + 2, 10, "in_progress to be handled")
+
+    job_record, runner_record = record(sandbox, "job", job), record(sandbox, "runner", runner)
+    assert job_record.state == "completed" and job_record.data["conclusion"] == "success"
+    assert runner_record.state == "finished" and runner_record.data["serving_job_id"] == job
+    assert runner_record.expires_at is not None
+    assert launches_per_job(sandbox) == Counter({job: 1})
