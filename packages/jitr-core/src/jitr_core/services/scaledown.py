@@ -24,10 +24,10 @@ from typing import Any
 from ..backend import Backend
 from ..errors import GitHubError
 from ..github import GitHubAPI, GitHubRunner
-from ..model import JobState, RecordQuery, RunnerState, Scope, VMInfo
+from ..model import JobState, Record, RecordQuery, RunnerState, Scope, VMInfo
 from .common import in_flight, requeue, retire
 from .lease import lease
-from .records import JOB, JobView, RunnerView, Store
+from .records import JOB, RUNNER, JobView, RunnerView, Store
 
 log = logging.getLogger("jitr.scaledown")
 RUNNER_PREFIX = "jitr-"
@@ -84,6 +84,8 @@ class ScaledownService:
     def _check_runner(
         self, runner: RunnerView, vm: VMInfo | None, github: dict[Scope, list[GitHubRunner]], now: float
     ) -> str:
+        if vm is not None and runner.vm_id is None:
+            runner = self._note_vm(runner, vm)
         launched_at = float(runner.get("launched_at") or runner.record.created_at)
         pool = next((p for p in self.settings.pools if p.name == runner.record.pool), None)
         lifetime = pool.max_lifetime_s if pool else 8 * 3600
@@ -116,6 +118,22 @@ class ScaledownService:
             if superseded and retire(self.store, self.github, runner, reason="surplus"):
                 return "surplus"
         return "ok"
+
+    def _note_vm(self, runner: RunnerView, vm: VMInfo) -> RunnerView:
+        """Record the VM of a runner whose launch was never written down (its worker died after
+        launching, or its runner took a job first), so that retiring it terminates the VM."""
+
+        def note(record: Record) -> dict[str, object] | None:
+            if record.data.get("vm_id") is not None:
+                return None
+            return {
+                "vm_id": vm.vm_id,
+                "provider": vm.provider,
+                "launched_at": record.data.get("launched_at") or vm.created_at,
+            }
+
+        written = self.store.update(RUNNER, runner.name, note)
+        return RunnerView(written) if written is not None else runner
 
     def _requeue_job(self, runner: RunnerView, reason: str) -> None:
         job = self.store.job(runner.job_id)

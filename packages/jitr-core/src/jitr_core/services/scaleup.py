@@ -242,19 +242,23 @@ class ScaleupService:
     def _record(self, claim: Record, result: LaunchResult, github_runner_id: int | None) -> RunnerView:
         now = self.clock()
 
+        facts: dict[str, object] = {
+            "vm_id": result.vm_id,
+            "provider": result.provider,
+            "machine_type": result.machine_type,
+            "placement": result.placement,
+            "spot": result.spot,
+            "github_runner_id": github_runner_id,
+            "launched_at": now,
+        }
+
         def launched(record: Record) -> dict[str, object] | None:
-            if record.state != RunnerState.CLAIMED:
-                return None
-            return {
-                "state": RunnerState.LAUNCHED,
-                "vm_id": result.vm_id,
-                "provider": result.provider,
-                "machine_type": result.machine_type,
-                "placement": result.placement,
-                "spot": result.spot,
-                "github_runner_id": github_runner_id,
-                "launched_at": now,
-            }
+            if record.state == RunnerState.CLAIMED:
+                return {"state": RunnerState.LAUNCHED, **facts}
+            if record.data.get("vm_id") is None:
+                # the runner took a job before this write: keep its newer state, add the VM
+                return {**facts, "github_runner_id": record.data.get("github_runner_id") or github_runner_id}
+            return None
 
         written = self.store.update(RUNNER, claim.key, launched)
         if written is None:
