@@ -24,10 +24,10 @@ from typing import Any
 from ..backend import Backend
 from ..errors import GitHubError
 from ..github import GitHubAPI, GitHubRunner
-from ..model import JobState, Record, RecordQuery, RunnerState, Scope, VMInfo
+from ..model import IN_FLIGHT_RUNNER_STATES, JobState, Record, RecordQuery, RunnerState, Scope, VMInfo
 from .common import in_flight, requeue, retire
 from .lease import lease
-from .records import JOB, RUNNER, JobView, RunnerView, Store
+from .records import JOB, REPO, RUNNER, JobView, RunnerView, Store
 
 log = logging.getLogger("jitr.scaledown")
 RUNNER_PREFIX = "jitr-"
@@ -71,15 +71,32 @@ class ScaledownService:
         return dict(report)
 
     def _github_runners(self, runners: list[RunnerView], report: Counter[str]) -> dict[Scope, list[GitHubRunner]]:
-        """GitHub's runners for every scope with work in flight; a failing tenant is skipped, not fatal."""
+        """GitHub's runners for every scope with work in flight or recent activity (a ghost may be
+        all that is left in a scope); a failing tenant is skipped, not fatal."""
         listed: dict[Scope, list[GitHubRunner]] = {}
-        for scope in {r.scope for r in runners if r.scope.installation_id is not None}:
+        scopes = {r.scope for r in runners} | self._active_scopes()
+        for scope in {s for s in scopes if s.installation_id is not None}:
             try:
                 listed[scope] = list(self.github.list_runners(scope))
             except GitHubError as exc:
                 log.warning("could not list runners", extra={"scope": scope.full_name, "reason": str(exc)})
                 report["github-errors"] += 1
         return listed
+
+    def _active_scopes(self) -> set[Scope]:
+        """Where runners of recently active repositories register: the repository, or its owner."""
+        org_pools = any(pool.org_scope for pool in self.settings.pools)
+        repo_pools = any(not pool.org_scope for pool in self.settings.pools)
+        scopes: set[Scope] = set()
+        for repo in self.backend.query_all(RecordQuery(REPO, "active", limit=500)):
+            owner, _, name = repo.key.partition("/")
+            owner = str(repo.data.get("owner") or owner)
+            installation = repo.data.get("installation_id")
+            if repo_pools:
+                scopes.add(Scope(installation, owner, name))
+            if org_pools:
+                scopes.add(Scope(installation, owner, None))
+        return scopes
 
     def _check_runner(
         self, runner: RunnerView, vm: VMInfo | None, github: dict[Scope, list[GitHubRunner]], now: float
@@ -148,6 +165,9 @@ class ScaledownService:
                     continue
                 if ghost.name in tracked or ghost.online:
                     continue
+                current = self.store.runner(ghost.name)
+                if current is not None and current.state in IN_FLIGHT_RUNNER_STATES:
+                    continue  # claimed after this pass listed the runners in flight
                 try:
                     self.github.delete_runner(scope, ghost.id)
                     reaped += 1

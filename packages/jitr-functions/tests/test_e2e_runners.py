@@ -1,0 +1,195 @@
+"""Runners that do not do what they were launched for: taken by another job, surplus after a
+cancellation, never booting, outliving their lifetime, ghosts and orphans.
+
+Invariants 2 and 3: every queued job gets a runner, and no VM or registration outlives its
+purpose for more than a scale-down cycle after its grace period (its lifetime at most).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pytest
+from e2e_support import (
+    LABELS,
+    POOL,
+    QUIET,
+    assert_vms_accounted,
+    describe,
+    github_runner_names,
+    queue_jobs,
+    record,
+    runner_records,
+    running_vms,
+    set_faults,
+    wait_completed,
+    wait_for,
+)
+from jitr_core.model import LaunchRequest, Scope, idempotency_token
+from jitr_core.services import ScaledownService
+from jitr_core.startup import ScriptContext
+from jitr_functions.sandbox import SandboxFaults, SimulatedCrash, VMFaults
+
+REPO = "octo-org/api"
+
+
+def test_job_taken_by_another_jobs_runner(e2e_sandbox):
+    """Jobs A and B want the same runner. A's queued webhook is lost, so only B's runner is
+    launched, and GitHub gives it the older job, A. jitr notices from A's in_progress event and
+    launches again for B; both complete with two VMs, none left over."""
+    sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET)
+    set_faults(sandbox, drop_webhook=1.0)
+    job_a = sandbox.sim.queue_job(REPO, LABELS, name="a")
+    assert sandbox.sim.drain_webhooks(10)
+    set_faults(sandbox)
+    job_b = sandbox.sim.queue_job(REPO, LABELS, name="b")
+
+    wait_completed(sandbox, [job_a, job_b], 30)
+
+    runner_b1 = f"jitr-linux-{job_b}-1"
+    assert sandbox.sim.job(job_a).runner_name == runner_b1  # B's runner took A
+    assert sandbox.sim.job(job_b).runner_name == f"jitr-linux-{job_b}-2"  # and B got a new one
+    assert dict(sandbox.vms.launches) == {runner_b1: 1, f"jitr-linux-{job_b}-2": 1}
+    assert record(sandbox, "runner", runner_b1).data["serving_job_id"] == job_a
+    wait_for(lambda: record(sandbox, "job", job_a).state == "completed" == record(sandbox, "job", job_b).state,
+             10, "both job records to complete")
+    assert record(sandbox, "job", job_b).data["attempt"] == 2
+    assert assert_vms_accounted(sandbox, [job_a, job_b], exact=True, scaledown=True) == 0
+
+
+def test_runners_of_a_burst_serve_each_others_jobs(e2e_sandbox):
+    """Twelve jobs with the same labels in one repository: runners take whichever job is oldest.
+    The counts still come out right, and any runner left without a job is retired."""
+    sandbox = e2e_sandbox(pools=[POOL])
+    jobs = queue_jobs(sandbox, 12, [REPO])
+    wait_completed(sandbox, jobs, 60)
+    taken = [j for j in jobs if sandbox.sim.job(j).runner_name != f"jitr-linux-{j}-1"]
+    assert taken, "no runner took another job's place; the scenario did not happen"
+    surplus = assert_vms_accounted(sandbox, jobs, timeout_s=30)
+    assert surplus <= len(taken)
+
+
+def test_job_cancelled_while_queued_retires_its_runner(e2e_sandbox):
+    sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET, faults=SandboxFaults(vms=VMFaults(never_boots=1.0)))
+    [job] = queue_jobs(sandbox, 1, [REPO])
+    name = f"jitr-linux-{job}-1"
+    wait_for(lambda: (r := record(sandbox, "runner", name)) is not None and r.state == "launched", 15,
+             "the runner to be launched")
+    wait_for(lambda: record(sandbox, "job", job).data.get("launched_runner") == name, 10, "the job to be linked")
+    assert name in github_runner_names(sandbox) and name in running_vms(sandbox).values()
+
+    sandbox.sim.cancel_job(job)
+
+    wait_for(lambda: record(sandbox, "runner", name).state == "retired", 15, "the surplus runner to be retired",
+             detail=lambda: describe(sandbox, [job]))
+    assert record(sandbox, "runner", name).data["retired_reason"] == "job-cancelled-while-queued"
+    assert record(sandbox, "job", job).state == "cancelled"
+    wait_for(lambda: name not in running_vms(sandbox).values(), 10, "its VM to end")
+    assert name not in github_runner_names(sandbox)
+    assert sum(sandbox.vms.launches.values()) == 1
+
+
+def test_vm_that_never_boots_is_replaced_after_the_boot_timeout(e2e_sandbox):
+    faults = SandboxFaults(vms=VMFaults(never_boots=1.0))
+    sandbox = e2e_sandbox(pools=[POOL], faults=faults, settings={"boot_timeout_s": 2})
+    [job] = queue_jobs(sandbox, 1, [REPO])
+    first, second = f"jitr-linux-{job}-1", f"jitr-linux-{job}-2"
+    wait_for(lambda: first in sandbox.vms.launches, 15, "the first launch")
+    faults.vms.never_boots = 0.0  # the next VM boots
+
+    wait_completed(sandbox, [job], 40)
+
+    assert dict(sandbox.vms.launches) == {first: 1, second: 1}
+    assert record(sandbox, "runner", first).state == "retired"
+    assert record(sandbox, "runner", first).data["retired_reason"] == "never-came-online"
+    assert first not in running_vms(sandbox).values() and first not in github_runner_names(sandbox)
+    assert sandbox.sim.job(job).runner_name == second
+    assert record(sandbox, "job", job).data["attempt"] == 2
+    assert_vms_accounted(sandbox, [job])
+
+
+@pytest.mark.parametrize("crash_after_launch", [False, True], ids=["recorded", "crash-before-recording"])
+def test_vm_past_its_lifetime_is_terminated_even_while_busy(e2e_sandbox, crash_after_launch):
+    """The lifetime is enforced on a busy runner too, also when the worker that launched its VM
+    died before recording it (the runner took its job before the launch was written down)."""
+    pool = {**POOL, "max_lifetime_s": 300}
+    sandbox = e2e_sandbox(pools=[pool], intervals=QUIET,
+                          faults=SandboxFaults(vms=VMFaults(job_seconds=(600.0, 600.0))))
+    if crash_after_launch:
+        crashes = []
+
+        def crash_once(step: str) -> None:
+            if step == "launched" and not crashes:
+                crashes.append(step)
+                raise SimulatedCrash("worker died after launching")
+
+        sandbox.app.scaleup.checkpoint = crash_once
+    [job] = queue_jobs(sandbox, 1, [REPO])
+    name = f"jitr-linux-{job}-1"
+    wait_for(lambda: (r := record(sandbox, "runner", name)) is not None and r.state == "busy", 15,
+             "the runner to be busy")
+
+    # a busy runner within its lifetime is never touched by cleanup
+    sandbox.app.scaledown.run()
+    assert record(sandbox, "runner", name).state == "busy"
+    assert name in running_vms(sandbox).values()
+
+    later = ScaledownService(sandbox.app.backend, sandbox.app.github, clock=lambda: time.time() + 301)
+    report = later.run()
+
+    assert report.get("lifetime-exceeded") == 1, report
+    wait_for(lambda: name not in running_vms(sandbox).values(), 10, "the VM to be terminated",
+             detail=lambda: describe(sandbox, [job]))
+    wait_for(lambda: sandbox.sim.job(job).status == "completed", 10, "GitHub to fail the job")
+    assert sandbox.sim.job(job).conclusion == "failure"
+    assert name not in github_runner_names(sandbox)
+    # retired for its lifetime, or finished by the failure GitHub reported when its VM vanished
+    wait_for(lambda: record(sandbox, "runner", name).state in ("retired", "finished"), 10, "the record to end")
+    assert sum(sandbox.vms.launches.values()) == 1
+
+
+def _mint_and_launch(sandbox, name: str, launch: bool) -> None:
+    """What a scale-up that lost its records would leave: a registration, and maybe a VM."""
+    app = sandbox.app
+    pool = app.settings.pool("linux")
+    installation = app.github.installation_for("octo-org", "api")
+    jit = app.github.generate_jit_config(Scope(installation, "octo-org", "api"), name, sorted(pool.labels), "Default")
+    if not launch:
+        return
+    context = ScriptContext(name, pool, "simulated", jit.encoded, app.settings.runner_version, pool.max_lifetime_s)
+    script = app.backend.render_startup_script(context)
+    app.backend.launch_vm(LaunchRequest(
+        runner_name=name, pool=pool.name, machine_type=pool.machine_types[0], placement=None, spot=True,
+        image="", disk_gb=pool.disk_gb, startup_script=script, idempotency_token=idempotency_token(name, 0),
+        max_lifetime_s=pool.max_lifetime_s))
+
+
+def test_ghost_runner_and_orphan_vm_are_removed(e2e_sandbox):
+    sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET, settings={"ghost_grace_s": 1})
+    [done] = queue_jobs(sandbox, 1, [REPO])  # the repository has recent activity, and nothing in flight
+    wait_completed(sandbox, [done], 30)
+    wait_for(lambda: record(sandbox, "runner", f"jitr-linux-{done}-1").state == "finished", 10, "the runner")
+
+    ghost, orphan = "jitr-linux-8000000001-1", "jitr-linux-8000000002-1"
+    _mint_and_launch(sandbox, ghost, launch=False)
+    _mint_and_launch(sandbox, orphan, launch=True)
+    assert {ghost, orphan} <= github_runner_names(sandbox)
+    wait_for(lambda: orphan in running_vms(sandbox).values(), 10, "the orphan VM to run")
+    time.sleep(1.1)  # past the grace period
+
+    reports = []
+
+    def cleaned() -> bool:
+        reports.append(sandbox.app.scaledown.run())
+        return orphan not in running_vms(sandbox).values() and not {ghost, orphan} & github_runner_names(sandbox)
+
+    wait_for(cleaned, 15, "the ghost and the orphan to be removed", step_s=0.3,
+             detail=lambda: f"{reports[-3:]}\n{github_runner_names(sandbox)}\n{running_vms(sandbox)}")
+    total = Counter()
+    for report in reports:
+        total.update(report)
+    assert total["orphan-vms"] == 1, reports
+    assert total["ghost-runners"] >= 1, reports
+    assert len(reports) <= 3, f"took {len(reports)} scale-down passes: {reports}"
+    assert [r.key for r in runner_records(sandbox)] == [f"jitr-linux-{done}-1"]
