@@ -38,15 +38,16 @@ TRACE_FIELD = "logging.googleapis.com/trace"
 def webhook(request: flask.Request) -> flask.Response:
     """GitHub's ``workflow_job`` deliveries: verify, de-duplicate, enqueue; 2xx, 4xx or 503."""
     app = get_app()
-    with _request_context(app, request.headers):
+    headers = dict(request.headers.items())
+    with _request_context(app, headers):
         if request.method != "POST":
-            return _answer(405, {"error": f"webhooks are POSTed, found {request.method}"})
+            return _not_post(request)
         request.max_content_length = app.settings.max_body_bytes
         try:
             body = request.get_data(cache=False)
         except RequestEntityTooLarge:
             return _answer(413, {"error": f"body exceeds {app.settings.max_body_bytes} bytes"})
-        response = app.webhook.handle(dict(request.headers.items()), body)
+        response = app.webhook.handle(headers, body)
         return _answer(response.status, dict(response.body))
 
 
@@ -75,11 +76,14 @@ def rebalancer(request: flask.Request) -> flask.Response:
 
 
 def _deliver(request: flask.Request, queue: str, handler: Callable[[App], Callable[[str], str]]) -> flask.Response:
+    if request.method != "POST":
+        return _not_post(request)
     app = get_app()
+    headers = dict(request.headers.items())
     raw = request.get_data(cache=False)
-    with _request_context(app, request.headers):
+    with _request_context(app, headers):
         try:
-            delivery = events.parse(request.headers, raw)
+            delivery = events.parse(headers, raw)
         except events.MalformedEvent as exc:
             return _dead_letter(app, queue, raw, str(exc))
         with log_context(event_id=delivery.event_id or None, message_id=delivery.message_id or None,
@@ -111,11 +115,14 @@ def _dead_letter(app: App, queue: str, raw: bytes, reason: str) -> flask.Respons
 
 
 def _periodic(request: flask.Request, name: str, run: Callable[[App], Mapping[str, Any]]) -> flask.Response:
+    if request.method != "POST":
+        return _not_post(request)
     app = get_app()
+    headers = dict(request.headers.items())
     raw = request.get_data(cache=False)
-    event_id = request.headers.get("ce-id") or _message_id(request.headers, raw)
+    event_id = request.headers.get("ce-id") or _message_id(headers, raw)
     job = request.headers.get("X-CloudScheduler-JobName")
-    with _request_context(app, request.headers), log_context(event_id=event_id, scheduler_job=job):
+    with _request_context(app, headers), log_context(event_id=event_id, scheduler_job=job):
         try:
             report = run(app)
         except Exception:
@@ -151,6 +158,13 @@ def _request_context(app: App, headers: Mapping[str, str]) -> Iterator[None]:
         fields[TRACE_FIELD] = f"projects/{project}/traces/{trace}"
     with log_context(**fields):
         yield
+
+
+def _not_post(request: flask.Request) -> flask.Response:
+    """Only POSTs do work, so a probe or a crawler never runs a function or dead-letters its request."""
+    response = _answer(405, {"error": f"expected POST, found {request.method}"})
+    response.headers["Allow"] = "POST"
+    return response
 
 
 def _answer(status: int, body: Mapping[str, Any]) -> flask.Response:
