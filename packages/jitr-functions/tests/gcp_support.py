@@ -1,0 +1,172 @@
+"""Helpers for the Cloud Run tests: functions-framework servers in child processes and one jitr
+deployment on the Pub/Sub and Firestore emulators, the GCE fake and the GitHub simulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jitr_core.backend import Backend
+from jitr_core.messages import JobMessage, encode
+from jitr_core.settings import Settings
+from jitr_gcp.config import gcp_config
+from jitr_gcp.testing.compute_fake import FakeCompute
+from jitr_gcp.testing.emulators import free_port
+from jitr_github.simulator import GitHubSimulator
+
+FIXTURES = Path(__file__).parent / "fixtures" / "gcp"
+FUNCTIONS_FRAMEWORK = Path(sys.executable).with_name("functions-framework")
+WEBHOOK_SECRET = "whsec-gcp-functions-test-0123456789"
+POOL = {"name": "linux", "labels": ["self-hosted", "linux", "x64"], "machine_types": ["e2-standard-2"],
+        "image": "projects/debian-cloud/global/images/family/debian-12", "max_runners": 20}
+
+
+
+
+def fixture(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((FIXTURES / name).read_text())
+    return data
+
+
+class FunctionServer:
+    """``functions-framework --target T --source main.py`` as a child process on 127.0.0.1."""
+
+    def __init__(self, source: Path, target: str, env: dict[str, str], log_dir: Path) -> None:
+        self.source = source
+        self.target = target
+        self.env = env
+        self.port = free_port()
+        self.log_path = log_dir / f"{target}-{uuid.uuid4().hex[:6]}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+        self.ready_after_s = 0.0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def start(self, timeout_s: float = 30.0) -> FunctionServer:
+        command = [str(FUNCTIONS_FRAMEWORK), "--target", self.target, "--source", str(self.source),
+                   "--host", "127.0.0.1", "--port", str(self.port)]
+        with self.log_path.open("ab") as log:
+            self.started_at = time.monotonic()
+            self.process = subprocess.Popen(command, cwd=self.source.parent, env=self.env, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"{self.target} exited with {self.process.returncode}:\n{self.log_text()}")
+            try:
+                urllib.request.urlopen(self.url + "_ready", timeout=1).close()
+            except urllib.error.HTTPError:
+                pass  # any HTTP answer means the server is up
+            except OSError:
+                time.sleep(0.05)
+                continue
+            self.ready_after_s = time.monotonic() - self.started_at
+            return self
+        raise AssertionError(f"{self.target} did not answer within {timeout_s} s:\n{self.log_text()}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def records(self) -> list[dict[str, Any]]:
+        """The JSON log lines the function wrote."""
+        lines = []
+        for line in self.log_text().splitlines():
+            if line.startswith("{"):
+                try:
+                    lines.append(json.loads(line))
+                except ValueError:
+                    continue
+        return lines
+
+    def post(self, body: bytes | dict[str, Any], headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        request = urllib.request.Request(self.url, data=data, method="POST",
+                                         headers={"Content-Type": "application/json", **(headers or {})})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+
+@dataclass
+class Deployment:
+    """One jitr deployment on GCP's emulators and fakes, with GitHub simulated."""
+
+    env: dict[str, str]
+    settings: Settings
+    backend: Backend
+    sim: GitHubSimulator
+    compute: FakeCompute
+    bundle: Path
+    log_dir: Path
+    installation_id: int
+    servers: list[FunctionServer] = field(default_factory=list)
+
+    def serve(self, target: str, source: Path | None = None, **env: str) -> FunctionServer:
+        server = FunctionServer(source or self.bundle / "main.py", target, {**self.env, **env}, self.log_dir)
+        self.servers.append(server.start())
+        return server
+
+    def push(self, queue: str, server: FunctionServer, ack_deadline_s: int = 60) -> str:
+        """A push subscription on ``queue``'s topic delivering to ``server`` (what Eventarc sets up)."""
+        from google.cloud import pubsub_v1
+
+        names = gcp_config(self.settings).queue(queue)
+        name = f"{names.subscription}-push-{server.target}-{uuid.uuid4().hex[:4]}"
+        pubsub_v1.SubscriberClient().create_subscription(request={
+            "name": name, "topic": names.topic, "ack_deadline_seconds": ack_deadline_s,
+            "push_config": {"push_endpoint": server.url},
+            "dead_letter_policy": {"dead_letter_topic": names.dead_letter_topic, "max_delivery_attempts": 5},
+        })
+        return name
+
+    def publish(self, queue: str, body: bytes, **attributes: str) -> str:
+        from google.cloud import pubsub_v1
+
+        topic = gcp_config(self.settings).queue(queue).topic
+        message_id: str = pubsub_v1.PublisherClient().publish(topic, body, **attributes).result(timeout=30)
+        return message_id
+
+    def job_message(self, job_id: int) -> bytes:
+        """The jobs-queue message the webhook would publish for a job queued in the simulator."""
+        job = self.sim.job(job_id)
+        message = JobMessage(job_id=job.id, run_id=job.run_id, repository=job.repository, owner="octo-org",
+                             installation_id=self.installation_id, labels=job.labels, private=True)
+        return encode(message).body.encode()
+
+    def instances(self, runner_prefix: str) -> list[str]:
+        with self.compute.lock:
+            return [name for (_, name) in self.compute.instances if name.startswith(runner_prefix)]
+
+
+def wait_for(predicate: Callable[[], object], timeout_s: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
