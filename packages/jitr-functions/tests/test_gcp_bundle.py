@@ -9,7 +9,11 @@ import zipfile
 from importlib import metadata
 from pathlib import Path
 
+import pytest
 from jitr_functions.bundle_gcp import TARGETS, _repack
+
+pytest.importorskip("jitr_gcp", reason="the gcp extra is not installed")
+pytest.importorskip("functions_framework", reason="the gcp extra is not installed")
 
 pytest_plugins = ["conftest_gcp"]
 

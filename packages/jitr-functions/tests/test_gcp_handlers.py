@@ -14,8 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jitr_gcp.plugin
 import pytest
+
+pytest.importorskip("jitr_gcp", reason="the gcp extra is not installed")
+pytest.importorskip("functions_framework", reason="the gcp extra is not installed")
+
+import jitr_gcp.plugin
 from gcp_support import FIXTURES, WEBHOOK_SECRET, Deployment, FunctionServer, fixture, wait_for
 
 pytest_plugins = ["conftest_gcp"]
