@@ -60,6 +60,7 @@ class JsonFormatter(logging.Formatter):
         entry: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
+            "severity": record.levelname,  # the field Cloud Logging reads
             "logger": record.name,
             "message": record.getMessage(),
         }
