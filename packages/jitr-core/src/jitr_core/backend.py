@@ -25,10 +25,12 @@ from .model import (
     VMInfo,
     Written,
 )
+from .secret import read_local_secret
 from .settings import Settings
 from .startup import Fragment, ScriptContext, assemble
 
 T = TypeVar("T")
+LOCAL_SECRET_SCHEMES = ("env:", "file:")
 
 
 class Backend:
@@ -127,8 +129,14 @@ class Backend:
 
     # secrets
     def secret(self, name: str) -> str:
-        """The value of a named secret, from the reference in ``settings.secrets``."""
+        """The value of a named secret, from the reference in ``settings.secrets``.
+
+        ``env:`` and ``file:`` references are read here whatever the secrets provider, so a Lambda
+        environment variable works as well as a Secrets Manager ARN.
+        """
         reference = self.settings.secrets.get(name, "")
+        if reference.startswith(LOCAL_SECRET_SCHEMES):
+            return read_local_secret(name, reference)
         result: str = self._call("secrets", "jitr_fetch_secret", name=name, reference=reference)
         return result
 

@@ -178,8 +178,8 @@ def jitr_purge_expired(now: float, settings: Settings) -> int | None:
 def jitr_fetch_secret(name: str, reference: str, settings: Settings) -> str | None:
     """Return the value of the secret ``name`` (``webhook_secret``, ``github_app_private_key``).
 
-    :param reference: where it lives, from ``settings.secrets[name]`` (an ARN, a resource name,
-        ``env:VAR``, ``file:/path``).
+    :param reference: where it lives, from ``settings.secrets[name]`` (an ARN, a resource name).
+        ``env:VAR`` and ``file:/path`` references never reach this hook: core reads them itself.
     :raises SecretNotFoundError: it is yours but does not exist or is empty.
     Never log the value. Combines: first non-None result. Added in 0.1.0.
     """

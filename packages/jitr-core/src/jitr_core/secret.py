@@ -1,6 +1,11 @@
-"""A wrapper that keeps secret values out of reprs, logs and tracebacks."""
+"""Secret values: a wrapper that keeps them out of reprs and logs, and the local reference reader."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import SecretNotFoundError, SettingsError
 
 
 class Secret:
@@ -30,3 +35,27 @@ class Secret:
 
     def __reduce__(self) -> str:
         raise TypeError("a Secret cannot be pickled")
+
+
+def read_local_secret(name: str, reference: str) -> str:
+    """Read a secret from ``env:VARIABLE`` or ``file:/path``; errors name the place, never a value."""
+    scheme, _, target = reference.partition(":")
+    if scheme == "env" and target:
+        value = os.environ.get(target, "")
+        if not value:
+            raise SecretNotFoundError(f"secret {name!r}: environment variable {target} is not set or is empty")
+        return value
+    if scheme == "file" and target:
+        path = Path(target).expanduser()
+        try:
+            value = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SecretNotFoundError(f"secret {name!r}: file {path} cannot be read ({type(exc).__name__})") from None
+        value = value.removesuffix("\n").removesuffix("\r") if value.endswith("\n") else value
+        if not value:
+            raise SecretNotFoundError(f"secret {name!r}: file {path} is empty")
+        return value
+    raise SettingsError(
+        f"secret {name!r} needs a reference of the form env:VARIABLE or file:/path "
+        f"(see [secrets] / JITR_SECRETS_{name.upper()})"
+    )

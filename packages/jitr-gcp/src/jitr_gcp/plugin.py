@@ -96,6 +96,15 @@ def jitr_ack_message(queue: str, receipt: str, settings: Settings) -> bool | Non
 
 
 @hookimpl
+def jitr_dead_letter(queue: str, message: QueueMessage, reason: str, settings: Settings) -> bool | None:
+    if (cfg := _mine(settings, "queue")) is None:
+        return None
+    from . import pubsub
+
+    return pubsub.dead_letter(queue, message, reason, cfg)
+
+
+@hookimpl
 def jitr_dead_letters(queue: str, settings: Settings) -> Sequence[ReceivedMessage] | None:
     if (cfg := _mine(settings, "queue")) is None:
         return None

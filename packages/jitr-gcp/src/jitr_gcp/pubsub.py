@@ -39,6 +39,7 @@ log = logging.getLogger("jitr.gcp.pubsub")
 NOT_BEFORE = "not_before"
 # The attributes Pub/Sub adds when it dead-letters a message; the pull path adds the same.
 DEAD_LETTER_COUNT = "CloudPubSubDeadLetterSourceDeliveryCount"
+DEAD_LETTER_REASON = "dead_letter_reason"
 DEAD_LETTER_SUBSCRIPTION = "CloudPubSubDeadLetterSourceSubscription"
 MAX_ACK_DEADLINE_S = 600
 # Pub/Sub's bounds for a dead-letter policy's max_delivery_attempts.
@@ -102,6 +103,19 @@ def enqueue(queue: str, message: QueueMessage, delay_s: int, cfg: GcpConfig) -> 
     except Exception as exc:  # the future re-raises whatever the publish failed with
         raise BackendError(f"publishing to Pub/Sub topic {names.topic} failed: {_text(exc)}") from None
     return message_id
+
+
+def dead_letter(queue: str, message: QueueMessage, reason: str, cfg: GcpConfig) -> bool:
+    """Publish a poison message straight to the queue's dead-letter topic, with the reason attached."""
+    names = cfg.queue(queue)
+    attributes = {**message.attributes, DEAD_LETTER_REASON: reason[:1024]}
+    try:
+        _publisher().publish(names.dead_letter_topic, message.body.encode(), **attributes).result(
+            timeout=cfg.operation_timeout_s
+        )
+    except Exception as exc:  # the future re-raises whatever the publish failed with
+        raise BackendError(f"publishing to dead-letter topic {names.dead_letter_topic} failed: {_text(exc)}") from None
+    return True
 
 
 def receive(queue: str, max_messages: int, visibility_timeout_s: int, cfg: GcpConfig) -> list[ReceivedMessage]:
