@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import http.client
 import json
+import sqlite3
 import threading
 import time
 import uuid
@@ -180,6 +181,18 @@ def describe(sandbox: Sandbox, job_ids: Iterable[int] = ()) -> str:
         lines.append(f"runner {r.key}: {r.state} vm={r.data.get('vm_id')} reason={r.data.get('retired_reason')}")
     lines.append(f"launches: {dict(sandbox.vms.launches)}")
     return "\n".join(lines)
+
+
+def store_rows(sandbox: Sandbox, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Rows of one query on the embedded store's database: one consistent snapshot (WAL), read-only."""
+    assert sandbox.app is not None
+    sandbox.app.backend.load("runner", "-")  # the backend creates its tables on first use
+    path = sandbox.dir / "state" / "jitr.sqlite3"
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        return conn.execute(sql, tuple(params)).fetchall()
+    finally:
+        conn.close()
 
 
 def dead_letters(sandbox: Sandbox, queue: str) -> list[tuple[str, str]]:
