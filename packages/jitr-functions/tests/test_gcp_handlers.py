@@ -86,6 +86,7 @@ def test_webhook_pubsub_push_scaleup_gce_insert_and_lifecycle_end_to_end(deploym
     wait_for(lambda: deployment.backend.load("job", str(job_id)).state == "completed", 30, "the job completed")
     assert deployment.sim.drain_webhooks()
     assert [d.status_code for d in deployment.sim.deliveries()] == [202, 202, 202]
+    wait_for(lambda: len(logged(lifecycle, "lifecycle", job_id=job_id)) == 2, 10, "both lifecycle log lines")
     outcomes = logged(lifecycle, "lifecycle", job_id=job_id)
     assert len(outcomes) == 2 and all("subscription" in r and "event_id" in r for r in outcomes)
 
