@@ -61,7 +61,7 @@ def test_no_secret_in_any_log_record_exception_or_repr(
 
     assert_secret_free("\n".join(texts), [sim])
     records = secret_free_logs()
-    fields = [record.__dict__ for record in records if record.name == "jitr_github"]
+    fields = [record.__dict__ for record in records if record.name == "jitr.github"]
     assert any(f.get("http_status") == 409 for f in fields), "client calls are logged with structured fields"
     assert any(f.get("runner_name") == "leaky" for f in fields)
     assert any("installation_id" in f for f in fields)

@@ -32,7 +32,7 @@ from .ratelimit import RateLimit
 from .tokens import REFRESH_MARGIN_S, InstallationToken, TokenCache
 from .transport import Credential, Reply, Transport
 
-log = logging.getLogger("jitr_github")
+log = logging.getLogger("jitr.github")
 
 PER_PAGE = 100
 REPO_RUNNER_GROUP_ID = 1

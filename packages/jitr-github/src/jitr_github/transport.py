@@ -35,7 +35,7 @@ from jitr_core.secret import Secret
 
 from .ratelimit import RateLimit, rate_limit_wait, retry_after_s
 
-log = logging.getLogger("jitr_github")
+log = logging.getLogger("jitr.github")
 
 API_VERSION = "2022-11-28"
 ETAG_CACHE_SIZE = 2048
