@@ -8,6 +8,7 @@ the GitHub client's libraries and no function imports a cloud SDK it does not ca
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
 from typing import IO, TYPE_CHECKING
@@ -43,11 +44,8 @@ class App:
         self.pm = pm
         self.backend = Backend(pm, settings)
         self._github = github
-        self._clock = clock
+        self.clock = clock or time.time
         self._lock = threading.Lock()
-
-    def _kw(self) -> dict[str, Callable[[], float]]:
-        return {"clock": self._clock} if self._clock else {}
 
     @property
     def github(self) -> GitHubAPI:
@@ -64,23 +62,23 @@ class App:
 
     @cached_property
     def webhook(self) -> WebhookService:
-        return WebhookService(self.backend, **self._kw())
+        return WebhookService(self.backend, clock=self.clock)
 
     @cached_property
     def scaleup(self) -> ScaleupService:
-        return ScaleupService(self.backend, self.github, **self._kw())
+        return ScaleupService(self.backend, self.github, clock=self.clock)
 
     @cached_property
     def lifecycle(self) -> LifecycleService:
-        return LifecycleService(self.backend, self.github, **self._kw())
+        return LifecycleService(self.backend, self.github, clock=self.clock)
 
     @cached_property
     def scaledown(self) -> ScaledownService:
-        return ScaledownService(self.backend, self.github, **self._kw())
+        return ScaledownService(self.backend, self.github, clock=self.clock)
 
     @cached_property
     def rebalancer(self) -> RebalancerService:
-        return RebalancerService(self.backend, self.github, **self._kw())
+        return RebalancerService(self.backend, self.github, clock=self.clock)
 
 
 def build_app(

@@ -52,11 +52,12 @@ class LocalRuntime:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> LocalRuntime:
         self._spawn("http", self._server.serve_forever)
-        for queue, handle in (("jobs", lambda: self.app.scaleup.handle), ("lifecycle", lambda: self.app.lifecycle.handle)):
+        handlers = (("jobs", lambda: self.app.scaleup.handle), ("lifecycle", lambda: self.app.lifecycle.handle))
+        for queue, handle in handlers:
             for i in range(self._workers):
                 self._spawn(f"{queue}-{i}", self._worker, queue, handle)
         self._spawn("scaledown", self._every, self.intervals.scaledown_s, lambda: self.app.scaledown.run())
@@ -119,7 +120,7 @@ def _handler(app: App) -> type[BaseHTTPRequestHandler]:
     class WebhookHandler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:
             try:
                 length = int(self.headers.get("Content-Length", "0"))
             except ValueError:
@@ -133,7 +134,7 @@ def _handler(app: App) -> type[BaseHTTPRequestHandler]:
             response = app.webhook.handle(dict(self.headers.items()), body)
             self._answer(response.status, dict(response.body))
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             if self.path.rstrip("/") in ("/healthz", ""):
                 self._answer(200, {"status": "ok"})
             else:
