@@ -29,6 +29,13 @@ from jitr_core.settings import Settings
 if TYPE_CHECKING:
     from jitr_core.github import GitHubAPI
 
+# Queue-driven functions retry through their queue: a GitHub call gives up after a short, bounded
+# effort (a rate limit longer than a moment defers the message) instead of holding a worker, and
+# the other tenants' messages behind it, for the client's default backoff of many seconds.
+GITHUB_RETRIES = 2
+GITHUB_BACKOFF_S = (0.25, 1.0)  # first wait, longest wait
+GITHUB_MAX_RATE_LIMIT_WAIT_S = 2.0
+
 
 class App:
     """One process's control plane: the services over one backend and one GitHub client."""
@@ -56,7 +63,13 @@ class App:
                 key = self.backend.secret("github_app_private_key")
                 register_secret(key)
                 self._github = GitHubClient(
-                    app_id=self.settings.github_app_id, private_key=Secret(key), api_url=self.settings.github_api_url
+                    app_id=self.settings.github_app_id,
+                    private_key=Secret(key),
+                    api_url=self.settings.github_api_url,
+                    max_retries=GITHUB_RETRIES,
+                    backoff_s=GITHUB_BACKOFF_S[0],
+                    backoff_max_s=GITHUB_BACKOFF_S[1],
+                    max_rate_limit_wait_s=GITHUB_MAX_RATE_LIMIT_WAIT_S,
                 )
             return self._github
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from ..backend import Backend
-from ..errors import JitrError, PayloadError, RetryLaterError
+from ..errors import GitHubRateLimitError, JitrError, PayloadError, RetryLaterError
 from ..model import QueueMessage
 
 log = logging.getLogger("jitr.consume")
@@ -39,8 +39,9 @@ def consume(
     """Run ``handle`` on a message body and decide its fate.
 
     Poison (malformed) messages go to the dead-letter queue at once with the reason; work that
-    must wait (caps, a claim held elsewhere) is re-sent with a delay and acknowledged, so waiting
-    never pushes a good message toward the dead-letter queue; other failures are retried.
+    must wait (caps, a claim held elsewhere, a tenant's GitHub rate limit) is re-sent with a delay
+    and acknowledged, so waiting never pushes a good message toward the dead-letter queue nor
+    holds a worker that other tenants' messages need; other failures are retried.
     """
     try:
         return Outcome(Disposition.DONE, handle(body))
@@ -51,6 +52,11 @@ def consume(
     except RetryLaterError as exc:
         backend.enqueue(queue, QueueMessage(body, dict(attributes or {})), delay_s=min(exc.delay_s, 900))
         log.info("message deferred", extra={"queue": queue, "reason": str(exc), "delay_s": exc.delay_s})
+        return Outcome(Disposition.DONE, f"deferred: {exc}")
+    except GitHubRateLimitError as exc:
+        delay = min(max(1, int(exc.retry_after + 0.999)), 900)
+        backend.enqueue(queue, QueueMessage(body, dict(attributes or {})), delay_s=delay)
+        log.warning("message deferred by a GitHub rate limit", extra={"queue": queue, "delay_s": delay})
         return Outcome(Disposition.DONE, f"deferred: {exc}")
     except JitrError as exc:
         log.warning("message will be retried", extra={"queue": queue, "reason": str(exc)})
