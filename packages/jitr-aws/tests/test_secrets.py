@@ -14,7 +14,7 @@ from botocore.awsrequest import AWSResponse
 from jitr_aws.clients import client
 from jitr_aws.config import aws_config
 from jitr_core.backend import Backend
-from jitr_core.errors import BackendError, SecretNotFoundError, SettingsError
+from jitr_core.errors import BackendError, SecretNotFoundError
 from jitr_core.logs import redact
 from jitr_core.plugins import JitrPluginManager
 
@@ -90,9 +90,11 @@ def test_values_are_cached_for_the_configured_time(world: World, plugin_manager:
     assert _fetch(uncached, name) == "second"
 
 
-def test_a_reference_that_is_not_a_secret_name_is_a_settings_error(backend: Backend) -> None:
-    with pytest.raises(SettingsError, match="JITR_SECRETS_GITHUB_APP_PRIVATE_KEY"):
-        _fetch(backend, "env:JITR_GITHUB_APP_PRIVATE_KEY")
+def test_env_references_are_read_by_core_whatever_the_provider(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JITR_TEST_AWS_SECRET", "from-the-environment")
+    assert _fetch(backend, "env:JITR_TEST_AWS_SECRET") == "from-the-environment"
 
 
 def test_access_denied_is_a_backend_error(backend: Backend, world: World) -> None:

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 from jitr_core.backend import Backend
-from jitr_core.errors import SecretNotFoundError, SettingsError
+from jitr_core.errors import SecretNotFoundError
 from jitr_core.logs import JsonFormatter
 from jitr_gcp.testing.backend import PROJECT, gcp_backend, gcp_settings
 from jitr_gcp.testing.secretmanager_fake import FakeSecretManager
@@ -79,9 +79,12 @@ def test_a_fetched_value_is_redacted_from_jitr_logs(
     assert VALUE not in line and "[REDACTED]" in line
 
 
-def test_a_reference_for_another_provider_is_a_settings_error(secrets_backend: Backend) -> None:
-    with pytest.raises(SettingsError, match="JITR_SECRETS_PROVIDER=embedded"):
-        with_reference(secrets_backend, "env:JITR_WEBHOOK_SECRET").secret("webhook_secret")
+def test_env_references_are_read_by_core_whatever_the_provider(
+    secrets_backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JITR_TEST_GCP_SECRET", "from-the-environment")
+    backend = with_reference(secrets_backend, "env:JITR_TEST_GCP_SECRET")
+    assert backend.secret("webhook_secret") == "from-the-environment"
 
 
 def test_hooks_stay_silent_for_another_provider(secrets_backend: Backend) -> None:
