@@ -1,0 +1,205 @@
+"""The ``jitr`` command: demo, plugins, render-startup-script, status, and serve as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from e2e_support import POOL, get, post, wait_for, webhook_headers
+from jitr_core.backend import Backend
+from jitr_core.messages import LifecycleMessage, encode
+from jitr_core.plugins import create_plugin_manager
+from jitr_core.settings import Settings
+from jitr_functions.cli import main
+from jitr_github.simulator import GitHubSimulator
+
+LATENCY_KEYS = {"p50", "p95", "p99"}
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("faults", [False, True], ids=["clean", "faults"])
+def test_demo_prints_a_json_summary(capsys, faults):
+    argv = ["demo", "--jobs", "24", "--json", "--seed", "3"] + (["--faults"] if faults else [])
+    code, out, _ = _run(capsys, *argv)
+
+    report = json.loads(out.strip().splitlines()[-1])
+    assert code == 0, report
+    assert report["jobs"] == 24 and report["completed"] == 24
+    assert report["lost_jobs"] == 0 and report["duplicate_launches"] == 0
+    assert report["launches"] >= 24
+    assert set(report["latency_ms"]) == LATENCY_KEYS
+    assert 0 <= report["latency_ms"]["p50"] <= report["latency_ms"]["p95"] <= report["latency_ms"]["p99"]
+    assert report["faults"] is faults and report["finished_in_time"] is True
+    if faults:
+        assert report["capacity_errors"] > 0  # the fallback chain was walked
+
+
+def test_plugins_lists_the_built_in_backends_and_their_hooks(capsys):
+    code, out, _ = _run(capsys, "plugins", "--json")
+    assert code == 0
+    plugins = {p["name"]: p for p in json.loads(out)}
+    assert plugins["embedded"]["builtin"] is True
+    assert {"jitr_launch_vm", "jitr_enqueue", "jitr_store_runner", "jitr_fetch_secret",
+            "jitr_render_startup_script"} <= set(plugins["embedded"]["hooks"])
+    assert "jitr_render_startup_script" in plugins["core-script"]["hooks"]
+    code, out, _ = _run(capsys, "plugins")
+    assert code == 0 and "embedded" in out and "[built-in]" in out
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    """A TOML settings file for an embedded deployment with one pool."""
+    path = tmp_path / "jitr.toml"
+    path.write_text(_toml(tmp_path, api_url="http://127.0.0.1:9", app_id="1"))
+    return path
+
+
+def _toml(tmp_path: Path, api_url: str, app_id: str) -> str:
+    labels = ", ".join(f'"{label}"' for label in POOL["labels"])
+    return f"""
+log_level = "INFO"
+boot_timeout_s = 300
+
+[github]
+app_id = "{app_id}"
+api_url = "{api_url}"
+
+[secrets]
+webhook_secret = "file:{tmp_path / 'webhook_secret'}"
+github_app_private_key = "file:{tmp_path / 'app.pem'}"
+
+[embedded]
+state_dir = "{tmp_path / 'state'}"
+
+[[pools]]
+name = "linux"
+labels = [{labels}]
+machine_types = ["local"]
+max_runners = 4
+"""
+
+
+def _providers() -> list[str]:
+    names = {name for name, _ in create_plugin_manager().list_name_plugin()}
+    return [p for p in ("embedded", "aws", "gcp") if p in names]
+
+
+@pytest.mark.parametrize("provider", _providers())
+def test_render_startup_script_is_valid_shell(capsys, config, tmp_path, provider):
+    code, out, _ = _run(capsys, "render-startup-script", "--pool", "linux", "--config", str(config),
+                        "--provider", provider)
+    assert code == 0 and out.startswith("#!")
+    script = tmp_path / "startup.sh"
+    script.write_text(out)
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    if shutil.which("shellcheck"):
+        subprocess.run(["shellcheck", str(script)], check=True)
+
+
+def test_render_startup_script_names_an_unknown_pool(capsys, config):
+    code, _, err = _run(capsys, "render-startup-script", "--pool", "nope", "--config", str(config))
+    assert code == 2 and "unknown pool 'nope'" in err
+
+
+# -- jitr serve as a process ------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Serve:
+    """``jitr serve`` in a child process, as an operator runs it."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JITR_")}
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "jitr_functions", "serve", "--config", str(config), "--port", str(self.port)],
+                stdout=out, stderr=subprocess.STDOUT, env=env,
+            )
+        wait_for(self._healthy, 30, "jitr serve to answer /healthz", step_s=0.1, detail=self.log.read_text)
+
+    def _healthy(self) -> bool:
+        assert self.proc.poll() is None, self.log.read_text()
+        try:
+            return get(self.url + "/healthz", timeout_s=2) == (200, {"status": "ok"})
+        except OSError:
+            return False
+
+    def terminate(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(30)
+
+
+def _status(capsys, config: Path) -> dict:
+    code, out, _ = _run(capsys, "status", "--json", "--config", str(config))
+    assert code == 0
+    return json.loads(out)
+
+
+def _running(capsys, config: Path, job_id: int) -> bool:
+    return any(j["job_id"] == job_id and j["state"] == "running" for j in _status(capsys, config)["jobs"])
+
+
+def _started(payload: bytes, job_id: int) -> bytes:
+    data = json.loads(payload)
+    data["workflow_job"].update(id=job_id, labels=list(POOL["labels"]))
+    data["repository"]["private"] = True
+    return json.dumps(data).encode()
+
+
+def test_serve_answers_health_and_stops_gracefully_without_losing_a_message(capsys, tmp_path, e2e_fixture):
+    with GitHubSimulator() as sim:
+        secret = "whsec-serve-test-0123456789"
+        (tmp_path / "webhook_secret").write_text(secret)
+        (tmp_path / "app.pem").write_text(sim.private_key_pem)
+        config = tmp_path / "jitr.toml"
+        config.write_text(_toml(tmp_path, api_url=sim.base_url, app_id=str(sim.app_id)))
+        log = tmp_path / "serve.log"
+
+        first = Serve(config, log)
+        body = _started(e2e_fixture("webhooks/workflow_job.in_progress.payload.json"), 7001)
+        assert post(first.url + "/webhook", body, webhook_headers("wrong-secret", body))[0] == 401
+        assert post(first.url + "/webhook", body, webhook_headers(secret, body)) == (202, {"queued": "lifecycle"})
+        wait_for(lambda: _running(capsys, config, 7001), 15, "the delivery to be handled")
+
+        # a message not yet visible when the server is told to stop
+        backend = Backend(create_plugin_manager(), Settings.from_toml(config))
+        message = LifecycleMessage(action="in_progress", job_id=7002, run_id=1, repository="octo/api",
+                                   owner="octo", installation_id=None, labels=tuple(POOL["labels"]))
+        backend.enqueue("lifecycle", encode(message), delay_s=4)
+        assert first.terminate() == 0, log.read_text()
+        assert "stopped" in log.read_text()
+        assert not _running(capsys, config, 7002)
+
+        second = Serve(config, log)
+        try:
+            wait_for(lambda: _running(capsys, config, 7002), 20, "the queued message after the restart",
+                     detail=log.read_text)
+        finally:
+            assert second.terminate() == 0, log.read_text()
+
+    code, out, _ = _run(capsys, "status", "--config", str(config))
+    assert code == 0 and "2 open jobs" in out
+
+
+def test_status_of_an_empty_deployment(capsys, config):
+    status = _status(capsys, config)
+    assert status == {"runners": [], "jobs": []}
