@@ -22,7 +22,7 @@ from e2e_support import (
     wait_completed,
     wait_for,
 )
-from jitr_functions.sandbox import SandboxFaults
+from jitr_functions.sandbox import SandboxFaults, VMFaults
 from jitr_github.simulator import Faults
 
 
@@ -142,8 +142,12 @@ def test_lost_webhooks_with_periodic_functions_running(e2e_sandbox):
 
 
 def test_reordered_webhooks_leave_records_completed(e2e_sandbox):
-    sandbox = e2e_sandbox(pools=[POOL], faults=SandboxFaults(github=Faults(seed=3, reorder=0.5, reorder_hold_s=0.6)))
-    jobs = queue_jobs(sandbox, 10)
+    """Half of all deliveries are held back 0.6 s while jobs take at most 0.1 s: a held
+    in_progress is overtaken by its completed (with 24 jobs, all but certainly at least once)."""
+    faults = SandboxFaults(github=Faults(seed=3, reorder=0.5, reorder_hold_s=0.6),
+                           vms=VMFaults(job_seconds=(0.02, 0.1)))
+    sandbox = e2e_sandbox(pools=[POOL], faults=faults)
+    jobs = queue_jobs(sandbox, 24)
     wait_completed(sandbox, jobs, 60)
     assert sandbox.sim.drain_webhooks(10)
 
