@@ -90,6 +90,12 @@ def test_a_real_delivery_is_queued_and_health_answers(runtime, e2e_fixture):
     assert _deliver(runtime, body, headers) == (200, {"duplicate": True})
     assert get(runtime.runtime.url + "/healthz") == (200, {"status": "ok"})
     assert get(runtime.runtime.url + "/nowhere")[0] == 404
+    # deliveries are taken at /webhook only
+    other = _ours(e2e_fixture("webhooks/workflow_job.queued.payload.json"), job_id=4343)
+    assert post(runtime.runtime.url + "/", other, webhook_headers(runtime.webhook_secret, other))[0] == 404
+    assert post(runtime.runtime.url + "/hooks", other, webhook_headers(runtime.webhook_secret, other))[0] == 404
+    bodies = store_rows(runtime, "SELECT body FROM messages UNION ALL SELECT body FROM dead_letters")
+    assert 4343 not in {json.loads(b)["job_id"] for (b,) in bodies}
 
 
 class HoldJobLoads:

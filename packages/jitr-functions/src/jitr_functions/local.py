@@ -121,6 +121,10 @@ def _handler(app: App) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
 
         def do_POST(self) -> None:
+            if self.path.split("?", 1)[0].rstrip("/") != "/webhook":
+                self._answer(404, {"error": "not found; deliveries are taken at /webhook"})
+                self.close_connection = True  # the body was not read
+                return
             try:
                 length = int(self.headers.get("Content-Length", "0"))
             except ValueError:
