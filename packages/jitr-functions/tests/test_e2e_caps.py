@@ -72,7 +72,7 @@ def test_caps_hold_under_a_burst_and_every_job_completes(e2e_sandbox):
     sandbox = e2e_sandbox(
         pools=CAPPED_POOLS, settings={"max_runners": 5, "stuck_after_s": 3},
         intervals=Intervals(scaledown_s=1.0, rebalancer_s=1.0, visibility_timeout_s=2),
-        faults=SandboxFaults(vms=VMFaults(job_seconds=(0.2, 0.5))), seed=4,
+        faults=SandboxFaults(vms=VMFaults(job_seconds=(0.2, 0.5))), seed=4, workers=4,
     )
     sampler = Sampler(sandbox)
     sampler.start()
