@@ -15,6 +15,7 @@ import pytest
 from e2e_support import POOL, get, post, wait_for, webhook_headers
 from jitr_core.backend import Backend
 from jitr_core.messages import LifecycleMessage, encode
+from jitr_core.model import QueueMessage
 from jitr_core.plugins import create_plugin_manager
 from jitr_core.settings import Settings
 from jitr_functions.cli import main
@@ -197,9 +198,16 @@ def test_serve_answers_health_and_stops_gracefully_without_losing_a_message(caps
             assert second.terminate() == 0, log.read_text()
 
     code, out, _ = _run(capsys, "status", "--config", str(config))
-    assert code == 0 and "2 open jobs" in out
+    assert code == 0 and "2 open jobs, 0 runners in flight" in out
 
 
-def test_status_of_an_empty_deployment(capsys, config):
-    status = _status(capsys, config)
-    assert status == {"runners": [], "jobs": []}
+def test_status_of_an_empty_deployment_and_its_dead_letters(capsys, config):
+    assert _status(capsys, config) == {"runners": [], "jobs": [], "dead_letters": []}
+
+    backend = Backend(create_plugin_manager(), Settings.from_toml(config))
+    backend.dead_letter("jobs", QueueMessage("{not json", {"job_id": "77"}), "queue message is not JSON")
+
+    assert _status(capsys, config)["dead_letters"] == [
+        {"queue": "jobs", "job_id": "77", "reason": "queue message is not JSON"}]
+    code, out, _ = _run(capsys, "status", "--config", str(config))
+    assert code == 0 and "1 dead letters" in out and "queue message is not JSON" in out

@@ -55,6 +55,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from jitr_core.backend import Backend
+    from jitr_core.messages import JOBS_QUEUE, LIFECYCLE_QUEUE
     from jitr_core.model import IN_FLIGHT_RUNNER_STATES, OPEN_JOB_STATES, RecordQuery
     from jitr_core.plugins import create_plugin_manager
 
@@ -67,15 +68,21 @@ def cmd_status(args: argparse.Namespace) -> int:
                      "vm_id": r.data.get("vm_id")} for r in runners],
         "jobs": [{"job_id": int(r.key), "state": r.state, "pool": r.pool, "repository": r.data.get("repository"),
                   "attempt": r.data.get("attempt"), "runner": r.data.get("launched_runner")} for r in jobs],
+        "dead_letters": [{"queue": queue, "job_id": m.attributes.get("job_id"),
+                          "reason": m.attributes.get("dead_letter_reason", "")}
+                         for queue in (JOBS_QUEUE, LIFECYCLE_QUEUE) for m in backend.dead_letters(queue)],
     }
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
-    print(f"{len(status['jobs'])} open jobs, {len(status['runners'])} runners in flight")
+    print(f"{len(status['jobs'])} open jobs, {len(status['runners'])} runners in flight, "
+          f"{len(status['dead_letters'])} dead letters")
     for runner in status["runners"]:
         print(f"  runner {runner['name']:<40} {runner['state']:<9} pool={runner['pool']} vm={runner['vm_id']}")
     for job in status["jobs"]:
         print(f"  job {job['job_id']:<12} {job['state']:<9} {job['repository']} attempt={job['attempt']}")
+    for letter in status["dead_letters"]:
+        print(f"  dead letter on {letter['queue']:<9} job={letter['job_id']} {letter['reason']}")
     return 0
 
 
