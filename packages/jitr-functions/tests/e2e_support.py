@@ -29,8 +29,11 @@ from jitr_github.simulator import Faults
 
 LABELS = ["self-hosted", "linux", "x64"]
 POOL: dict[str, Any] = {
-    "name": "linux", "labels": LABELS, "machine_types": ["m7.large", "m6.large"],
-    "placements": ["zone-a", "zone-b"], "max_runners": 50,
+    "name": "linux",
+    "labels": LABELS,
+    "machine_types": ["m7.large", "m6.large"],
+    "placements": ["zone-a", "zone-b"],
+    "max_runners": 50,
 }
 # Periodic functions that never tick on their own: the test runs scaledown/rebalancer itself.
 QUIET = Intervals(scaledown_s=3600.0, rebalancer_s=3600.0, visibility_timeout_s=1)
@@ -38,8 +41,13 @@ QUIET = Intervals(scaledown_s=3600.0, rebalancer_s=3600.0, visibility_timeout_s=
 BUSY = Intervals(scaledown_s=1.0, rebalancer_s=1.0, visibility_timeout_s=2)
 
 
-def wait_for(predicate: Callable[[], object], timeout_s: float = 30.0, what: str = "condition",
-             step_s: float = 0.05, detail: Callable[[], object] | None = None) -> Any:
+def wait_for(
+    predicate: Callable[[], object],
+    timeout_s: float = 30.0,
+    what: str = "condition",
+    step_s: float = 0.05,
+    detail: Callable[[], object] | None = None,
+) -> Any:
     """Poll until ``predicate`` is truthy; fail naming ``what`` (and ``detail()``) after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -66,8 +74,9 @@ def set_faults(sandbox: Sandbox, **faults: Any) -> None:
     sandbox.sim.faults = Faults(seed=next(_SEEDS), **faults)
 
 
-def queue_jobs(sandbox: Sandbox, count: int, repos: Sequence[str] | None = None,
-               labels: Sequence[str] = LABELS) -> list[int]:
+def queue_jobs(
+    sandbox: Sandbox, count: int, repos: Sequence[str] | None = None, labels: Sequence[str] = LABELS
+) -> list[int]:
     repos = list(repos or sandbox.repositories)
     return [sandbox.sim.queue_job(repos[i % len(repos)], list(labels), name=f"job-{i}") for i in range(count)]
 
@@ -81,8 +90,13 @@ def all_completed(sandbox: Sandbox, job_ids: Iterable[int]) -> bool:
 
 
 def wait_completed(sandbox: Sandbox, job_ids: Sequence[int], timeout_s: float = 60.0) -> None:
-    wait_for(lambda: all_completed(sandbox, job_ids), timeout_s, f"{len(job_ids)} jobs to complete",
-             step_s=0.1, detail=lambda: describe(sandbox, job_ids))
+    wait_for(
+        lambda: all_completed(sandbox, job_ids),
+        timeout_s,
+        f"{len(job_ids)} jobs to complete",
+        step_s=0.1,
+        detail=lambda: describe(sandbox, job_ids),
+    )
 
 
 def job_of(runner_name: str) -> tuple[int, int]:
@@ -105,8 +119,9 @@ def assert_one_vm_per_attempt(sandbox: Sandbox) -> None:
     assert not twice, f"runner names launched more than once: {twice}"
 
 
-def assert_vms_accounted(sandbox: Sandbox, job_ids: Sequence[int], timeout_s: float = 20.0,
-                         exact: bool = False, scaledown: bool = False) -> int:
+def assert_vms_accounted(
+    sandbox: Sandbox, job_ids: Sequence[int], timeout_s: float = 20.0, exact: bool = False, scaledown: bool = False
+) -> int:
     """Every VM is accounted for once the jobs are done; returns how many VMs served no job.
 
     Each (job, attempt) was launched at most once; no runner is left in flight and no VM runs;
@@ -125,8 +140,13 @@ def assert_vms_accounted(sandbox: Sandbox, job_ids: Sequence[int], timeout_s: fl
             app.scaledown.run()
         return not in_flight_records(sandbox) and not running_vms(sandbox)
 
-    wait_for(settled, timeout_s, "every runner to finish and every VM to end", step_s=0.2,
-             detail=lambda: describe(sandbox, job_ids))
+    wait_for(
+        settled,
+        timeout_s,
+        "every runner to finish and every VM to end",
+        step_s=0.2,
+        detail=lambda: describe(sandbox, job_ids),
+    )
     records = {r.key: r for r in runner_records(sandbox)}
     launched = set(sandbox.vms.launches)
     assert launched <= set(records), f"VMs without a runner record: {launched - set(records)}"
@@ -153,13 +173,15 @@ def github_runner_names(sandbox: Sandbox) -> set[str]:
 
 # -- the store ------------------------------------------------------------------------------------
 
+
 def record(sandbox: Sandbox, kind: str, key: str | int) -> Record | None:
     assert sandbox.app is not None
     return sandbox.app.backend.load(kind, str(key))
 
 
-def runner_records(sandbox: Sandbox, states: Iterable[str] = ("claimed", "launched", "busy", "finished",
-                                                             "retired")) -> list[Record]:
+def runner_records(
+    sandbox: Sandbox, states: Iterable[str] = ("claimed", "launched", "busy", "finished", "retired")
+) -> list[Record]:
     assert sandbox.app is not None
     return [r for state in states for r in sandbox.app.backend.query_all(RecordQuery("runner", state, limit=500))]
 
@@ -203,15 +225,19 @@ def dead_letters(sandbox: Sandbox, queue: str) -> list[tuple[str, str]]:
 
 # -- webhooks over HTTP ---------------------------------------------------------------------------
 
+
 def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def webhook_headers(secret: str | None, body: bytes, event: str = "workflow_job",
-                    delivery: str | None = None) -> dict[str, str]:
+def webhook_headers(
+    secret: str | None, body: bytes, event: str = "workflow_job", delivery: str | None = None
+) -> dict[str, str]:
     headers = {
-        "Content-Type": "application/json", "User-Agent": "GitHub-Hookshot/test",
-        "X-GitHub-Event": event, "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+        "Content-Type": "application/json",
+        "User-Agent": "GitHub-Hookshot/test",
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
     }
     if secret is not None:
         headers["X-Hub-Signature-256"] = signature(secret, body)
@@ -244,6 +270,7 @@ def get(url: str, timeout_s: float = 15.0) -> tuple[int, dict[str, Any]]:
 
 
 # -- small plugins that inject faults through the hooks ------------------------------------------
+
 
 class NoCapacity:
     """A VM-provider fault: refuses every spot candidate (or every candidate) before the real provider.

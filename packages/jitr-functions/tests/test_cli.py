@@ -52,8 +52,13 @@ def test_plugins_lists_the_built_in_backends_and_their_hooks(capsys):
     assert code == 0
     plugins = {p["name"]: p for p in json.loads(out)}
     assert plugins["embedded"]["builtin"] is True
-    assert {"jitr_launch_vm", "jitr_enqueue", "jitr_store_runner", "jitr_fetch_secret",
-            "jitr_render_startup_script"} <= set(plugins["embedded"]["hooks"])
+    assert {
+        "jitr_launch_vm",
+        "jitr_enqueue",
+        "jitr_store_runner",
+        "jitr_fetch_secret",
+        "jitr_render_startup_script",
+    } <= set(plugins["embedded"]["hooks"])
     assert "jitr_render_startup_script" in plugins["core-script"]["hooks"]
     code, out, _ = _run(capsys, "plugins")
     assert code == 0 and "embedded" in out and "[built-in]" in out
@@ -78,11 +83,11 @@ app_id = "{app_id}"
 api_url = "{api_url}"
 
 [secrets]
-webhook_secret = "file:{tmp_path / 'webhook_secret'}"
-github_app_private_key = "file:{tmp_path / 'app.pem'}"
+webhook_secret = "file:{tmp_path / "webhook_secret"}"
+github_app_private_key = "file:{tmp_path / "app.pem"}"
 
 [embedded]
-state_dir = "{tmp_path / 'state'}"
+state_dir = "{tmp_path / "state"}"
 
 [[pools]]
 name = "linux"
@@ -99,8 +104,9 @@ def _providers() -> list[str]:
 
 @pytest.mark.parametrize("provider", _providers())
 def test_render_startup_script_is_valid_shell(capsys, config, tmp_path, provider):
-    code, out, _ = _run(capsys, "render-startup-script", "--pool", "linux", "--config", str(config),
-                        "--provider", provider)
+    code, out, _ = _run(
+        capsys, "render-startup-script", "--pool", "linux", "--config", str(config), "--provider", provider
+    )
     assert code == 0 and out.startswith("#!")
     script = tmp_path / "startup.sh"
     script.write_text(out)
@@ -115,6 +121,7 @@ def test_render_startup_script_names_an_unknown_pool(capsys, config):
 
 
 # -- jitr serve as a process ------------------------------------------------------------------------
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -133,7 +140,9 @@ class Serve:
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "jitr_functions", "serve", "--config", str(config), "--port", str(self.port)],
-                stdout=out, stderr=subprocess.STDOUT, env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
             )
         wait_for(self._healthy, 30, "jitr serve to answer /healthz", step_s=0.1, detail=self.log.read_text)
 
@@ -183,8 +192,15 @@ def test_serve_answers_health_and_stops_gracefully_without_losing_a_message(caps
 
         # a message not yet visible when the server is told to stop
         backend = Backend(create_plugin_manager(), Settings.from_toml(config))
-        message = LifecycleMessage(action="in_progress", job_id=7002, run_id=1, repository="octo/api",
-                                   owner="octo", installation_id=None, labels=tuple(POOL["labels"]))
+        message = LifecycleMessage(
+            action="in_progress",
+            job_id=7002,
+            run_id=1,
+            repository="octo/api",
+            owner="octo",
+            installation_id=None,
+            labels=tuple(POOL["labels"]),
+        )
         backend.enqueue("lifecycle", encode(message), delay_s=4)
         assert first.terminate() == 0, log.read_text()
         assert "stopped" in log.read_text()
@@ -192,8 +208,9 @@ def test_serve_answers_health_and_stops_gracefully_without_losing_a_message(caps
 
         second = Serve(config, log)
         try:
-            wait_for(lambda: _running(capsys, config, 7002), 20, "the queued message after the restart",
-                     detail=log.read_text)
+            wait_for(
+                lambda: _running(capsys, config, 7002), 20, "the queued message after the restart", detail=log.read_text
+            )
         finally:
             assert second.terminate() == 0, log.read_text()
 
@@ -208,6 +225,7 @@ def test_status_of_an_empty_deployment_and_its_dead_letters(capsys, config):
     backend.dead_letter("jobs", QueueMessage("{not json", {"job_id": "77"}), "queue message is not JSON")
 
     assert _status(capsys, config)["dead_letters"] == [
-        {"queue": "jobs", "job_id": "77", "reason": "queue message is not JSON"}]
+        {"queue": "jobs", "job_id": "77", "reason": "queue message is not JSON"}
+    ]
     code, out, _ = _run(capsys, "status", "--config", str(config))
     assert code == 0 and "1 dead letters" in out and "queue message is not JSON" in out

@@ -70,15 +70,20 @@ def test_caps_hold_under_a_burst_and_every_job_completes(e2e_sandbox):
     """Thirty jobs at once for two pools of three runners under a global cap of five. Jobs over a
     cap wait; scale-down's stuck-job pass (fast here) re-enqueues them as slots free up."""
     sandbox = e2e_sandbox(
-        pools=CAPPED_POOLS, settings={"max_runners": 5, "stuck_after_s": 3},
+        pools=CAPPED_POOLS,
+        settings={"max_runners": 5, "stuck_after_s": 3},
         intervals=Intervals(scaledown_s=1.0, rebalancer_s=1.0, visibility_timeout_s=2),
-        faults=SandboxFaults(vms=VMFaults(job_seconds=(0.2, 0.5))), seed=4, workers=4,
+        faults=SandboxFaults(vms=VMFaults(job_seconds=(0.2, 0.5))),
+        seed=4,
+        workers=4,
     )
     sampler = Sampler(sandbox)
     sampler.start()
     repos = sandbox.repositories
-    jobs = [sandbox.sim.queue_job(repos[i % len(repos)], LABELS if i % 2 else ARM_LABELS, name=f"burst-{i}")
-            for i in range(30)]
+    jobs = [
+        sandbox.sim.queue_job(repos[i % len(repos)], LABELS if i % 2 else ARM_LABELS, name=f"burst-{i}")
+        for i in range(30)
+    ]
 
     try:
         wait_completed(sandbox, jobs, 150)
@@ -111,8 +116,13 @@ def _overlap(run, gate: Gate, which: str) -> tuple[dict, dict]:
 
 def test_overlapping_scaledown_runs_act_once(e2e_sandbox):
     gate = Gate()
-    sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET, settings={"ghost_grace_s": 1, "stuck_after_s": 1},
-                          faults=SandboxFaults(vms=VMFaults(never_boots=1.0)), extra_plugins=[("e2e-gate", gate)])
+    sandbox = e2e_sandbox(
+        pools=[POOL],
+        intervals=QUIET,
+        settings={"ghost_grace_s": 1, "stuck_after_s": 1},
+        faults=SandboxFaults(vms=VMFaults(never_boots=1.0)),
+        extra_plugins=[("e2e-gate", gate)],
+    )
     [job] = queue_jobs(sandbox, 1, ["octo-org/api"])
     name = f"jitr-linux-{job}-1"
     wait_for(lambda: name in running_vms(sandbox).values(), 15, "the VM")

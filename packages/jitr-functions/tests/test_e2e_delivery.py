@@ -40,8 +40,9 @@ ONE_REPO_EACH = {"octo-org": [f"svc-{i}" for i in range(6)], "mona": ["dotfiles"
 def test_duplicated_webhooks_launch_one_vm_per_job(e2e_sandbox):
     """Every delivery arrives twice. One job per repository, so no runner can take another's job
     and the count is exact: one VM per job."""
-    sandbox = e2e_sandbox(pools=[POOL], installations=ONE_REPO_EACH,
-                          faults=SandboxFaults(github=Faults(seed=11, duplicate_webhook=1.0)))
+    sandbox = e2e_sandbox(
+        pools=[POOL], installations=ONE_REPO_EACH, faults=SandboxFaults(github=Faults(seed=11, duplicate_webhook=1.0))
+    )
     jobs = queue_jobs(sandbox, 8)
 
     wait_completed(sandbox, jobs)
@@ -144,8 +145,9 @@ def test_lost_webhooks_with_periodic_functions_running(e2e_sandbox):
 def test_reordered_webhooks_leave_records_completed(e2e_sandbox):
     """Half of all deliveries are held back 0.6 s while jobs take at most 0.1 s: a held
     in_progress is overtaken by its completed (with 24 jobs, all but certainly at least once)."""
-    faults = SandboxFaults(github=Faults(seed=3, reorder=0.5, reorder_hold_s=0.6),
-                           vms=VMFaults(job_seconds=(0.02, 0.1)))
+    faults = SandboxFaults(
+        github=Faults(seed=3, reorder=0.5, reorder_hold_s=0.6), vms=VMFaults(job_seconds=(0.02, 0.1))
+    )
     sandbox = e2e_sandbox(pools=[POOL], faults=faults)
     jobs = queue_jobs(sandbox, 24)
     wait_completed(sandbox, jobs, 60)
@@ -158,8 +160,12 @@ def test_reordered_webhooks_leave_records_completed(e2e_sandbox):
             overtaken.add(job)
     assert overtaken, "the seed reordered no completed/in_progress pair"
 
-    wait_for(lambda: all(record(sandbox, "job", j).state == "completed" for j in jobs), 15,
-             "job records to complete", detail=lambda: describe(sandbox, jobs))
+    wait_for(
+        lambda: all(record(sandbox, "job", j).state == "completed" for j in jobs),
+        15,
+        "job records to complete",
+        detail=lambda: describe(sandbox, jobs),
+    )
     assert_vms_accounted(sandbox, jobs)
 
 

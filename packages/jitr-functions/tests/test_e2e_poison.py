@@ -9,10 +9,29 @@ from e2e_support import POOL, QUIET, dead_letters, queue_jobs, wait_completed, w
 from jitr_core.messages import JobMessage, LifecycleMessage, encode
 from jitr_core.model import QueueMessage
 
-JOB = encode(JobMessage(job_id=41, run_id=7, repository="octo-org/api", owner="octo-org", installation_id=1,
-                        labels=("self-hosted", "linux"), private=True))
-LIFECYCLE = encode(LifecycleMessage(action="completed", job_id=41, run_id=7, repository="octo-org/api",
-                                    owner="octo-org", installation_id=1, labels=("self-hosted",), runner_name="x"))
+JOB = encode(
+    JobMessage(
+        job_id=41,
+        run_id=7,
+        repository="octo-org/api",
+        owner="octo-org",
+        installation_id=1,
+        labels=("self-hosted", "linux"),
+        private=True,
+    )
+)
+LIFECYCLE = encode(
+    LifecycleMessage(
+        action="completed",
+        job_id=41,
+        run_id=7,
+        repository="octo-org/api",
+        owner="octo-org",
+        installation_id=1,
+        labels=("self-hosted",),
+        runner_name="x",
+    )
+)
 
 
 def _edit(message: QueueMessage, **changes: object) -> str:
@@ -58,8 +77,11 @@ def test_poison_messages_are_dead_lettered_and_workers_keep_going(e2e_sandbox):
 
     for queue, bodies in POISON.items():
         wanted = len(bodies)
-        letters = wait_for(lambda q=queue, n=wanted: len(found := dead_letters(sandbox, q)) == n and found,
-                           15, f"{wanted} dead letters on {queue}")
+        letters = wait_for(
+            lambda q=queue, n=wanted: len(found := dead_letters(sandbox, q)) == n and found,
+            15,
+            f"{wanted} dead letters on {queue}",
+        )
         assert all(reason for _, reason in letters), letters
         # each poison message is buried once, at its first delivery, not after the receive limit
         assert not any("max_receive_count" in reason for _, reason in letters), letters

@@ -52,8 +52,11 @@ def test_job_taken_by_another_jobs_runner(e2e_sandbox):
     assert sandbox.sim.job(job_b).runner_name == f"jitr-linux-{job_b}-2"  # and B got a new one
     assert dict(sandbox.vms.launches) == {runner_b1: 1, f"jitr-linux-{job_b}-2": 1}
     assert record(sandbox, "runner", runner_b1).data["serving_job_id"] == job_a
-    wait_for(lambda: record(sandbox, "job", job_a).state == "completed" == record(sandbox, "job", job_b).state,
-             10, "both job records to complete")
+    wait_for(
+        lambda: record(sandbox, "job", job_a).state == "completed" == record(sandbox, "job", job_b).state,
+        10,
+        "both job records to complete",
+    )
     assert record(sandbox, "job", job_b).data["attempt"] == 2
     assert assert_vms_accounted(sandbox, [job_a, job_b], exact=True, scaledown=True) == 0
 
@@ -74,15 +77,22 @@ def test_job_cancelled_while_queued_retires_its_runner(e2e_sandbox):
     sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET, faults=SandboxFaults(vms=VMFaults(never_boots=1.0)))
     [job] = queue_jobs(sandbox, 1, [REPO])
     name = f"jitr-linux-{job}-1"
-    wait_for(lambda: (r := record(sandbox, "runner", name)) is not None and r.state == "launched", 15,
-             "the runner to be launched")
+    wait_for(
+        lambda: (r := record(sandbox, "runner", name)) is not None and r.state == "launched",
+        15,
+        "the runner to be launched",
+    )
     wait_for(lambda: record(sandbox, "job", job).data.get("launched_runner") == name, 10, "the job to be linked")
     assert name in github_runner_names(sandbox) and name in running_vms(sandbox).values()
 
     sandbox.sim.cancel_job(job)
 
-    wait_for(lambda: record(sandbox, "runner", name).state == "retired", 15, "the surplus runner to be retired",
-             detail=lambda: describe(sandbox, [job]))
+    wait_for(
+        lambda: record(sandbox, "runner", name).state == "retired",
+        15,
+        "the surplus runner to be retired",
+        detail=lambda: describe(sandbox, [job]),
+    )
     assert record(sandbox, "runner", name).data["retired_reason"] == "job-cancelled-while-queued"
     assert record(sandbox, "job", job).state == "cancelled"
     wait_for(lambda: name not in running_vms(sandbox).values(), 10, "its VM to end")
@@ -114,8 +124,7 @@ def test_vm_past_its_lifetime_is_terminated_even_while_busy(e2e_sandbox, crash_a
     """The lifetime is enforced on a busy runner too, also when the worker that launched its VM
     died before recording it (the runner took its job before the launch was written down)."""
     pool = {**POOL, "max_lifetime_s": 300}
-    sandbox = e2e_sandbox(pools=[pool], intervals=QUIET,
-                          faults=SandboxFaults(vms=VMFaults(job_seconds=(600.0, 600.0))))
+    sandbox = e2e_sandbox(pools=[pool], intervals=QUIET, faults=SandboxFaults(vms=VMFaults(job_seconds=(600.0, 600.0))))
     if crash_after_launch:
         crashes = []
 
@@ -127,8 +136,9 @@ def test_vm_past_its_lifetime_is_terminated_even_while_busy(e2e_sandbox, crash_a
         sandbox.app.scaleup.checkpoint = crash_once
     [job] = queue_jobs(sandbox, 1, [REPO])
     name = f"jitr-linux-{job}-1"
-    wait_for(lambda: (r := record(sandbox, "runner", name)) is not None and r.state == "busy", 15,
-             "the runner to be busy")
+    wait_for(
+        lambda: (r := record(sandbox, "runner", name)) is not None and r.state == "busy", 15, "the runner to be busy"
+    )
 
     # a busy runner within its lifetime is never touched by cleanup
     sandbox.app.scaledown.run()
@@ -139,8 +149,12 @@ def test_vm_past_its_lifetime_is_terminated_even_while_busy(e2e_sandbox, crash_a
     report = later.run()
 
     assert report.get("lifetime-exceeded") == 1, report
-    wait_for(lambda: name not in running_vms(sandbox).values(), 10, "the VM to be terminated",
-             detail=lambda: describe(sandbox, [job]))
+    wait_for(
+        lambda: name not in running_vms(sandbox).values(),
+        10,
+        "the VM to be terminated",
+        detail=lambda: describe(sandbox, [job]),
+    )
     wait_for(lambda: sandbox.sim.job(job).status == "completed", 10, "GitHub to fail the job")
     assert sandbox.sim.job(job).conclusion == "failure"
     assert name not in github_runner_names(sandbox)
@@ -159,10 +173,20 @@ def _mint_and_launch(sandbox, name: str, launch: bool) -> None:
         return
     context = ScriptContext(name, pool, "simulated", jit.encoded, app.settings.runner_version, pool.max_lifetime_s)
     script = app.backend.render_startup_script(context)
-    app.backend.launch_vm(LaunchRequest(
-        runner_name=name, pool=pool.name, machine_type=pool.machine_types[0], placement=None, spot=True,
-        image="", disk_gb=pool.disk_gb, startup_script=script, idempotency_token=idempotency_token(name, 0),
-        max_lifetime_s=pool.max_lifetime_s))
+    app.backend.launch_vm(
+        LaunchRequest(
+            runner_name=name,
+            pool=pool.name,
+            machine_type=pool.machine_types[0],
+            placement=None,
+            spot=True,
+            image="",
+            disk_gb=pool.disk_gb,
+            startup_script=script,
+            idempotency_token=idempotency_token(name, 0),
+            max_lifetime_s=pool.max_lifetime_s,
+        )
+    )
 
 
 def test_ghost_runner_and_orphan_vm_are_removed(e2e_sandbox):
@@ -184,8 +208,13 @@ def test_ghost_runner_and_orphan_vm_are_removed(e2e_sandbox):
         reports.append(sandbox.app.scaledown.run())
         return orphan not in running_vms(sandbox).values() and not {ghost, orphan} & github_runner_names(sandbox)
 
-    wait_for(cleaned, 15, "the ghost and the orphan to be removed", step_s=0.3,
-             detail=lambda: f"{reports[-3:]}\n{github_runner_names(sandbox)}\n{running_vms(sandbox)}")
+    wait_for(
+        cleaned,
+        15,
+        "the ghost and the orphan to be removed",
+        step_s=0.3,
+        detail=lambda: f"{reports[-3:]}\n{github_runner_names(sandbox)}\n{running_vms(sandbox)}",
+    )
     total = Counter()
     for report in reports:
         total.update(report)

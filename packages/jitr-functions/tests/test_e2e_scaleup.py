@@ -34,8 +34,7 @@ ONE_REPO_EACH = {"octo-org": ["api", "web", "docs"], "mona": ["dotfiles"]}
 
 def test_a_crash_between_any_two_steps_still_launches_one_vm_per_job(e2e_sandbox):
     """Each checkpoint makes one worker die once; the queue redelivers and the launch completes."""
-    sandbox = e2e_sandbox(pools=[POOL], installations=ONE_REPO_EACH, intervals=QUIET,
-                          settings={"claim_timeout_s": 2})
+    sandbox = e2e_sandbox(pools=[POOL], installations=ONE_REPO_EACH, intervals=QUIET, settings={"claim_timeout_s": 2})
     crashed: dict[str, int] = {}
     lock = threading.Lock()
 
@@ -53,8 +52,12 @@ def test_a_crash_between_any_two_steps_still_launches_one_vm_per_job(e2e_sandbox
 
     assert set(crashed) == set(STEPS)
     assert launches_per_job(sandbox) == Counter({job: 1 for job in jobs}), describe(sandbox, jobs)
-    wait_for(lambda: all(r.state == "finished" for r in runner_records(sandbox)) and not running_vms(sandbox),
-             15, "runners to finish", detail=lambda: describe(sandbox, jobs))
+    wait_for(
+        lambda: all(r.state == "finished" for r in runner_records(sandbox)) and not running_vms(sandbox),
+        15,
+        "runners to finish",
+        detail=lambda: describe(sandbox, jobs),
+    )
     assert {r.key for r in runner_records(sandbox)} == set(sandbox.vms.launches)
     # the registration minted before a crash was replaced, not left behind as a ghost
     assert not [r for r in sandbox.sim.runners() if r.name.startswith("jitr-")]

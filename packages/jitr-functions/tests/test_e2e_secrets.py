@@ -60,16 +60,19 @@ def test_no_secret_in_logs_queue_messages_or_records(e2e_sandbox):
     try:
         sandbox = e2e_sandbox(faults=SandboxFaults.demo(seed=21), seed=21, settings={"log_level": "DEBUG"})
         labels = [pool["labels"] for pool in DEMO_POOLS]
-        jobs = [sandbox.sim.queue_job(repo, labels[i % len(labels)], name=f"job-{i}")
-                for i, repo in enumerate(sandbox.repositories * 4)]
+        jobs = [
+            sandbox.sim.queue_job(repo, labels[i % len(labels)], name=f"job-{i}")
+            for i, repo in enumerate(sandbox.repositories * 4)
+        ]
         wait_completed(sandbox, jobs, 90)
         sandbox.app.scaledown.run()
         sandbox.app.rebalancer.run()
         cancelled = sandbox.sim.queue_job(sandbox.repositories[0], labels[0], name="cancelled")
         wait_for(lambda: record(sandbox, "job", cancelled) is not None, 15, "the job to be seen")
         sandbox.sim.cancel_job(cancelled)
-        wait_for(lambda: record(sandbox, "job", cancelled).state in ("cancelled", "completed"), 15,
-                 "the cancellation")  # completed if its runner had taken it already
+        wait_for(
+            lambda: record(sandbox, "job", cancelled).state in ("cancelled", "completed"), 15, "the cancellation"
+        )  # completed if its runner had taken it already
         sandbox.runtime.stop(timeout_s=5.0)  # everything it had to say is said
     finally:
         for logger, level in zip(loggers, levels, strict=True):
@@ -85,8 +88,9 @@ def test_no_secret_in_logs_queue_messages_or_records(e2e_sandbox):
         "log records": capture.texts,
         "JSON log lines": sandbox.log_text().splitlines(),
         "queue messages": [f"{b} {a}" for b, a in store_rows(sandbox, "SELECT body, attributes FROM messages")],
-        "dead letters": [" ".join(map(str, row)) for row in
-                         store_rows(sandbox, "SELECT body, attributes, reason FROM dead_letters")],
+        "dead letters": [
+            " ".join(map(str, row)) for row in store_rows(sandbox, "SELECT body, attributes, reason FROM dead_letters")
+        ],
         "records": [f"{k} {d}" for k, d in store_rows(sandbox, "SELECT key, data FROM records")],
     }
     assert len(capture.texts) > 100 and surfaces["records"]

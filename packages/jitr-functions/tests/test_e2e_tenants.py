@@ -10,9 +10,7 @@ TENANTS = {"octo-org": ["api", "web"], "mona": ["dotfiles", "notes"]}
 MINT = "POST /repos/{owner}/{repo}/actions/runners/generate-jitconfig"
 
 
-@pytest.mark.parametrize(
-    ("status", "retry_after"), [(503, None), (429, 60)], ids=["server-errors", "rate-limited"]
-)
+@pytest.mark.parametrize(("status", "retry_after"), [(503, None), (429, 60)], ids=["server-errors", "rate-limited"])
 def test_one_tenants_github_errors_do_not_stall_another(e2e_sandbox, status, retry_after):
     """mona's repositories answer 5xx (or a 60 s secondary rate limit) to every call. Once both
     scale-up workers have met mona's errors, octo-org's jobs are queued: they must complete well

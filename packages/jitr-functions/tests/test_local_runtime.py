@@ -63,8 +63,11 @@ def test_bodies_that_are_not_json_or_too_large_are_refused(runtime):
     junk = b"this is not json"
     status, body = _deliver(runtime, junk, webhook_headers(runtime.webhook_secret, junk))
     assert status == 400 and "JSON" in body["error"]
-    status, _ = _deliver(runtime, b"{}", {**webhook_headers(runtime.webhook_secret, b"{}"),
-                                         "Content-Type": "application/x-www-form-urlencoded"})
+    status, _ = _deliver(
+        runtime,
+        b"{}",
+        {**webhook_headers(runtime.webhook_secret, b"{}"), "Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert status == 415
 
     limit = runtime.app.settings.max_body_bytes
@@ -114,8 +117,17 @@ class HoldJobLoads:
 
 
 def _in_progress(job_id: int) -> str:
-    return encode(LifecycleMessage(action="in_progress", job_id=job_id, run_id=1, repository="octo-org/api",
-                                   owner="octo-org", installation_id=None, labels=tuple(POOL["labels"]))).body
+    return encode(
+        LifecycleMessage(
+            action="in_progress",
+            job_id=job_id,
+            run_id=1,
+            repository="octo-org/api",
+            owner="octo-org",
+            installation_id=None,
+            labels=tuple(POOL["labels"]),
+        )
+    ).body
 
 
 def test_stop_finishes_the_message_in_hand_and_leaves_the_rest_queued(e2e_sandbox):
@@ -142,9 +154,11 @@ def test_stop_finishes_the_message_in_hand_and_leaves_the_rest_queued(e2e_sandbo
 
     restarted = LocalRuntime(sandbox.app, port=0, workers=1, intervals=QUIET).start()
     try:
-        wait_for(lambda: (r := record(sandbox, "job", 502)) is not None and r.state == "running", 15,
-                 "the queued message to be handled after the restart")
+        wait_for(
+            lambda: (r := record(sandbox, "job", 502)) is not None and r.state == "running",
+            15,
+            "the queued message to be handled after the restart",
+        )
     finally:
         restarted.stop(timeout_s=10)
     assert store_rows(sandbox, "SELECT count(*) FROM messages") == [(0,)]
-
