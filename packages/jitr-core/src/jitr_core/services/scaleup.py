@@ -9,9 +9,7 @@ existing VM (if any) is found by name, and a second JIT registration replaces th
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import random
 import time
 from collections.abc import Callable, Iterator
 
@@ -34,13 +32,10 @@ from ..routing import Router
 from ..settings import Pool
 from ..startup import ScriptContext
 from .common import in_flight, touch_repo
-from .records import JOB, LEASE, RUNNER, JobView, RunnerView, Store
+from .records import JOB, RUNNER, JobView, RunnerView, Store
 
 log = logging.getLogger("jitr.scaleup")
 USER_DATA_LIMITS = {"aws": 16 * 1024, "gcp": 256 * 1024}
-ADMISSION = "scaleup-admission"  # the lease that serialises admitting new claims against the caps
-ADMISSION_TTL_S = 30
-ADMISSION_WAIT_S = 5.0
 
 
 def fallback_chain(pool: Pool) -> Iterator[tuple[str, str | None, bool]]:
@@ -141,11 +136,9 @@ class ScaleupService:
             "vm_id": None,
             "github_runner_id": None,
         }
-        with self._admission():
-            created = self.store.create(RUNNER, name, RunnerState.CLAIMED, pool=pool.name, data=data)
-            if created is not None:
-                self._enforce_caps(created, pool)
+        created = self.store.create(RUNNER, name, RunnerState.CLAIMED, pool=pool.name, data=data)
         if created is not None:
+            self._enforce_caps(created, pool)
             self.checkpoint("claimed")
             return created, False
         existing = self.store.runner(name)
@@ -162,37 +155,17 @@ class ScaleupService:
         log.warning("taking over a stale claim", extra={"claim_age_s": round(age, 1)})
         return taken, True
 
-    @contextlib.contextmanager
-    def _admission(self) -> Iterator[None]:
-        """Admit one new claim at a time, deployment-wide, under a short lease in the store.
-
-        A claim is checked against the caps by counting the runners in flight; two claims
-        checked at once may not see each other (a write stamped earlier can become visible
-        later), and then both pass. Serialising creation and check makes every runner admitted
-        before this one visible to it. The lease expires by itself if its holder dies.
-        """
-        deadline = time.monotonic() + ADMISSION_WAIT_S
-        pause = 0.005
-        while (held := self.store.create(LEASE, ADMISSION, "held", expires_at=self.clock() + ADMISSION_TTL_S)) is None:
-            if time.monotonic() > deadline:
-                raise RetryLaterError("another worker is admitting a runner", delay_s=1)
-            time.sleep(pause * (0.5 + random.random()))
-            pause = min(pause * 2, 0.2)
-        try:
-            yield
-        finally:
-            self.backend.delete(LEASE, ADMISSION, expected_version=held.version)
-
     def _enforce_caps(self, claim: Record, pool: Pool) -> None:
-        """Keep the claim only if fewer than the caps' worth of other runners are in flight.
+        """Keep the claim only if fewer than the caps' worth of *other* runners are in flight.
 
-        Called under the admission lease, so every other claim in flight was admitted already.
+        The claim is written before the count is read, so of two racing claims at least the
+        later reader sees the other (on a store whose queries read their own and others'
+        committed writes): the cap can never be exceeded, and at worst both racers wait for
+        the next try. No lock serialises admissions, so bursts stay parallel.
         """
-        ahead_in_pool = ahead_overall = 0
-        for runner in in_flight(self.backend):
-            if runner.name != claim.key:
-                ahead_overall += 1
-                ahead_in_pool += runner.record.pool == pool.name
+        others = {r.name: r.record.pool for r in in_flight(self.backend) if r.name != claim.key}
+        ahead_overall = len(others)  # by name: a runner moving on between the state queries counts once
+        ahead_in_pool = sum(1 for other_pool in others.values() if other_pool == pool.name)
         if ahead_in_pool < pool.max_runners and ahead_overall < self.settings.max_runners:
             return
         self.backend.delete(RUNNER, claim.key, expected_version=claim.version)
