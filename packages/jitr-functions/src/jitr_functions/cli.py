@@ -46,8 +46,12 @@ def cmd_render(args: argparse.Namespace) -> int:
     pool = settings.pool(args.pool)
     provider = args.provider or settings.provider("vm")
     context = ScriptContext(
-        runner_name_for(pool.name, 0, 1), pool, provider, Secret("UFJFVklFVy1OT1QtQS1SRUFMLUNPTkZJRw=="),
-        settings.runner_version, pool.max_lifetime_s,
+        runner_name_for(pool.name, 0, 1),
+        pool,
+        provider,
+        Secret("UFJFVklFVy1OT1QtQS1SRUFMLUNPTkZJRw=="),
+        settings.runner_version,
+        pool.max_lifetime_s,
     )
     sys.stdout.write(Backend(create_plugin_manager(), settings).render_startup_script(context))
     return 0
@@ -64,19 +68,40 @@ def cmd_status(args: argparse.Namespace) -> int:
     runners = [r for s in IN_FLIGHT_RUNNER_STATES for r in backend.query_all(RecordQuery("runner", s))]
     jobs = [r for s in OPEN_JOB_STATES for r in backend.query_all(RecordQuery("job", s))]
     status: dict[str, Any] = {
-        "runners": [{"name": r.key, "state": r.state, "pool": r.pool, "job_id": r.data.get("job_id"),
-                     "vm_id": r.data.get("vm_id")} for r in runners],
-        "jobs": [{"job_id": int(r.key), "state": r.state, "pool": r.pool, "repository": r.data.get("repository"),
-                  "attempt": r.data.get("attempt"), "runner": r.data.get("launched_runner")} for r in jobs],
-        "dead_letters": [{"queue": queue, "job_id": m.attributes.get("job_id"),
-                          "reason": m.attributes.get("dead_letter_reason", "")}
-                         for queue in (JOBS_QUEUE, LIFECYCLE_QUEUE) for m in backend.dead_letters(queue)],
+        "runners": [
+            {
+                "name": r.key,
+                "state": r.state,
+                "pool": r.pool,
+                "job_id": r.data.get("job_id"),
+                "vm_id": r.data.get("vm_id"),
+            }
+            for r in runners
+        ],
+        "jobs": [
+            {
+                "job_id": int(r.key),
+                "state": r.state,
+                "pool": r.pool,
+                "repository": r.data.get("repository"),
+                "attempt": r.data.get("attempt"),
+                "runner": r.data.get("launched_runner"),
+            }
+            for r in jobs
+        ],
+        "dead_letters": [
+            {"queue": queue, "job_id": m.attributes.get("job_id"), "reason": m.attributes.get("dead_letter_reason", "")}
+            for queue in (JOBS_QUEUE, LIFECYCLE_QUEUE)
+            for m in backend.dead_letters(queue)
+        ],
     }
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
-    print(f"{len(status['jobs'])} open jobs, {len(status['runners'])} runners in flight, "
-          f"{len(status['dead_letters'])} dead letters")
+    print(
+        f"{len(status['jobs'])} open jobs, {len(status['runners'])} runners in flight, "
+        f"{len(status['dead_letters'])} dead letters"
+    )
     for runner in status["runners"]:
         print(f"  runner {runner['name']:<40} {runner['state']:<9} pool={runner['pool']} vm={runner['vm_id']}")
     for job in status["jobs"]:
@@ -99,6 +124,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     done.wait()
     runtime.stop()
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import run_checks
+
+    checks = run_checks(lambda: _settings(args.config))
+    if args.json:
+        print(json.dumps([asdict(check) for check in checks], indent=2))
+    else:
+        for check in checks:
+            print(f"{'ok  ' if check.ok else 'FAIL'} {check.name:<30} {check.detail}")
+    return 0 if all(check.ok for check in checks) else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -134,6 +171,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--faults", action="store_true", help="inject lost, duplicated, reordered webhooks and failures")
     s.add_argument("--seed", type=int, default=7)
     s.set_defaults(func=cmd_demo)
+    s = sub.add_parser("doctor", help="check settings, plugins, providers, secrets and GitHub access")
+    s.add_argument("--config", help="TOML settings file (default: JITR_* environment)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_doctor)
     s = sub.add_parser("bundle", help="build the deployable bundle of a cloud's functions")
     targets = s.add_subparsers(dest="target", required=True)
     from . import bundle_aws

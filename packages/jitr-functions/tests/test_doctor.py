@@ -1,0 +1,51 @@
+"""``jitr doctor`` against a real embedded deployment and the GitHub simulator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from jitr_functions.cli import main
+from jitr_github.simulator import GitHubSimulator
+
+
+def _config(tmp_path: Path, api_url: str, app_id: int, key: str, secret_ref: str) -> Path:
+    (tmp_path / "app.pem").write_text(key)
+    config = tmp_path / "jitr.toml"
+    config.write_text(
+        f'provider = "embedded"\nlog_level = "ERROR"\n[github]\napp_id = "{app_id}"\napi_url = "{api_url}"\n'
+        f'[secrets]\nwebhook_secret = "{secret_ref}"\ngithub_app_private_key = "file:{tmp_path / "app.pem"}"\n'
+        f'[embedded]\nstate_dir = "{tmp_path / "state"}"\n'
+        '[[pools]]\nname = "linux"\nlabels = ["self-hosted", "linux"]\nmachine_types = ["local"]\n'
+    )
+    return config
+
+
+def test_a_healthy_deployment_passes_every_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "hook").write_text("doctor-webhook-secret")
+    with GitHubSimulator() as sim:
+        config = _config(tmp_path, sim.base_url, sim.app_id, sim.private_key_pem, f"file:{tmp_path / 'hook'}")
+        assert main(["doctor", "--config", str(config), "--json"]) == 0
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)}
+    assert all(c["ok"] for c in checks.values()), checks
+    assert {"settings", "plugins", "store", "vms", "queue", "secret webhook_secret", "github"} <= set(checks)
+    out = json.dumps(checks)
+    assert "doctor-webhook-secret" not in out and "PRIVATE KEY" not in out
+
+
+def test_problems_are_reported_one_by_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with GitHubSimulator() as sim:
+        config = _config(tmp_path, sim.base_url, sim.app_id, sim.private_key_pem, "env:JITR_DOCTOR_MISSING")
+        assert main(["doctor", "--config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL secret webhook_secret" in out and "JITR_DOCTOR_MISSING" in out
+    assert "ok   github" in out  # one failure does not hide the next check
+
+
+def test_invalid_settings_stop_at_the_first_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("max_runners = 0\n")
+    assert main(["doctor", "--config", str(bad)]) == 1
+    assert "max_runners in" in capsys.readouterr().out
