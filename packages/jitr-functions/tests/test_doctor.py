@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from jitr_functions.cli import main
 from jitr_github.simulator import GitHubSimulator
 
@@ -48,4 +47,5 @@ def test_invalid_settings_stop_at_the_first_check(tmp_path: Path, capsys: pytest
     bad = tmp_path / "bad.toml"
     bad.write_text("max_runners = 0\n")
     assert main(["doctor", "--config", str(bad)]) == 1
-    assert "max_runners in" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "FAIL settings and plugins" in out and "max_runners in" in out

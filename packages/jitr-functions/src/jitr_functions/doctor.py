@@ -37,44 +37,34 @@ def run_checks(load_settings: Callable[[], Settings]) -> list[Check]:
             checks.append(Check(name, False, f"{type(exc).__name__}: {exc}"))
         return False
 
-    holder: dict[str, object] = {}
-
-    def settings() -> str:
-        holder["settings"] = s = load_settings()
-        return f"{len(s.pools)} pools; providers {dict(s.providers)}"
-
-    def plugins() -> str:
-        holder["pm"] = pm = create_plugin_manager()
-        return ", ".join(info.name for info in list_plugins(pm))
-
-    if not check("settings", settings) or not check("plugins", plugins):
-        return checks
-    s = holder["settings"]
-    assert isinstance(s, Settings)
-    backend = Backend(holder["pm"], s)  # type: ignore[arg-type]
-    check(
-        "store",
-        lambda: (
-            f"{s.provider('store')}: {len(backend.query(RecordQuery('runner', 'busy', limit=1)).records)} "
-            "busy runner(s) on the first page"
-        ),
-    )
-    check("vms", lambda: f"{s.provider('vm')}: {len(backend.list_vms())} managed VM(s)")
-    check("queue", lambda: f"{s.provider('queue')}: {len(backend.dead_letters('jobs'))} dead letter(s) on jobs")
-    for name in sorted(s.secrets):
+    try:
+        settings = load_settings()
+        pm = create_plugin_manager()
+    except JitrError as exc:
+        return [Check("settings and plugins", False, str(exc))]
+    checks.append(Check("settings", True, f"{len(settings.pools)} pools; providers {dict(settings.providers)}"))
+    checks.append(Check("plugins", True, ", ".join(info.name for info in list_plugins(pm))))
+    backend = Backend(pm, settings)
+    check("store", lambda: _store(backend))
+    check("vms", lambda: f"{settings.provider('vm')}: {len(backend.list_vms())} managed VM(s)")
+    check("queue", lambda: f"{settings.provider('queue')}: {len(backend.dead_letters('jobs'))} dead letter(s) on jobs")
+    for name in sorted(settings.secrets):
         check(f"secret {name}", lambda name=name: f"readable ({len(backend.secret(name))} characters)")
-    if s.github_app_id:
-        check("github", lambda: _github(backend, s))
+    if settings.github_app_id:
+        check("github", lambda: _github(backend, settings))
     else:
         checks.append(Check("github", False, "github.app_id / JITR_GITHUB_APP_ID is not set"))
     return checks
 
 
+def _store(backend: Backend) -> str:
+    busy = backend.query(RecordQuery("runner", "busy", limit=1)).records
+    return f"{backend.settings.provider('store')}: answered a query ({len(busy)} busy runner on the first page)"
+
+
 def _github(backend: Backend, settings: Settings) -> str:
     from jitr_github import GitHubClient
 
-    client = GitHubClient(
-        settings.github_app_id, Secret(backend.secret("github_app_private_key")), settings.github_api_url
-    )
-    limit = client.fetch_rate_limit()
-    return f"App {settings.github_app_id} authenticated at {settings.github_api_url}; {limit.remaining}/{limit.limit} requests left"
+    key = Secret(backend.secret("github_app_private_key"))
+    limit = GitHubClient(settings.github_app_id, key, settings.github_api_url).fetch_rate_limit()
+    return f"App {settings.github_app_id} at {settings.github_api_url}: {limit.remaining}/{limit.limit} requests left"
