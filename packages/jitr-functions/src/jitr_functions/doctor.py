@@ -6,6 +6,7 @@ next. Nothing is written, no message is sent, and no secret value is printed.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -49,12 +50,16 @@ def run_checks(load_settings: Callable[[], Settings]) -> list[Check]:
     check("vms", lambda: f"{settings.provider('vm')}: {len(backend.list_vms())} managed VM(s)")
     check("queue", lambda: f"{settings.provider('queue')}: {len(backend.dead_letters('jobs'))} dead letter(s) on jobs")
     for name in sorted(settings.secrets):
-        check(f"secret {name}", lambda name=name: f"readable ({len(backend.secret(name))} characters)")
+        check(f"secret {name}", functools.partial(_secret, backend, name))
     if settings.github_app_id:
         check("github", lambda: _github(backend, settings))
     else:
         checks.append(Check("github", False, "github.app_id / JITR_GITHUB_APP_ID is not set"))
     return checks
+
+
+def _secret(backend: Backend, name: str) -> str:
+    return f"readable ({len(backend.secret(name))} characters)"
 
 
 def _store(backend: Backend) -> str:
