@@ -37,8 +37,6 @@ POOL: dict[str, Any] = {
 }
 # Periodic functions that never tick on their own: the test runs scaledown/rebalancer itself.
 QUIET = Intervals(scaledown_s=3600.0, rebalancer_s=3600.0, visibility_timeout_s=1)
-# Periodic functions ticking fast, as a compressed deployment.
-BUSY = Intervals(scaledown_s=1.0, rebalancer_s=1.0, visibility_timeout_s=2)
 
 
 def wait_for(
