@@ -147,6 +147,7 @@ def test_overlapping_rebalancer_runs_act_once(e2e_sandbox):
     sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET, extra_plugins=[("e2e-gate", gate)])
     [seen] = queue_jobs(sandbox, 1, ["octo-org/api"])
     wait_completed(sandbox, [seen], 30)
+    assert_vms_accounted(sandbox, [seen], scaledown=True)  # nothing idle left to take a lost job
     set_faults(sandbox, drop_webhook=1.0)
     lost = queue_jobs(sandbox, 3, ["octo-org/api"])
     assert sandbox.sim.drain_webhooks(10)

@@ -97,6 +97,7 @@ def test_lost_webhooks_are_recovered_from_githubs_queue(e2e_sandbox):
     repo = "octo-org/api"
     seen = queue_jobs(sandbox, 2, [repo])
     wait_completed(sandbox, seen, 30)  # the repository is now known to be active
+    assert_vms_accounted(sandbox, seen, scaledown=True)  # and no idle runner is left to take a lost job
 
     sandbox.sim.fail_next(10_000, 404, path_contains="/app/hook/deliveries")  # no redelivery either
     set_faults(sandbox, drop_webhook=1.0)
