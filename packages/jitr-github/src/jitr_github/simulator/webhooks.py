@@ -16,7 +16,6 @@ import itertools
 import json
 import logging
 import queue
-import random
 import threading
 import time
 import uuid
@@ -103,7 +102,6 @@ class WebhookSender:
         self._url: str | None = None
         self._secret: bytes | None = None
         self._dice = FaultDice(Faults())
-        self._guids = random.Random(f"{Faults().seed}:guid")
         self._lock = threading.Lock()
         self._due: list[tuple[float, int, _Outgoing]] = []
         self._due_ready = threading.Condition(self._lock)
@@ -130,7 +128,6 @@ class WebhookSender:
     def faults(self, faults: Faults) -> None:
         with self._lock:
             self._dice = FaultDice(faults)
-            self._guids = random.Random(f"{faults.seed}:guid")
 
     def start(self) -> None:
         self._threads = [threading.Thread(target=self._dispatch, name="sim-webhook-dispatch", daemon=True)]
@@ -166,7 +163,7 @@ class WebhookSender:
         with self._lock:
             if self._url is None or self._stopping:
                 return
-            guid = str(uuid.UUID(int=self._guids.getrandbits(128), version=4))
+            guid = str(uuid.uuid4())  # unique across runs and fault changes, like GitHub's
             body = _Body(build)
             for _ in range(2 if self._dice.hit("duplicate_webhook") else 1):
                 self._schedule(_Outgoing(guid, event, action, installation_id, repository_id, job_id, body))
