@@ -64,11 +64,7 @@ _SEEDS = iter(range(1000, 10**9))
 
 
 def set_faults(sandbox: Sandbox, **faults: Any) -> None:
-    """Change the simulator's faults mid-test.
-
-    Each change gets a seed of its own: the simulator seeds its delivery GUIDs from it, and a
-    repeated seed would hand out GUIDs already used, which jitr rightly takes for duplicates.
-    """
+    """Change the simulator's faults mid-test, each change with a seed of its own."""
     sandbox.sim.faults = Faults(seed=next(_SEEDS), **faults)
 
 
