@@ -99,3 +99,10 @@ def test_unreadable_toml_is_a_clear_error(tmp_path: Path) -> None:
 def test_unknown_pool_is_a_clear_error() -> None:
     with pytest.raises(SettingsError, match="unknown pool 'gpu'"):
         Settings.from_env(env()).pool("gpu")
+
+
+def test_a_misspelt_top_level_setting_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "typo.toml"
+    path.write_text("max_runnerz = 3\n")
+    with pytest.raises(SettingsError, match=r"max_runnerz in .*typo.toml is not a setting"):
+        Settings.from_toml(path)

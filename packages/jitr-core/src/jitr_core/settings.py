@@ -222,6 +222,9 @@ def _build(data: dict[str, Any], names: _Names, source: str) -> Settings:
     secrets.setdefault("webhook_secret", "env:JITR_WEBHOOK_SECRET")
     secrets.setdefault("github_app_private_key", "env:JITR_GITHUB_APP_PRIVATE_KEY")
     reserved = {"pools", "github", "secrets", *_SCALARS}
+    for key, value in data.items():
+        if key not in reserved and not isinstance(value, dict):  # tables are plugin sections
+            raise SettingsError(f"{names.name(key)} is not a setting; known: {sorted(reserved)}")
     sections = {k: dict(v) for k, v in data.items() if k not in reserved and isinstance(v, dict)}
     api_url = str(github.get("api_url", "https://api.github.com")).rstrip("/")
     if not api_url.startswith(("https://", "http://")):
