@@ -31,15 +31,20 @@ firestore_emulator = fixtures.firestore_emulator
 def gcp_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A source directory written by ``jitr bundle gcp`` (the jitr command of this environment)."""
     out = tmp_path_factory.mktemp("bundle") / "functions"
-    done = subprocess.run([str(Path(sys.executable).with_name("jitr")), "bundle", "gcp", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("jitr")), "bundle", "gcp", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     return out
 
 
 @pytest.fixture
-def deployment(pubsub_emulator: Emulator, firestore_emulator: Emulator, gcp_bundle: Path,
-               tmp_path: Path) -> Iterator[Deployment]:
+def deployment(
+    pubsub_emulator: Emulator, firestore_emulator: Emulator, gcp_bundle: Path, tmp_path: Path
+) -> Iterator[Deployment]:
     """Fresh topics, collection, fakes and simulator per test; function servers are stopped after it."""
     suffix = uuid.uuid4().hex[:8]
     compute = FakeCompute(PROJECT, ("us-central1-a",))
@@ -51,15 +56,28 @@ def deployment(pubsub_emulator: Emulator, firestore_emulator: Emulator, gcp_bund
     installation_id = sim.add_installation("octo-org", "Organization", repos=["api"])
     secrets.put(PROJECT, "webhook-secret", WEBHOOK_SECRET)
     secrets.put(PROJECT, "github-app-key", sim.private_key_pem)
-    gcp = {"project": PROJECT, "zones": "us-central1-a", "compute_endpoint": compute.url,
-           "secretmanager_endpoint": secrets.url, "firestore_collection": f"jitr-{suffix}", **queue_names(suffix)}
+    gcp = {
+        "project": PROJECT,
+        "zones": "us-central1-a",
+        "compute_endpoint": compute.url,
+        "secretmanager_endpoint": secrets.url,
+        "firestore_collection": f"jitr-{suffix}",
+        **queue_names(suffix),
+    }
     env = {
-        "PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"),
-        "PUBSUB_EMULATOR_HOST": pubsub_emulator.host, "FIRESTORE_EMULATOR_HOST": firestore_emulator.host,
-        "GOOGLE_CLOUD_PROJECT": PROJECT, "PYTHONDONTWRITEBYTECODE": "1",
-        "JITR_PROVIDER": "gcp", "JITR_CLAIM_TIMEOUT_S": "2", "JITR_POOLS": json.dumps([POOL]),
-        "JITR_GITHUB_APP_ID": str(sim.app_id), "JITR_GITHUB_API_URL": api_url,
-        "JITR_SECRETS_WEBHOOK_SECRET": "webhook-secret", "JITR_SECRETS_GITHUB_APP_PRIVATE_KEY": "github-app-key",
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "PUBSUB_EMULATOR_HOST": pubsub_emulator.host,
+        "FIRESTORE_EMULATOR_HOST": firestore_emulator.host,
+        "GOOGLE_CLOUD_PROJECT": PROJECT,
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "JITR_PROVIDER": "gcp",
+        "JITR_CLAIM_TIMEOUT_S": "2",
+        "JITR_POOLS": json.dumps([POOL]),
+        "JITR_GITHUB_APP_ID": str(sim.app_id),
+        "JITR_GITHUB_API_URL": api_url,
+        "JITR_SECRETS_WEBHOOK_SECRET": "webhook-secret",
+        "JITR_SECRETS_GITHUB_APP_PRIVATE_KEY": "github-app-key",
         **{f"JITR_GCP_{key.upper()}": value for key, value in gcp.items()},
     }
     settings = Settings.from_env(env)

@@ -28,10 +28,13 @@ from jitr_github.simulator import GitHubSimulator
 FIXTURES = Path(__file__).parent / "fixtures" / "gcp"
 FUNCTIONS_FRAMEWORK = Path(sys.executable).with_name("functions-framework")
 WEBHOOK_SECRET = "whsec-gcp-functions-test-0123456789"
-POOL = {"name": "linux", "labels": ["self-hosted", "linux", "x64"], "machine_types": ["e2-standard-2"],
-        "image": "projects/debian-cloud/global/images/family/debian-12", "max_runners": 20}
-
-
+POOL = {
+    "name": "linux",
+    "labels": ["self-hosted", "linux", "x64"],
+    "machine_types": ["e2-standard-2"],
+    "image": "projects/debian-cloud/global/images/family/debian-12",
+    "max_runners": 20,
+}
 
 
 def fixture(name: str) -> dict[str, Any]:
@@ -57,12 +60,27 @@ class FunctionServer:
         return f"http://127.0.0.1:{self.port}/"
 
     def start(self, timeout_s: float = 30.0) -> FunctionServer:
-        command = [str(FUNCTIONS_FRAMEWORK), "--target", self.target, "--source", str(self.source),
-                   "--host", "127.0.0.1", "--port", str(self.port)]
+        command = [
+            str(FUNCTIONS_FRAMEWORK),
+            "--target",
+            self.target,
+            "--source",
+            str(self.source),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
         with self.log_path.open("ab") as log:
             self.started_at = time.monotonic()
-            self.process = subprocess.Popen(command, cwd=self.source.parent, env=self.env, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(
+                command,
+                cwd=self.source.parent,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -103,8 +121,9 @@ class FunctionServer:
 
     def post(self, body: bytes | dict[str, Any], headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        request = urllib.request.Request(self.url, data=data, method="POST",
-                                         headers={"Content-Type": "application/json", **(headers or {})})
+        request = urllib.request.Request(
+            self.url, data=data, method="POST", headers={"Content-Type": "application/json", **(headers or {})}
+        )
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 return response.status, json.loads(response.read() or b"{}")
@@ -137,11 +156,15 @@ class Deployment:
 
         names = gcp_config(self.settings).queue(queue)
         name = f"{names.subscription}-push-{server.target}-{uuid.uuid4().hex[:4]}"
-        pubsub_v1.SubscriberClient().create_subscription(request={
-            "name": name, "topic": names.topic, "ack_deadline_seconds": ack_deadline_s,
-            "push_config": {"push_endpoint": server.url},
-            "dead_letter_policy": {"dead_letter_topic": names.dead_letter_topic, "max_delivery_attempts": 5},
-        })
+        pubsub_v1.SubscriberClient().create_subscription(
+            request={
+                "name": name,
+                "topic": names.topic,
+                "ack_deadline_seconds": ack_deadline_s,
+                "push_config": {"push_endpoint": server.url},
+                "dead_letter_policy": {"dead_letter_topic": names.dead_letter_topic, "max_delivery_attempts": 5},
+            }
+        )
         return name
 
     def publish(self, queue: str, body: bytes, **attributes: str) -> str:
@@ -154,8 +177,15 @@ class Deployment:
     def job_message(self, job_id: int) -> bytes:
         """The jobs-queue message the webhook would publish for a job queued in the simulator."""
         job = self.sim.job(job_id)
-        message = JobMessage(job_id=job.id, run_id=job.run_id, repository=job.repository, owner="octo-org",
-                             installation_id=self.installation_id, labels=job.labels, private=True)
+        message = JobMessage(
+            job_id=job.id,
+            run_id=job.run_id,
+            repository=job.repository,
+            owner="octo-org",
+            installation_id=self.installation_id,
+            labels=job.labels,
+            private=True,
+        )
         return encode(message).body.encode()
 
     def instances(self, runner_prefix: str) -> list[str]:

@@ -54,8 +54,20 @@ def test_every_other_requirement_is_pinned_to_the_installed_version(gcp_bundle: 
 
 
 def test_the_command_prints_what_it_wrote_and_can_leave_a_plugin_out(tmp_path: Path) -> None:
-    done = subprocess.run([str(Path(sys.executable).with_name("jitr")), "bundle", "gcp", "--out", str(tmp_path),
-                           "--exclude-plugin", "jitr-aws"], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("jitr")),
+            "bundle",
+            "gcp",
+            "--out",
+            str(tmp_path),
+            "--exclude-plugin",
+            "jitr-aws",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
     assert done.returncode == 0, done.stderr
     assert f"wrote {tmp_path / 'main.py'}" in done.stdout
@@ -68,23 +80,38 @@ def test_the_wheels_install_offline_into_a_fresh_environment(gcp_bundle: Path, t
     """pip takes the vendored wheels as requirements.txt names them (dependencies come from this environment)."""
     target = tmp_path / "site"
     wheels = [line for line in requirements(gcp_bundle) if line.startswith("./")]
-    done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target",
-                           str(target), *wheels], cwd=gcp_bundle, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(target), *wheels],
+        cwd=gcp_bundle,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
 
     code = "import jitr_functions.gcp, jitr_gcp; print(jitr_functions.gcp.__file__)"
-    probe = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": str(target), "PATH": ""},
-                           capture_output=True, text=True, timeout=60)
+    probe = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"PYTHONPATH": str(target), "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.strip().startswith(str(target))
 
 
-def test_a_distribution_installed_from_a_wheel_is_rebuilt_from_its_installed_files(gcp_bundle: Path,
-                                                                                  tmp_path: Path) -> None:
+def test_a_distribution_installed_from_a_wheel_is_rebuilt_from_its_installed_files(
+    gcp_bundle: Path, tmp_path: Path
+) -> None:
     original = next((gcp_bundle / "wheels").glob("jitr_gcp-*.whl"))
     site = tmp_path / "site"
-    done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target",
-                           str(site), str(original)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(site), str(original)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     (tmp_path / "wheels").mkdir()
 

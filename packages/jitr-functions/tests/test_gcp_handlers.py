@@ -28,7 +28,8 @@ LABELS = ["self-hosted", "linux", "x64"]
 PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
 _JIT_IN_SCRIPT = re.compile(r"ACTIONS_RUNNER_INPUT_JITCONFIG=\"\$\(printf %s '([A-Za-z0-9+/=]+)' \| base64 -d\)\"")
 needs_dead_letter_hook = pytest.mark.xfail(
-    not hasattr(jitr_gcp.plugin, "jitr_dead_letter"), strict=True,
+    not hasattr(jitr_gcp.plugin, "jitr_dead_letter"),
+    strict=True,
     reason="jitr-gcp does not implement jitr_dead_letter yet, so a poison message cannot be dead-lettered",
 )
 
@@ -38,8 +39,9 @@ def runner(job_id: int) -> str:
 
 
 def logged(server: FunctionServer, message: str, **fields: Any) -> list[dict[str, Any]]:
-    return [r for r in server.records() if r.get("message") == message
-            and all(r.get(k) == v for k, v in fields.items())]
+    return [
+        r for r in server.records() if r.get("message") == message and all(r.get(k) == v for k, v in fields.items())
+    ]
 
 
 def quiet_job(deployment: Deployment) -> int:
@@ -57,9 +59,13 @@ def with_data(event: dict[str, Any], body: bytes) -> dict[str, Any]:
 
 
 def ce_headers(event_id: str = "ce-1") -> dict[str, str]:
-    return {"ce-specversion": "1.0", "ce-type": PUBLISHED, "ce-id": event_id,
-            "ce-source": "//pubsub.googleapis.com/projects/jitr-test/topics/jitr-jobs",
-            "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    return {
+        "ce-specversion": "1.0",
+        "ce-type": PUBLISHED,
+        "ce-id": event_id,
+        "ce-source": "//pubsub.googleapis.com/projects/jitr-test/topics/jitr-jobs",
+        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    }
 
 
 def test_webhook_pubsub_push_scaleup_gce_insert_and_lifecycle_end_to_end(deployment: Deployment) -> None:
@@ -91,12 +97,15 @@ def test_webhook_pubsub_push_scaleup_gce_insert_and_lifecycle_end_to_end(deploym
     assert len(outcomes) == 2 and all("subscription" in r and "event_id" in r for r in outcomes)
 
 
-@pytest.mark.parametrize("name,mode", [
-    ("MessagePublishedData-structured.json", "structured"),
-    ("MessagePublishedData-binary-testdata.json", "binary"),
-    ("MessagePublishedData-binary-simple.json", "push"),
-    ("MessagePublishedData-text-testdata.json", "push"),
-])
+@pytest.mark.parametrize(
+    "name,mode",
+    [
+        ("MessagePublishedData-structured.json", "structured"),
+        ("MessagePublishedData-binary-testdata.json", "binary"),
+        ("MessagePublishedData-binary-simple.json", "push"),
+        ("MessagePublishedData-text-testdata.json", "push"),
+    ],
+)
 def test_each_delivery_shape_carries_a_job_to_a_launch(deployment: Deployment, name: str, mode: str) -> None:
     scaleup = deployment.serve("scaleup")
     job_id = quiet_job(deployment)
@@ -127,15 +136,22 @@ def test_the_fixture_payloads_are_poison_dead_lettered_with_a_reason_and_acknowl
 
 
 @needs_dead_letter_hook
-@pytest.mark.parametrize("raw,headers,reason", [
-    (b"{}", {**ce_headers(), "ce-type": "google.cloud.storage.object.v1.finalized"}, "CloudEvent type must be"),
-    (json.dumps({"message": {"data": "%%not base64%%", "messageId": "1"}}).encode(), {}, "not base64"),
-    (json.dumps({"specversion": "1.0", "type": PUBLISHED, "id": "x", "data": {"subscription": "s"}}).encode(),
-     {}, "lacks a 'message'"),
-    (b"\xff\xfe not json", ce_headers(), "not JSON"),
-])
+@pytest.mark.parametrize(
+    "raw,headers,reason",
+    [
+        (b"{}", {**ce_headers(), "ce-type": "google.cloud.storage.object.v1.finalized"}, "CloudEvent type must be"),
+        (json.dumps({"message": {"data": "%%not base64%%", "messageId": "1"}}).encode(), {}, "not base64"),
+        (
+            json.dumps({"specversion": "1.0", "type": PUBLISHED, "id": "x", "data": {"subscription": "s"}}).encode(),
+            {},
+            "lacks a 'message'",
+        ),
+        (b"\xff\xfe not json", ce_headers(), "not JSON"),
+    ],
+)
 def test_a_malformed_cloudevent_is_dead_lettered_with_its_reason_and_acknowledged(
-        deployment: Deployment, raw: bytes, headers: dict[str, str], reason: str) -> None:
+    deployment: Deployment, raw: bytes, headers: dict[str, str], reason: str
+) -> None:
     scaleup = deployment.serve("scaleup")
 
     status, body = scaleup.post(raw, headers)
@@ -212,7 +228,8 @@ get_app().scaleup.checkpoint = _die
 
 @pytest.mark.parametrize("step", ["claimed", "launched"])
 def test_a_crash_after_a_step_then_redelivery_launches_one_instance(
-        deployment: Deployment, tmp_path: Path, step: str) -> None:
+    deployment: Deployment, tmp_path: Path, step: str
+) -> None:
     source = tmp_path / "crashing" / "main.py"
     source.parent.mkdir()
     source.write_text(CRASHING_MAIN)
@@ -235,8 +252,9 @@ def test_a_periodic_run_answers_a_scheduler_call_over_http_and_over_pubsub(deplo
 
     status, body = server.post(b"", {"X-CloudScheduler-JobName": f"jitr-{target}"})
     assert status == 200 and isinstance(body["report"], dict), body
-    status, body = server.post(fixture("MessagePublishedData-structured.json"),
-                               {"Content-Type": "application/cloudevents+json"})
+    status, body = server.post(
+        fixture("MessagePublishedData-structured.json"), {"Content-Type": "application/cloudevents+json"}
+    )
     assert status == 200 and isinstance(body["report"], dict), body
 
     runs = logged(server, f"{target} run")
@@ -244,7 +262,7 @@ def test_a_periodic_run_answers_a_scheduler_call_over_http_and_over_pubsub(deplo
     assert runs[1]["event_id"] == "3103425958877813"
 
 
-IMPORT_PROBE = '''
+IMPORT_PROBE = """
 import json, sys, time
 from functions_framework import create_app
 app = create_app("webhook", sys.argv[1])
@@ -254,19 +272,29 @@ answer = app.test_client().post("/", data=body, headers=json.loads(sys.argv[3]))
 heavy = ["google.cloud.compute_v1", "jitr_github", "jwt"]
 print(json.dumps({"status": answer.status_code, "body": answer.get_json(), "ms": (time.perf_counter() - started) * 1000,
                   "loaded": [m for m in heavy if m in sys.modules]}))
-'''
+"""
 
 
 def test_the_webhook_answers_a_real_payload_without_loading_compute_or_the_github_client(
-        deployment: Deployment) -> None:
+    deployment: Deployment,
+) -> None:
     """requests and cryptography are not checked: google-auth loads them for the Pub/Sub publish itself."""
     payload = FIXTURES / "workflow_job.queued.payload.json"
     signature = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), payload.read_bytes(), hashlib.sha256).hexdigest()
-    headers = {"X-GitHub-Event": "workflow_job", "X-GitHub-Delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958",
-               "X-Hub-Signature-256": signature, "Content-Type": "application/json"}
+    headers = {
+        "X-GitHub-Event": "workflow_job",
+        "X-GitHub-Delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+        "X-Hub-Signature-256": signature,
+        "Content-Type": "application/json",
+    }
 
-    done = subprocess.run([sys.executable, "-c", IMPORT_PROBE, str(deployment.bundle / "main.py"), str(payload),
-                           json.dumps(headers)], env=deployment.env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_PROBE, str(deployment.bundle / "main.py"), str(payload), json.dumps(headers)],
+        env=deployment.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.splitlines()[-1])

@@ -52,15 +52,19 @@ def write_bundle(out: Path, exclude: Iterable[str] = ()) -> Bundle:
     plugins = {_canonical(ep.dist.name) for ep in metadata.entry_points(group="jitr") if ep.dist is not None}
     roots = [_canonical(name) for name in ROOTS] + sorted(plugins - skip)
     closure = _closure(roots, skip)
-    vendored = sorted(name for name, dist in closure.items()
-                      if name.startswith("jitr") or name in plugins or _local_source(dist) is not None)
+    vendored = sorted(
+        name
+        for name, dist in closure.items()
+        if name.startswith("jitr") or name in plugins or _local_source(dist) is not None
+    )
     wheel_dir = out / "wheels"
     wheel_dir.mkdir(parents=True, exist_ok=True)
     for old in wheel_dir.glob("*.whl"):
         old.unlink()
     wheels = tuple(_wheel(closure[name], wheel_dir) for name in vendored)
-    pins = tuple(f"{closure[name].metadata['Name']}=={closure[name].version}"
-                 for name in sorted(closure) if name not in vendored)
+    pins = tuple(
+        f"{closure[name].metadata['Name']}=={closure[name].version}" for name in sorted(closure) if name not in vendored
+    )
     lines = [f"./wheels/{w.name}" for w in wheels] + list(pins)
     header = "# Written by jitr bundle gcp: jitr's wheels, then pinned dependencies as installed there.\n"
     (out / "requirements.txt").write_text(header + "\n".join(lines) + "\n")
@@ -70,8 +74,13 @@ def write_bundle(out: Path, exclude: Iterable[str] = ()) -> Bundle:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="directory to write the function source into")
-    parser.add_argument("--exclude-plugin", action="append", default=[], metavar="NAME",
-                        help="leave out an installed jitr plugin distribution, e.g. jitr-aws (repeatable)")
+    parser.add_argument(
+        "--exclude-plugin",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="leave out an installed jitr plugin distribution, e.g. jitr-aws (repeatable)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -139,8 +148,11 @@ def _build(source: Path, out: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         done = subprocess.run([sys.executable, "-c", hook, backend, tmp], cwd=source, capture_output=True, text=True)
         if done.returncode != 0:
-            done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", tmp, str(source)],
-                                  capture_output=True, text=True)
+            done = subprocess.run(
+                [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", tmp, str(source)],
+                capture_output=True,
+                text=True,
+            )
         built = sorted(Path(tmp).glob("*.whl"))
         if done.returncode != 0 or len(built) != 1:
             raise JitrError(f"building a wheel from {source} failed: {done.stderr.strip()[-800:]}")

@@ -17,8 +17,9 @@ from .sandbox import DEMO_POOLS, Sandbox, SandboxFaults
 LABELS = [pool["labels"] for pool in DEMO_POOLS]
 
 
-def run_demo(jobs: int = 36, as_json: bool = False, faults: bool = False, seed: int = 7,
-             timeout_s: float | None = None) -> int:
+def run_demo(
+    jobs: int = 36, as_json: bool = False, faults: bool = False, seed: int = 7, timeout_s: float | None = None
+) -> int:
     out = sys.stdout
     logs = io.StringIO()
     sandbox_faults = SandboxFaults.demo(seed) if faults else SandboxFaults()
@@ -26,11 +27,15 @@ def run_demo(jobs: int = 36, as_json: bool = False, faults: bool = False, seed: 
     with Sandbox(faults=sandbox_faults, seed=seed, log_stream=logs) as sandbox:
         repos = sandbox.repositories
         started = time.monotonic()
-        job_ids = [sandbox.sim.queue_job(repos[i % len(repos)], LABELS[i % len(LABELS)], name=f"job-{i}")
-                   for i in range(jobs)]
+        job_ids = [
+            sandbox.sim.queue_job(repos[i % len(repos)], LABELS[i % len(LABELS)], name=f"job-{i}") for i in range(jobs)
+        ]
         if not as_json:
-            print(f"jitr demo: {jobs} jobs, {len(DEMO_POOLS)} pools, {len(sandbox.installations)} tenants"
-                  f"{', faults injected' if faults else ''}", file=out)
+            print(
+                f"jitr demo: {jobs} jobs, {len(DEMO_POOLS)} pools, {len(sandbox.installations)} tenants"
+                f"{', faults injected' if faults else ''}",
+                file=out,
+            )
         finished = _follow(sandbox, job_ids, timeout_s, None if as_json else out)
         report: dict[str, Any] = sandbox.report(job_ids)
         report["seconds"] = round(time.monotonic() - started, 2)
@@ -51,8 +56,10 @@ def _follow(sandbox: Sandbox, job_ids: list[int], timeout_s: float, out: Any) ->
         jobs = [sandbox.sim.job(job_id) for job_id in job_ids]
         done = sum(j.status == "completed" for j in jobs)
         running = sum(j.status == "in_progress" for j in jobs)
-        line = (f"  queued {len(jobs) - done - running:>4}  running {running:>4}  completed {done:>4}/{len(jobs)}"
-                f"  VMs launched {sum(sandbox.vms.launches.values()):>4}")
+        line = (
+            f"  queued {len(jobs) - done - running:>4}  running {running:>4}  completed {done:>4}/{len(jobs)}"
+            f"  VMs launched {sum(sandbox.vms.launches.values()):>4}"
+        )
         if out is not None and line != last:
             out.write(("\r" + line) if tty else (line + "\n"))
             out.flush()
@@ -71,7 +78,8 @@ def _summary(report: dict[str, Any], out: Any) -> None:
     latency = report["latency_ms"]
     ok = report["lost_jobs"] == 0 and report["duplicate_launches"] == 0
     print(
-        f"\n{'OK' if ok else 'FAILED'}: {report['completed']}/{report['jobs']} jobs completed in {report['seconds']} s\n"
+        f"\n{'OK' if ok else 'FAILED'}: {report['completed']}/{report['jobs']} jobs completed"
+        f" in {report['seconds']} s\n"
         f"  VM launches        {report['launches']}\n"
         f"  duplicate launches {report['duplicate_launches']}\n"
         f"  lost jobs          {report['lost_jobs']}\n"

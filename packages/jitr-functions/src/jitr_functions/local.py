@@ -36,7 +36,11 @@ class LocalRuntime:
     """Runs the control plane in this process until :meth:`stop`."""
 
     def __init__(
-        self, app: App, host: str = "127.0.0.1", port: int = 8080, workers: int = 2,
+        self,
+        app: App,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        workers: int = 2,
         intervals: Intervals = Intervals(),
     ) -> None:
         self.app = app

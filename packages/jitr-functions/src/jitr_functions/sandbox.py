@@ -32,12 +32,28 @@ PROVIDER = "simulated"
 _JIT_IN_SCRIPT = re.compile(r"ACTIONS_RUNNER_INPUT_JITCONFIG=\"\$\(printf %s '([A-Za-z0-9+/=]+)' \| base64 -d\)\"")
 
 DEMO_POOLS: list[dict[str, Any]] = [
-    {"name": "linux-x64", "labels": ["self-hosted", "linux", "x64"], "machine_types": ["c7i.large", "c6i.large"],
-     "placements": ["zone-a", "zone-b"], "max_runners": 40},
-    {"name": "linux-arm64", "labels": ["self-hosted", "linux", "arm64"], "machine_types": ["c7g.large"],
-     "placements": ["zone-a", "zone-b"], "arch": "arm64", "max_runners": 40},
-    {"name": "gpu", "labels": ["self-hosted", "linux", "gpu"], "machine_types": ["g5.xlarge", "g6.xlarge"],
-     "spot": False, "max_runners": 12},
+    {
+        "name": "linux-x64",
+        "labels": ["self-hosted", "linux", "x64"],
+        "machine_types": ["c7i.large", "c6i.large"],
+        "placements": ["zone-a", "zone-b"],
+        "max_runners": 40,
+    },
+    {
+        "name": "linux-arm64",
+        "labels": ["self-hosted", "linux", "arm64"],
+        "machine_types": ["c7g.large"],
+        "placements": ["zone-a", "zone-b"],
+        "arch": "arm64",
+        "max_runners": 40,
+    },
+    {
+        "name": "gpu",
+        "labels": ["self-hosted", "linux", "gpu"],
+        "machine_types": ["g5.xlarge", "g6.xlarge"],
+        "spot": False,
+        "max_runners": 12,
+    },
 ]
 
 
@@ -130,8 +146,11 @@ class SimulatedVMs:
             return None
         with self._lock:
             vms = list(self._vms.values())
-        return [VMInfo(v.vm_id, v.runner_name, v.pool, PROVIDER, v.created_at, running=not v.done.is_set())
-                for v in vms if not v.done.is_set()]
+        return [
+            VMInfo(v.vm_id, v.runner_name, v.pool, PROVIDER, v.created_at, running=not v.done.is_set())
+            for v in vms
+            if not v.done.is_set()
+        ]
 
     def _run(self, vm: _VM, jit: str, boots: bool) -> None:
         try:
@@ -169,8 +188,15 @@ class SandboxFaults:
     @classmethod
     def demo(cls, seed: int) -> SandboxFaults:
         return cls(
-            github=Faults(seed=seed, drop_webhook=0.08, duplicate_webhook=0.1, reorder=0.1, http_5xx=0.03,
-                          http_429=0.01, retry_after_s=1),
+            github=Faults(
+                seed=seed,
+                drop_webhook=0.08,
+                duplicate_webhook=0.1,
+                reorder=0.1,
+                http_5xx=0.03,
+                http_429=0.01,
+                retry_after_s=1,
+            ),
             vms=VMFaults(capacity=0.25, never_boots=0.03),
             crash=0.03,
         )
@@ -216,11 +242,16 @@ class Sandbox:
             "provider": "embedded",
             "vm_provider": PROVIDER,
             "github": {"app_id": str(self.sim.app_id), "api_url": api_url},
-            "secrets": {"webhook_secret": f"file:{self.dir / 'webhook_secret'}",
-                        "github_app_private_key": f"file:{self.dir / 'app.pem'}"},
+            "secrets": {
+                "webhook_secret": f"file:{self.dir / 'webhook_secret'}",
+                "github_app_private_key": f"file:{self.dir / 'app.pem'}",
+            },
             "embedded": {"state_dir": str(self.dir / "state"), "max_receive_count": "5"},
             "pools": self._pools,
-            "boot_timeout_s": 5, "ghost_grace_s": 2, "stuck_after_s": 8, "claim_timeout_s": 3,
+            "boot_timeout_s": 5,
+            "ghost_grace_s": 2,
+            "stuck_after_s": 8,
+            "claim_timeout_s": 3,
             "log_level": "INFO",
         }
         data.update(self._extra)
@@ -290,8 +321,7 @@ class Sandbox:
             "duplicate_launches": sum(n - 1 for n in self.vms.launches.values() if n > 1),
             "lost_jobs": len(jobs) - len([j for j in jobs if j.status == "completed"]),
             "capacity_errors": self.vms.capacity_errors,
-            "latency_ms": {p: round(_percentile(latencies, q), 1) for p, q in (("p50", 50), ("p95", 95),
-                                                                               ("p99", 99))},
+            "latency_ms": {p: round(_percentile(latencies, q), 1) for p, q in (("p50", 50), ("p95", 95), ("p99", 99))},
         }
 
 

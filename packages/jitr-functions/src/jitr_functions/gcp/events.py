@@ -54,15 +54,19 @@ def parse(headers: Mapping[str, str], raw: bytes) -> Delivery:
         return _published(data, str(document.get("id", "")))
     if "message" in document:
         return _published(document, "")
-    raise MalformedEvent("expected a CloudEvent or a Pub/Sub push envelope, found neither 'ce-specversion', "
-                         "'specversion' nor 'message'")
+    raise MalformedEvent(
+        "expected a CloudEvent or a Pub/Sub push envelope, found neither 'ce-specversion', 'specversion' nor 'message'"
+    )
 
 
 def trace_id(headers: Mapping[str, str]) -> str | None:
     """The trace id from ``traceparent``/``ce-traceparent`` or ``X-Cloud-Trace-Context``, if any."""
     h = {k.lower(): v for k, v in headers.items()}
-    for name, pattern in (("traceparent", _TRACEPARENT), ("ce-traceparent", _TRACEPARENT),
-                          ("x-cloud-trace-context", _CLOUD_TRACE)):
+    for name, pattern in (
+        ("traceparent", _TRACEPARENT),
+        ("ce-traceparent", _TRACEPARENT),
+        ("x-cloud-trace-context", _CLOUD_TRACE),
+    ):
         if match := pattern.match(h.get(name, "").strip()):
             return match.group(1)
     return None

@@ -86,8 +86,12 @@ def _deliver(request: flask.Request, queue: str, handler: Callable[[App], Callab
             delivery = events.parse(headers, raw)
         except events.MalformedEvent as exc:
             return _dead_letter(app, queue, raw, str(exc))
-        with log_context(event_id=delivery.event_id or None, message_id=delivery.message_id or None,
-                         delivery_attempt=delivery.delivery_attempt, subscription=delivery.subscription or None):
+        with log_context(
+            event_id=delivery.event_id or None,
+            message_id=delivery.message_id or None,
+            delivery_attempt=delivery.delivery_attempt,
+            subscription=delivery.subscription or None,
+        ):
             wait = _not_due_for(delivery.attributes)
             if wait > HOLD_LIMIT_S:
                 log.info("message not due yet; left for redelivery", extra={"queue": queue, "due_in_s": round(wait)})
