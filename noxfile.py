@@ -21,7 +21,7 @@ TEST_EXTRAS = {"jitr-functions": ["test", "aws", "gcp"]}
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.error_on_missing_interpreters = False
-nox.options.sessions = ["tests"]
+nox.options.sessions = ["tests", "lint"]
 nox.needs_version = ">=2024.3.2"
 
 
