@@ -20,7 +20,7 @@ from ..messages import LifecycleMessage, decode
 from ..model import JobState, Record, RunnerState
 from ..routing import Router
 from .common import requeue, retire
-from .records import JOB, RUNNER, JobView, RunnerView, Store, job_can_move, runner_can_move
+from .records import JOB, RUNNER, JobView, RunnerView, Store, job_can_move, new_job_data, runner_can_move
 
 log = logging.getLogger("jitr.lifecycle")
 
@@ -67,17 +67,7 @@ class LifecycleService:
         admission = self.router.admit_parts(message.repository, message.owner, message.labels, True)
         if admission.pool is None:
             return None
-        data = {
-            "run_id": message.run_id,
-            "repository": message.repository,
-            "owner": message.owner,
-            "installation_id": message.installation_id,
-            "labels": list(message.labels),
-            "private": True,
-            "attempt": 1,
-            "queued_at": message.received_at,
-            "launched_runner": None,
-        }
+        data = new_job_data(message, private=True, attempt=1)
         self.store.create(JOB, str(message.job_id), JobState.QUEUED, pool=admission.pool.name, data=data)
         return self.store.job(message.job_id)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..backend import Backend
 from ..errors import StoreConflictError
+from ..messages import JobMessage, LifecycleMessage
 from ..model import JobState, Record, RunnerState, Scope
 
 JOB = "job"
@@ -175,3 +176,18 @@ class Store:
             if written is not None:
                 return written
         raise StoreConflictError(f"{kind} {key} kept changing under {attempts} attempts to update it")
+
+
+def new_job_data(message: JobMessage | LifecycleMessage, private: bool, attempt: int) -> dict[str, Any]:
+    """The data of a job record first written from a queue message."""
+    return {
+        "run_id": message.run_id,
+        "repository": message.repository,
+        "owner": message.owner,
+        "installation_id": message.installation_id,
+        "labels": list(message.labels),
+        "private": private,
+        "attempt": attempt,
+        "queued_at": message.received_at,
+        "launched_runner": None,
+    }

@@ -32,7 +32,7 @@ from ..routing import Router
 from ..settings import Pool
 from ..startup import ScriptContext
 from .common import in_flight, touch_repo
-from .records import JOB, RUNNER, JobView, RunnerView, Store
+from .records import JOB, RUNNER, JobView, RunnerView, Store, new_job_data
 
 log = logging.getLogger("jitr.scaleup")
 USER_DATA_LIMITS = {"aws": 16 * 1024, "gcp": 256 * 1024}
@@ -103,17 +103,7 @@ class ScaleupService:
         view = self.store.job(message.job_id)
         if view is not None:
             return view
-        data = {
-            "run_id": message.run_id,
-            "repository": message.repository,
-            "owner": message.owner,
-            "installation_id": message.installation_id,
-            "labels": list(message.labels),
-            "private": message.private,
-            "attempt": message.attempt,
-            "queued_at": message.received_at,
-            "launched_runner": None,
-        }
+        data = new_job_data(message, private=message.private, attempt=message.attempt)
         created = self.store.create(JOB, str(message.job_id), JobState.QUEUED, pool=pool.name, data=data)
         if created is not None:
             touch_repo(self.store, message.repository, message.owner, message.installation_id, message.private)
