@@ -17,7 +17,7 @@ from ..errors import PayloadError
 from ..github import GitHubAPI
 from ..logs import log_context
 from ..messages import LifecycleMessage, decode
-from ..model import JobState, Record, RunnerState
+from ..model import JobState, Record, RunnerState, runner_name_for
 from ..routing import Router
 from .common import requeue, retire
 from .records import JOB, RUNNER, JobView, RunnerView, Store, job_can_move, new_job_data, runner_can_move
@@ -118,7 +118,10 @@ class LifecycleService:
         if job_a is None or job_a.state != JobState.QUEUED:
             return
         job_b = self.store.job(taken_job_id)
-        spare_name = job_b.launched_runner if job_b else None
+        # B's runner may still be launching (claimed, not yet linked to B): find it by its name
+        spare_name = (
+            job_b.launched_runner or runner_name_for(job_b.record.pool, job_b.job_id, job_b.attempt) if job_b else None
+        )
         spare = self.store.runner(spare_name) if spare_name else None
         if spare is not None and spare.state in (RunnerState.CLAIMED, RunnerState.LAUNCHED):
 
