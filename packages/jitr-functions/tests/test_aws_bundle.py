@@ -55,11 +55,12 @@ def python_312() -> str | None:
     """A working python3.12 interpreter: on PATH, or one of pyenv's versions."""
     root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
     candidates = [shutil.which("python3.12"), *map(str, sorted(root.glob("versions/3.12*/bin/python3.12")))]
+    probe = "import sys; print(sys.version_info[:2]); print(sys.executable)"
     for candidate in filter(None, candidates):
-        done = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True,
-                              text=True, check=False)  # fmt: skip
-        if done.returncode == 0 and done.stdout.strip() == "(3, 12)":
-            return candidate
+        done = subprocess.run([candidate, "-c", probe], capture_output=True, text=True, check=False)
+        lines = done.stdout.split("\n")
+        if done.returncode == 0 and lines[0] == "(3, 12)":
+            return lines[1]  # the interpreter itself, not a shim that needs this environment
     return None
 
 
