@@ -124,7 +124,7 @@ def bench_burst(jobs: int = 1000) -> dict[str, Any]:
     with Sandbox(
         pools=pools,
         faults=faults,
-        settings={"max_runners": jobs, "log_level": "ERROR"},
+        settings={"max_runners": jobs, "log_level": "ERROR", "rebalance_grace_s": 60},
         intervals=Intervals(scaledown_s=30, rebalancer_s=10),
         log_stream=open("/dev/null", "w"),
         workers=4,

@@ -104,3 +104,19 @@ def test_jobs_are_listed_per_repository_only(github_simulator: GitHubSimulator) 
     client = make_client(github_simulator)
     with pytest.raises(GitHubError, match="per repository"):
         client.queued_jobs(Scope(None, "octo-org"))
+
+
+def test_runs_younger_than_the_cutoff_are_skipped_without_reading_their_jobs(
+    github_simulator: GitHubSimulator,
+) -> None:
+    sim = github_simulator
+    sim.add_installation("octo-org", repos=["app"])
+    client = make_client(sim)
+    scope = Scope(None, "octo-org", "app")
+    jobs = {sim.queue_job("octo-org/app", ["self-hosted", "linux"]) for _ in range(3)}
+    created = sim.clock()
+    sim.reset_call_counts()
+    assert client.queued_jobs(scope, created_before=created - 60) == []
+    assert sim.call_counts().get(RUN_JOBS, 0) == 0
+    assert {j.job_id for j in client.queued_jobs(scope, created_before=created + 60)} == jobs
+    assert sim.call_counts()[RUN_JOBS] == 3

@@ -65,8 +65,12 @@ class GitHubAPI(Protocol):
     def delete_runner(self, scope: Scope, runner_id: int) -> bool:
         """Remove a runner; False when it was already gone."""
 
-    def queued_jobs(self, scope: Scope) -> Sequence[QueuedJob]:
-        """Queued jobs of a repository's queued workflow runs (conditional requests, all pages)."""
+    def queued_jobs(self, scope: Scope, created_before: float | None = None) -> Sequence[QueuedJob]:
+        """Queued jobs of a repository's active workflow runs (conditional requests, all pages).
+
+        Runs created after ``created_before`` (epoch seconds) are skipped without reading their
+        jobs: they are young enough to still be on their way through the webhook pipeline.
+        """
 
     def redeliver_failed_deliveries(self, since: float) -> int:
         """Ask GitHub to redeliver the App's failed webhook deliveries since an epoch time; returns how many."""

@@ -66,6 +66,7 @@ class Settings:
     ghost_grace_s: int = 300
     stuck_after_s: int = 900
     claim_timeout_s: int = 120
+    rebalance_grace_s: int = 60
     delivery_ttl_s: int = 3 * 86400
     finished_ttl_s: int = 7 * 86400
     max_body_bytes: int = 1024 * 1024
@@ -129,6 +130,7 @@ _SCALARS = (
     "ghost_grace_s",
     "stuck_after_s",
     "claim_timeout_s",
+    "rebalance_grace_s",
     "delivery_ttl_s",
     "finished_ttl_s",
     "max_body_bytes",
@@ -242,6 +244,7 @@ def _build(data: dict[str, Any], names: _Names, source: str) -> Settings:
         ghost_grace_s=r.integer(data, "ghost_grace_s", default=300, low=0),
         stuck_after_s=r.integer(data, "stuck_after_s", default=900, low=1),
         claim_timeout_s=r.integer(data, "claim_timeout_s", default=120, low=1),
+        rebalance_grace_s=r.integer(data, "rebalance_grace_s", default=60, low=0),
         delivery_ttl_s=r.integer(data, "delivery_ttl_s", default=3 * 86400, low=60),
         finished_ttl_s=r.integer(data, "finished_ttl_s", default=7 * 86400, low=60),
         max_body_bytes=r.integer(data, "max_body_bytes", default=1024 * 1024, low=1024),

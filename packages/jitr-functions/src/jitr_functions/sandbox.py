@@ -252,6 +252,7 @@ class Sandbox:
             "ghost_grace_s": 2,
             "stuck_after_s": 8,
             "claim_timeout_s": 3,
+            "rebalance_grace_s": 0,
             "log_level": "INFO",
         }
         data.update(self._extra)

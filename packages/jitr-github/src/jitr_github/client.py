@@ -318,12 +318,14 @@ class GitHubClient:
     # -- jobs -------------------------------------------------------------------------------
 
     @_answers
-    def queued_jobs(self, scope: Scope) -> list[QueuedJob]:
+    def queued_jobs(self, scope: Scope, created_before: float | None = None) -> list[QueuedJob]:
         """Jobs still waiting for a runner in the repository's active workflow runs.
 
         Runs that are ``queued`` and runs that are ``in_progress`` are both read: a run with one
         job running and another still waiting (a matrix, a burst) is ``in_progress``. Lists are
-        read with conditional requests, so an unchanged repository costs no rate limit.
+        read with conditional requests, so an unchanged repository costs no rate limit. Runs
+        created after ``created_before`` (epoch seconds) are skipped, so a burst of young runs
+        costs one list, not one call per run.
         """
         if scope.repo is None:
             raise GitHubError(f"queued jobs are listed per repository, got organisation scope {scope.owner!r}")
@@ -337,6 +339,8 @@ class GitHubClient:
                     runs.setdefault(int(run["id"]), run)
         queued: list[QueuedJob] = []
         for run_id, run in runs.items():
+            if created_before is not None and _epoch(run.get("created_at")) > created_before:
+                continue
             repository = str(run.get("repository", {}).get("full_name") or scope.full_name)
             url = self._transport.url(f"{base}/{run_id}/jobs?filter=latest&per_page={PER_PAGE}")
             for page in self._pages(url, credential, conditional=True):

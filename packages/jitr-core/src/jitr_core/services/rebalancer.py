@@ -32,16 +32,14 @@ CURSOR = "rebalancer-cursor"
 class RebalancerService:
     """One rebalancer pass; overlapping runs are serialised by a lease."""
 
-    def __init__(
-        self, backend: Backend, github: GitHubAPI, clock: Callable[[], float] = time.time, grace_s: float = 60.0
-    ) -> None:
+    def __init__(self, backend: Backend, github: GitHubAPI, clock: Callable[[], float] = time.time) -> None:
         self.backend = backend
         self.settings = backend.settings
         self.github = github
         self.store = Store(backend, clock)
         self.clock = clock
         self.router = Router(backend.settings)
-        self.grace_s = grace_s
+        self.grace_s = backend.settings.rebalance_grace_s
 
     def run(self) -> dict[str, Any]:
         with lease(self.store, "rebalancer", ttl_s=55) as held:
@@ -57,7 +55,7 @@ class RebalancerService:
             owner = str(repo.data.get("owner") or repo.key.split("/")[0])
             scope = Scope(repo.data.get("installation_id"), owner, repo.key.split("/", 1)[1])
             try:
-                jobs = self.github.queued_jobs(scope)
+                jobs = self.github.queued_jobs(scope, created_before=now - self.grace_s)
             except GitHubError as exc:
                 log.warning("could not read queued jobs", extra={"repository": repo.key, "reason": str(exc)})
                 report["github-errors"] += 1
