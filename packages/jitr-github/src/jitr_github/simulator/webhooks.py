@@ -278,9 +278,13 @@ class WebhookSender:
     # -- records ----------------------------------------------------------------------------
 
     def deliveries(self) -> list[Delivery]:
-        """Recorded deliveries, newest first (the order GitHub lists them in)."""
+        """Recorded deliveries, newest (highest id) first, the order GitHub lists them in.
+
+        Sorted by id, not by when a worker recorded them: parallel workers finish out of order,
+        and the id cursor of the deliveries list must page through them without gaps.
+        """
         with self._lock:
-            return list(reversed(self._records.values()))
+            return sorted(self._records.values(), key=lambda d: d.id, reverse=True)
 
     def drain(self, timeout: float) -> bool:
         """Wait until every enqueued delivery was attempted; False on timeout."""
