@@ -155,6 +155,7 @@ class Deployment:
             "JITR_AWS_LIFECYCLE_DLQ_URL": self.lifecycle_dlq_url,
             "JITR_AWS_SECURITY_GROUP_IDS": network.security_group,
             "JITR_AWS_TAGS": f"test-run={self.run_id}",
+            "JITR_REBALANCE_GRACE_S": "0",  # a lost job is looked for at once, not after a minute
         }
         create_table(Settings.from_env(self.env))
 
