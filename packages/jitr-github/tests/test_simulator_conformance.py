@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import requests
+from github_manifest_support import manifest_code
 from github_support import OPERATIONS, RawApp, WebhookReceiver, assert_conforms
 from jitr_github.simulator import GitHubSimulator
 
@@ -184,6 +185,14 @@ def test_every_operation_answers_with_documented_shapes(
     assert {d["action"] for d in deliveries} == {"queued", "in_progress", "completed"}
     caller.call("POST", "/app/hook/deliveries/{delivery_id}/attempts", 202, app_jwt, delivery_id=deliveries[0]["id"])
     caller.call("POST", "/app/hook/deliveries/{delivery_id}/attempts", 404, app_jwt, delivery_id=1)
+
+    code = manifest_code(sim, {"name": "conformance-app", "url": "https://example.com", "redirect_url": receiver.url})
+    created = caller.call("POST", "/app-manifests/{code}/conversions", 201, "", code=code)
+    assert created["pem"].startswith("-----BEGIN") and created["owner"]["login"] == "monalisa"
+    caller.call("POST", "/app-manifests/{code}/conversions", 404, "", code=code)
+    taken = manifest_code(sim, {"name": "taken-app", "url": "https://example.com", "redirect_url": receiver.url})
+    manifest_code(sim, {"name": "Taken App", "url": "https://example.com", "redirect_url": receiver.url}, convert=True)
+    caller.call("POST", "/app-manifests/{code}/conversions", 422, "", code=taken)
 
     documented = set(OPERATIONS)
     assert documented <= caller.walked, f"operations not walked: {documented - caller.walked}"

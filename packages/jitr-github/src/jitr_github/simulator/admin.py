@@ -57,6 +57,7 @@ class AdminApi:
         self._world = world
         self._routes: list[Route] = [
             route("GET", "/info", self._info),
+            route("GET", "/apps", self._apps),
             route("POST", "/installations", self._add_installation),
             route("DELETE", "/installations/{installation_id}", self._remove_installation),
             route("POST", "/repositories", self._add_repository),
@@ -101,6 +102,23 @@ class AdminApi:
     def _info(self, req: Request) -> Response:
         sim = self._sim
         return Response.json(200, {"base_url": sim.base_url, "app_id": sim.app_id, "client_id": sim.client_id})
+
+    def _apps(self, req: Request) -> Response:
+        """Apps created from manifests, without their key and secrets."""
+        apps = [
+            {
+                "id": app.id,
+                "slug": app.slug,
+                "name": app.manifest.name,
+                "client_id": app.client_id,
+                "owner": app.owner.login,
+                "hook_url": app.manifest.hook_url,
+                "permissions": dict(app.manifest.permissions),
+                "events": list(app.manifest.events),
+            }
+            for app in self._sim.apps()
+        ]
+        return Response.json(200, {"apps": apps})
 
     def _add_installation(self, req: Request) -> Response:
         body = req.json()

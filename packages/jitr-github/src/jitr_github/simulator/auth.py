@@ -82,6 +82,36 @@ class AppIdentity:
             raise AuthFailure("'Issuer' claim ('iss') must be the App's ID or client ID.")
 
 
+class AppIdentities:
+    """Every App the simulator knows (its own, and those created from manifests), by id and client id.
+
+    A JWT is verified with the key of the App its ``iss`` names; a token naming no known App is
+    checked against the simulator's own App, so it is refused with GitHub's usual messages.
+    """
+
+    def __init__(self, primary: AppIdentity) -> None:
+        self.primary = primary
+        self._lock = threading.Lock()
+        self._by_issuer: dict[str, AppIdentity] = {}
+        self.add(primary)
+
+    def add(self, identity: AppIdentity) -> None:
+        with self._lock:
+            self._by_issuer[str(identity.app_id)] = identity
+            self._by_issuer[identity.client_id] = identity
+
+    def verify_jwt(self, token: str, now: float) -> AppIdentity:
+        """The App that signed ``token``; raises :class:`AuthFailure` as GitHub refuses it."""
+        try:
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise AuthFailure("A JSON web token could not be decoded") from None
+        with self._lock:
+            identity = self._by_issuer.get(str(claims.get("iss")), self.primary)
+        identity.verify_jwt(token, now)
+        return identity
+
+
 class TokenStore:
     """Installation access tokens: issued per installation, valid for an hour."""
 
@@ -93,13 +123,14 @@ class TokenStore:
         self._revoked: list[str] = []
         self._issued = 0
 
-    def issue(self, installation_id: int, now: float) -> tuple[str, float]:
+    def issue(self, installation_id: int, now: float, app_id: int | None = None) -> tuple[str, float]:
+        """A new token of an installation, for the simulator's App or the App ``app_id``."""
         with self._lock:
             self._issued += 1
             if self._issued % 2:
                 token = "ghs_" + "".join(secrets.choice(_ALPHANUM) for _ in range(36))
             else:
-                token = f"ghs_{self._app_id}_{secrets.token_urlsafe(96)}"
+                token = f"ghs_{app_id or self._app_id}_{secrets.token_urlsafe(96)}"
             expires_at = float(int(now + self._ttl_s))
             self._tokens[token] = (installation_id, expires_at)
             return token, expires_at

@@ -5,19 +5,22 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .admin import PREFIX, AdminApi
-from .auth import AppIdentity, TokenStore, generate_key
+from .auth import AppIdentities, AppIdentity, TokenStore, generate_key
 from .faults import Faults
 from .http import Request, Response, Server
 from .jitconfig import runner_credential
+from .manifests import CreatedApp, ManifestFlow, Owner
 from .rest import RestApi
-from .shapes import Shapes, error
+from .shapes import ACTOR, APP_SLUG, Shapes, error
 from .state import RUNNER_VERSION, Installation, Job, Repository, Runner, SimulatorError, World
+from .web import WebPages
 from .webhooks import Delivery, WebhookSender
 
 HOOK_ID = 4242001
@@ -28,7 +31,9 @@ class GitHubSimulator:
 
     It generates the App's key pair, verifies the App's JWTs, issues installation tokens,
     registers JIT runners, lists runs and jobs, assigns queued jobs to connected runner agents
-    as GitHub does, and sends signed ``workflow_job`` webhooks. Everything is thread-safe.
+    as GitHub does, and sends signed ``workflow_job`` webhooks. It registers further Apps from
+    manifests (``/settings/apps/new``, then ``/app-manifests/{code}/conversions``); those Apps
+    share the simulator's installations. Everything is thread-safe.
     ``clock`` drives timestamps, token expiry, JWT checks and rate-limit windows (inject one to
     test expiry without waiting); ``api_prefix`` serves the API under a path such as
     ``/api/v3`` as GitHub Enterprise Server does.
@@ -51,8 +56,11 @@ class GitHubSimulator:
         self.app_id = app_id
         self.client_id = "Iv23li" + secrets.token_hex(7)
         self._app = AppIdentity(app_id, self.client_id, generate_key())
+        self._identities = AppIdentities(self._app)
         self.private_key_pem: str = self._app.private_key_pem
         self.clock = clock
+        self._manifests = ManifestFlow(clock, self._identities, lambda: {APP_SLUG})
+        self._web = WebPages(self._manifests, self._owner_of)
         self._prefix = "/" + api_prefix.strip("/") if api_prefix.strip("/") else ""
         self._host, self._port = host, port
         self._heartbeat_timeout_s = heartbeat_timeout_s
@@ -87,7 +95,8 @@ class GitHubSimulator:
         self._shapes = Shapes(self.base_url, self.root_url, self.app_id, self.client_id)
         self._rest = RestApi(
             world=self._world,
-            app=self._app,
+            apps=self._identities,
+            manifests=self._manifests,
             tokens=self._tokens,
             sender=self._sender,
             shapes=self._shapes,
@@ -128,6 +137,9 @@ class GitHubSimulator:
     def _serve(self, req: Request) -> Response:
         if req.path == PREFIX or req.path.startswith(PREFIX + "/"):
             return self._admin.handle(req)
+        page = self._web.handle(req)
+        if page is not None:
+            return page
         assert self._rest is not None
         if self._prefix:
             if not req.path.startswith(self._prefix + "/"):
@@ -138,6 +150,15 @@ class GitHubSimulator:
     def _housekeeping(self) -> None:
         while not self._stopped.wait(0.5):
             self._world.expire_heartbeats(self._heartbeat_timeout_s)
+
+    def _owner_of(self, org: str | None) -> Owner:
+        """Who owns an App registered on ``org``'s page, or on the signed-in user's (``monalisa``)."""
+        if org is None:
+            return Owner(ACTOR[0], ACTOR[1], "User")
+        inst = self._world.account(org)
+        if inst is not None and inst.account_type == "Organization":
+            return Owner(inst.account, inst.account_id, "Organization")
+        return Owner(org, 70_000_000 + zlib.crc32(org.lower().encode()) % 10_000_000, "Organization")
 
     def _runner_key(self) -> rsa.RSAPrivateKey:
         with self._runner_key_lock:
@@ -252,6 +273,12 @@ class GitHubSimulator:
         """The runner exits: after its job it deregisters (ephemeral); without one it just goes offline."""
         self._world.agent_leave(runner_id, None)
 
+    # -- Apps made from manifests ----------------------------------------------------------
+
+    def apps(self) -> list[CreatedApp]:
+        """Apps registered from manifests and converted, oldest first (their keys and secrets included)."""
+        return self._manifests.apps()
+
     # -- observations -----------------------------------------------------------------------
 
     def deliveries(self) -> list[Delivery]:
@@ -271,7 +298,7 @@ class GitHubSimulator:
 
     def secrets_issued(self) -> list[str]:
         """Every secret the simulator handed out or received, for tests proving none leaks."""
-        found = [self.private_key_pem, *self._tokens.issued()]
+        found = [self.private_key_pem, *self._tokens.issued(), *self._manifests.secrets()]
         if self._rest is not None:
             found += self._rest.secrets_seen()
         if self._webhook_secret:

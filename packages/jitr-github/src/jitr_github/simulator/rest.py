@@ -21,11 +21,12 @@ from urllib.parse import urlencode
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from .auth import AppIdentity, AuthFailure, Bucket, RateLimiter, TokenStore
+from .auth import AppIdentities, AuthFailure, Bucket, RateLimiter, TokenStore
 from .faults import FaultDice, Faults
 from .http import HttpError, Request, Response, Route, match, route
 from .jitconfig import CREDENTIALS_FILE, RSA_PARAMS_FILE, RUNNER_FILE, encode_jit_config, rsa_parameters
-from .shapes import RATE_LIMIT_DOCS, Shapes, error, iso
+from .manifests import CodeNotFound, CreatedApp, ManifestError, ManifestFlow
+from .shapes import DOCS, RATE_LIMIT_DOCS, Shapes, error, iso
 from .state import Installation, Repository, Runner, SimulatorError, World
 from .webhooks import WebhookSender
 
@@ -36,10 +37,11 @@ NOT_ACCESSIBLE = "Resource not accessible by integration"
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who sent a request: the App itself (JWT), an installation (token) or nobody."""
+    """Who sent a request: an App (JWT; ``app_id``), an installation (token) or nobody."""
 
     kind: str
     installation_id: int | None = None
+    app_id: int | None = None
 
     @property
     def principal(self) -> str:
@@ -64,7 +66,8 @@ class RestApi:
         self,
         *,
         world: World,
-        app: AppIdentity,
+        apps: AppIdentities,
+        manifests: ManifestFlow,
         tokens: TokenStore,
         sender: WebhookSender,
         shapes: Shapes,
@@ -73,7 +76,8 @@ class RestApi:
         runner_key: Callable[[], rsa.RSAPrivateKey],
     ) -> None:
         self._world = world
-        self._app = app
+        self._apps = apps
+        self._manifests = manifests
         self._tokens = tokens
         self._sender = sender
         self._shapes = shapes
@@ -109,6 +113,7 @@ class RestApi:
             route("GET", "/repos/{owner}/{repo}/actions/jobs/{job_id}", self._job, "token"),
             route("GET", "/orgs/{org}/actions/runner-groups", self._runner_groups, "token"),
             route("GET", "/rate_limit", self._rate_limit, "any"),
+            route("POST", "/app-manifests/{code}/conversions", self._convert_manifest, "none"),
         ]
 
     # -- settings and counters ------------------------------------------------------------
@@ -215,10 +220,10 @@ class RestApi:
             with self._lock:
                 self._jwts.append(credential)
             try:
-                self._app.verify_jwt(credential, now)
+                identity = self._apps.verify_jwt(credential, now)
             except AuthFailure as exc:
                 raise HttpError(401, str(exc)) from None
-            return Caller("app")
+            return Caller("app", app_id=identity.app_id)
         if kind == "jwt":
             raise HttpError(401, "A JSON web token could not be decoded")
         try:
@@ -275,7 +280,7 @@ class RestApi:
         if inst is None:
             raise HttpError(404, "Not Found")
         req.json()
-        token, expires_at = self._tokens.issue(inst.id, self._clock())
+        token, expires_at = self._tokens.issue(inst.id, self._clock(), caller.app_id)
         return Response.json(201, self._shapes.access_token(token, expires_at))
 
     def _repo_installation(self, req: Request, caller: Caller) -> Response:
@@ -283,19 +288,32 @@ class RestApi:
         inst = self._world.installation(repo.installation_id) if repo else None
         if inst is None:
             raise HttpError(404, "Not Found")
-        return Response.json(200, self._shapes.installation(inst))
+        return Response.json(200, self._shapes.installation(inst, self._app_of(caller)))
 
     def _org_installation(self, req: Request, caller: Caller) -> Response:
         inst = self._world.account(req.params["org"])
         if inst is None or inst.account_type != "Organization":
             raise HttpError(404, "Not Found")
-        return Response.json(200, self._shapes.installation(inst))
+        return Response.json(200, self._shapes.installation(inst, self._app_of(caller)))
 
     def _user_installation(self, req: Request, caller: Caller) -> Response:
         inst = self._world.account(req.params["username"])
         if inst is None:
             raise HttpError(404, "Not Found")
-        return Response.json(200, self._shapes.installation(inst))
+        return Response.json(200, self._shapes.installation(inst, self._app_of(caller)))
+
+    def _app_of(self, caller: Caller) -> CreatedApp | None:
+        """The App made from a manifest that is calling, or None for the simulator's own App."""
+        return self._manifests.app(caller.app_id) if caller.app_id is not None else None
+
+    def _convert_manifest(self, req: Request, caller: Caller) -> Response:
+        try:
+            app = self._manifests.convert(req.params["code"])
+        except CodeNotFound:
+            raise HttpError(404, "Not Found") from None
+        except ManifestError as exc:
+            return Response.json(422, {"message": "Validation Failed", "documentation_url": DOCS, "errors": exc.errors})
+        return Response.json(201, self._shapes.app_from_manifest(app))
 
     def _deliveries(self, req: Request, caller: Caller) -> Response:
         items = self._sender.deliveries()

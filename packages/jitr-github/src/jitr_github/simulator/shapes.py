@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import base64
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .state import Installation, Job, Repository, Run, Runner, RunnerGroup
+
+if TYPE_CHECKING:
+    from .manifests import CreatedApp
 
 DOCS = "https://docs.github.com/rest"
 RATE_LIMIT_DOCS = "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api"
@@ -185,10 +188,11 @@ class Shapes:
 
     # -- the App ----------------------------------------------------------------------------
 
-    def installation(self, inst: Installation) -> dict[str, Any]:
+    def installation(self, inst: Installation, app: CreatedApp | None = None) -> dict[str, Any]:
+        """An installation as seen by the simulator's App, or by ``app`` (one made from a manifest)."""
         created = iso(inst.created_at)
         settings = "organizations/" + inst.account if inst.account_type == "Organization" else "settings"
-        return {
+        answer = {
             "id": inst.id,
             "account": self.owner(inst),
             "repository_selection": "all",
@@ -209,6 +213,39 @@ class Shapes:
             "app_slug": APP_SLUG,
             "suspended_by": None,
             "suspended_at": None,
+        }
+        if app is not None:
+            answer.update(
+                app_id=app.id,
+                client_id=app.client_id,
+                app_slug=app.slug,
+                permissions=dict(app.manifest.permissions),
+                events=list(app.manifest.events),
+            )
+        return answer
+
+    def app_from_manifest(self, app: CreatedApp) -> dict[str, Any]:
+        """The answer to a manifest conversion: the App (``integration``) with its secrets, shown once."""
+        manifest = app.manifest
+        created = iso(app.created_at)
+        owner = self.user(app.owner.login, app.owner.id, app.owner.type)
+        return {
+            "id": app.id,
+            "slug": app.slug,
+            "node_id": node_id("Integration", app.id),
+            "client_id": app.client_id,
+            "owner": owner,
+            "name": manifest.name,
+            "description": manifest.description,
+            "external_url": manifest.url,
+            "html_url": f"{self.html}/apps/{app.slug}",
+            "created_at": created,
+            "updated_at": created,
+            "permissions": dict(manifest.permissions),
+            "events": list(manifest.events),
+            "client_secret": app.client_secret,
+            "webhook_secret": app.webhook_secret,
+            "pem": app.private_key_pem,
         }
 
     @staticmethod
