@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 import stat
 import subprocess
 from pathlib import Path
 
-import pytest
 from jitr_aws.ec2 import USER_DATA_LIMIT
 from jitr_aws.fragments import fragments
 from jitr_core.backend import Backend
@@ -17,6 +15,7 @@ from jitr_core.plugins import JitrPluginManager
 from jitr_core.secret import Secret
 from jitr_core.settings import Pool, Settings
 from jitr_core.startup import Fragment, ScriptContext, assemble
+from jitr_core.testing.environment import require_tool
 
 JIT = base64.b64encode(b'{"runner":"jitr-linux-1-1","secret":"do-not-print"}').decode()
 
@@ -36,9 +35,8 @@ def _full_script(plugin_manager: JitrPluginManager, runner_name: str = "jitr-lin
 
 
 def _shellcheck(script: str) -> None:
-    if shutil.which("shellcheck") is None:
-        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
-    result = subprocess.run(["shellcheck", "-s", "bash", "-"], input=script, text=True, capture_output=True)
+    shellcheck = require_tool("shellcheck", "apt-get install shellcheck")
+    result = subprocess.run([shellcheck, "-s", "bash", "-"], input=script, text=True, capture_output=True)
     assert result.returncode == 0, result.stdout
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 import pytest
@@ -12,19 +11,18 @@ from jitr_core.backend import Backend
 from jitr_core.errors import BackendError
 from jitr_core.model import QueueMessage, ReceivedMessage
 from jitr_core.plugins import JitrPluginManager
+from jitr_core.testing.environment import wait_until
 
 
 def _body() -> str:
     return json.dumps({"v": 1, "id": uuid.uuid4().hex})
 
 
-def _take(backend: Backend, queue: str, body: str, tries: int = 20) -> ReceivedMessage:
-    for _ in range(tries):
-        for message in backend.receive(queue, 10, 30):
-            if message.body == body:
-                return message
-        time.sleep(0.1)
-    raise AssertionError(f"{body} never arrived on {queue}")
+def _take(backend: Backend, queue: str, body: str) -> ReceivedMessage:
+    def arrived() -> ReceivedMessage | None:
+        return next((m for m in backend.receive(queue, 10, 30) if m.body == body), None)
+
+    return wait_until(arrived, 60, f"{body} to arrive on {queue}", step_s=0.1)
 
 
 @pytest.mark.parametrize("queue", ["jobs", "lifecycle"])

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from jitr_core.backend import Backend
 from jitr_core.embedded import wait_for_messages
 from jitr_core.model import QueueMessage
+from jitr_core.testing.environment import deadline_s
 
 
 def test_a_stale_receipt_cannot_acknowledge_a_redelivered_message(embedded_backend: Backend) -> None:
@@ -65,7 +66,7 @@ def test_a_message_sent_by_another_process_reaches_a_waiting_worker(
         """
     )
     received: dict[str, str] = {}
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + deadline_s(60)
     while len(received) < 301 and time.monotonic() < deadline:
         if not wait_for_messages("jobs", 1.0, backend.settings):
             continue

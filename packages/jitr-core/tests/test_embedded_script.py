@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from jitr_core.backend import Backend
 from jitr_core.model import LaunchRequest
 from jitr_core.secret import Secret
 from jitr_core.settings import Pool
 from jitr_core.startup import ScriptContext
+from jitr_core.testing.environment import require_tool, wait_until
 
 POOL = Pool(name="linux", labels=frozenset({"self-hosted", "linux"}), machine_types=("local",))
 RUNNER_COMMAND = (
@@ -61,9 +59,9 @@ def test_hostile_names_and_jit_configs_never_execute(
             max_lifetime_s=600,
         )
     )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and any(vm.vm_id == result.vm_id and vm.running for vm in backend.list_vms()):
-        time.sleep(0.05)
+    wait_until(
+        lambda: not any(vm.vm_id == result.vm_id and vm.running for vm in backend.list_vms()), 60, "the VM to exit"
+    )
     (vm_dir,) = (tmp_path / "state" / "vms").iterdir()
     assert (vm_dir / "jit.out").read_text() == (vm_dir / "runner-input.out").read_text() == jit_config
     assert (vm_dir / "name.out").read_text() == name
@@ -76,9 +74,8 @@ def test_the_rendered_script_is_valid_bash_and_passes_shellcheck(embedded_backen
     path = tmp_path / "startup.sh"
     path.write_text(script)
     subprocess.run(["bash", "-n", str(path)], check=True)
-    if shutil.which("shellcheck") is None:
-        pytest.skip("shellcheck is not installed")
-    checked = subprocess.run(["shellcheck", "-s", "bash", str(path)], capture_output=True, text=True)
+    shellcheck = require_tool("shellcheck", "apt-get install shellcheck")
+    checked = subprocess.run([shellcheck, "-s", "bash", str(path)], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout
 
 

@@ -15,6 +15,7 @@ import pytest
 from jitr_core.backend import Backend
 from jitr_core.errors import CapacityError
 from jitr_core.model import LaunchRequest
+from jitr_core.testing.environment import wait_until
 
 
 def _request(
@@ -34,13 +35,8 @@ def _request(
     )
 
 
-def _eventually(predicate: Callable[[], bool], timeout_s: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+def _eventually(predicate: Callable[[], bool], timeout_s: float = 60.0) -> bool:
+    return bool(wait_until(predicate, timeout_s))
 
 
 def _lines(path: Path) -> list[str]:

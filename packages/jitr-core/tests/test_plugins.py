@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -18,6 +17,7 @@ from jitr_core.model import RecordQuery
 from jitr_core.plugins import create_plugin_manager, list_plugins
 from jitr_core.settings import Settings
 from jitr_core.startup import Fragment
+from jitr_core.testing.environment import require_tool
 
 
 def _installer() -> list[str]:
@@ -25,10 +25,7 @@ def _installer() -> list[str]:
     probe = subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True)
     if probe.returncode == 0:
         return [sys.executable, "-m", "pip"]
-    uv = shutil.which("uv")
-    if uv is None:
-        pytest.skip("neither pip nor uv is available to install the test plugin")
-    return [uv, "pip"]
+    return [require_tool("uv", "the venv has no pip; pip install uv"), "pip"]
 
 
 def _install(args: list[str]) -> None:
@@ -67,6 +64,7 @@ def _write_distribution(root: Path, dist: str, module: str, body: str, entry: st
 MIRROR_PLUGIN = """
 from jitr_core.hookspecs import hookimpl
 from jitr_core.startup import Fragment
+from jitr_core.testing.environment import require_tool
 
 @hookimpl
 def jitr_render_startup_script(context):

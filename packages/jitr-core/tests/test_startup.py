@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import pytest
@@ -12,6 +11,7 @@ from jitr_core.plugins import create_plugin_manager
 from jitr_core.secret import Secret
 from jitr_core.settings import Pool, Settings
 from jitr_core.startup import Fragment, ScriptContext, ScriptTooLargeError, assemble, shell_b64
+from jitr_core.testing.environment import require_tool
 
 JIT = "eyJydW5uZXIiOiAiZmFrZSJ9"
 
@@ -60,9 +60,9 @@ def test_core_script_is_valid_bash_and_hides_the_jit_config() -> None:
     assert "actions-runner-linux-${JITR_RUNNER_ARCH}-${JITR_RUNNER_VERSION}.tar.gz" in script
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
 def test_core_script_passes_shellcheck() -> None:
-    result = subprocess.run(["shellcheck", "-s", "bash", "-"], input=render(context()), text=True, capture_output=True)
+    shellcheck = require_tool("shellcheck", "apt-get install shellcheck")
+    result = subprocess.run([shellcheck, "-s", "bash", "-"], input=render(context()), text=True, capture_output=True)
     assert result.returncode == 0, result.stdout
 
 

@@ -12,7 +12,6 @@ import http.client
 import json
 import sqlite3
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -23,6 +22,7 @@ from jitr_core.errors import CapacityError
 from jitr_core.hookspecs import hookimpl
 from jitr_core.model import IN_FLIGHT_RUNNER_STATES, LaunchRequest, Record, RecordQuery
 from jitr_core.settings import Settings
+from jitr_core.testing.environment import wait_until
 from jitr_functions.local import Intervals
 from jitr_functions.sandbox import Sandbox
 from jitr_github.simulator import Faults
@@ -41,21 +41,13 @@ QUIET = Intervals(scaledown_s=3600.0, rebalancer_s=3600.0, visibility_timeout_s=
 
 def wait_for(
     predicate: Callable[[], object],
-    timeout_s: float = 30.0,
+    timeout_s: float = 60.0,
     what: str = "condition",
     step_s: float = 0.05,
     detail: Callable[[], object] | None = None,
 ) -> Any:
-    """Poll until ``predicate`` is truthy; fail naming ``what`` (and ``detail()``) after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            extra = f"\n{detail()}" if detail else ""
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}{extra}")
-        time.sleep(step_s)
+    """Poll until ``predicate`` is truthy; fail naming ``what`` (and ``detail()``) after the scaled ``timeout_s``."""
+    return wait_until(predicate, timeout_s, what, step_s, detail)
 
 
 # -- the simulated world ------------------------------------------------------------------------
@@ -114,7 +106,7 @@ def assert_one_vm_per_attempt(sandbox: Sandbox) -> None:
 
 
 def assert_vms_accounted(
-    sandbox: Sandbox, job_ids: Sequence[int], timeout_s: float = 20.0, exact: bool = False, scaledown: bool = False
+    sandbox: Sandbox, job_ids: Sequence[int], timeout_s: float = 60.0, exact: bool = False, scaledown: bool = False
 ) -> int:
     """Every VM is accounted for once the jobs are done; returns how many VMs served no job.
 

@@ -20,6 +20,7 @@ from typing import Any
 from jitr_core.backend import Backend
 from jitr_core.messages import JobMessage, encode
 from jitr_core.settings import Settings
+from jitr_core.testing.environment import deadline_s, wait_until
 from jitr_gcp.config import gcp_config
 from jitr_gcp.testing.compute_fake import FakeCompute
 from jitr_gcp.testing.emulators import free_port
@@ -59,7 +60,7 @@ class FunctionServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
-    def start(self, timeout_s: float = 30.0) -> FunctionServer:
+    def start(self, timeout_s: float = 120.0) -> FunctionServer:
         command = [
             str(FUNCTIONS_FRAMEWORK),
             "--target",
@@ -81,7 +82,7 @@ class FunctionServer:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + deadline_s(timeout_s)
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"{self.target} exited with {self.process.returncode}:\n{self.log_text()}")
@@ -193,10 +194,5 @@ class Deployment:
             return [name for (_, name) in self.compute.instances if name.startswith(runner_prefix)]
 
 
-def wait_for(predicate: Callable[[], object], timeout_s: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+def wait_for(predicate: Callable[[], object], timeout_s: float = 60.0, what: str = "condition") -> None:
+    wait_until(predicate, timeout_s, what, step_s=0.1)

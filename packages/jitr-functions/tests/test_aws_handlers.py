@@ -29,6 +29,7 @@ from jitr_aws.clients import client
 from jitr_aws.config import aws_config
 from jitr_core.logs import JsonFormatter
 from jitr_core.messages import JobMessage, decode
+from jitr_core.testing.environment import deadline_s
 from jitr_functions import aws
 from jitr_functions.app import get_app
 
@@ -272,7 +273,7 @@ def test_a_crash_between_claim_and_launch_then_redelivery_launches_one_instance(
     first = deployment.deliver(deployment.jobs_url, aws.scaleup, visibility_s=1)
     assert len(first["batchItemFailures"]) == 1 and crashes == [step]
     assert deployment.instances() == []
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + deadline_s(60)
     while not deployment.instances() and time.monotonic() < deadline:
         assert deployment.deliver(deployment.jobs_url, aws.scaleup, visibility_s=1)["batchItemFailures"] == []
         time.sleep(0.2)

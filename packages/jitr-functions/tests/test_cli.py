@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +17,7 @@ from jitr_core.messages import LifecycleMessage, encode
 from jitr_core.model import QueueMessage
 from jitr_core.plugins import create_plugin_manager
 from jitr_core.settings import Settings
+from jitr_core.testing.environment import require_tool
 from jitr_functions.cli import main
 from jitr_github.simulator import GitHubSimulator
 
@@ -111,8 +111,7 @@ def test_render_startup_script_is_valid_shell(capsys, config, tmp_path, provider
     script = tmp_path / "startup.sh"
     script.write_text(out)
     subprocess.run(["bash", "-n", str(script)], check=True)
-    if shutil.which("shellcheck"):
-        subprocess.run(["shellcheck", str(script)], check=True)
+    subprocess.run([require_tool("shellcheck", "apt-get install shellcheck"), str(script)], check=True)
 
 
 def test_render_startup_script_names_an_unknown_pool(capsys, config):
@@ -144,7 +143,7 @@ class Serve:
                 stderr=subprocess.STDOUT,
                 env=env,
             )
-        wait_for(self._healthy, 30, "jitr serve to answer /healthz", step_s=0.1, detail=self.log.read_text)
+        wait_for(self._healthy, 60, "jitr serve to answer /healthz", step_s=0.1, detail=self.log.read_text)
 
     def _healthy(self) -> bool:
         assert self.proc.poll() is None, self.log.read_text()
@@ -188,7 +187,7 @@ def test_serve_answers_health_and_stops_gracefully_without_losing_a_message(caps
         body = _started(e2e_fixture("webhooks/workflow_job.in_progress.payload.json"), 7001)
         assert post(first.url + "/webhook", body, webhook_headers("wrong-secret", body))[0] == 401
         assert post(first.url + "/webhook", body, webhook_headers(secret, body)) == (202, {"queued": "lifecycle"})
-        wait_for(lambda: _running(capsys, config, 7001), 15, "the delivery to be handled")
+        wait_for(lambda: _running(capsys, config, 7001), 60, "the delivery to be handled")
 
         # a message not yet visible when the server is told to stop
         backend = Backend(create_plugin_manager(), Settings.from_toml(config))
@@ -209,7 +208,7 @@ def test_serve_answers_health_and_stops_gracefully_without_losing_a_message(caps
         second = Serve(config, log)
         try:
             wait_for(
-                lambda: _running(capsys, config, 7002), 20, "the queued message after the restart", detail=log.read_text
+                lambda: _running(capsys, config, 7002), 60, "the queued message after the restart", detail=log.read_text
             )
         finally:
             assert second.terminate() == 0, log.read_text()

@@ -97,7 +97,7 @@ def test_caps_hold_under_a_burst_and_every_job_completes(e2e_sandbox):
         assert peaks["linux"] <= 3 and peaks["arm"] <= 3, f"{what}: {dict(peaks)}"
     assert sampler.peaks["store"]["total"] == 5  # the caps were reached, not just respected
     assert all(sandbox.sim.job(j).conclusion == "success" for j in jobs)
-    assert_vms_accounted(sandbox, jobs, timeout_s=30)
+    assert_vms_accounted(sandbox, jobs, timeout_s=60)
 
 
 def _overlap(run, gate: Gate, which: str) -> tuple[dict, dict]:
@@ -125,7 +125,7 @@ def test_overlapping_scaledown_runs_act_once(e2e_sandbox):
     )
     [job] = queue_jobs(sandbox, 1, ["octo-org/api"])
     name = f"jitr-linux-{job}-1"
-    wait_for(lambda: name in running_vms(sandbox).values(), 15, "the VM")
+    wait_for(lambda: name in running_vms(sandbox).values(), 60, "the VM")
     # forget the runner, as a lost write would: its VM is now an orphan, its job stuck
     sandbox.app.backend.delete("runner", name)
     time.sleep(1.2)  # past the grace periods
@@ -137,7 +137,7 @@ def test_overlapping_scaledown_runs_act_once(e2e_sandbox):
     assert first.get("orphan-vms") == 1 and first.get("stuck-jobs") == 1, first
     assert gate.terminated[vm_id] == 1
     assert record(sandbox, "job", job).data["attempt"] == 2  # re-enqueued once, not twice
-    wait_for(lambda: f"jitr-linux-{job}-2" in sandbox.vms.launches, 15, "the new launch")
+    wait_for(lambda: f"jitr-linux-{job}-2" in sandbox.vms.launches, 60, "the new launch")
     assert sandbox.app.scaledown.run().get("skipped") is None  # the lease was released
     assert dict(sandbox.vms.launches) == {name: 1, f"jitr-linux-{job}-2": 1}
 

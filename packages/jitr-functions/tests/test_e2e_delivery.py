@@ -56,7 +56,7 @@ def test_duplicated_webhooks_launch_one_vm_per_job(e2e_sandbox):
         assert len(answers) == len(jobs)
         for codes in answers.values():
             assert sorted(codes) == [200, 202], f"{action}: {codes}"
-    wait_for(lambda: all(record(sandbox, "job", j).state == "completed" for j in jobs), 15, "job records completed")
+    wait_for(lambda: all(record(sandbox, "job", j).state == "completed" for j in jobs), 60, "job records completed")
     assert all(record(sandbox, "job", j).data["attempt"] == 1 for j in jobs)
 
 
@@ -163,7 +163,7 @@ def test_reordered_webhooks_leave_records_completed(e2e_sandbox):
 
     wait_for(
         lambda: all(record(sandbox, "job", j).state == "completed" for j in jobs),
-        15,
+        60,
         "job records to complete",
         detail=lambda: describe(sandbox, jobs),
     )
@@ -181,22 +181,22 @@ def test_completed_before_in_progress_by_hand(e2e_sandbox):
         found = [d for d in sandbox.sim.deliveries() if d.job_id == job and d.action == action]
         return found[0] if found else None
 
-    queued = wait_for(lambda: recorded("queued"), 10, "the queued delivery")
+    queued = wait_for(lambda: recorded("queued"), 60, "the queued delivery")
     assert post(url, queued.body, dict(queued.headers))[0] == 202
-    wait_for(lambda: sandbox.sim.job(job).status == "completed", 30, "the job to run")
-    started = wait_for(lambda: recorded("in_progress"), 10, "the in_progress delivery")
-    completed = wait_for(lambda: recorded("completed"), 10, "the completed delivery")
+    wait_for(lambda: sandbox.sim.job(job).status == "completed", 60, "the job to run")
+    started = wait_for(lambda: recorded("in_progress"), 60, "the in_progress delivery")
+    completed = wait_for(lambda: recorded("completed"), 60, "the completed delivery")
     runner = started.payload()["workflow_job"]["runner_name"]
     processed = sandbox.runtime.processed["lifecycle"]
 
     assert post(url, completed.body, dict(completed.headers))[0] == 202
-    wait_for(lambda: sandbox.runtime.processed["lifecycle"] == processed + 1, 10, "completed to be handled")
+    wait_for(lambda: sandbox.runtime.processed["lifecycle"] == processed + 1, 60, "completed to be handled")
     assert record(sandbox, "job", job).state == "completed"
     assert record(sandbox, "runner", runner).state == "finished"
 
     assert post(url, started.body, dict(started.headers))[0] == 202
     assert post(url, completed.body, dict(completed.headers)) == (200, {"duplicate": True})
-    wait_for(lambda: sandbox.runtime.processed["lifecycle"] == processed + 2, 10, "in_progress to be handled")
+    wait_for(lambda: sandbox.runtime.processed["lifecycle"] == processed + 2, 60, "in_progress to be handled")
 
     job_record, runner_record = record(sandbox, "job", job), record(sandbox, "runner", runner)
     assert job_record.state == "completed" and job_record.data["conclusion"] == "success"

@@ -79,7 +79,7 @@ def test_poison_messages_are_dead_lettered_and_workers_keep_going(e2e_sandbox):
         wanted = len(bodies)
         letters = wait_for(
             lambda q=queue, n=wanted: len(found := dead_letters(sandbox, q)) == n and found,
-            15,
+            60,
             f"{wanted} dead letters on {queue}",
         )
         assert all(reason for _, reason in letters), letters

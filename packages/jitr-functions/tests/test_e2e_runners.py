@@ -54,7 +54,7 @@ def test_job_taken_by_another_jobs_runner(e2e_sandbox):
     assert record(sandbox, "runner", runner_b1).data["serving_job_id"] == job_a
     wait_for(
         lambda: record(sandbox, "job", job_a).state == "completed" == record(sandbox, "job", job_b).state,
-        10,
+        60,
         "both job records to complete",
     )
     assert record(sandbox, "job", job_b).data["attempt"] == 2
@@ -69,7 +69,7 @@ def test_runners_of_a_burst_serve_each_others_jobs(e2e_sandbox):
     wait_completed(sandbox, jobs, 60)
     taken = [j for j in jobs if sandbox.sim.job(j).runner_name != f"jitr-linux-{j}-1"]
     assert taken, "no runner took another job's place; the scenario did not happen"
-    surplus = assert_vms_accounted(sandbox, jobs, timeout_s=30)
+    surplus = assert_vms_accounted(sandbox, jobs, timeout_s=60)
     assert surplus <= len(taken)
 
 
@@ -79,23 +79,23 @@ def test_job_cancelled_while_queued_retires_its_runner(e2e_sandbox):
     name = f"jitr-linux-{job}-1"
     wait_for(
         lambda: (r := record(sandbox, "runner", name)) is not None and r.state == "launched",
-        15,
+        60,
         "the runner to be launched",
     )
-    wait_for(lambda: record(sandbox, "job", job).data.get("launched_runner") == name, 10, "the job to be linked")
+    wait_for(lambda: record(sandbox, "job", job).data.get("launched_runner") == name, 60, "the job to be linked")
     assert name in github_runner_names(sandbox) and name in running_vms(sandbox).values()
 
     sandbox.sim.cancel_job(job)
 
     wait_for(
         lambda: record(sandbox, "runner", name).state == "retired",
-        15,
+        60,
         "the surplus runner to be retired",
         detail=lambda: describe(sandbox, [job]),
     )
     assert record(sandbox, "runner", name).data["retired_reason"] == "job-cancelled-while-queued"
     assert record(sandbox, "job", job).state == "cancelled"
-    wait_for(lambda: name not in running_vms(sandbox).values(), 10, "its VM to end")
+    wait_for(lambda: name not in running_vms(sandbox).values(), 60, "its VM to end")
     assert name not in github_runner_names(sandbox)
     assert sum(sandbox.vms.launches.values()) == 1
 
@@ -105,7 +105,7 @@ def test_vm_that_never_boots_is_replaced_after_the_boot_timeout(e2e_sandbox):
     sandbox = e2e_sandbox(pools=[POOL], faults=faults, settings={"boot_timeout_s": 2})
     [job] = queue_jobs(sandbox, 1, [REPO])
     first, second = f"jitr-linux-{job}-1", f"jitr-linux-{job}-2"
-    wait_for(lambda: first in sandbox.vms.launches, 15, "the first launch")
+    wait_for(lambda: first in sandbox.vms.launches, 60, "the first launch")
     faults.vms.never_boots = 0.0  # the next VM boots
 
     wait_completed(sandbox, [job], 40)
@@ -137,7 +137,7 @@ def test_vm_past_its_lifetime_is_terminated_even_while_busy(e2e_sandbox, crash_a
     [job] = queue_jobs(sandbox, 1, [REPO])
     name = f"jitr-linux-{job}-1"
     wait_for(
-        lambda: (r := record(sandbox, "runner", name)) is not None and r.state == "busy", 15, "the runner to be busy"
+        lambda: (r := record(sandbox, "runner", name)) is not None and r.state == "busy", 60, "the runner to be busy"
     )
 
     # a busy runner within its lifetime is never touched by cleanup
@@ -151,15 +151,15 @@ def test_vm_past_its_lifetime_is_terminated_even_while_busy(e2e_sandbox, crash_a
     assert report.get("lifetime-exceeded") == 1, report
     wait_for(
         lambda: name not in running_vms(sandbox).values(),
-        10,
+        60,
         "the VM to be terminated",
         detail=lambda: describe(sandbox, [job]),
     )
-    wait_for(lambda: sandbox.sim.job(job).status == "completed", 10, "GitHub to fail the job")
+    wait_for(lambda: sandbox.sim.job(job).status == "completed", 60, "GitHub to fail the job")
     assert sandbox.sim.job(job).conclusion == "failure"
     assert name not in github_runner_names(sandbox)
     # retired for its lifetime, or finished by the failure GitHub reported when its VM vanished
-    wait_for(lambda: record(sandbox, "runner", name).state in ("retired", "finished"), 10, "the record to end")
+    wait_for(lambda: record(sandbox, "runner", name).state in ("retired", "finished"), 60, "the record to end")
     assert sum(sandbox.vms.launches.values()) == 1
 
 
@@ -193,13 +193,13 @@ def test_ghost_runner_and_orphan_vm_are_removed(e2e_sandbox):
     sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET, settings={"ghost_grace_s": 1})
     [done] = queue_jobs(sandbox, 1, [REPO])  # the repository has recent activity, and nothing in flight
     wait_completed(sandbox, [done], 30)
-    wait_for(lambda: record(sandbox, "runner", f"jitr-linux-{done}-1").state == "finished", 10, "the runner")
+    wait_for(lambda: record(sandbox, "runner", f"jitr-linux-{done}-1").state == "finished", 60, "the runner")
 
     ghost, orphan = "jitr-linux-8000000001-1", "jitr-linux-8000000002-1"
     _mint_and_launch(sandbox, ghost, launch=False)
     _mint_and_launch(sandbox, orphan, launch=True)
     assert {ghost, orphan} <= github_runner_names(sandbox)
-    wait_for(lambda: orphan in running_vms(sandbox).values(), 10, "the orphan VM to run")
+    wait_for(lambda: orphan in running_vms(sandbox).values(), 60, "the orphan VM to run")
     time.sleep(1.1)  # past the grace period
 
     reports = []
@@ -210,7 +210,7 @@ def test_ghost_runner_and_orphan_vm_are_removed(e2e_sandbox):
 
     wait_for(
         cleaned,
-        15,
+        60,
         "the ghost and the orphan to be removed",
         step_s=0.3,
         detail=lambda: f"{reports[-3:]}\n{github_runner_names(sandbox)}\n{running_vms(sandbox)}",

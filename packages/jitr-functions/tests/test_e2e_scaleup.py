@@ -54,7 +54,7 @@ def test_a_crash_between_any_two_steps_still_launches_one_vm_per_job(e2e_sandbox
     assert launches_per_job(sandbox) == Counter({job: 1 for job in jobs}), describe(sandbox, jobs)
     wait_for(
         lambda: all(r.state == "finished" for r in runner_records(sandbox)) and not running_vms(sandbox),
-        15,
+        60,
         "runners to finish",
         detail=lambda: describe(sandbox, jobs),
     )
@@ -83,7 +83,7 @@ def test_no_capacity_at_all_dead_letters_the_job_and_leaves_nothing_behind(e2e_s
     sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET, faults=SandboxFaults(vms=VMFaults(capacity=1.0)))
     [job] = queue_jobs(sandbox, 1)
 
-    letters = wait_for(lambda: dead_letters(sandbox, "jobs"), 40, "the job message to be dead-lettered")
+    letters = wait_for(lambda: dead_letters(sandbox, "jobs"), 60, "the job message to be dead-lettered")
 
     [(body, reason)] = letters
     assert decode(body).job_id == job

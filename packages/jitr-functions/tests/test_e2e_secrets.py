@@ -68,10 +68,10 @@ def test_no_secret_in_logs_queue_messages_or_records(e2e_sandbox):
         sandbox.app.scaledown.run()
         sandbox.app.rebalancer.run()
         cancelled = sandbox.sim.queue_job(sandbox.repositories[0], labels[0], name="cancelled")
-        wait_for(lambda: record(sandbox, "job", cancelled) is not None, 15, "the job to be seen")
+        wait_for(lambda: record(sandbox, "job", cancelled) is not None, 60, "the job to be seen")
         sandbox.sim.cancel_job(cancelled)
         wait_for(
-            lambda: record(sandbox, "job", cancelled).state in ("cancelled", "completed"), 15, "the cancellation"
+            lambda: record(sandbox, "job", cancelled).state in ("cancelled", "completed"), 60, "the cancellation"
         )  # completed if its runner had taken it already
         sandbox.runtime.stop(timeout_s=5.0)  # everything it had to say is said
     finally:

@@ -19,7 +19,7 @@ def test_one_tenants_github_errors_do_not_stall_another(e2e_sandbox, status, ret
     sandbox.sim.fail_next(1_000_000, status, path_contains="/repos/mona/", retry_after=retry_after)
     troubled = queue_jobs(sandbox, 6, ["mona/dotfiles", "mona/notes"])
     # both workers (one batch each, or one after the visibility timeout) are in mona's calls
-    wait_for(lambda: sandbox.sim.call_counts().get(MINT, 0) >= 2, 20, "both workers to call GitHub for mona")
+    wait_for(lambda: sandbox.sim.call_counts().get(MINT, 0) >= 2, 60, "both workers to call GitHub for mona")
 
     healthy = queue_jobs(sandbox, 6, ["octo-org/api", "octo-org/web"])
 

@@ -75,7 +75,7 @@ def test_webhook_pubsub_push_scaleup_gce_insert_and_lifecycle_end_to_end(deploym
     deployment.sim.set_webhook(webhook.url, WEBHOOK_SECRET)
 
     job_id = deployment.sim.queue_job("octo-org/api", LABELS)
-    wait_for(lambda: deployment.instances(runner(job_id)), 30, f"an instance for job {job_id}")
+    wait_for(lambda: deployment.instances(runner(job_id)), 60, f"an instance for job {job_id}")
 
     assert deployment.instances(f"jitr-linux-{job_id}-") == [runner(job_id)]
     assert [d.status_code for d in deployment.sim.deliveries()] == [202]
@@ -87,12 +87,12 @@ def test_webhook_pubsub_push_scaleup_gce_insert_and_lifecycle_end_to_end(deploym
     assert match is not None
     agent = deployment.sim.agent_connect(base64.b64decode(match.group(1)).decode())
     assert deployment.sim.agent_poll(agent.id, timeout=10) is not None
-    wait_for(lambda: deployment.backend.load("job", str(job_id)).state == "running", 30, "the job running")
+    wait_for(lambda: deployment.backend.load("job", str(job_id)).state == "running", 60, "the job running")
     deployment.sim.agent_finish(agent.id)
-    wait_for(lambda: deployment.backend.load("job", str(job_id)).state == "completed", 30, "the job completed")
+    wait_for(lambda: deployment.backend.load("job", str(job_id)).state == "completed", 60, "the job completed")
     assert deployment.sim.drain_webhooks()
     assert [d.status_code for d in deployment.sim.deliveries()] == [202, 202, 202]
-    wait_for(lambda: len(logged(lifecycle, "lifecycle", job_id=job_id)) == 2, 10, "both lifecycle log lines")
+    wait_for(lambda: len(logged(lifecycle, "lifecycle", job_id=job_id)) == 2, 60, "both lifecycle log lines")
     outcomes = logged(lifecycle, "lifecycle", job_id=job_id)
     assert len(outcomes) == 2 and all("subscription" in r and "event_id" in r for r in outcomes)
 
@@ -169,11 +169,11 @@ def test_a_failed_launch_answers_503_and_pubsub_redelivers_until_it_launches(dep
     job_id = quiet_job(deployment)
 
     deployment.publish("jobs", deployment.job_message(job_id))
-    wait_for(lambda: logged(scaleup, "message will be retried"), 30, "a failed attempt")
+    wait_for(lambda: logged(scaleup, "message will be retried"), 60, "a failed attempt")
     with deployment.compute.lock:
         deployment.compute.faults.clear()
 
-    wait_for(lambda: deployment.instances(runner(job_id)), 30, "the redelivered message to launch")
+    wait_for(lambda: deployment.instances(runner(job_id)), 60, "the redelivered message to launch")
     assert deployment.instances(f"jitr-linux-{job_id}-") == [runner(job_id)]
 
 
@@ -183,7 +183,7 @@ def test_a_poison_message_is_dead_lettered_once_and_never_redelivered(deployment
     deployment.push("jobs", scaleup)
 
     deployment.publish("jobs", b'{"v": 1, "type": "job"}', type="job")
-    wait_for(lambda: logged(scaleup, "poison message dead-lettered"), 30, "the poison message")
+    wait_for(lambda: logged(scaleup, "poison message dead-lettered"), 60, "the poison message")
     time.sleep(3)  # a redelivery would arrive within about a second on the emulator
 
     assert len(logged(scaleup, "poison message dead-lettered")) == 1
@@ -197,7 +197,7 @@ def test_a_duplicated_message_launches_one_instance(deployment: Deployment) -> N
 
     for _ in range(2):
         deployment.publish("jobs", deployment.job_message(job_id))
-    wait_for(lambda: len(logged(scaleup, "scaleup", job_id=job_id)) >= 2, 30, "both copies handled")
+    wait_for(lambda: len(logged(scaleup, "scaleup", job_id=job_id)) >= 2, 60, "both copies handled")
 
     assert deployment.instances(f"jitr-linux-{job_id}-") == [runner(job_id)]
     assert deployment.compute.instance_count(runner(job_id)) == 1
@@ -239,7 +239,7 @@ def test_a_crash_after_a_step_then_redelivery_launches_one_instance(
 
     deployment.publish("jobs", deployment.job_message(job_id))
     # the worker process dies mid-request; a fresh one takes over and Pub/Sub redelivers the message
-    wait_for((tmp_path / "crashed").exists, 30, f"the crash after {step!r}")
+    wait_for((tmp_path / "crashed").exists, 60, f"the crash after {step!r}")
 
     wait_for(lambda: deployment.backend.load("job", str(job_id)).data.get("launched_runner"), 60, "a launch")
     assert deployment.instances(f"jitr-linux-{job_id}-") == [runner(job_id)]

@@ -15,6 +15,7 @@ from jitr_core.hookspecs import hookimpl
 from jitr_core.messages import LifecycleMessage, encode
 from jitr_core.model import QueueMessage
 from jitr_core.settings import Settings
+from jitr_core.testing.environment import deadline_s
 from jitr_functions.local import LocalRuntime
 
 GITHUB_TIMEOUT_S = 10.0  # GitHub gives up on a delivery not answered within 10 s
@@ -135,17 +136,17 @@ def test_stop_finishes_the_message_in_hand_and_leaves_the_rest_queued(e2e_sandbo
     sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET, workers=1, extra_plugins=[("e2e-hold", hold)])
     backend = sandbox.app.backend
     backend.enqueue("lifecycle", QueueMessage(_in_progress(501)))
-    assert hold.entered.wait(10), "the worker never took the message"
+    assert hold.entered.wait(deadline_s(60)), "the worker never took the message"
     # not yet visible when the stop begins, so still queued when it ends
     backend.enqueue("lifecycle", QueueMessage(_in_progress(502)), delay_s=4)
 
     stopped = threading.Event()
-    stopper = threading.Thread(target=lambda: (sandbox.runtime.stop(timeout_s=30), stopped.set()))
+    stopper = threading.Thread(target=lambda: (sandbox.runtime.stop(timeout_s=60), stopped.set()))
     stopper.start()
     time.sleep(0.3)
     assert not stopped.is_set(), "stop returned while a message was in hand"
     hold.release.set()
-    stopper.join(30)
+    stopper.join(deadline_s(60))
 
     assert stopped.is_set()
     assert record(sandbox, "job", 501).state == "running"  # finished and acknowledged
@@ -156,7 +157,7 @@ def test_stop_finishes_the_message_in_hand_and_leaves_the_rest_queued(e2e_sandbo
     try:
         wait_for(
             lambda: (r := record(sandbox, "job", 502)) is not None and r.state == "running",
-            15,
+            60,
             "the queued message to be handled after the restart",
         )
     finally:

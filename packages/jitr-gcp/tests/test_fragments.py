@@ -7,17 +7,16 @@ stubs on ``PATH``: the metadata server and the Compute API are what the stubs an
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
 from pathlib import Path
 
-import pytest
 from jitr_core.backend import Backend
 from jitr_core.plugins import create_plugin_manager
 from jitr_core.secret import Secret
 from jitr_core.settings import Pool
 from jitr_core.startup import Fragment, ScriptContext, assemble
+from jitr_core.testing.environment import require_tool
 from jitr_gcp import fragments, plugin
 from jitr_gcp.testing.backend import gcp_settings
 
@@ -73,9 +72,8 @@ def test_the_full_script_with_core_steps_is_valid_bash_and_shellcheck_clean(tmp_
 
 
 def _shellcheck(path: Path) -> None:
-    if shutil.which("shellcheck") is None:
-        pytest.skip("shellcheck is not installed; bash -n passed")
-    result = subprocess.run(["shellcheck", "-s", "bash", str(path)], capture_output=True, text=True)
+    shellcheck = require_tool("shellcheck", "apt-get install shellcheck")
+    result = subprocess.run([shellcheck, "-s", "bash", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
 

@@ -14,18 +14,17 @@ from google.cloud import pubsub_v1
 from jitr_core.backend import Backend
 from jitr_core.errors import SettingsError
 from jitr_core.model import QueueMessage, ReceivedMessage
+from jitr_core.testing.environment import deadline_s, wait_until
 from jitr_gcp.pubsub import DEAD_LETTER_COUNT, DEAD_LETTER_SUBSCRIPTION, NOT_BEFORE
 from jitr_gcp.testing.backend import PROJECT, gcp_backend, gcp_settings, queue_names
 from jitr_gcp.testing.emulators import Emulator
 
 
-def _until(receive: Callable[[], list[ReceivedMessage]], body: str, timeout_s: float = 30) -> ReceivedMessage:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for message in receive():
-            if message.body == body:
-                return message
-    raise AssertionError(f"{body} never arrived")
+def _until(receive: Callable[[], list[ReceivedMessage]], body: str, timeout_s: float = 60) -> ReceivedMessage:
+    def arrived() -> ReceivedMessage | None:
+        return next((message for message in receive() if message.body == body), None)
+
+    return wait_until(arrived, timeout_s, f"{body} to arrive", step_s=0)
 
 
 def test_without_a_dead_letter_policy_deliveries_are_counted_here(pubsub_emulator: Emulator) -> None:
@@ -48,7 +47,7 @@ def test_without_a_dead_letter_policy_deliveries_are_counted_here(pubsub_emulato
         return list(backend.receive("jobs", 10, 1))
 
     assert [_until(receive, body).receive_count, _until(receive, body).receive_count] == [1, 2]
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + deadline_s(60)
     dead: list[ReceivedMessage] = []
     while not dead and time.monotonic() < deadline:
         assert all(m.body != body for m in receive())

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +17,7 @@ import jsonschema
 import jwt
 import requests
 from jitr_core.secret import Secret
+from jitr_core.testing import environment
 from jitr_github import GitHubClient
 from jitr_github.simulator import GitHubSimulator
 from referencing import Registry, Resource
@@ -47,14 +47,9 @@ class Sleeps(list[float]):
         self.append(seconds)
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Wait for something another thread does; True once it holds, False on timeout."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
-    return True
+def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
+    """Wait for something another thread does; True once it holds, fails the test on timeout."""
+    return bool(environment.wait_until(condition, timeout, step_s=0.01))
 
 
 def make_client(sim: GitHubSimulator, **kwargs: Any) -> GitHubClient:
@@ -123,9 +118,10 @@ class WebhookReceiver:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/webhook"
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
 
-    def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+    def wait_for(self, count: int, timeout: float = 60.0) -> list[Received]:
+        """The deliveries received so far, once there are at least ``count`` (or the scaled timeout passed)."""
         with self._changed:
-            self._changed.wait_for(lambda: len(self.received) >= count, timeout)
+            self._changed.wait_for(lambda: len(self.received) >= count, environment.deadline_s(timeout))
             return list(self.received)
 
     def stop(self) -> None:

@@ -13,8 +13,22 @@ Fixtures: ``backend`` (a :class:`~jitr_core.backend.Backend` whose settings choo
 under test) for every class; ``launch_request`` (a callable ``(runner_name, token) ->
 LaunchRequest``) for :class:`VMContract`; ``secret_reference`` (a callable ``(name, value) ->
 reference``) and ``missing_reference`` for :class:`SecretsContract`.
+
+:mod:`jitr_core.testing.environment` holds what every package's tests share about their machine:
+:func:`wait_until` (condition waits whose deadlines scale with ``JITR_TEST_TIMEOUT_SCALE``) and
+:func:`require_tool` (a missing tool skips, or fails under ``JITR_REQUIRE_TOOLS=1``).
 """
 
 from .contract import QueueContract, SecretsContract, StoreContract, VMContract
+from .environment import deadline_s, require_tool, unavailable, wait_until
 
-__all__ = ["QueueContract", "SecretsContract", "StoreContract", "VMContract"]
+__all__ = [
+    "QueueContract",
+    "SecretsContract",
+    "StoreContract",
+    "VMContract",
+    "deadline_s",
+    "require_tool",
+    "unavailable",
+    "wait_until",
+]

@@ -14,6 +14,7 @@ import pytest
 from ..backend import Backend
 from ..errors import SecretNotFoundError
 from ..model import LaunchRequest, QueueMessage, ReceivedMessage, Record, RecordQuery
+from .environment import deadline_s
 
 
 def _kind() -> str:
@@ -22,7 +23,7 @@ def _kind() -> str:
 
 
 def _wait_for(predicate: Callable[[], bool], timeout_s: float, step_s: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + deadline_s(timeout_s)
     while time.monotonic() < deadline:
         if predicate():
             return True
@@ -186,7 +187,7 @@ class QueueContract:
 
     max_receive_count = 3
     queue = "jobs"
-    wait_s = 20.0
+    wait_s = 30.0
 
     def _drain(self, backend: Backend) -> None:
         while messages := backend.receive(self.queue, 10, 60):
@@ -292,7 +293,7 @@ class VMContract:
         name = f"jitr-contract-{uuid.uuid4().hex[:8]}"
         result = backend.launch_vm(launch_request(name, uuid.uuid4().hex))
         assert backend.terminate_vm(result.vm_id)
-        assert _wait_for(lambda: all(not vm.running for vm in backend.list_vms() if vm.vm_id == result.vm_id), 10)
+        assert _wait_for(lambda: all(not vm.running for vm in backend.list_vms() if vm.vm_id == result.vm_id), 30)
         assert backend.terminate_vm(result.vm_id)
 
     def test_two_tokens_launch_two_vms(

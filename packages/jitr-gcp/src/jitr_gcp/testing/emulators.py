@@ -22,6 +22,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jitr_core.testing.environment import deadline_s
+
 # name -> (script under <sdk>/platform, arguments after the script; {port} is filled in)
 _EMULATORS = {
     "pubsub": ("pubsub-emulator/bin/cloud-pubsub-emulator", ["--host=127.0.0.1", "--port={port}"]),
@@ -123,7 +125,7 @@ def start(name: str, timeout_s: float = 90.0) -> Emulator:
     )
     log.close()
     emulator = Emulator(name, port, process, Path(log.name), {ENV_VARS[name]: f"127.0.0.1:{port}"})
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + deadline_s(timeout_s)
     while time.monotonic() < deadline:
         if process.poll() is not None:
             tail = emulator.log_tail()
@@ -134,7 +136,9 @@ def start(name: str, timeout_s: float = 90.0) -> Emulator:
         time.sleep(0.1)
     tail = emulator.log_tail()
     emulator.stop()
-    raise EmulatorFailed(f"the {name} emulator did not answer on port {port} within {timeout_s:.0f}s:\n{tail}")
+    raise EmulatorFailed(
+        f"the {name} emulator did not answer on port {port} within {deadline_s(timeout_s):.0f}s:\n{tail}"
+    )
 
 
 def _answers(port: int) -> bool:
