@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from conftest_aws import LABELS, Deployment, event, queued_payload, signed
 from jitr_core.messages import JobMessage, LifecycleMessage, decode, encode
+from jitr_core.testing.environment import unavailable
 from jitr_functions.app import get_app
 from jitr_functions.bundle_aws import FUNCTIONS, write_zip
 
@@ -71,7 +72,7 @@ def bundle_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     done = subprocess.run([str(jitr), "bundle", "aws", "--python", "3.12", "--arch", "x86_64", "--out", str(out)],
                           capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
     if done.returncode != 0 and any(failure in done.stderr for failure in NETWORK_FAILURES):
-        pytest.skip(f"pip could not download the Lambda wheels from PyPI: {done.stderr.strip().splitlines()[-1]}")
+        unavailable(f"pip could not download the Lambda wheels from PyPI: {done.stderr.strip().splitlines()[-1]}")
     assert done.returncode == 0, done.stderr
     assert "MB zipped (within the 8 MB target)" in done.stdout, done.stdout
     assert all(f"jitr_functions.aws.{name}" in done.stdout for name in FUNCTIONS)
@@ -101,7 +102,7 @@ def runtime_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def python312() -> str:
     found = python_312()
     if found is None:
-        pytest.skip("no python3.12 interpreter to run the python3.12 bundle with")
+        unavailable("no python3.12 interpreter to run the python3.12 bundle with")
     return found
 
 
