@@ -9,6 +9,8 @@ import pytest
 from github_support import LogCapture, SimFactory, WebhookReceiver, leaks, secret_fragments
 from jitr_github.simulator import GitHubSimulator
 
+pytest_plugins = ["jitr_github.testing", "pytester"]
+
 
 @pytest.fixture
 def make_sim() -> Iterator[SimFactory]:

@@ -1,8 +1,8 @@
 """Pytest fixtures for code that talks to GitHub: a running simulator, and a client bound to it.
 
-Installed as a pytest plugin (entry point ``pytest11``), so every test session where
-jitr-github is installed can use ``github_simulator`` and ``github_client``. The simulator is
-imported when a fixture is first used, not when pytest starts.
+Opt in where you want them: ``pytest_plugins = ["jitr_github.testing"]`` in a ``conftest.py``,
+or ``pytest -p jitr_github.testing``. Installing jitr-github alone loads nothing into anyone's
+pytest runs. The simulator is imported when a fixture is first used, not when pytest starts.
 """
 
 from __future__ import annotations
