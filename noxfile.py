@@ -1,27 +1,61 @@
-"""Developer sessions: per-package tests on each Python, lint, benchmarks.
+"""Developer sessions: per-package tests on each Python, lint, a skip report, stress, benchmarks.
 
 Packages are discovered from ``packages/``. A package's test session installs only that package,
 its declared dependencies and its ``test`` extra (plus the extras named below); sibling packages
 always come from this checkout, and the session fails if one was taken from an index.
+
+Interpreters: where pyenv holds several Pythons and ``PYENV_VERSION`` is unset, the newest
+3.11, 3.12 and 3.13 are exposed, so a plain ``nox`` runs the whole matrix; no interpreter is ever
+downloaded (``UV_PYTHON_DOWNLOADS=never``). A missing one skips its sessions, or fails them when
+``JITR_REQUIRE_TOOLS=1``. Every test session writes a JUnit report under ``.reports/``;
+the ``skips`` session, last by default, prints one line counting the skips by reason.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
+import xml.etree.ElementTree as ET
+from collections import Counter
 from pathlib import Path
 
 import nox
 
 ROOT = Path(__file__).parent
 PACKAGES = ROOT / "packages"
+REPORTS = ROOT / ".reports"
 PYTHONS = ["3.11", "3.12", "3.13"]
 # Extras a package's tests need beyond ``test`` (jitr-functions drives both cloud plugins).
 TEST_EXTRAS = {"jitr-functions": ["test", "aws", "gcp"]}
+REQUIRE_TOOLS = os.environ.get("JITR_REQUIRE_TOOLS") == "1"
+
+
+def _expose_pyenv_pythons() -> None:
+    """Point ``PYENV_VERSION`` at the newest pyenv install of each of ``PYTHONS`` (unless it is set)."""
+    if os.environ.get("PYENV_VERSION") or shutil.which("pyenv") is None:
+        return
+    listed = subprocess.run(["pyenv", "versions", "--bare"], capture_output=True, text=True, check=False).stdout.split()
+    newest = []
+    for minor in PYTHONS:
+        patches = [v for v in listed if re.fullmatch(rf"{re.escape(minor)}\.\d+", v)]
+        if patches:
+            newest.append(max(patches, key=lambda v: int(v.rsplit(".", 1)[1])))
+    if newest:
+        os.environ["PYENV_VERSION"] = ":".join(newest)
+
+
+_expose_pyenv_pythons()
+os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
+# Tests that install a plugin into a pip-less uv venv run the uv installed beside nox.
+os.environ["PATH"] = os.pathsep.join([os.environ.get("PATH", ""), str(Path(sys.executable).parent)])
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.error_on_missing_interpreters = False
-nox.options.sessions = ["tests", "lint"]
+nox.options.error_on_missing_interpreters = REQUIRE_TOOLS
+nox.options.sessions = ["tests", "lint", "skips"]
 nox.needs_version = ">=2024.3.2"
 
 
@@ -71,7 +105,15 @@ def _install(session: nox.Session, name: str, extras: list[str]) -> None:
 def tests(session: nox.Session, package: str) -> None:
     """Run one package's tests with only it and its declared dependencies installed."""
     _install(session, package, TEST_EXTRAS.get(package, ["test"]))
-    session.run("pytest", str(PACKAGES / package / "tests"), *session.posargs, env={"PYTHONDONTWRITEBYTECODE": "1"})
+    REPORTS.mkdir(exist_ok=True)
+    report = REPORTS / f"tests-{session.python}-{package}.xml"
+    session.run(
+        "pytest",
+        str(PACKAGES / package / "tests"),
+        f"--junitxml={report}",
+        *session.posargs,
+        env={"PYTHONDONTWRITEBYTECODE": "1"},
+    )
 
 
 @nox.session(python=PYTHONS[0])
@@ -88,8 +130,43 @@ def lint(session: nox.Session) -> None:
             session.run("mypy", str(PACKAGES / name / "src"))
 
 
+@nox.session(python=False)
+def skips(session: nox.Session) -> None:
+    """One line: how many tests the reports under ``.reports/`` skipped, by reason."""
+    reasons: Counter[str] = Counter()
+    for report in sorted(REPORTS.glob("*.xml")):
+        for skipped in ET.parse(report).iter("skipped"):  # noqa: S314 - our own pytest's report
+            reason = skipped.get("message", "").removeprefix("Skipped: ") or "no reason given"
+            reasons[reason] += 1
+    detail = "; ".join(f"{count} × {reason}" for reason, count in reasons.most_common())
+    session.log(f"skipped: {sum(reasons.values())}" + (f" ({detail})" if detail else ""))
+
+
+@nox.session(python=False)
+def stress(session: nox.Session) -> None:
+    """The whole suite with one busy loop pinned to each CPU for the run's duration.
+
+    Proves the waits are conditions with deadlines, not sleeps tuned to a quiet machine.
+    Arguments after ``--`` are passed to nox (default: the ``tests`` sessions).
+    """
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    hog = (
+        "import os, sys\n"
+        "if hasattr(os, 'sched_setaffinity'): os.sched_setaffinity(0, {int(sys.argv[1])})\n"
+        "while True: pass\n"
+    )
+    hogs = [subprocess.Popen([sys.executable, "-c", hog, str(cpu)]) for cpu in cpus]
+    session.log(f"{len(hogs)} busy loops running, one per CPU")
+    try:
+        session.run(sys.executable, "-m", "nox", *(session.posargs or ["-s", "tests", "skips"]), external=True)
+    finally:
+        for process in hogs:
+            process.kill()
+            process.wait()
+
+
 @nox.session(python=PYTHONS[0])
 def bench(session: nox.Session) -> None:
-    """Measure the performance targets of DESIGN.md §8 and print one JSON report."""
+    """Measure the performance targets (benchmarks/README.md) and print one JSON report."""
     session.install(*[str(PACKAGES / n) for n in _local()], "pytest")
     session.run("python", str(ROOT / "benchmarks" / "run.py"), *session.posargs)
