@@ -62,7 +62,7 @@ def test_the_command_prints_what_it_wrote_and_can_leave_a_plugin_out(tmp_path: P
             "--out",
             str(tmp_path),
             "--exclude-plugin",
-            "jitr-aws",
+            "aws",  # the plugin's name; its distribution's, jitr-aws, works as well
         ],
         capture_output=True,
         text=True,

@@ -25,7 +25,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from jitr_core.errors import JitrError
-from jitr_core.plugins import ENTRY_POINT_GROUP
+
+from .bundle_plugins import canonical, installed_plugins, resolve_exclusions, warn_unknown
 
 FUNCTIONS = ("webhook", "scaleup", "lifecycle", "scaledown", "rebalancer")
 HANDLERS = tuple(f"jitr_functions.aws.{name}" for name in FUNCTIONS)
@@ -49,10 +50,6 @@ class Bundle:
     zipped_bytes: int
     unzipped_bytes: int
     distributions: tuple[str, ...]
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def build(
@@ -95,12 +92,15 @@ def build(
 
 
 def bundled_distributions(exclude_plugins: Iterable[str] = ()) -> tuple[str, ...]:
-    """jitr's own distributions, then those shipping the installed plugins (minus excluded and other clouds)."""
-    excluded = {canonical(name) for name in exclude_plugins}
+    """jitr's own distributions, then those shipping the installed plugins (minus excluded and other clouds).
+
+    ``exclude_plugins`` are distribution or plugin names (see :mod:`.bundle_plugins`); jitr's own
+    distributions cannot be left out, the functions need them.
+    """
+    excluded = resolve_exclusions(exclude_plugins, required=JITR_DISTRIBUTIONS).distributions
     names = list(JITR_DISTRIBUTIONS)
-    for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        dist = canonical(ep.dist.name) if ep.dist else ""
-        if dist and dist not in names and dist not in OTHER_CLOUDS and canonical(ep.name) not in excluded:
+    for dist in sorted(installed_plugins()):
+        if dist not in names and dist not in OTHER_CLOUDS and dist not in excluded:
             names.append(dist)
     return tuple(names)
 
@@ -224,12 +224,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME",
-        help="leave out an installed jitr plugin (repeatable)",
+        help="leave out an installed jitr plugin, by distribution (jitr-mirror) or plugin name (mirror); repeatable",
     )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    warn_unknown(args.exclude_plugin, required=JITR_DISTRIBUTIONS)
     bundle = build(args.out, args.python, args.arch, args.include_boto3, args.exclude_plugin)
     mb = bundle.zipped_bytes / 1024 / 1024
     verdict = "within" if bundle.zipped_bytes <= SIZE_TARGET else "OVER"

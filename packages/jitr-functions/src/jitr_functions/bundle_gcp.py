@@ -26,8 +26,11 @@ from urllib.parse import unquote, urlparse
 
 from jitr_core.errors import JitrError
 
+from .bundle_plugins import installed_plugins, resolve_exclusions, warn_unknown
+
 TARGETS = ("webhook", "scaleup", "lifecycle", "scaledown", "rebalancer")
 ROOTS = ("jitr-functions", "functions-framework")
+REQUIRED_PLUGINS = ("jitr-gcp",)  # the functions' backend: leaving it out would deploy functions that cannot work
 MAIN_PY = f'''"""Cloud Run function targets written by ``jitr bundle gcp``; deploy each with ``--entry-point``."""
 
 from jitr_functions.gcp import {", ".join(sorted(TARGETS))}
@@ -47,9 +50,13 @@ class Bundle:
 
 
 def write_bundle(out: Path, exclude: Iterable[str] = ()) -> Bundle:
-    """Write ``main.py``, ``wheels/*.whl`` and ``requirements.txt`` into ``out``."""
-    skip = {_canonical(name) for name in exclude}
-    plugins = {_canonical(ep.dist.name) for ep in metadata.entry_points(group="jitr") if ep.dist is not None}
+    """Write ``main.py``, ``wheels/*.whl`` and ``requirements.txt`` into ``out``.
+
+    ``exclude`` are plugin distribution or plugin names (see :mod:`.bundle_plugins`); what only
+    an excluded distribution needs is left out with it.
+    """
+    skip = set(resolve_exclusions(exclude, required=REQUIRED_PLUGINS).distributions)
+    plugins = set(installed_plugins())
     roots = [_canonical(name) for name in ROOTS] + sorted(plugins - skip)
     closure = _closure(roots, skip)
     vendored = sorted(
@@ -79,12 +86,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME",
-        help="leave out an installed jitr plugin distribution, e.g. jitr-aws (repeatable)",
+        help="leave out an installed jitr plugin, by distribution (jitr-aws) or plugin name (aws); repeatable",
     )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    warn_unknown(args.exclude_plugin, required=REQUIRED_PLUGINS)
     bundle = write_bundle(args.out, args.exclude_plugin)
     print(f"wrote {bundle.out / 'main.py'} (targets: {', '.join(TARGETS)})")
     for wheel in bundle.wheels:

@@ -1,0 +1,82 @@
+"""The installed ``jitr`` plugins by distribution, and what ``--exclude-plugin`` names.
+
+Both bundles take the same names: the distribution a user pip-installed (``jitr-aws``), or the
+plugin's own name as ``jitr plugins`` lists it (its entry point, ``aws``). Names are compared the
+way pip compares them, so case and ``-``, ``_``, ``.`` do not matter. A distribution name wins
+over a plugin name; a plugin name shipped by several distributions is an error, and so is
+leaving out a distribution the bundle cannot work without.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from importlib import metadata
+
+from jitr_core.errors import JitrError
+from jitr_core.plugins import ENTRY_POINT_GROUP
+
+
+def canonical(name: str) -> str:
+    """``name`` normalised as pip does (PEP 503), so ``Jitr_AWS`` and ``jitr-aws`` are one name."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def installed_plugins() -> dict[str, frozenset[str]]:
+    """Canonical name of every distribution that registers ``jitr`` plugins → its plugins' names."""
+    found: dict[str, set[str]] = {}
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.dist is not None:
+            found.setdefault(canonical(ep.dist.name), set()).add(canonical(ep.name))
+    return {dist: frozenset(names) for dist, names in found.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Exclusions:
+    """What ``--exclude-plugin`` names resolved to."""
+
+    distributions: frozenset[str]  # canonical names of the distributions to leave out
+    unknown: tuple[str, ...]  # names, as given, that no installed plugin answers to
+
+
+def resolve_exclusions(
+    names: Iterable[str],
+    required: Iterable[str] = (),
+    plugins: Mapping[str, frozenset[str]] | None = None,
+) -> Exclusions:
+    """The plugin distributions ``names`` designate, by distribution name first, then by plugin name."""
+    plugins = installed_plugins() if plugins is None else plugins
+    needed = {canonical(name) for name in required}
+    chosen: set[str] = set()
+    unknown: list[str] = []
+    for name in names:
+        key = canonical(name)
+        matches = [key] if key in plugins else sorted(dist for dist, eps in plugins.items() if key in eps)
+        if not matches:
+            unknown.append(name)
+            continue
+        if len(matches) > 1:
+            raise JitrError(
+                f"--exclude-plugin {name}: several distributions ship a plugin of that name "
+                f"({', '.join(matches)}); give the distribution's name"
+            )
+        if matches[0] in needed:
+            raise JitrError(f"--exclude-plugin {name}: {matches[0]} cannot be left out of this bundle")
+        chosen.add(matches[0])
+    return Exclusions(frozenset(chosen), tuple(unknown))
+
+
+def warn_unknown(names: Iterable[str], required: Iterable[str] = ()) -> None:
+    """Say on stderr which names match no installed plugin: a typo must not pass unnoticed."""
+    plugins = installed_plugins()
+    unknown = resolve_exclusions(names, required, plugins).unknown
+    if not unknown:
+        return
+    listed = ", ".join(f"{dist} ({', '.join(sorted(eps))})" for dist, eps in sorted(plugins.items())) or "none"
+    for name in unknown:
+        print(
+            f"jitr: warning: --exclude-plugin {name}: no installed jitr plugin has that name; installed: {listed}",
+            file=sys.stderr,
+        )
