@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from fake_plugin import install_fake_plugin
 from jitr_functions.cli import main
 from jitr_github.simulator import GitHubSimulator
 
@@ -43,9 +44,26 @@ def test_problems_are_reported_one_by_one(tmp_path: Path, capsys: pytest.Capture
     assert "ok   github" in out  # one failure does not hide the next check
 
 
-def test_invalid_settings_stop_at_the_first_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_invalid_settings_are_reported_and_the_plugins_still_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("max_runners = 0\n")
-    assert main(["doctor", "--config", str(bad)]) == 1
-    out = capsys.readouterr().out
-    assert "FAIL settings and plugins" in out and "max_runners in" in out
+    assert main(["doctor", "--config", str(bad), "--json"]) == 1
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)}
+    assert not checks["settings"]["ok"] and "max_runners in" in checks["settings"]["detail"]
+    assert checks["plugins"]["ok"] and "embedded" in checks["plugins"]["detail"]
+    assert set(checks) == {"settings", "plugins"}  # the provider checks need valid settings
+
+
+def test_a_broken_plugin_is_reported_next_to_valid_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    install_fake_plugin(monkeypatch, tmp_path / "site", "jitr-broken", "broken", module="jitr_broken_no_such_module")
+    with GitHubSimulator() as sim:
+        config = _config(tmp_path, sim.base_url, sim.app_id, sim.private_key_pem, "env:JITR_DOCTOR_MISSING")
+        assert main(["doctor", "--config", str(config), "--json"]) == 1
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)}
+    assert checks["settings"]["ok"]
+    assert not checks["plugins"]["ok"] and "'broken' (jitr-broken" in checks["plugins"]["detail"]
+    assert set(checks) == {"settings", "plugins"}  # the provider checks need the plugins

@@ -1,7 +1,9 @@
 """``jitr doctor``: check a deployment's settings, plugins, providers, secrets and GitHub access.
 
 Each check runs on its own and reports ok or the problem, so one failure does not hide the
-next. Nothing is written, no message is sent, and no secret value is printed.
+next. The settings and the plugins are checked independently of each other; the provider,
+secret and GitHub checks need both, so they run only once both pass. Nothing is written, no
+message is sent, and no secret value is printed.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from jitr_core.backend import Backend
 from jitr_core.errors import JitrError
@@ -16,6 +19,8 @@ from jitr_core.model import RecordQuery
 from jitr_core.plugins import create_plugin_manager, list_plugins
 from jitr_core.secret import Secret
 from jitr_core.settings import Settings
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,23 +33,15 @@ class Check:
 def run_checks(load_settings: Callable[[], Settings]) -> list[Check]:
     checks: list[Check] = []
 
-    def check(name: str, probe: Callable[[], str]) -> bool:
-        try:
-            checks.append(Check(name, True, probe()))
-            return True
-        except JitrError as exc:
-            checks.append(Check(name, False, str(exc)))
-        except Exception as exc:  # a doctor reports every failure, whatever its kind
-            checks.append(Check(name, False, f"{type(exc).__name__}: {exc}"))
-        return False
+    def check(name: str, probe: Callable[[], str]) -> None:
+        _probe(checks, name, probe, lambda detail: detail)
 
-    try:
-        settings = load_settings()
-        pm = create_plugin_manager()
-    except JitrError as exc:
-        return [Check("settings and plugins", False, str(exc))]
-    checks.append(Check("settings", True, f"{len(settings.pools)} pools; providers {dict(settings.providers)}"))
-    checks.append(Check("plugins", True, ", ".join(info.name for info in list_plugins(pm))))
+    settings = _probe(
+        checks, "settings", load_settings, lambda s: f"{len(s.pools)} pools; providers {dict(s.providers)}"
+    )
+    pm = _probe(checks, "plugins", create_plugin_manager, lambda pm: ", ".join(i.name for i in list_plugins(pm)))
+    if settings is None or pm is None:
+        return checks  # every later check needs both
     backend = Backend(pm, settings)
     check("store", lambda: _store(backend))
     check("vms", lambda: f"{settings.provider('vm')}: {len(backend.list_vms())} managed VM(s)")
@@ -56,6 +53,19 @@ def run_checks(load_settings: Callable[[], Settings]) -> list[Check]:
     else:
         checks.append(Check("github", False, "github.app_id / JITR_GITHUB_APP_ID is not set"))
     return checks
+
+
+def _probe(checks: list[Check], name: str, probe: Callable[[], T], describe: Callable[[T], str]) -> T | None:
+    """Run one check and record its outcome; its result, or None when it failed (whatever the error)."""
+    try:
+        result = probe()
+        checks.append(Check(name, True, describe(result)))
+        return result
+    except JitrError as exc:
+        checks.append(Check(name, False, str(exc)))
+    except Exception as exc:  # a doctor reports every failure, whatever its kind
+        checks.append(Check(name, False, f"{type(exc).__name__}: {exc}"))
+    return None
 
 
 def _secret(backend: Backend, name: str) -> str:
