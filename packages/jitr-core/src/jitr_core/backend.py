@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import pluggy
 
-from .errors import NoProviderError
+from .errors import NoProviderError, SettingsError
 from .model import (
     LaunchRequest,
     LaunchResult,
@@ -25,7 +25,7 @@ from .model import (
     VMInfo,
     Written,
 )
-from .secret import read_local_secret
+from .secret import Secret, read_local_secret, write_local_secret
 from .settings import Settings
 from .startup import Fragment, ScriptContext, assemble
 
@@ -138,6 +138,21 @@ class Backend:
         if reference.startswith(LOCAL_SECRET_SCHEMES):
             return read_local_secret(name, reference)
         result: str = self._call("secrets", "jitr_fetch_secret", name=name, reference=reference)
+        return result
+
+    def store_secret(self, name: str, value: Secret, reference: str | None = None) -> bool:
+        """Store a named secret where ``reference`` (default: ``settings.secrets[name]``) points.
+
+        ``file:`` references are written here whatever the secrets provider (mode 0600), as they
+        are read here; ``env:`` references cannot be written and raise a SettingsError naming
+        them. True when the secret was created, False when an existing one got the new value.
+        """
+        reference = self.settings.secrets.get(name, "") if reference is None else reference
+        if reference.startswith(LOCAL_SECRET_SCHEMES):
+            return write_local_secret(name, reference, value)
+        if not reference:
+            raise SettingsError(f"secret {name!r} has no reference; set [secrets] {name} (JITR_SECRETS_{name.upper()})")
+        result: bool = self._call("secrets", "jitr_store_secret", name=name, reference=reference, value=value)
         return result
 
     # startup script

@@ -30,6 +30,7 @@ from .model import (
     VMInfo,
     Written,
 )
+from .secret import Secret
 from .settings import Settings
 from .startup import Fragment, ScriptContext
 
@@ -182,6 +183,24 @@ def jitr_fetch_secret(name: str, reference: str, settings: Settings) -> str | No
         ``env:VAR`` and ``file:/path`` references never reach this hook: core reads them itself.
     :raises SecretNotFoundError: it is yours but does not exist or is empty.
     Never log the value. Combines: first non-None result. Added in 0.1.0.
+    """
+
+
+@hookspec(firstresult=True)
+def jitr_store_secret(name: str, reference: str, value: Secret, settings: Settings) -> bool | None:
+    """Store ``value`` as the secret ``name``: create the secret, or give the existing one this value.
+
+    Used by ``jitr github-app create`` to keep a new App's private key and webhook secret.
+    :param name: jitr's name of the secret (``webhook_secret``, ``github_app_private_key``).
+    :param reference: where it lives, in the form :func:`jitr_fetch_secret` reads (an ARN, a
+        resource name); after the call, fetching ``reference`` returns ``value``. ``env:VAR``
+        and ``file:/path`` references never reach this hook: core writes files itself and
+        refuses environment variables.
+    :param value: the secret; ``value.reveal()`` is the text to store. Never log it or put it
+        in an error.
+    :raises SettingsError: the reference is not one this provider can write.
+    Returns True when the secret was created, False when an existing one got a new value.
+    Combines: first non-None result. Added in 0.1.1.
     """
 
 

@@ -1,11 +1,12 @@
-"""Secret values: a wrapper that keeps them out of reprs and logs, and the local reference reader."""
+"""Secret values: a wrapper that keeps them out of reprs and logs, and the local reference reader and writer."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
-from .errors import SecretNotFoundError, SettingsError
+from .errors import BackendError, SecretNotFoundError, SettingsError
 
 
 class Secret:
@@ -59,3 +60,41 @@ def read_local_secret(name: str, reference: str) -> str:
         f"secret {name!r} needs a reference of the form env:VARIABLE or file:/path "
         f"(see [secrets] / JITR_SECRETS_{name.upper()})"
     )
+
+
+def write_local_secret(name: str, reference: str, value: Secret) -> bool:
+    """Write a secret to a ``file:/path`` reference, readable by its owner only (mode 0600).
+
+    Returns True when the file was created, False when an existing one was replaced. The file is
+    replaced atomically, so a reader never sees half a key; missing directories are created with
+    mode 0700. An ``env:`` reference cannot be written: the error names it (and never a value).
+    """
+    scheme, _, target = reference.partition(":")
+    if scheme == "env":
+        raise SettingsError(
+            f"secret {name!r} is read from {reference}, an environment variable, which jitr cannot write; "
+            f"point [secrets] {name} (JITR_SECRETS_{name.upper()}) at a file: reference or a secrets manager"
+        )
+    if scheme != "file" or not target:
+        raise SettingsError(f"secret {name!r}: {reference!r} is not a file:/path reference")
+    path = Path(target).expanduser()
+    text = value.reveal()
+    if not text:
+        raise SettingsError(f"secret {name!r}: refusing to write an empty value to {path}")
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        created = not path.exists()
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text if text.endswith("\n") else text + "\n")  # the reader drops one newline
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise BackendError(f"secret {name!r}: file {path} cannot be written ({type(exc).__name__})") from None
+    return created

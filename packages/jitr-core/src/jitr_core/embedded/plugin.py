@@ -20,11 +20,12 @@ from ..model import (
     VMInfo,
     Written,
 )
+from ..secret import Secret
 from ..settings import Settings
 from ..startup import Fragment, ScriptContext
 from . import script
 from .instance import open_embedded
-from .secrets import fetch_secret
+from .secrets import fetch_secret, store_secret
 
 PROVIDER = "embedded"
 
@@ -128,6 +129,13 @@ def jitr_fetch_secret(name: str, reference: str, settings: Settings) -> str | No
     if settings.provider("secrets") != PROVIDER:
         return None
     return fetch_secret(name, reference)
+
+
+@hookimpl(trylast=True)
+def jitr_store_secret(name: str, reference: str, value: Secret, settings: Settings) -> bool | None:
+    if settings.provider("secrets") != PROVIDER:
+        return None
+    return store_secret(name, reference, value)
 
 
 @hookimpl(trylast=True)
