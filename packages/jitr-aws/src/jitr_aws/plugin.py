@@ -22,6 +22,7 @@ from jitr_core.model import (
     VMInfo,
     Written,
 )
+from jitr_core.secret import Secret
 from jitr_core.settings import Settings
 from jitr_core.startup import Fragment, ScriptContext
 
@@ -158,6 +159,15 @@ def jitr_fetch_secret(name: str, reference: str, settings: Settings) -> str | No
     from . import secrets
 
     return secrets.fetch(name, reference, aws_config(settings))
+
+
+@hookimpl
+def jitr_store_secret(name: str, reference: str, value: Secret, settings: Settings) -> bool | None:
+    if not _mine(settings, "secrets"):
+        return None
+    from . import secrets
+
+    return secrets.store(name, reference, value, aws_config(settings))
 
 
 @hookimpl
