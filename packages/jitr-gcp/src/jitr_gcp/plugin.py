@@ -22,6 +22,7 @@ from jitr_core.model import (
     VMInfo,
     Written,
 )
+from jitr_core.secret import Secret
 from jitr_core.settings import Settings
 from jitr_core.startup import Fragment, ScriptContext
 
@@ -170,6 +171,15 @@ def jitr_fetch_secret(name: str, reference: str, settings: Settings) -> str | No
     from . import secrets
 
     return secrets.fetch(name, reference, cfg)
+
+
+@hookimpl
+def jitr_store_secret(name: str, reference: str, value: Secret, settings: Settings) -> bool | None:
+    if (cfg := _mine(settings, "secrets")) is None:
+        return None
+    from . import secrets
+
+    return secrets.store(name, reference, value, cfg)
 
 
 @hookimpl

@@ -1,9 +1,11 @@
-"""Secrets from Secret Manager, cached per process for ``secret_cache_ttl_s``.
+"""Secrets in Secret Manager: read (cached per process for ``secret_cache_ttl_s``) and stored.
 
 A reference is a version (``projects/P/secrets/S/versions/V``), a secret (``projects/P/secrets/S``,
 meaning its ``latest`` version) or a short name ``S`` in the configured project. The cache keeps a
 warm function instance from paying an API call per webhook while still picking up a rotated
-secret within the TTL. Errors name the secret and its resource, never its value.
+secret within the TTL. Storing creates the secret when it is absent (automatic replication,
+label ``managed-by=jitr``) and adds a version. Errors name the secret and its resource, never
+its value.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from jitr_core.errors import BackendError, SecretNotFoundError, SettingsError
 from jitr_core.logs import register_secret
+from jitr_core.secret import Secret
 
 from .clients import anonymous_if_local, cached_client
 from .config import GcpConfig
@@ -97,3 +100,59 @@ def _access(name: str, resource: str, cfg: GcpConfig) -> str:
         raise SecretNotFoundError(f"secret {name!r} ({resource}) is empty")
     register_secret(value)  # jitr's log formatter now redacts it, should anything try to log it
     return value
+
+
+def secret_name(name: str, reference: str, cfg: GcpConfig) -> str:
+    """The secret resource (``projects/P/secrets/S``) a reference's new versions belong to."""
+    version = resource_name(name, reference, cfg)
+    secret, _, pinned = version.rpartition("/versions/")
+    if pinned != "latest":
+        raise SettingsError(
+            f"secret {name!r} refers to version {pinned} of {secret}, so a new version would never be read; "
+            f"point it at {secret} (its latest version) to store a value"
+        )
+    return secret
+
+
+def store(name: str, reference: str, value: Secret, cfg: GcpConfig) -> bool:
+    """Add ``value`` as the newest version of the secret; True when the secret had to be created first."""
+    from google.api_core import exceptions
+
+    secret = secret_name(name, reference, cfg)
+    text = value.reveal()
+    if not text:
+        raise SettingsError(f"secret {name!r}: refusing to store an empty value in {secret}")
+    register_secret(text)
+    project, _, secret_id = secret.removeprefix("projects/").partition("/secrets/")
+    client = _client(cfg)
+    created = True
+    try:
+        try:
+            client.create_secret(
+                request={
+                    "parent": f"projects/{project}",
+                    "secret_id": secret_id,
+                    "secret": {"replication": {"automatic": {}}, "labels": {"managed-by": "jitr"}},
+                },
+                timeout=cfg.operation_timeout_s,
+            )
+        except exceptions.Conflict:  # ALREADY_EXISTS
+            created = False
+        client.add_secret_version(
+            request={"parent": secret, "payload": {"data": text.encode("utf-8")}}, timeout=cfg.operation_timeout_s
+        )
+    except exceptions.PermissionDenied:
+        raise BackendError(
+            f"not allowed to store secret {name!r} ({secret}); grant roles/secretmanager.admin, or create the "
+            f"secret and grant roles/secretmanager.secretVersionAdder"
+        ) from None
+    except exceptions.NotFound:
+        raise SecretNotFoundError(f"secret {name!r}: {secret} could not be found or created") from None
+    except exceptions.GoogleAPICallError as exc:
+        raise BackendError(f"storing secret {name!r} ({secret}) failed: HTTP {exc.code}") from None
+    except OSError as exc:
+        raise BackendError(f"Secret Manager could not be reached for secret {name!r}: {type(exc).__name__}") from None
+    with _cache_lock:
+        for key in [k for k in _cache if k[1].startswith(secret + "/versions/")]:
+            del _cache[key]
+    return created
