@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,11 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import pytest
+from jitr_core.testing.environment import deadline_s, require_tool
 
 REPO = (Path(__file__).resolve().parent / ".." / ".." / "..").resolve()
 DOCS = REPO / "docs"
 MIN_RUNNABLE = 9  # the blocks marked today: fewer means a marker was lost, and the test would prove less
-TIMEOUT_S = 120.0
+TIMEOUT_S = 120.0  # per block, times JITR_TEST_TIMEOUT_SCALE
 SHELLS = frozenset({"sh", "bash", "shell"})
 MARKER = re.compile(r"^\s*<!--\s*runnable\s*(?::\s*(?P<option>.*?))?\s*-->\s*$")
 FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
@@ -161,23 +161,14 @@ def _environment(home: Path) -> dict[str, str]:
     return env
 
 
-def _require(tools: tuple[str, ...], path: str) -> None:
-    missing = [tool for tool in tools if shutil.which(tool, path=path) is None]
-    if not missing:
-        return
-    reason = f"{', '.join(missing)} not installed"
-    if os.environ.get("JITR_REQUIRE_TOOLS") == "1":
-        pytest.fail(f"{reason}; JITR_REQUIRE_TOOLS=1 makes this a failure", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.mark.parametrize("block", RUNNABLES, ids=[r.where for r in RUNNABLES])
 def test_the_block_runs(block: Runnable, tmp_path: Path) -> None:
     work, home = tmp_path / "work", tmp_path / "home"
     home.mkdir()
     work.mkdir()
     env = _environment(home)
-    _require(block.needs, env["PATH"])
+    for tool in block.needs:
+        require_tool(tool)
     for relative, text in block.files:
         target = work / relative
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -194,9 +185,9 @@ def test_the_block_runs(block: Runnable, tmp_path: Path) -> None:
             start_new_session=True,
         )
         try:
-            status: int | str = process.wait(timeout=TIMEOUT_S)
+            status: int | str = process.wait(timeout=deadline_s(TIMEOUT_S))
         except subprocess.TimeoutExpired:
-            status = f"no exit after {TIMEOUT_S:g} s"
+            status = f"no exit after {deadline_s(TIMEOUT_S):g} s"
         finally:
             try:  # whatever the block started and left running: its session is its own
                 os.killpg(process.pid, signal.SIGKILL)
