@@ -1,4 +1,4 @@
-"""The ``jitr`` command: serve, demo, plugins, bundle, render-startup-script, status."""
+"""The ``jitr`` command: serve, demo, plugins, bundle, render-startup-script, status, doctor, github-app."""
 
 from __future__ import annotations
 
@@ -145,7 +145,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from .versions import VersionAction
+
     p = argparse.ArgumentParser(prog="jitr", description="On-demand single-use GitHub Actions runners.")
+    p.add_argument("--version", action=VersionAction)
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("plugins", help="list registered plugins and their hooks")
     s.add_argument("--json", action="store_true")
@@ -175,6 +178,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="TOML settings file (default: JITR_* environment)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_doctor)
+    from . import github_app
+
+    github_app.add_arguments(sub.add_parser("github-app", help="create jitr's GitHub App and store its secrets"))
     s = sub.add_parser("bundle", help="build the deployable bundle of a cloud's functions")
     targets = s.add_subparsers(dest="target", required=True)
     from . import bundle_aws
