@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gcp_support import POOL, WEBHOOK_SECRET, Deployment
+from gcp_support import POOL, WEBHOOK_SECRET, Deployment, stop_servers
 from jitr_core.settings import Settings
 from jitr_gcp import pubsub
 from jitr_gcp.config import gcp_config
@@ -88,8 +88,7 @@ def deployment(
     try:
         yield deployment
     finally:
-        for server in deployment.servers:
-            server.stop()
+        stop_servers(deployment.servers)
         sim.stop()
         compute.stop()
         secrets.stop()

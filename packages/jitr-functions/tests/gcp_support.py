@@ -3,6 +3,7 @@ deployment on the Pub/Sub and Firestore emulators, the GCE fake and the GitHub s
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -29,6 +30,8 @@ from jitr_github.simulator import GitHubSimulator
 FIXTURES = Path(__file__).parent / "fixtures" / "gcp"
 FUNCTIONS_FRAMEWORK = Path(sys.executable).with_name("functions-framework")
 WEBHOOK_SECRET = "whsec-gcp-functions-test-0123456789"
+LABELS = ["self-hosted", "linux", "x64"]
+PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
 POOL = {
     "name": "linux",
     "labels": ["self-hosted", "linux", "x64"],
@@ -98,13 +101,7 @@ class FunctionServer:
         raise AssertionError(f"{self.target} did not answer within {timeout_s} s:\n{self.log_text()}")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
+        stop_servers([self])
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -130,6 +127,19 @@ class FunctionServer:
                 return response.status, json.loads(response.read() or b"{}")
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"{}")
+
+
+def stop_servers(servers: list[FunctionServer]) -> None:
+    """Stop servers together: each takes about a second to shut down, so signal all before waiting."""
+    running = [s.process for s in servers if s.process is not None and s.process.poll() is None]
+    for process in running:
+        os.killpg(process.pid, signal.SIGTERM)
+    for process in running:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
 
 
 @dataclass
@@ -196,3 +206,37 @@ class Deployment:
 
 def wait_for(predicate: Callable[[], object], timeout_s: float = 60.0, what: str = "condition") -> None:
     wait_until(predicate, timeout_s, what, step_s=0.1)
+
+
+def runner(job_id: int) -> str:
+    return f"jitr-linux-{job_id}-1"
+
+
+def logged(server: FunctionServer, message: str, **fields: Any) -> list[dict[str, Any]]:
+    return [
+        r for r in server.records() if r.get("message") == message and all(r.get(k) == v for k, v in fields.items())
+    ]
+
+
+def quiet_job(deployment: Deployment) -> int:
+    """A job queued in the simulator without a webhook, for tests that publish its message themselves."""
+    deployment.sim.set_webhook(None, None)
+    return deployment.sim.queue_job("octo-org/api", LABELS)
+
+
+def with_data(event: dict[str, Any], body: bytes) -> dict[str, Any]:
+    """A copy of a MessagePublishedData (or a CloudEvent carrying one) with ``message.data`` replaced."""
+    event = json.loads(json.dumps(event))
+    data = event["data"] if "specversion" in event else event
+    data["message"]["data"] = base64.b64encode(body).decode()
+    return event
+
+
+def ce_headers(event_id: str = "ce-1") -> dict[str, str]:
+    return {
+        "ce-specversion": "1.0",
+        "ce-type": PUBLISHED,
+        "ce-id": event_id,
+        "ce-source": "//pubsub.googleapis.com/projects/jitr-test/topics/jitr-jobs",
+        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    }

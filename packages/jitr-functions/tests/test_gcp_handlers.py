@@ -10,62 +10,30 @@ import json
 import re
 import subprocess
 import sys
-import time
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 pytest.importorskip("jitr_gcp", reason="the gcp extra is not installed")
 pytest.importorskip("functions_framework", reason="the gcp extra is not installed")
 
-import jitr_gcp.plugin
-from gcp_support import FIXTURES, WEBHOOK_SECRET, Deployment, FunctionServer, fixture, wait_for
+from gcp_support import (
+    FIXTURES,
+    LABELS,
+    PUBLISHED,
+    WEBHOOK_SECRET,
+    Deployment,
+    ce_headers,
+    fixture,
+    logged,
+    quiet_job,
+    runner,
+    wait_for,
+    with_data,
+)
 
 pytest_plugins = ["conftest_gcp"]
 
-LABELS = ["self-hosted", "linux", "x64"]
-PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
 _JIT_IN_SCRIPT = re.compile(r"ACTIONS_RUNNER_INPUT_JITCONFIG=\"\$\(printf %s '([A-Za-z0-9+/=]+)' \| base64 -d\)\"")
-needs_dead_letter_hook = pytest.mark.xfail(
-    not hasattr(jitr_gcp.plugin, "jitr_dead_letter"),
-    strict=True,
-    reason="jitr-gcp does not implement jitr_dead_letter yet, so a poison message cannot be dead-lettered",
-)
-
-
-def runner(job_id: int) -> str:
-    return f"jitr-linux-{job_id}-1"
-
-
-def logged(server: FunctionServer, message: str, **fields: Any) -> list[dict[str, Any]]:
-    return [
-        r for r in server.records() if r.get("message") == message and all(r.get(k) == v for k, v in fields.items())
-    ]
-
-
-def quiet_job(deployment: Deployment) -> int:
-    """A job queued in the simulator without a webhook, for tests that publish its message themselves."""
-    deployment.sim.set_webhook(None, None)
-    return deployment.sim.queue_job("octo-org/api", LABELS)
-
-
-def with_data(event: dict[str, Any], body: bytes) -> dict[str, Any]:
-    """A copy of a MessagePublishedData (or a CloudEvent carrying one) with ``message.data`` replaced."""
-    event = json.loads(json.dumps(event))
-    data = event["data"] if "specversion" in event else event
-    data["message"]["data"] = base64.b64encode(body).decode()
-    return event
-
-
-def ce_headers(event_id: str = "ce-1") -> dict[str, str]:
-    return {
-        "ce-specversion": "1.0",
-        "ce-type": PUBLISHED,
-        "ce-id": event_id,
-        "ce-source": "//pubsub.googleapis.com/projects/jitr-test/topics/jitr-jobs",
-        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-    }
 
 
 def test_webhook_pubsub_push_scaleup_gce_insert_and_lifecycle_end_to_end(deployment: Deployment) -> None:
@@ -124,7 +92,6 @@ def test_each_delivery_shape_carries_a_job_to_a_launch(deployment: Deployment, n
         assert line["logging.googleapis.com/trace"] == "projects/jitr-test/traces/0af7651916cd43dd8448eb211c80319c"
 
 
-@needs_dead_letter_hook
 def test_the_fixture_payloads_are_poison_dead_lettered_with_a_reason_and_acknowledged(deployment: Deployment) -> None:
     scaleup = deployment.serve("scaleup")
     for name in ("MessagePublishedData-binary-simple.json", "MessagePublishedData-text-testdata.json"):
@@ -135,7 +102,6 @@ def test_the_fixture_payloads_are_poison_dead_lettered_with_a_reason_and_acknowl
     assert sorted(m.body for m in letters) == ["\x01\x02\x03\x04", "test message 3"]
 
 
-@needs_dead_letter_hook
 @pytest.mark.parametrize(
     "raw,headers,reason",
     [
@@ -160,90 +126,6 @@ def test_a_malformed_cloudevent_is_dead_lettered_with_its_reason_and_acknowledge
     assert reason in body["dead_lettered"]
     assert reason in logged(scaleup, "malformed delivery dead-lettered")[0]["reason"]
     assert [m.body for m in deployment.backend.dead_letters("jobs")] == [raw.decode(errors="replace")]
-
-
-def test_a_failed_launch_answers_503_and_pubsub_redelivers_until_it_launches(deployment: Deployment) -> None:
-    scaleup = deployment.serve("scaleup")
-    deployment.push("jobs", scaleup)
-    deployment.compute.exhaust("us-central1-a", sync=True, status=503, code="resourceExhausted")
-    job_id = quiet_job(deployment)
-
-    deployment.publish("jobs", deployment.job_message(job_id))
-    wait_for(lambda: logged(scaleup, "message will be retried"), 60, "a failed attempt")
-    with deployment.compute.lock:
-        deployment.compute.faults.clear()
-
-    wait_for(lambda: deployment.instances(runner(job_id)), 60, "the redelivered message to launch")
-    assert deployment.instances(f"jitr-linux-{job_id}-") == [runner(job_id)]
-
-
-@needs_dead_letter_hook
-def test_a_poison_message_is_dead_lettered_once_and_never_redelivered(deployment: Deployment) -> None:
-    scaleup = deployment.serve("scaleup")
-    deployment.push("jobs", scaleup)
-
-    deployment.publish("jobs", b'{"v": 1, "type": "job"}', type="job")
-    wait_for(lambda: logged(scaleup, "poison message dead-lettered"), 60, "the poison message")
-    time.sleep(3)  # a redelivery would arrive within about a second on the emulator
-
-    assert len(logged(scaleup, "poison message dead-lettered")) == 1
-    assert [m.body for m in deployment.backend.dead_letters("jobs")] == ['{"v": 1, "type": "job"}']
-
-
-def test_a_duplicated_message_launches_one_instance(deployment: Deployment) -> None:
-    scaleup = deployment.serve("scaleup")
-    deployment.push("jobs", scaleup)
-    job_id = quiet_job(deployment)
-
-    for _ in range(2):
-        deployment.publish("jobs", deployment.job_message(job_id))
-    wait_for(lambda: len(logged(scaleup, "scaleup", job_id=job_id)) >= 2, 60, "both copies handled")
-
-    assert deployment.instances(f"jitr-linux-{job_id}-") == [runner(job_id)]
-    assert deployment.compute.instance_count(runner(job_id)) == 1
-    assert len({insert["requestId"] for insert in deployment.compute.inserts}) == 1  # a repeat is idempotent
-
-
-CRASHING_MAIN = '''"""scaleup whose first run dies right after one step, as a killed instance would."""
-
-import os
-from pathlib import Path
-
-from jitr_functions.app import get_app
-from jitr_functions.gcp import scaleup
-
-__all__ = ["scaleup"]
-MARKER = Path(os.environ["CRASH_MARKER"])
-
-
-def _die(step: str) -> None:
-    if step == os.environ["CRASH_STEP"] and not MARKER.exists():
-        MARKER.touch()
-        os._exit(70)
-
-
-get_app().scaleup.checkpoint = _die
-'''
-
-
-@pytest.mark.parametrize("step", ["claimed", "launched"])
-def test_a_crash_after_a_step_then_redelivery_launches_one_instance(
-    deployment: Deployment, tmp_path: Path, step: str
-) -> None:
-    source = tmp_path / "crashing" / "main.py"
-    source.parent.mkdir()
-    source.write_text(CRASHING_MAIN)
-    scaleup = deployment.serve("scaleup", source, CRASH_MARKER=str(tmp_path / "crashed"), CRASH_STEP=step)
-    deployment.push("jobs", scaleup)
-    job_id = quiet_job(deployment)
-
-    deployment.publish("jobs", deployment.job_message(job_id))
-    # the worker process dies mid-request; a fresh one takes over and Pub/Sub redelivers the message
-    wait_for((tmp_path / "crashed").exists, 60, f"the crash after {step!r}")
-
-    wait_for(lambda: deployment.backend.load("job", str(job_id)).data.get("launched_runner"), 60, "a launch")
-    assert deployment.instances(f"jitr-linux-{job_id}-") == [runner(job_id)]
-    assert deployment.compute.instance_count(runner(job_id)) == 1
 
 
 @pytest.mark.parametrize("target", ["scaledown", "rebalancer"])

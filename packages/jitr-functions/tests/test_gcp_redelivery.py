@@ -1,0 +1,99 @@
+"""Pub/Sub redelivery against the real Cloud Run handlers: failed launches, poison and duplicated
+messages, and a scaleup instance killed between two steps, each still launching one instance."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("jitr_gcp", reason="the gcp extra is not installed")
+pytest.importorskip("functions_framework", reason="the gcp extra is not installed")
+
+from gcp_support import Deployment, logged, quiet_job, runner, wait_for
+
+pytest_plugins = ["conftest_gcp"]
+
+
+def test_a_failed_launch_answers_503_and_pubsub_redelivers_until_it_launches(deployment: Deployment) -> None:
+    scaleup = deployment.serve("scaleup")
+    deployment.push("jobs", scaleup)
+    deployment.compute.exhaust("us-central1-a", sync=True, status=503, code="resourceExhausted")
+    job_id = quiet_job(deployment)
+
+    deployment.publish("jobs", deployment.job_message(job_id))
+    wait_for(lambda: logged(scaleup, "message will be retried"), 60, "a failed attempt")
+    with deployment.compute.lock:
+        deployment.compute.faults.clear()
+
+    wait_for(lambda: deployment.instances(runner(job_id)), 60, "the redelivered message to launch")
+    assert deployment.instances(f"jitr-linux-{job_id}-") == [runner(job_id)]
+
+
+def test_a_poison_message_is_dead_lettered_once_and_never_redelivered(deployment: Deployment) -> None:
+    scaleup = deployment.serve("scaleup")
+    deployment.push("jobs", scaleup)
+
+    deployment.publish("jobs", b'{"v": 1, "type": "job"}', type="job")
+    wait_for(lambda: logged(scaleup, "poison message dead-lettered"), 60, "the poison message")
+    time.sleep(3)  # a redelivery would arrive within about a second on the emulator
+
+    assert len(logged(scaleup, "poison message dead-lettered")) == 1
+    assert [m.body for m in deployment.backend.dead_letters("jobs")] == ['{"v": 1, "type": "job"}']
+
+
+def test_a_duplicated_message_launches_one_instance(deployment: Deployment) -> None:
+    scaleup = deployment.serve("scaleup")
+    deployment.push("jobs", scaleup)
+    job_id = quiet_job(deployment)
+
+    for _ in range(2):
+        deployment.publish("jobs", deployment.job_message(job_id))
+    wait_for(lambda: len(logged(scaleup, "scaleup", job_id=job_id)) >= 2, 60, "both copies handled")
+
+    assert deployment.instances(f"jitr-linux-{job_id}-") == [runner(job_id)]
+    assert deployment.compute.instance_count(runner(job_id)) == 1
+    assert len({insert["requestId"] for insert in deployment.compute.inserts}) == 1  # a repeat is idempotent
+
+
+CRASHING_MAIN = '''"""scaleup whose first run dies right after one step, as a killed instance would."""
+
+import os
+from pathlib import Path
+
+from jitr_functions.app import get_app
+from jitr_functions.gcp import scaleup
+
+__all__ = ["scaleup"]
+MARKER = Path(os.environ["CRASH_MARKER"])
+
+
+def _die(step: str) -> None:
+    if step == os.environ["CRASH_STEP"] and not MARKER.exists():
+        MARKER.touch()
+        os._exit(70)
+
+
+get_app().scaleup.checkpoint = _die
+'''
+
+
+@pytest.mark.parametrize("step", ["claimed", "launched"])
+def test_a_crash_after_a_step_then_redelivery_launches_one_instance(
+    deployment: Deployment, tmp_path: Path, step: str
+) -> None:
+    source = tmp_path / "crashing" / "main.py"
+    source.parent.mkdir()
+    source.write_text(CRASHING_MAIN)
+    scaleup = deployment.serve("scaleup", source, CRASH_MARKER=str(tmp_path / "crashed"), CRASH_STEP=step)
+    deployment.push("jobs", scaleup)
+    job_id = quiet_job(deployment)
+
+    deployment.publish("jobs", deployment.job_message(job_id))
+    # the worker process dies mid-request; a fresh one takes over and Pub/Sub redelivers the message
+    wait_for((tmp_path / "crashed").exists, 60, f"the crash after {step!r}")
+
+    wait_for(lambda: deployment.backend.load("job", str(job_id)).data.get("launched_runner"), 60, "a launch")
+    assert deployment.instances(f"jitr-linux-{job_id}-") == [runner(job_id)]
+    assert deployment.compute.instance_count(runner(job_id)) == 1
