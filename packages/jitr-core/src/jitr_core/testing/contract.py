@@ -34,7 +34,8 @@ def _wait_for(predicate: Callable[[], bool], timeout_s: float, step_s: float = 0
 class StoreContract:
     """Create-if-absent, conditional writes, indexed queries with pagination, TTL."""
 
-    pagination_records = 5000
+    pagination_records = 1500
+    page_size = 150
     racers = 16
 
     def test_create_is_won_by_exactly_one_of_many_racers(self, backend: Backend) -> None:
@@ -137,19 +138,19 @@ class StoreContract:
         assert all(created)
         keys: list[str] = []
         pages = 0
-        query = RecordQuery(kind, "launched", limit=500)
+        query = RecordQuery(kind, "launched", limit=self.page_size)
         page = backend.query(query)
         while True:
             pages += 1
-            assert len(page.records) <= 500
+            assert len(page.records) <= self.page_size
             keys.extend(r.key for r in page.records)
             if page.cursor is None:
                 break
             page = backend.query(replace(query, cursor=page.cursor))
         assert len(keys) == n and len(set(keys)) == n
         assert keys == sorted(keys)  # oldest updated_at first
-        assert pages >= n // 500
-        assert sum(1 for _ in backend.query_all(RecordQuery(kind, "launched", limit=997))) == n
+        assert pages >= n // self.page_size
+        assert sum(1 for _ in backend.query_all(RecordQuery(kind, "launched", limit=self.page_size - 3))) == n
 
     def test_expired_records_are_invisible_and_purged(self, backend: Backend) -> None:
         kind, now = _kind(), time.time()
