@@ -32,6 +32,16 @@ PYTHONS = ["3.11", "3.12", "3.13"]
 # Extras a package's tests need beyond ``test`` (jitr-functions drives both cloud plugins).
 TEST_EXTRAS = {"jitr-functions": ["test", "aws", "gcp"]}
 REQUIRE_TOOLS = os.environ.get("JITR_REQUIRE_TOOLS") == "1"
+# How each package's tests are spread over pytest-xdist workers. The end-to-end tests mostly wait
+# on other processes, so jitr-functions runs more workers than cores; a file keeps its own worker
+# where its tests share a costly session fixture (a bundle, the emulators) or install plugins.
+WORKERS = {
+    "jitr-core": ["-n", "2", "--dist", "loadfile"],
+    "jitr-github": ["-n", "2", "--dist", "loadfile"],
+    "jitr-aws": ["-n", "2", "--dist", "loadscope"],
+    "jitr-gcp": ["-n", "2", "--dist", "loadscope"],
+    "jitr-functions": ["-n", "4", "--dist", "loadfile"],
+}
 
 
 def _expose_pyenv_pythons() -> None:
@@ -87,10 +97,10 @@ def _siblings(name: str, extras: list[str]) -> list[str]:
     return seen
 
 
-def _install(session: nox.Session, name: str, extras: list[str]) -> None:
+def _install(session: nox.Session, name: str, extras: list[str], *tools: str) -> None:
     siblings = _siblings(name, extras)
     targets = [f"{PACKAGES / name}[{','.join(extras)}]"] + [str(PACKAGES / s) for s in siblings if s != name]
-    session.install(*targets)
+    session.install(*targets, *tools)
     check = (
         "import json, sys\nfrom importlib.metadata import distribution\n"
         "bad = [n for n in sys.argv[1:] if 'file://' not in "
@@ -103,14 +113,18 @@ def _install(session: nox.Session, name: str, extras: list[str]) -> None:
 @nox.session(python=PYTHONS)
 @nox.parametrize("package", _local())
 def tests(session: nox.Session, package: str) -> None:
-    """Run one package's tests with only it and its declared dependencies installed."""
-    _install(session, package, TEST_EXTRAS.get(package, ["test"]))
+    """Run one package's tests with only it and its declared dependencies installed.
+
+    Arguments after ``--`` go to pytest (``-n 0`` runs the tests in one process).
+    """
+    _install(session, package, TEST_EXTRAS.get(package, ["test"]), "pytest-xdist>=3.5")
     REPORTS.mkdir(exist_ok=True)
     report = REPORTS / f"tests-{session.python}-{package}.xml"
     session.run(
         "pytest",
         str(PACKAGES / package / "tests"),
         f"--junitxml={report}",
+        *WORKERS.get(package, []),
         *session.posargs,
         env={"PYTHONDONTWRITEBYTECODE": "1"},
     )
