@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 
 import pytest
 from hypothesis import given
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from jitr_core.errors import JitrError, PayloadError
 from jitr_core.logs import JsonFormatter, log_context, register_secret
 from jitr_core.messages import JobMessage, LifecycleMessage, decode, encode
+from jitr_core.model import MAX_ATTEMPT, MAX_ID, MAX_NAME, runner_name_for
 
 
 def test_messages_round_trip() -> None:
@@ -69,3 +71,24 @@ def test_logs_are_json_with_context_and_redact_secrets() -> None:
     assert entry["delivery_id"] == "d-1" and entry["job_id"] == 7 and entry["runner_name"] == "jitr-a-7-1"
     assert entry["outcome"] == "ok"
     assert "supersecret" not in stream.getvalue() and "[REDACTED]" in entry["message"]
+
+
+def test_a_deeply_nested_message_is_poison_not_a_crash() -> None:
+    with pytest.raises(PayloadError, match="too deeply"):
+        decode("[" * 100_000)
+
+
+@pytest.mark.parametrize(("field", "value"), [("job_id", 2**63), ("run_id", 2**70), ("attempt", 10_000)])
+def test_message_ids_and_attempts_are_bounded(field: str, value: int) -> None:
+    body = json.loads(encode(JobMessage(1, 2, "o/r", "o", 5, ("self-hosted",), False)).body)
+    body[field] = value
+    with pytest.raises(PayloadError, match=f"message field {field!r} must be int"):
+        decode(json.dumps(body))
+
+
+def test_the_longest_runner_name_fits_every_cloud() -> None:
+    name = runner_name_for("P" * 80, MAX_ID, MAX_ATTEMPT)
+    assert len(name) <= MAX_NAME
+    assert re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", name)
+    with pytest.raises(ValueError, match="job id must be in"):
+        runner_name_for("p", MAX_ID + 1, 1)

@@ -242,3 +242,48 @@ def test_fuzzed_signed_payloads_never_raise_anything_but_jitr_errors(payload: di
         inspect(headers(body), body, SECRET, LIMIT)
     except JitrError:
         pass
+
+
+@pytest.mark.parametrize("digest", ["é" * 64, "\u0661" * 64, "0" * 63 + "\u00e9"])
+def test_a_non_ascii_signature_is_refused_with_401(digest: str) -> None:
+    with pytest.raises(SignatureError) as info:
+        verify_signature(SECRET, b"x", "sha256=" + digest)
+    assert info.value.status == 401
+
+
+def test_a_signed_deeply_nested_body_is_a_400() -> None:
+    body = b"[" * 100_000
+    with pytest.raises(PayloadError, match="too deeply") as info:
+        inspect(headers(body), body, SECRET, LIMIT)
+    assert info.value.status == 400
+
+
+@pytest.mark.parametrize("field", ["id", "run_id", "runner_id", "run_attempt"])
+@pytest.mark.parametrize("value", [2**63, 2**70, 1e300])
+def test_ids_outside_githubs_64_bit_range_are_refused(field: str, value: float) -> None:
+    payload = json.loads((FIXTURES / "queued.payload.json").read_bytes())
+    payload["workflow_job"][field] = value
+    with pytest.raises(PayloadError, match=f"workflow_job.{field} must be int in 0..{2**63 - 1}"):
+        parse_workflow_job(payload)
+
+
+def test_the_largest_ids_are_accepted() -> None:
+    payload = json.loads((FIXTURES / "queued.payload.json").read_bytes())
+    payload["workflow_job"].update(id=2**63 - 1, run_id=2**63 - 1)
+    payload["installation"] = {"id": 2**63 - 1}
+    job = parse_workflow_job(payload)
+    assert job.job_id == job.run_id == job.installation_id == 2**63 - 1
+    payload["installation"] = {"id": 2**63}
+    with pytest.raises(PayloadError, match=r"installation\.id must be int"):
+        parse_workflow_job(payload)
+
+
+def test_names_from_the_payload_are_bounded() -> None:
+    payload = json.loads((FIXTURES / "queued.payload.json").read_bytes())
+    payload["repository"]["owner"]["login"] = "o" * 101
+    with pytest.raises(PayloadError, match=r"repository\.owner\.login must be 1 to 100 characters"):
+        parse_workflow_job(payload)
+    payload = json.loads((FIXTURES / "queued.payload.json").read_bytes())
+    payload["workflow_job"]["runner_name"] = "r" * 257
+    with pytest.raises(PayloadError, match=r"workflow_job\.runner_name must be 1 to 256 characters"):
+        parse_workflow_job(payload)

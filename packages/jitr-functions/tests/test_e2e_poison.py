@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from e2e_support import POOL, QUIET, dead_letters, queue_jobs, wait_completed, wait_for
+from e2e_support import POOL, QUIET, dead_letters, queue_jobs, wait_completed, wait_for, webhook_headers
 from jitr_core.messages import JobMessage, LifecycleMessage, encode
 from jitr_core.model import QueueMessage
 
@@ -55,6 +55,8 @@ POISON = {
         "negative job id": _edit(JOB, job_id=-5),
         "labels not a list": _edit(JOB, labels="self-hosted"),
         "oversized string": _edit(JOB, repository="o/" + "r" * 600),
+        "nested too deeply": "[" * 100_000,
+        "job id beyond 64 bits": _edit(JOB, job_id=2**64),
     },
     "lifecycle": {
         "not JSON": "\x00\ufffd garbage",
@@ -90,3 +92,16 @@ def test_poison_messages_are_dead_lettered_and_workers_keep_going(e2e_sandbox):
     assert any("lifecycle message" in r for r in reasons), reasons
     assert any("action" in r for _, r in dead_letters(sandbox, "lifecycle"))
     assert sandbox.runtime.processed["jobs"] >= len(POISON["jobs"]) + len(jobs)
+
+
+def test_the_webhook_service_answers_hostile_deliveries_with_4xx(e2e_sandbox):
+    """What ``jitr serve`` answers: the service its server hands every delivery to."""
+    sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET)
+    nested = b"[" * 100_000
+    bad_signature = {**webhook_headers(sandbox.webhook_secret, b"{}"), "X-Hub-Signature-256": "sha256=" + "\u00e9" * 64}
+
+    non_ascii = sandbox.app.webhook.handle(bad_signature, b"{}")
+    deep = sandbox.app.webhook.handle(webhook_headers(sandbox.webhook_secret, nested), nested)
+
+    assert (non_ascii.status, deep.status) == (401, 400)
+    assert "too deeply" in deep.body["error"]

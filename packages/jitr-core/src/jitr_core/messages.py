@@ -12,7 +12,7 @@ from dataclasses import MISSING, asdict, dataclass
 from typing import Any
 
 from .errors import PayloadError
-from .model import QueueMessage, WorkflowJob
+from .model import MAX_ATTEMPT, MAX_ID, QueueMessage, WorkflowJob
 
 VERSION = 1
 JOBS_QUEUE = "jobs"
@@ -106,6 +106,8 @@ def decode(body: str | bytes) -> Message:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise PayloadError(f"queue message is not JSON: {exc}") from None
+    except RecursionError:
+        raise PayloadError("queue message nests JSON too deeply") from None
     if not isinstance(data, dict):
         raise PayloadError(f"queue message must be a JSON object, found {type(data).__name__}")
     if data.get("v") != VERSION:
@@ -134,7 +136,8 @@ def _check(name: str, value: Any, annotation: str) -> Any:
     if value is None and optional:
         return None
     if annotation.startswith("int"):
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        limit = MAX_ATTEMPT if name == "attempt" else MAX_ID
+        ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= limit
     elif annotation.startswith("float"):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     elif annotation.startswith("bool"):

@@ -84,14 +84,20 @@ class WorkflowJob:
 
 
 _NAME_UNSAFE = re.compile(r"[^a-z0-9-]+")
+MAX_ID = 2**63 - 1  # GitHub's ids (jobs, runs, installations, runners) are signed 64-bit integers
+MAX_ATTEMPT = 9999  # jitr's launches of one job; keeps runner names within every cloud's 63 characters
+MAX_NAME = 63  # GCE instance names and DNS labels; EC2 tags and GitHub runner names allow more
 
 
 def runner_name_for(pool: str, job_id: int, attempt: int) -> str:
     """The runner (and VM) name for one launch of a job: deterministic, DNS- and label-safe.
 
     Deterministic so that the claim, the cloud idempotency token and the GitHub runner name all
-    agree after a crash and a redelivery.
+    agree after a crash and a redelivery. With ids up to :data:`MAX_ID` and attempts up to
+    :data:`MAX_ATTEMPT` it stays within :data:`MAX_NAME` characters.
     """
+    if not (0 <= job_id <= MAX_ID and 0 <= attempt <= MAX_ATTEMPT):
+        raise ValueError(f"job id must be in 0..{MAX_ID} and attempt in 0..{MAX_ATTEMPT}, found {job_id}, {attempt}")
     safe_pool = _NAME_UNSAFE.sub("-", pool.lower()).strip("-")[:24] or "pool"
     return f"jitr-{safe_pool}-{job_id}-{attempt}"
 

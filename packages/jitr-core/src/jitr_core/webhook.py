@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import PayloadError, SignatureError
 from .messages import JOBS_QUEUE, LIFECYCLE_QUEUE
-from .model import WorkflowJob
+from .model import MAX_ID, WorkflowJob
 
 SIGNATURE_HEADER = "x-hub-signature-256"
 EVENT_HEADER = "x-github-event"
@@ -52,10 +52,10 @@ def verify_signature(secret: str | bytes, body: bytes, header: str | None) -> No
     if not header:
         raise SignatureError("missing X-Hub-Signature-256 header")
     scheme, _, digest = header.partition("=")
-    if scheme != "sha256" or len(digest) != 64:
+    if scheme != "sha256" or len(digest) != 64 or not digest.isascii():
         raise SignatureError("X-Hub-Signature-256 must be 'sha256=' followed by 64 hex digits")
     expected = hmac.new(key, body, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, digest.lower()):
+    if not hmac.compare_digest(expected.encode(), digest.lower().encode()):
         raise SignatureError("X-Hub-Signature-256 does not match the body")
 
 
@@ -89,6 +89,8 @@ def _object(body: bytes) -> dict[str, Any]:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise PayloadError(f"body is not JSON: {exc}") from None
+    except RecursionError:
+        raise PayloadError("body nests JSON too deeply") from None
     if not isinstance(data, dict):
         raise PayloadError(f"body must be a JSON object, found {type(data).__name__}")
     return data
@@ -121,13 +123,13 @@ def parse_workflow_job(payload: Mapping[str, Any]) -> WorkflowJob:
         status=_get(wj, "status", str, "workflow_job.status")[:32],
         labels=tuple(labels),
         repository=full_name,
-        owner=_get(owner, "login", str, "repository.owner.login"),
+        owner=_name(_get(owner, "login", str, "repository.owner.login"), "repository.owner.login", 100),
         private=bool(_opt(repo, "private", bool, "repository.private")),
         installation_id=installation_id,
-        conclusion=_opt(wj, "conclusion", str, "workflow_job.conclusion"),
+        conclusion=_opt_name(wj, "conclusion", "workflow_job.conclusion", 32),
         runner_id=_opt(wj, "runner_id", int, "workflow_job.runner_id"),
-        runner_name=_opt(wj, "runner_name", str, "workflow_job.runner_name"),
-        created_at=_opt(wj, "created_at", str, "workflow_job.created_at"),
+        runner_name=_opt_name(wj, "runner_name", "workflow_job.runner_name", 256),
+        created_at=_opt_name(wj, "created_at", "workflow_job.created_at", 64),
     )
 
 
@@ -152,7 +154,19 @@ def _opt(data: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
 def _typed(value: Any, kind: type, where: str) -> Any:
     if kind is int and isinstance(value, float) and value.is_integer():
         value = int(value)  # run_id is typed "number" in GitHub's schema
-    negative = isinstance(value, int) and value < 0
-    if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or negative)):
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise PayloadError(f"{where} must be {kind.__name__}, found {type(value).__name__}")
+    if isinstance(value, int) and not 0 <= value <= MAX_ID:
+        raise PayloadError(f"{where} must be int in 0..{MAX_ID} (GitHub's 64-bit ids), found one outside")
+    return value
+
+
+def _opt_name(data: Mapping[str, Any], key: str, where: str, limit: int) -> str | None:
+    value = _opt(data, key, str, where)
+    return value if not value else _name(value, where, limit)
+
+
+def _name(value: str, where: str, limit: int) -> str:
+    if not value or len(value) > limit:
+        raise PayloadError(f"{where} must be 1 to {limit} characters, found {len(value)}")
     return value

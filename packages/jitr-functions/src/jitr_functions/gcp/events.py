@@ -77,6 +77,8 @@ def _json(raw: bytes) -> dict[str, Any]:
         document = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedEvent(f"the request body is not JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedEvent("the request body nests JSON too deeply") from None
     if not isinstance(document, dict):
         raise MalformedEvent(f"the request body must be a JSON object, found {type(document).__name__}")
     return document

@@ -46,6 +46,8 @@ def webhook(request: flask.Request) -> flask.Response:
         try:
             body = request.get_data(cache=False)
         except RequestEntityTooLarge:
+            # functions-framework reads the body again after the view: let it drain, not raise
+            request.max_content_length = None
             return _answer(413, {"error": f"body exceeds {app.settings.max_body_bytes} bytes"})
         response = app.webhook.handle(headers, body)
         return _answer(response.status, dict(response.body))
