@@ -46,7 +46,7 @@ def context(runner_name: str = "jitr-linux-42-1", provider: str = "gcp") -> Scri
         pool=POOL,
         provider=provider,
         jit_config=Secret(JIT_CONFIG),
-        runner_version="2.321.0",
+        runner_version="2.336.0",
         max_lifetime_s=3600,
     )
 
@@ -55,7 +55,7 @@ def test_fragments_only_for_gcp() -> None:
     assert plugin.jitr_render_startup_script(context=context(provider="aws")) is None
     mine = plugin.jitr_render_startup_script(context=context())
     assert mine is not None
-    assert [f.phase for f in mine] == ["prelude", "teardown"]
+    assert [f.phase for f in mine] == ["prelude", "teardown", "prelude", "teardown"]
     assert all(JIT_CONFIG not in f.body for f in mine)
 
 

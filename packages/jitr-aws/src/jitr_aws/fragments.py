@@ -5,11 +5,19 @@ these fragments only add what is EC2's. The instance is launched with
 ``InstanceInitiatedShutdownBehavior=terminate``, so ``shutdown`` alone deletes it; the CLI call,
 when the image has the AWS CLI and the instance profile allows it, makes that immediate. Nothing
 here is rendered from untrusted input: the values are read from instance metadata at boot.
+
+Where the image has the CloudWatch agent (the jitr image installs it without starting it), the
+startup log and the runner's ``_diag`` logs are shipped to the log group ``/jitr/<pool>``, streams
+``<runner>/startup`` and ``<runner>/runner-diag``, so a failed boot can be read after the VM is
+gone; the teardown stops the agent first, which flushes what it has read. A pool turns this off
+with ``options.log_shipping = false``.
 """
 
 from __future__ import annotations
 
-from jitr_core.startup import Fragment, ScriptContext
+import json
+
+from jitr_core.startup import Fragment, ScriptContext, shell_b64
 
 from .config import PROVIDER
 
@@ -37,11 +45,59 @@ shutdown -h now || poweroff -f || true
 """
 
 
+LOG_SHIPPING = """\
+# Ship the startup log and the runner's _diag logs to CloudWatch Logs when the image has the agent
+if [ -x /opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl ]; then
+  mkdir -p /opt/aws/amazon-cloudwatch-agent/etc
+  printf '%%s\\n' %(config)s > /opt/aws/amazon-cloudwatch-agent/etc/jitr-logs.json
+  if /opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 -s \\
+    -c file:/opt/aws/amazon-cloudwatch-agent/etc/jitr-logs.json >/dev/null; then
+    JITR_LOG_AGENT=1
+  else
+    echo "jitr: the CloudWatch agent did not start; logs stay on this VM" >&2
+  fi
+fi
+"""
+LOG_FLUSH = """\
+# Stopping the CloudWatch agent flushes the log lines it has read
+if [ -n "${JITR_LOG_AGENT:-}" ]; then
+  /opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl -a stop >/dev/null 2>&1 || true
+fi
+"""
+
+
+def log_shipping_enabled(context: ScriptContext) -> bool:
+    """On unless the pool sets ``options.log_shipping`` to false."""
+    value = context.pool.options.get("log_shipping", True)
+    return str(value).strip().lower() not in ("false", "0", "no", "off")
+
+
+def log_agent_config(context: ScriptContext) -> dict[str, object]:
+    """The CloudWatch agent configuration: two files, one log group per pool, streams per runner."""
+    group = f"/jitr/{context.pool.name}"
+    files = [
+        ("/var/log/jitr-startup.log", "startup"),
+        ("/opt/actions-runner/_diag/*.log", "runner-diag"),
+    ]
+    collect = [
+        {"file_path": path, "log_group_name": group, "log_stream_name": f"{context.runner_name}/{stream}"}
+        for path, stream in files
+    ]
+    return {"logs": {"logs_collected": {"files": {"collect_list": collect}}}}
+
+
 def fragments(context: ScriptContext) -> list[Fragment] | None:
-    """The EC2 prelude (after core's, which sets up logging) and teardown (after every other teardown step)."""
+    """The EC2 prelude (after core's, which sets up logging), log shipping, and teardown (after every other step)."""
     if context.provider != PROVIDER:
         return None
-    return [
+    out = [
         Fragment("prelude", PRELUDE, order=20, source=SOURCE),
         Fragment("teardown", TEARDOWN, order=90, source=SOURCE),
     ]
+    if log_shipping_enabled(context):
+        config = shell_b64(json.dumps(log_agent_config(context), separators=(",", ":")))
+        out += [
+            Fragment("prelude", LOG_SHIPPING % {"config": config}, order=30, source=SOURCE),
+            Fragment("teardown", LOG_FLUSH, order=80, source=SOURCE),
+        ]
+    return out

@@ -3,7 +3,9 @@
 Registered as the built-in plugin ``core-script``. Cloud plugins add the provider-specific
 pieces (metadata, self-deletion); the embedded local-process provider supplies its own run step,
 so these fragments skip it. The JIT config reaches the runner through the environment
-(``ACTIONS_RUNNER_INPUT_JITCONFIG``), never through argv where ``ps`` would show it.
+(``ACTIONS_RUNNER_INPUT_JITCONFIG``), never through argv where ``ps`` would show it. A runner
+tarball is run only when its SHA-256 matches the pin (:mod:`jitr_core.runner_checksums`); an
+image whose marker names the same runner version downloads nothing.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ import re
 
 from .errors import JitrError
 from .hookspecs import hookimpl
+from .runner_checksums import pinned_sha256
 from .startup import Fragment, ScriptContext, shell_b64, shell_quote
 
 RUNNER_USER = "runner"
 MARKER = "/opt/jitr/prebaked-runner-version"
 _BASE64 = re.compile(r"^[A-Za-z0-9+/=]*$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 _INSTALL = r"""
 jitr_runner_url="https://github.com/actions/runner/releases/download/v${JITR_RUNNER_VERSION}/actions-runner-linux-${JITR_RUNNER_ARCH}-${JITR_RUNNER_VERSION}.tar.gz"
@@ -34,8 +38,16 @@ if [ -z "$jitr_prebaked" ]; then
 fi
 if [ "$jitr_prebaked" != "$JITR_RUNNER_VERSION" ]; then
   echo "jitr: fetching runner ${JITR_RUNNER_VERSION} (image has '${jitr_prebaked:-none}')"
+  jitr_tarball="$(mktemp)"
+  curl -fsSL --retry 5 --retry-delay 2 -o "$jitr_tarball" "$jitr_runner_url"
+  if ! printf '%s  %s\n' "$JITR_RUNNER_SHA256" "$jitr_tarball" | sha256sum -c --status; then
+    echo "jitr: the runner download does not match its pinned SHA-256 ${JITR_RUNNER_SHA256}; not running it" >&2
+    rm -f "$jitr_tarball"
+    exit 1
+  fi
   rm -rf "$JITR_RUNNER_DIR" && mkdir -p "$JITR_RUNNER_DIR"
-  curl -fsSL --retry 5 --retry-delay 2 "$jitr_runner_url" | tar -xz -C "$JITR_RUNNER_DIR"
+  tar -xzf "$jitr_tarball" -C "$JITR_RUNNER_DIR"
+  rm -f "$jitr_tarball"
   if [ -x "$JITR_RUNNER_DIR/bin/installdependencies.sh" ] && [ -z "$jitr_prebaked" ]; then
     "$JITR_RUNNER_DIR/bin/installdependencies.sh" >/dev/null || true
   fi
@@ -64,6 +76,9 @@ def jitr_render_startup_script(context: ScriptContext) -> list[Fragment] | None:
     if not _BASE64.match(jit):
         raise JitrError("the JIT config is not base64; refusing to place it in a script")
     runner_dir = "/opt/actions-runner"
+    sha256 = context.runner_sha256 or pinned_sha256(context.runner_version, context.pool.arch)
+    if not _SHA256.match(sha256):
+        raise JitrError(f"a runner SHA-256 is 64 lowercase hex digits, found {sha256!r}")
     prelude = "\n".join(
         [
             "exec > >(tee -a /var/log/jitr-startup.log) 2>&1",
@@ -72,6 +87,7 @@ def jitr_render_startup_script(context: ScriptContext) -> list[Fragment] | None:
             f"export JITR_RUNNER_VERSION={shell_quote(context.runner_version)}",
             f"export JITR_RUNNER_ARCH={shell_quote(context.pool.arch)}",
             f"export JITR_RUNNER_DIR={shell_quote(runner_dir)}",
+            f"export JITR_RUNNER_SHA256={sha256}",
             f"export JITR_MAX_LIFETIME={int(context.max_lifetime_s)}",
             f"ACTIONS_RUNNER_INPUT_JITCONFIG={shell_b64(jit)}",
         ]

@@ -35,7 +35,11 @@ class Fragment:
 
 @dataclass(frozen=True, slots=True)
 class ScriptContext:
-    """What fragments may use. ``jit_config`` is secret: embed it only via :func:`shell_b64`."""
+    """What fragments may use. ``jit_config`` is secret: embed it only via :func:`shell_b64`.
+
+    ``runner_sha256`` pins the runner tarball's digest; empty means the pinned table of
+    :mod:`jitr_core.runner_checksums` for ``runner_version`` and the pool's architecture.
+    """
 
     runner_name: str
     pool: Pool
@@ -44,6 +48,7 @@ class ScriptContext:
     runner_version: str
     max_lifetime_s: int
     env: Mapping[str, str] = field(default_factory=dict)
+    runner_sha256: str = ""
 
 
 class ScriptTooLargeError(JitrError):
@@ -75,6 +80,8 @@ def assemble(fragments: Iterable[Fragment], limit_bytes: int | None = None) -> s
         "# --- teardown (runs on exit and from the lifetime watchdog)",
         "jitr_teardown() {",
         "  trap - EXIT",
+        "  set +e",
+        '  echo "jitr: tearing down"',
         *("  " + line for body in teardown for line in body.splitlines()),
         "  :",
         "}",

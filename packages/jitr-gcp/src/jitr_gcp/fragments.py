@@ -6,11 +6,19 @@ API with its service account's token once the runner exits or the watchdog fires
 powers off. Without a token or permission only the power-off happens: GCE keeps the stopped
 instance (listed as not running) and scaledown deletes it. The runner install/run steps, the
 watchdog and the ``jitr_teardown`` trap come from core.
+
+Where the image has the Ops Agent (the jitr image installs it without starting it), the startup
+log and the runner's ``_diag`` logs go to Cloud Logging (logs ``jitr_startup`` and
+``jitr_runner_diag`` of the instance, labelled ``jitr-pool`` and ``jitr-runner``), so a failed
+boot can be read after the VM is gone; the teardown stops the agent first, which flushes it. A
+pool turns this off with ``options.log_shipping = false``.
 """
 
 from __future__ import annotations
 
-from jitr_core.startup import Fragment, ScriptContext, shell_quote
+import json
+
+from jitr_core.startup import Fragment, ScriptContext, shell_b64, shell_quote
 
 SOURCE = "jitr-gcp"
 _PRELUDE = """\
@@ -45,10 +53,72 @@ shutdown -h now || poweroff -f || true
 """
 
 
+_LOG_SHIPPING = """\
+# Ship the startup log and the runner's _diag logs to Cloud Logging when the image has the Ops Agent
+if [ -d /etc/google-cloud-ops-agent ]; then
+  printf '%%s\\n' %(config)s > /etc/google-cloud-ops-agent/config.yaml
+  if systemctl restart google-cloud-ops-agent; then
+    JITR_LOG_AGENT=1
+  else
+    echo "jitr: the Ops Agent did not start; logs stay on this VM" >&2
+  fi
+fi
+"""
+
+_LOG_FLUSH = """\
+# Stopping the Ops Agent flushes the log lines it has read
+if [ -n "${JITR_LOG_AGENT:-}" ]; then systemctl stop google-cloud-ops-agent || true; fi
+"""
+
+
+def log_shipping_enabled(context: ScriptContext) -> bool:
+    """On unless the pool sets ``options.log_shipping`` to false."""
+    value = context.pool.options.get("log_shipping", True)
+    return str(value).strip().lower() not in ("false", "0", "no", "off")
+
+
+def ops_agent_config(context: ScriptContext) -> str:
+    """The Ops Agent's ``config.yaml`` (JSON strings are YAML strings, so names are quoted safely)."""
+    pool, runner = json.dumps(context.pool.name), json.dumps(context.runner_name)
+    return "\n".join(
+        [
+            "logging:",
+            "  receivers:",
+            "    jitr_startup:",
+            "      type: files",
+            "      include_paths: [/var/log/jitr-startup.log]",
+            "    jitr_runner_diag:",
+            "      type: files",
+            "      include_paths: [/opt/actions-runner/_diag/*.log]",
+            "  processors:",
+            "    jitr_labels:",
+            "      type: modify_fields",
+            "      fields:",
+            '        labels."jitr-pool":',
+            f"          static_value: {pool}",
+            '        labels."jitr-runner":',
+            f"          static_value: {runner}",
+            "  service:",
+            "    pipelines:",
+            "      jitr:",
+            "        receivers: [jitr_startup, jitr_runner_diag]",
+            "        processors: [jitr_labels]",
+        ]
+    )
+
+
 def fragments(context: ScriptContext) -> list[Fragment]:
-    """The prelude (after core's logging setup, before the install) and the teardown (after all others)."""
+    """The prelude (after core's logging setup, before the install), log shipping, and the teardown (last)."""
     prelude = _PRELUDE % {"runner_name": shell_quote(context.runner_name)}
-    return [
+    out = [
         Fragment("prelude", prelude, order=20, source=SOURCE),
         Fragment("teardown", _TEARDOWN, order=90, source=SOURCE),
     ]
+    if log_shipping_enabled(context):
+        out += [
+            Fragment(
+                "prelude", _LOG_SHIPPING % {"config": shell_b64(ops_agent_config(context))}, order=30, source=SOURCE
+            ),
+            Fragment("teardown", _LOG_FLUSH, order=80, source=SOURCE),
+        ]
+    return out
