@@ -15,6 +15,7 @@ import sys
 import uuid
 import zipfile
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +122,9 @@ def test_the_zip_is_sorted_timestamped_and_rebuilds_identically(bundle_zip: Path
 def test_the_bundle_keeps_entry_points_and_leaves_out_the_runtime_and_other_clouds(bundle_dir: Path) -> None:
     tops = {path.name for path in bundle_dir.iterdir()}
     assert {"jitr_core", "jitr_github", "jitr_functions", "jitr_aws", "pluggy", "requests", "jwt"} <= tops
-    assert "aws = jitr_aws.plugin" in (bundle_dir / "jitr_aws-0.1.0.dist-info" / "entry_points.txt").read_text()
+    (aws_metadata,) = bundle_dir.glob("jitr_aws-*.dist-info")
+    assert aws_metadata.name == f"jitr_aws-{metadata.version('jitr-aws')}.dist-info"
+    assert "aws = jitr_aws.plugin" in (aws_metadata / "entry_points.txt").read_text()
     assert not tops & {"boto3", "botocore", "s3transfer", "jmespath", "dateutil", "jitr_gcp", "bin"}
     assert not list(bundle_dir.rglob("__pycache__")) and not list(bundle_dir.rglob("direct_url.json"))
 
