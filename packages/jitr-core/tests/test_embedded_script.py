@@ -6,12 +6,15 @@ import subprocess
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from jitr_core.backend import Backend
+from jitr_core.hookspecs import hookimpl
 from jitr_core.model import LaunchRequest
+from jitr_core.plugins import create_plugin_manager
 from jitr_core.secret import Secret
-from jitr_core.settings import Pool
-from jitr_core.startup import ScriptContext
+from jitr_core.settings import Pool, Settings
+from jitr_core.startup import Fragment, ScriptContext
 from jitr_core.testing.environment import require_tool, wait_until
 
 POOL = Pool(name="linux", labels=frozenset({"self-hosted", "linux"}), machine_types=("local",))
@@ -84,3 +87,37 @@ def test_embedded_fragments_are_only_for_embedded_vms(embedded_backend: Backend)
     assert {f.phase for f in ours} == {"prelude", "run"}
     other = embedded_backend.startup_fragments(_context("r", "eyJ9", provider="aws"))
     assert all(f.source != "embedded" for f in other)
+
+
+class _RunnerUnpacked:
+    """An install fragment standing in for the runner: a ``run.sh`` that records how it was started."""
+
+    @hookimpl
+    def jitr_render_startup_script(self, context: ScriptContext) -> Fragment:
+        body = (
+            "printf '%s\\n' '#!/bin/bash' 'printf %s \"$*\" > argv.out'"
+            " 'printf %s \"$ACTIONS_RUNNER_INPUT_JITCONFIG\" > env.out' > run.sh\nchmod +x run.sh"
+        )
+        return Fragment("install", body, source="test-runner")
+
+
+def test_the_default_runner_command_keeps_the_jit_config_out_of_argv(
+    embedded_section: dict[str, Any], tmp_path: Path
+) -> None:
+    settings = Settings.from_mapping({"provider": "embedded", "embedded": embedded_section})
+    pm = create_plugin_manager(load_entry_points=False, environ={}, extra=[("test-runner", _RunnerUnpacked())])
+    backend = Backend(pm, settings)
+    jit_config = "eyJzZWNyZXQiOiJqaXQifQ=="
+    script = backend.render_startup_script(_context("jitr-linux-7-1", jit_config))
+    result = backend.launch_vm(
+        LaunchRequest("jitr-linux-7-1", "linux", "local", None, False, "", 8, script, uuid.uuid4().hex, 600)
+    )
+    try:
+        wait_until(
+            lambda: not any(vm.vm_id == result.vm_id and vm.running for vm in backend.list_vms()), 60, "the VM to exit"
+        )
+    finally:
+        backend.terminate_vm(result.vm_id)
+    (vm_dir,) = (tmp_path / "state" / "vms").iterdir()
+    assert (vm_dir / "env.out").read_text() == jit_config
+    assert (vm_dir / "argv.out").read_text() == ""

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import SettingsError
 
-DEFAULT_RUNNER_COMMAND = './run.sh --jitconfig "$JITR_JITCONFIG"'
+DEFAULT_RUNNER_COMMAND = "./run.sh"  # the runner reads ACTIONS_RUNNER_INPUT_JITCONFIG; argv shows in ps
 DATABASE_NAME = "jitr.sqlite3"
 
 
