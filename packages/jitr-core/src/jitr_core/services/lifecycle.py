@@ -123,7 +123,9 @@ class LifecycleService:
             job_b.launched_runner or runner_name_for(job_b.record.pool, job_b.job_id, job_b.attempt) if job_b else None
         )
         spare = self.store.runner(spare_name) if spare_name else None
-        if spare is not None and spare.state in (RunnerState.CLAIMED, RunnerState.LAUNCHED):
+        # a claim whose worker died launches nothing: adopt it only while it may still be alive
+        live = spare is not None and spare.is_live(self.clock(), self.settings.claim_timeout_s)
+        if spare is not None and live and spare.state in (RunnerState.CLAIMED, RunnerState.LAUNCHED):
 
             def adopt(record: Record) -> dict[str, object] | None:
                 if record.state != JobState.QUEUED:

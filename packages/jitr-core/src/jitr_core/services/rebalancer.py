@@ -64,7 +64,11 @@ class RebalancerService:
                 admission = self.router.admit_parts(job.repository, owner, job.labels, bool(repo.data.get("private")))
                 if admission.pool is not None:
                     queued[admission.pool.name].append((job, dict(repo.data)))
-        idle: Counter[str] = Counter(r.record.pool for r in in_flight(self.backend) if r.state != RunnerState.BUSY)
+        idle: Counter[str] = Counter(
+            r.record.pool
+            for r in in_flight(self.backend)
+            if r.state != RunnerState.BUSY and r.is_live(now, self.settings.claim_timeout_s)
+        )
         for pool, waiting in queued.items():
             gap = len(waiting) - idle[pool]
             report["queued"] += len(waiting)
@@ -82,7 +86,7 @@ class RebalancerService:
                 unknown.append((job, repo))
             elif view.state == JobState.QUEUED and now - view.record.updated_at > self.grace_s:
                 runner = self.store.runner(view.launched_runner) if view.launched_runner else None
-                if runner is None or runner.state in (RunnerState.FINISHED, RunnerState.RETIRED):
+                if runner is None or not runner.is_live(now, self.settings.claim_timeout_s):
                     orphaned.append(view)
         sent = 0
         for job, repo in unknown[:gap]:

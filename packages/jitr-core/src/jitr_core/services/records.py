@@ -100,6 +100,24 @@ class RunnerView:
         value = self.record.data.get("github_runner_id")
         return int(value) if value is not None else None
 
+    @property
+    def claimed_at(self) -> float:
+        """When its launching worker last made progress: the claim, a takeover or the JIT minting.
+
+        Unlike ``updated_at``, other services' rewrites (a swap pointing the claim at another job)
+        leave it alone, so a dead claim ages even while it is passed around.
+        """
+        value = self.record.data.get("claimed_at")
+        return float(value) if value is not None else self.record.created_at
+
+    def is_live(self, now: float, claim_timeout_s: float) -> bool:
+        """A runner that holds or will soon hold a VM: launched or busy, or claimed recently."""
+        if self.state in (RunnerState.FINISHED, RunnerState.RETIRED):
+            return False
+        if self.state != RunnerState.CLAIMED or self.vm_id is not None:
+            return True
+        return now - self.claimed_at < claim_timeout_s
+
     def get(self, key: str, default: Any = None) -> Any:
         return self.record.data.get(key, default)
 

@@ -112,8 +112,10 @@ class ScaledownService:
             retire(self.store, self.github, runner, reason="maximum-lifetime", force=True)
             return "lifetime-exceeded"
         if runner.state == RunnerState.CLAIMED:
-            if now - runner.record.updated_at > self.settings.boot_timeout_s:
-                self.backend.delete("runner", runner.name, expected_version=runner.record.version)
+            if not runner.is_live(now, self.settings.claim_timeout_s):
+                if not self.backend.delete("runner", runner.name, expected_version=runner.record.version):
+                    return "ok"  # a redelivered message took the claim over in between
+                self._deregister(runner)
                 self._requeue_job(runner, "claim-abandoned")
                 return "abandoned-claims"
             return "ok"
@@ -135,6 +137,17 @@ class ScaledownService:
             if superseded and retire(self.store, self.github, runner, reason="surplus"):
                 return "surplus"
         return "ok"
+
+    def _deregister(self, runner: RunnerView) -> None:
+        """Remove the registration a dead worker minted before it could launch."""
+        if runner.github_runner_id is None or runner.scope.installation_id is None:
+            return
+        try:
+            self.github.delete_runner(runner.scope, runner.github_runner_id)
+        except GitHubError as exc:
+            log.warning(
+                "could not deregister an abandoned claim", extra={"runner_name": runner.name, "reason": str(exc)}
+            )
 
     def _note_vm(self, runner: RunnerView, vm: VMInfo) -> RunnerView:
         """Record the VM of a runner whose launch was never written down (its worker died after
@@ -182,7 +195,7 @@ class ScaledownService:
         for record in self.backend.query_all(RecordQuery(JOB, JobState.QUEUED, updated_before=cutoff, limit=500)):
             job = JobView(record)
             runner = self.store.runner(job.launched_runner) if job.launched_runner else None
-            if runner is not None and runner.state in (RunnerState.CLAIMED, RunnerState.LAUNCHED, RunnerState.BUSY):
+            if runner is not None and runner.is_live(now, self.settings.claim_timeout_s):
                 continue
             count += requeue(self.store, job, "stuck-without-runner")
         return count

@@ -84,14 +84,17 @@ class ScaleupService:
             return "ignored"
         pool = admission.pool
         job = self._job(message, pool)
-        if job.state in (JobState.COMPLETED, JobState.CANCELLED):
-            return "job-finished"
-        if job.state == JobState.RUNNING:
-            return "job-running"
-        if job.attempt > message.attempt:
-            return "stale-attempt"
         name = runner_name_for(pool.name, message.job_id, message.attempt)
+        done = None
+        if job.state in (JobState.COMPLETED, JobState.CANCELLED):
+            done = "job-finished"
+        elif job.state == JobState.RUNNING:
+            done = "job-running"
+        elif job.attempt > message.attempt:
+            done = "stale-attempt"
         with log_context(runner_name=name):
+            if done is not None:
+                return self._settle_leftover(name, message, pool) or done
             claim, recovered = self._claim(name, message, pool)
             if claim is None:
                 return "duplicate"
@@ -125,6 +128,7 @@ class ScaleupService:
             "installation_id": message.installation_id,
             "vm_id": None,
             "github_runner_id": None,
+            "claimed_at": self.clock(),
         }
         created = self.store.create(RUNNER, name, RunnerState.CLAIMED, pool=pool.name, data=data)
         if created is not None:
@@ -134,16 +138,40 @@ class ScaleupService:
         existing = self.store.runner(name)
         if existing is None or existing.state != RunnerState.CLAIMED:
             return None, False
-        age = self.clock() - existing.record.updated_at
+        return self._take_over(existing), True
+
+    def _take_over(self, existing: RunnerView) -> Record:
+        """Take a claim whose worker stopped making progress; a younger one is left to its worker."""
+        age = self.clock() - existing.claimed_at
         if age < self.claim_timeout_s:
             raise RetryLaterError(
-                f"runner {name} is being launched by another worker", delay_s=int(self.claim_timeout_s - age) + 1
+                f"runner {existing.name} is being launched by another worker",
+                delay_s=int(self.claim_timeout_s - age) + 1,
             )
-        taken = self.store.write(existing.record)
+        taken = self.store.write(existing.record, claimed_at=self.clock())
         if taken is None:
-            raise RetryLaterError(f"claim on {name} changed while taking it over", delay_s=5)
+            raise RetryLaterError(f"claim on {existing.name} changed while taking it over", delay_s=5)
         log.warning("taking over a stale claim", extra={"claim_age_s": round(age, 1)})
-        return taken, True
+        return taken
+
+    def _settle_leftover(self, name: str, message: JobMessage, pool: Pool) -> str | None:
+        """A redelivered message whose job no longer needs this launch: settle the claim it left.
+
+        The claim of a worker that died may have been handed to another queued job in the
+        meantime (a swap); then the launch is resumed for that job. Otherwise the claim is
+        released once its worker is surely gone, so it blocks no cap and no repair.
+        """
+        leftover = self.store.runner(name)
+        if leftover is None or leftover.state != RunnerState.CLAIMED or leftover.vm_id is not None:
+            return None
+        stand_in = self.store.job(leftover.job_id) if leftover.job_id != message.job_id else None
+        if stand_in is not None and stand_in.state == JobState.QUEUED and stand_in.launched_runner == name:
+            claim = self._take_over(leftover)
+            self._launch(claim, True, message, pool)
+            return "resumed-for-another-job"
+        claim = self._take_over(leftover)
+        self._release(claim, RunnerView(claim).scope, RunnerView(claim).github_runner_id)
+        return "released-leftover-claim"
 
     def _enforce_caps(self, claim: Record, pool: Pool) -> None:
         """Keep the claim only if fewer than the caps' worth of *other* runners are in flight.
@@ -174,7 +202,12 @@ class ScaleupService:
         jit = self.github.generate_jit_config(scope, runner.name, sorted(pool.labels), pool.runner_group)
         register_secret(jit.encoded.reveal())
         self.checkpoint("minted")
-        claim = self.store.write(claim, installation_id=scope.installation_id, github_runner_id=jit.runner_id) or claim
+        claim = (
+            self.store.write(
+                claim, installation_id=scope.installation_id, github_runner_id=jit.runner_id, claimed_at=self.clock()
+            )
+            or claim
+        )
         provider = self.settings.provider("vm")
         context = ScriptContext(
             runner.name, pool, provider, jit.encoded, self.settings.runner_version, pool.max_lifetime_s
@@ -267,12 +300,13 @@ class ScaleupService:
 
         self.store.update(JOB, str(job_id), link)
 
-    def _release(self, claim: Record, scope: Scope, github_runner_id: int) -> None:
-        """Undo a claim whose launch found no capacity anywhere, so a retry can claim again."""
-        try:
-            self.github.delete_runner(scope, github_runner_id)
-        except GitHubError as exc:
-            log.warning("could not remove the unused runner registration", extra={"reason": str(exc)})
+    def _release(self, claim: Record, scope: Scope, github_runner_id: int | None) -> None:
+        """Undo a claim that will not launch (no capacity anywhere, or no job needs it), so a retry can claim again."""
+        if github_runner_id is not None and scope.installation_id is not None:
+            try:
+                self.github.delete_runner(scope, github_runner_id)
+            except GitHubError as exc:
+                log.warning("could not remove the unused runner registration", extra={"reason": str(exc)})
         current = self.store.runner(claim.key)
         if current is not None and current.state == RunnerState.CLAIMED:
             self.backend.delete(RUNNER, claim.key, expected_version=current.record.version)

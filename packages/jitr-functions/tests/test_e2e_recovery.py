@@ -1,0 +1,61 @@
+"""Recovery in seconds: a worker that dies right after claiming does not starve other jobs.
+
+GitHub gives a job to any idle runner with matching labels, so the claim a dead worker left for
+job A is handed to job B as its spare when A takes B's runner. That claim launches nothing:
+B must still get a runner within the claim timeout, not a scale-down interval later.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from e2e_support import (
+    POOL,
+    QUIET,
+    assert_one_vm_per_attempt,
+    describe,
+    in_flight_records,
+    queue_jobs,
+    record,
+    running_vms,
+    wait_completed,
+    wait_for,
+)
+from jitr_functions.local import Intervals
+from jitr_functions.sandbox import SimulatedCrash
+
+CLAIM_TIMEOUT_S = 3
+# Periodic functions never tick: only the queue's redelivery can repair the dead claim.
+NO_PERIODIC = Intervals(scaledown_s=QUIET.scaledown_s, rebalancer_s=QUIET.rebalancer_s, visibility_timeout_s=1)
+
+
+def test_a_claim_left_by_a_dead_worker_is_resumed_for_the_job_it_was_handed_to(e2e_sandbox):
+    sandbox = e2e_sandbox(
+        pools=[POOL],
+        installations={"octo-org": ["api"]},
+        intervals=NO_PERIODIC,
+        settings={"claim_timeout_s": CLAIM_TIMEOUT_S},
+    )
+    died = threading.Event()
+
+    def die_once_after_claiming(step: str) -> None:
+        if step == "claimed" and not died.is_set():
+            died.set()
+            raise SimulatedCrash("worker died after step 'claimed'")
+
+    sandbox.app.scaleup.checkpoint = die_once_after_claiming
+    [job_a] = queue_jobs(sandbox, 1)
+    wait_for(died.is_set, 30, "the worker launching job A to die")
+    [job_b] = queue_jobs(sandbox, 1)
+
+    # B's runner takes A (the oldest queued job); B is left with A's dead claim as its spare
+    wait_completed(sandbox, [job_a, job_b], 30)
+
+    assert_one_vm_per_attempt(sandbox)
+    wait_for(
+        lambda: not in_flight_records(sandbox) and not running_vms(sandbox),
+        30,
+        "no claim, runner or VM left in flight",
+        detail=lambda: describe(sandbox, [job_a, job_b]),
+    )
+    assert record(sandbox, "job", job_b).state == "completed"
