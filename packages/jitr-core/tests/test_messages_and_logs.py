@@ -92,3 +92,31 @@ def test_the_longest_runner_name_fits_every_cloud() -> None:
     assert re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", name)
     with pytest.raises(ValueError, match="job id must be in"):
         runner_name_for("p", MAX_ID + 1, 1)
+
+
+@pytest.mark.parametrize(
+    "secret", ["line\nbreak-secret-1", 'quote"d-secret-22', "n\u00f6n-\u00e4scii-secret-3", "tab\tand\\slash-4"]
+)
+def test_secrets_that_json_escapes_are_still_redacted(secret: str) -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("jitr.test-logs-escaped")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    register_secret(secret)
+    try:
+        raise ValueError(f"bad {secret}")
+    except ValueError:
+        with log_context(runner_name=f"r-{secret}"):
+            logger.exception(
+                f"minted {secret}", extra={"report": {"nested": [secret, {secret: 1}]}, "obj": ValueError(secret)}
+            )
+    logger.removeHandler(handler)
+    text = stream.getvalue()
+    entry = json.loads(text)
+    assert secret not in json.dumps(entry) and secret not in text
+    assert json.dumps(secret)[1:-1] not in text and json.dumps(secret, ensure_ascii=False)[1:-1] not in text
+    assert entry["message"] == "minted [REDACTED]" and entry["runner_name"] == "r-[REDACTED]"
+    assert entry["report"] == {"nested": ["[REDACTED]", {"[REDACTED]": 1}]} and entry["obj"] == "[REDACTED]"
+    assert "[REDACTED]" in entry["exception"]

@@ -43,6 +43,19 @@ def redact(text: str) -> str:
     return text
 
 
+def _redact_values(value: Any) -> Any:
+    """``value`` with every registered secret masked, before JSON escaping could hide one."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {_redact_values(str(k)): _redact_values(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_redact_values(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return redact(str(value))
+
+
 @contextlib.contextmanager
 def log_context(**fields: Any) -> Iterator[None]:
     """Add ``fields`` (delivery_id, job_id, runner_name, ...) to every log line inside the block."""
@@ -70,7 +83,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return redact(json.dumps(entry, default=str, separators=(",", ":")))
+        return redact(json.dumps(_redact_values(entry), separators=(",", ":")))
 
 
 def configure_logging(level: str = "INFO", stream: Any = None) -> None:

@@ -7,7 +7,7 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -102,21 +102,35 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"{len(status['jobs'])} open jobs, {len(status['runners'])} runners in flight, "
         f"{len(status['dead_letters'])} dead letters"
     )
-    for runner in status["runners"]:
+    for runner in map(_printable, status["runners"]):
         print(f"  runner {runner['name']:<40} {runner['state']:<9} pool={runner['pool']} vm={runner['vm_id']}")
-    for job in status["jobs"]:
+    for job in map(_printable, status["jobs"]):
         print(f"  job {job['job_id']:<12} {job['state']:<9} {job['repository']} attempt={job['attempt']}")
-    for letter in status["dead_letters"]:
+    for letter in map(_printable, status["dead_letters"]):
         print(f"  dead letter on {letter['queue']:<9} job={letter['job_id']} {letter['reason']}")
     return 0
+
+
+def _printable(row: dict[str, Any]) -> dict[str, str]:
+    """A status row for the terminal: names come from payloads, so control characters are escaped."""
+    return {key: "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(value)) for key, value in row.items()}
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .app import build_app
     from .local import LocalRuntime
+    from .webhook_server import HttpLimits
 
     app = build_app(_settings(args.config))
-    runtime = LocalRuntime(app, host=args.host, port=args.port, workers=args.workers).start()
+    given = {
+        "threads": args.http_threads,
+        "connections": args.http_connections,
+        "backlog": args.http_backlog,
+        "request_timeout_s": args.http_request_timeout,
+        "idle_timeout_s": args.http_idle_timeout,
+    }
+    http = HttpLimits(**{name: value for name, value in given.items() if value is not None})
+    runtime = LocalRuntime(app, host=args.host, port=args.port, workers=args.workers, http=http).start()
     print(f"jitr serving webhooks at {runtime.url}/webhook", file=sys.stderr)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -144,6 +158,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(jobs=args.jobs, as_json=args.json, faults=args.faults, seed=args.seed)
 
 
+def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, found {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be more than 0, found {text}")
+        return value
+
+    return parse
+
+
 def parser() -> argparse.ArgumentParser:
     from .versions import VersionAction
 
@@ -167,6 +194,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--workers", type=int, default=2, help="worker threads per queue")
+    s.add_argument("--http-threads", type=_positive(int), help="threads answering requests (default 4)")
+    s.add_argument("--http-connections", type=_positive(int), help="open connections at most (default 1000)")
+    s.add_argument("--http-backlog", type=_positive(int), help="listen backlog (default 1024)")
+    s.add_argument(
+        "--http-request-timeout", type=_positive(float), help="seconds for a whole request to arrive (default 15)"
+    )
+    s.add_argument("--http-idle-timeout", type=_positive(float), help="seconds an idle connection is kept (default 30)")
     s.set_defaults(func=cmd_serve)
     s = sub.add_parser("demo", help="run the control plane against a simulated GitHub and show it work")
     s.add_argument("--jobs", type=int, default=36)
