@@ -106,3 +106,43 @@ def test_a_misspelt_top_level_setting_is_an_error(tmp_path: Path) -> None:
     path.write_text("max_runnerz = 3\n")
     with pytest.raises(SettingsError, match=r"max_runnerz in .*typo.toml is not a setting"):
         Settings.from_toml(path)
+
+
+@pytest.mark.parametrize(
+    ("variable", "suggestion"),
+    [
+        ("JITR_MAX_RUNNER", "JITR_MAX_RUNNERS"),
+        ("JITR_BOOT_TIMEOUT", "JITR_BOOT_TIMEOUT_S"),
+        ("JITR_GITHUB_APPID", "JITR_GITHUB_APP_ID"),
+        ("JITR_PROVIDERS", "JITR_PROVIDER"),
+    ],
+)
+def test_a_misspelt_variable_is_an_error_naming_it(variable: str, suggestion: str) -> None:
+    with pytest.raises(SettingsError, match=rf"^{variable} is not a jitr setting; did you mean {suggestion}\?"):
+        Settings.from_env(env(**{variable: "3"}))
+
+
+def test_a_misspelt_github_key_in_toml_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "typo.toml"
+    path.write_text('[github]\napp_idd = "1"\n')
+    with pytest.raises(SettingsError, match=r"github.app_idd in .*typo.toml is not a setting"):
+        Settings.from_toml(path)
+
+
+def test_plugin_sections_and_tooling_variables_are_accepted() -> None:
+    s = Settings.from_env(env(JITR_AWS_REGION="eu-west-1", JITR_REQUIRE_TOOLS="1", JITR_DISABLE_PLUGINS="*"))
+    assert s.section("aws") == {"region": "eu-west-1"}
+
+
+def test_setting_name_is_what_the_user_typed(tmp_path: Path) -> None:
+    from_env = Settings.from_env(env(JITR_AWS_REGION="eu-west-1"))
+    assert from_env.setting_name("aws", "region") == "JITR_AWS_REGION"
+    assert from_env.setting_name("pools", 0, "options", "key_name") == "JITR_POOLS[0].options.key_name"
+    path = tmp_path / "jitr.toml"
+    path.write_text('[gcp]\nproject = "p"\n')
+    from_file = Settings.from_toml(path)
+    assert from_file.setting_name("gcp", "project") == f"gcp.project in {path}"
+    # a JITR_CONFIG file overlaid with variables: each key is named where it was set
+    mixed = Settings.from_env(env(JITR_CONFIG=str(path), JITR_GCP_ZONE="europe-west4-b"))
+    assert mixed.setting_name("gcp", "zone") == "JITR_GCP_ZONE"
+    assert mixed.setting_name("gcp", "project") == f"gcp.project in {path}"

@@ -112,7 +112,10 @@ def aws_config(settings: Settings) -> AwsConfig:
 def parse(settings: Settings) -> AwsConfig:
     """Validate ``[aws]`` and the pools' aws options; raise :class:`SettingsError` naming the variable."""
     section = settings.section(PROVIDER)
-    name = _namer(settings.source)
+
+    def name(key: str) -> str:
+        return settings.setting_name(PROVIDER, key)
+
     for key in section:
         if key not in KNOWN_KEYS:
             raise SettingsError(f"{name(key)} is not an aws setting; known: {sorted(KNOWN_KEYS)}")
@@ -132,7 +135,7 @@ def parse(settings: Settings) -> AwsConfig:
         return default if value is None or value == "" else check(value, name(key))
 
     for index, pool in enumerate(settings.pools):
-        vm_shape(pool.options, _pool_namer(settings.source, index), VMShape())  # fail at start, not at launch
+        vm_shape(pool.options, _pool_namer(settings, index), VMShape())  # fail at start, not at launch
     return AwsConfig(
         region=_pattern(_REGION, "an AWS region such as eu-west-1")(region, name("region")),
         endpoint_url=get("endpoint_url", _pattern(_URL, "an http(s) URL")),
@@ -164,16 +167,8 @@ def vm_shape(values: Mapping[str, Any], name: Callable[[str], str], base: VMShap
     )
 
 
-def _namer(source: str) -> Callable[[str], str]:
-    if source == "environment":
-        return lambda key: f"JITR_AWS_{key.upper()}"
-    return lambda key: f"aws.{key} in {source}"
-
-
-def _pool_namer(source: str, index: int) -> Callable[[str], str]:
-    if source == "environment":
-        return lambda key: f"JITR_POOLS[{index}].options.{key}"
-    return lambda key: f"pools[{index}].options.{key} in {source}"
+def _pool_namer(settings: Settings, index: int) -> Callable[[str], str]:
+    return lambda key: settings.setting_name("pools", index, "options", key)
 
 
 def _role_of(key: str) -> str:

@@ -8,6 +8,7 @@ Provider plugins read their own section (``[aws]`` / ``JITR_AWS_*``) through
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -74,6 +75,7 @@ class Settings:
     secrets: Mapping[str, str] = field(default_factory=dict)
     sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: str = "defaults"
+    names: _Names = field(default_factory=lambda: _TomlNames("defaults"), compare=False, repr=False)
 
     def provider(self, role: str) -> str:
         """The provider name chosen for ``role`` (vm, queue, store, secrets)."""
@@ -82,6 +84,15 @@ class Settings:
     def section(self, name: str) -> Mapping[str, Any]:
         """A plugin's own settings: ``[name]`` in TOML, or ``JITR_NAME_*`` variables (keys lower-cased)."""
         return self.sections.get(name, {})
+
+    def setting_name(self, *path: str | int) -> str:
+        """The name the user typed for a setting, for error messages.
+
+        ``setting_name("aws", "region")`` is ``JITR_AWS_REGION`` when it came from the
+        environment and ``aws.region in jitr.toml`` when it came from that file;
+        ``setting_name("pools", 2, "options", "key")`` names a pool's option either way.
+        """
+        return self.names.name(*path)
 
     def pool(self, name: str) -> Pool:
         for pool in self.pools:
@@ -94,10 +105,12 @@ class Settings:
         """Build settings from ``JITR_*`` variables; a ``JITR_CONFIG`` file is read first if set."""
         env = os.environ if environ is None else environ
         data: dict[str, Any] = {}
-        if path := env.get("JITR_CONFIG"):
-            data = _read_toml(Path(path))
-        _merge_env(data, env)
-        return _build(data, _EnvNames(), source="environment")
+        file = env.get("JITR_CONFIG")
+        if file:
+            data = _read_toml(Path(file))
+        from_env = _merge_env(data, env)
+        names: _Names = _MixedNames(file, from_env) if file else _EnvNames()
+        return _build(data, names, source="environment")
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Settings:
@@ -148,24 +161,45 @@ _NOT_SETTINGS = frozenset(
         "JITR_GITHUB_APP_PRIVATE_KEY",
         "JITR_DISABLE_PLUGINS",
         "JITR_REQUIRE_EMULATORS",
+        "JITR_REQUIRE_TOOLS",
     }
 )
+_GITHUB_KEYS = ("api_url", "app_id")
+# A JITR_<WORD>_... variable whose first word starts a core setting is a misspelt core setting,
+# never a plugin's section (JITR_MAX_RUNNER is not the setting "runner" of a plugin "max").
+_CORE_WORDS = frozenset(key.split("_", 1)[0] for key in _SCALARS) - {"secrets"}
 
 
-def _merge_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
+def _merge_env(data: dict[str, Any], env: Mapping[str, str]) -> set[tuple[str, ...]]:
+    """Fold ``JITR_*`` variables into ``data``; returns the key paths they set."""
+    paths: set[tuple[str, ...]] = set()
     for name, value in env.items():
         if not name.startswith("JITR_") or name in _NOT_SETTINGS:
             continue
         key = name[5:].lower()
         if key in _SCALARS:
             data[key] = value
+            paths.add((key,))
         elif key == "pools":
             data["pools"] = _EnvJson(name, value)
-        elif "_" in key:
+            paths.add((key,))
+        elif "_" in key and key.split("_", 1)[0] not in _CORE_WORDS:
             section, sub = key.split("_", 1)
+            if section == "github" and sub not in _GITHUB_KEYS:
+                raise SettingsError(_unknown(name, [f"JITR_GITHUB_{k.upper()}" for k in _GITHUB_KEYS]))
             target = data.setdefault(section, {})
             if isinstance(target, dict):
                 target[sub] = value
+            paths.add((section, sub))
+        else:
+            raise SettingsError(_unknown(name, [f"JITR_{k.upper()}" for k in (*_SCALARS, "pools")]))
+    return paths
+
+
+def _unknown(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean {close[0]}?" if close else f"; known: {', '.join(sorted(known))}"
+    return f"{name} is not a jitr setting{hint} (plugin settings are JITR_<PLUGIN>_<KEY>)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +213,21 @@ class _Names:
 
     def name(self, *path: str | int) -> str:
         raise NotImplementedError
+
+
+class _MixedNames(_Names):
+    """A ``JITR_CONFIG`` file overlaid with ``JITR_*`` variables: each key named where it came from."""
+
+    def __init__(self, file: str, from_env: set[tuple[str, ...]]) -> None:
+        self.file = _TomlNames(file)
+        self.env = _EnvNames()
+        self.from_env = from_env
+
+    def name(self, *path: str | int) -> str:
+        head = tuple(str(p) for p in path[:2])
+        if head[:1] in self.from_env or head in self.from_env:
+            return self.env.name(*path)
+        return self.file.name(*path)
 
 
 class _EnvNames(_Names):
@@ -206,6 +255,9 @@ def _build(data: dict[str, Any], names: _Names, source: str) -> Settings:
         role: r.choice(data, f"{role}_provider", default=default_provider, pattern=_POOL_NAME) for role in ROLES
     }
     github = r.table(data, "github")
+    for key in github:
+        if key not in _GITHUB_KEYS:
+            raise SettingsError(f"{names.name('github', key)} is not a setting; known: {list(_GITHUB_KEYS)}")
     raw_pools = data.get("pools", [])
     if isinstance(raw_pools, _EnvJson):
         try:
@@ -252,6 +304,7 @@ def _build(data: dict[str, Any], names: _Names, source: str) -> Settings:
         secrets=secrets,
         sections=sections,
         source=source,
+        names=names,
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,7 +112,7 @@ def gcp_config(settings: Settings) -> GcpConfig:
     with _cache_lock:
         found = _cache.get(key)
     if found is None:
-        found = _parse(section, _Namer(settings.source))
+        found = _parse(section, lambda key: settings.setting_name(PROVIDER, key))
         with _cache_lock:
             _cache[key] = found
     return found
@@ -126,19 +126,7 @@ def _freeze(value: Any) -> Any:
     return value
 
 
-class _Namer:
-    """Names a key the way the user wrote it: an environment variable or a TOML key."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def __call__(self, key: str) -> str:
-        if self.source == "environment":
-            return f"JITR_GCP_{key.upper()}"
-        return f"{PROVIDER}.{key} in {self.source}"
-
-
-def _parse(raw: Mapping[str, Any], name: _Namer) -> GcpConfig:
+def _parse(raw: Mapping[str, Any], name: Callable[[str], str]) -> GcpConfig:
     unknown = sorted(set(raw) - _KNOWN_KEYS)
     if unknown:
         raise SettingsError(f"{name(unknown[0])} is not a GCP setting; known: {sorted(_KNOWN_KEYS)}")
@@ -183,7 +171,7 @@ def _queue(r: _Reader, project: str, queue: str) -> QueueNames:
 class _Reader:
     """Reads one key, accepting the string forms environment variables carry."""
 
-    def __init__(self, raw: Mapping[str, Any], name: _Namer) -> None:
+    def __init__(self, raw: Mapping[str, Any], name: Callable[[str], str]) -> None:
         self.raw = raw
         self.name = name
 
