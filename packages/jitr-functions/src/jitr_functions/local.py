@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from jitr_core.embedded import wait_for_messages
+from jitr_core.errors import SettingsError
 from jitr_core.services.consume import Disposition, consume
+from jitr_core.settings import Settings
 
 from .app import App
 
@@ -26,10 +28,42 @@ log = logging.getLogger("jitr.serve")
 
 @dataclass(frozen=True, slots=True)
 class Intervals:
+    """How often the periodic functions run, and how long a message in hand is hidden from others.
+
+    ``jitr serve`` reads them from the ``[serve]`` settings (``JITR_SERVE_*``); short intervals
+    make recovery from a crash quick (a dead claim, a lost VM), long ones cost fewer GitHub calls.
+    """
+
     scaledown_s: float = 300.0
     rebalancer_s: float = 60.0
     visibility_timeout_s: int = 120
     idle_wait_s: float = 0.5
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Intervals:
+        """The ``[serve]`` section, validated; errors name the variable or key the user typed."""
+        section = settings.section("serve")
+        known = {"scaledown_interval_s": 300.0, "rebalancer_interval_s": 60.0, "visibility_timeout_s": 120}
+        for key in section:
+            if key not in known:
+                raise SettingsError(f"{settings.setting_name('serve', key)} is not a setting; known: {sorted(known)}")
+        values: dict[str, float] = {}
+        for key, default in known.items():
+            raw = section.get(key, default)
+            try:
+                value = float(raw) if not isinstance(raw, bool) else float("nan")
+            except (TypeError, ValueError):
+                value = float("nan")
+            if not value >= 1:
+                raise SettingsError(
+                    f"{settings.setting_name('serve', key)} must be a number of seconds >= 1, found {raw!r}"
+                )
+            values[key] = value
+        return cls(
+            scaledown_s=values["scaledown_interval_s"],
+            rebalancer_s=values["rebalancer_interval_s"],
+            visibility_timeout_s=int(values["visibility_timeout_s"]),
+        )
 
 
 class LocalRuntime:
@@ -41,10 +75,10 @@ class LocalRuntime:
         host: str = "127.0.0.1",
         port: int = 8080,
         workers: int = 2,
-        intervals: Intervals = Intervals(),
+        intervals: Intervals | None = None,
     ) -> None:
         self.app = app
-        self.intervals = intervals
+        self.intervals = intervals or Intervals.from_settings(app.settings)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server = ThreadingHTTPServer((host, port), _handler(app))
