@@ -106,3 +106,17 @@ def test_dead_letters_keep_attributes_and_say_why(embedded_backend: Backend) -> 
     assert dead["retried"].receive_count == 3
     assert backend.receive("jobs", 10, 0) == []
     assert backend.dead_letters("lifecycle") == []
+
+
+def test_dead_letters_are_pruned_after_finished_ttl(embedded_backend: Backend) -> None:
+    backend = embedded_backend
+    backend.dead_letter("jobs", QueueMessage('{"old":1}'), "poison")
+    buried_by = time.time()
+    ttl = backend.settings.finished_ttl_s
+
+    assert backend.purge_expired(buried_by + ttl - 60) == 0  # younger than the TTL: kept
+    assert [m.body for m in backend.dead_letters("jobs")] == ['{"old":1}']
+    backend.dead_letter("lifecycle", QueueMessage('{"old":2}'), "poison")
+
+    assert backend.purge_expired(time.time() + ttl + 1) == 2
+    assert backend.dead_letters("jobs") == [] and backend.dead_letters("lifecycle") == []

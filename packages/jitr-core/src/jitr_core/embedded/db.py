@@ -40,6 +40,7 @@ _SCHEMA = (
         attributes TEXT NOT NULL, receive_count INTEGER NOT NULL, enqueued_at REAL NOT NULL, dead_at REAL NOT NULL,
         reason TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS dead_letters_by_queue ON dead_letters (queue, id)",
+    "CREATE INDEX IF NOT EXISTS dead_letters_by_age ON dead_letters (dead_at)",
     """CREATE TABLE IF NOT EXISTS vms (
         vm_id TEXT PRIMARY KEY, token TEXT NOT NULL UNIQUE, runner_name TEXT NOT NULL, pool TEXT NOT NULL,
         dir TEXT NOT NULL, state TEXT NOT NULL, created_at REAL NOT NULL, max_lifetime_s INTEGER NOT NULL,

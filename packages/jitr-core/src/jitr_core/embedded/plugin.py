@@ -121,7 +121,11 @@ def jitr_delete_record(kind: str, key: str, expected_version: int | None, settin
 def jitr_purge_expired(now: float, settings: Settings) -> int | None:
     if settings.provider("store") != PROVIDER:
         return None
-    return open_embedded(settings).store.purge_expired(now)
+    embedded = open_embedded(settings)
+    purged = embedded.store.purge_expired(now)
+    if settings.provider("queue") == PROVIDER:  # dead letters are kept as long as finished records
+        purged += embedded.queue.prune_dead_letters(now - settings.finished_ttl_s)
+    return purged
 
 
 @hookimpl(trylast=True)

@@ -32,6 +32,7 @@ _FORGET = "DELETE FROM messages WHERE id = ?"
 _ACK = "DELETE FROM messages WHERE id = ? AND receive_count = ? AND queue = ?"
 _NEXT = "SELECT min(visible_at) FROM messages WHERE queue = ?"
 _DEAD = "SELECT body, id, receive_count, attributes, reason FROM dead_letters WHERE queue = ? ORDER BY id"
+_PRUNE = "DELETE FROM dead_letters WHERE dead_at < ?"
 _NO_ATTRIBUTES = "{}"
 
 
@@ -95,6 +96,10 @@ class Queue:
             ReceivedMessage(body, f"dead.{dead_id}", count, {**_attributes(attributes), DEAD_LETTER_REASON: reason})
             for body, dead_id, count, attributes, reason in self._db.read(_DEAD, (queue,))
         ]
+
+    def prune_dead_letters(self, before: float) -> int:
+        """Forget dead letters buried before ``before`` (epoch seconds); returns how many."""
+        return self._db.write(_PRUNE, (before,)).rowcount
 
     def wait(self, queue: str, timeout_s: float) -> bool:
         """Block until ``queue`` may have a visible message (True) or ``timeout_s`` passes (False).
