@@ -102,5 +102,5 @@ def touch_repo(store: Store, repository: str, owner: str, installation_id: int |
     data: dict[str, Any] = {"owner": owner, "installation_id": installation_id, "private": private}
     if existing is None:
         store.create(REPO, repository, "active", data=data, expires_at=now + REPO_ACTIVITY_S)
-    elif now - existing.updated_at > 300:
+    elif now - existing.updated_at > 300 or installation_id not in (None, existing.data.get("installation_id")):
         store.write(existing, expires_at=now + REPO_ACTIVITY_S, **data)

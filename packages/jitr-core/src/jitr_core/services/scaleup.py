@@ -14,7 +14,14 @@ import time
 from collections.abc import Callable, Iterator
 
 from ..backend import Backend
-from ..errors import CapacityError, CapacityExhaustedError, GitHubError, PayloadError, RetryLaterError
+from ..errors import (
+    CapacityError,
+    CapacityExhaustedError,
+    GitHubError,
+    GitHubNotFoundError,
+    PayloadError,
+    RetryLaterError,
+)
 from ..github import GitHubAPI
 from ..logs import log_context, register_secret
 from ..messages import JobMessage, decode
@@ -98,7 +105,14 @@ class ScaleupService:
             claim, recovered = self._claim(name, message, pool)
             if claim is None:
                 return "duplicate"
-            runner = self._launch(claim, recovered, message, pool)
+            try:
+                runner = self._launch(claim, recovered, message, pool)
+            except GitHubNotFoundError as exc:
+                self._abandon(claim, message)
+                raise PayloadError(
+                    f"GitHub cannot serve {message.repository} through installation {message.installation_id} "
+                    f"(not installed there, uninstalled or a wrong id); not retried: {exc}"
+                ) from None
             self._link_job(message.job_id, runner.name)
             return "recovered" if recovered else "launched"
 
@@ -299,6 +313,21 @@ class ScaleupService:
             return {"launched_runner": runner_name}
 
         self.store.update(JOB, str(job_id), link)
+
+    def _abandon(self, claim: Record, message: JobMessage) -> None:
+        """Forget a claim and a fresh job record that a permanent GitHub error left, so a corrected
+        delivery of the same job claims and records it anew instead of waiting for them."""
+        current = self.store.runner(claim.key)
+        if current is not None and current.state == RunnerState.CLAIMED:
+            self.backend.delete(RUNNER, claim.key, expected_version=current.record.version)
+        job = self.store.job(message.job_id)
+        if (
+            job is not None
+            and job.state == JobState.QUEUED
+            and job.get("launched_runner") is None
+            and job.get("installation_id") == message.installation_id
+        ):
+            self.backend.delete(JOB, str(message.job_id), expected_version=job.record.version)
 
     def _release(self, claim: Record, scope: Scope, github_runner_id: int | None) -> None:
         """Undo a claim that will not launch (no capacity anywhere, or no job needs it), so a retry can claim again."""
