@@ -8,13 +8,11 @@ the durable queue for the next start.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from jitr_core.embedded import wait_for_messages
 from jitr_core.errors import SettingsError
@@ -22,6 +20,7 @@ from jitr_core.services.consume import Disposition, consume
 from jitr_core.settings import Settings
 
 from .app import App
+from .webhook_server import HttpLimits, WebhookServer, webhook_app
 
 log = logging.getLogger("jitr.serve")
 
@@ -76,21 +75,21 @@ class LocalRuntime:
         port: int = 8080,
         workers: int = 2,
         intervals: Intervals | None = None,
+        http: HttpLimits | None = None,
     ) -> None:
         self.app = app
         self.intervals = intervals or Intervals.from_settings(app.settings)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._server = ThreadingHTTPServer((host, port), _handler(app))
-        self._server.daemon_threads = True
+        self._server = WebhookServer(webhook_app(app), host, port, app.settings.max_body_bytes, http or HttpLimits())
         self._workers = workers
         self.processed = {"jobs": 0, "lifecycle": 0}
         self._count_lock = threading.Lock()
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        host, port = self._server.address
+        return f"http://{host}:{port}"
 
     def start(self) -> LocalRuntime:
         self._spawn("http", self._server.serve_forever)
@@ -105,12 +104,11 @@ class LocalRuntime:
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop taking deliveries, let each worker finish its message, wait at most ``timeout_s`` in all."""
-        self._server.shutdown()
-        self._stop.set()
         deadline = time.monotonic() + timeout_s
+        self._stop.set()
+        self._server.shutdown(min(5.0, timeout_s))
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        self._server.server_close()
         log.info("stopped")
 
     def __enter__(self) -> LocalRuntime:
@@ -150,47 +148,3 @@ class LocalRuntime:
                 log.info("periodic run", extra={"report": report})
             except Exception:
                 log.exception("periodic run failed")
-
-
-def _handler(app: App) -> type[BaseHTTPRequestHandler]:
-    limit = app.settings.max_body_bytes
-
-    class WebhookHandler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:
-            if self.path.split("?", 1)[0].rstrip("/") != "/webhook":
-                self._answer(404, {"error": "not found; deliveries are taken at /webhook"})
-                self.close_connection = True  # the body was not read
-                return
-            try:
-                length = int(self.headers.get("Content-Length", "0"))
-            except ValueError:
-                self._answer(400, {"error": "Content-Length must be a number"})
-                return
-            if length < 0 or length > limit:
-                self._answer(413, {"error": f"body exceeds {limit} bytes"})
-                self.close_connection = True
-                return
-            body = self.rfile.read(length)
-            response = app.webhook.handle(dict(self.headers.items()), body)
-            self._answer(response.status, dict(response.body))
-
-        def do_GET(self) -> None:
-            if self.path.rstrip("/") in ("/healthz", ""):
-                self._answer(200, {"status": "ok"})
-            else:
-                self._answer(404, {"error": "not found"})
-
-        def _answer(self, status: int, body: dict[str, object]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: object) -> None:
-            return  # access logs would duplicate the service's structured lines
-
-    return WebhookHandler
