@@ -108,3 +108,9 @@ def test_clients_are_created_once_and_shared_across_threads(world: World) -> Non
     other = aws_config(world.settings(endpoint_url=world.endpoint + "/"))
     assert client("sqs", other) is not client("sqs", config)
     assert client("sqs", config).meta.region_name == "eu-west-1"
+
+
+def test_the_ec2_user_data_limit_is_declared_to_core(plugin_manager: JitrPluginManager) -> None:
+    backend = Backend(plugin_manager, Settings.from_mapping({"provider": "embedded"}))
+    assert backend.user_data_limit("aws") == 16 * 1024
+    assert backend.user_data_limit() is None  # the embedded provider has no limit

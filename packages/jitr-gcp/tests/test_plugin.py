@@ -50,3 +50,13 @@ def test_the_webhook_path_never_imports_the_compute_client(pubsub_emulator: Emul
         for m in loaded
         if m.startswith(("google.cloud.compute", "google.cloud.firestore", "google.cloud.secretmanager"))
     ]
+
+
+def test_the_gce_metadata_limit_is_declared_to_core() -> None:
+    from jitr_core.backend import Backend
+    from jitr_core.plugins import create_plugin_manager
+    from jitr_core.settings import Settings
+
+    backend = Backend(create_plugin_manager(environ={}), Settings.from_mapping({"provider": "embedded"}))
+    assert backend.user_data_limit("gcp") == 256 * 1024
+    assert backend.user_data_limit() is None

@@ -17,6 +17,7 @@ from jitr_core.errors import SettingsError
 from jitr_core.settings import Settings
 
 PROVIDER = "aws"
+USER_DATA_LIMIT = 16 * 1024  # bytes of raw EC2 user data, before base64
 QUEUES = ("jobs", "lifecycle")
 
 _REGION = re.compile(r"^[a-z]{2}(-[a-z0-9]+)+-\d{1,2}$")

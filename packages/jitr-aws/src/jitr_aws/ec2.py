@@ -18,7 +18,7 @@ from jitr_core.errors import BackendError, CapacityError, LaunchError, SettingsE
 from jitr_core.model import LaunchRequest, LaunchResult, VMInfo
 
 from .clients import client
-from .config import PROVIDER, AwsConfig, VMShape, vm_shape
+from .config import PROVIDER, USER_DATA_LIMIT, AwsConfig, VMShape, vm_shape
 from .faults import CAPACITY_CODES, backend_error, error_code, error_text, is_transient
 
 logger = logging.getLogger("jitr.aws.ec2")
@@ -28,7 +28,6 @@ MANAGED_BY_TAG = ("managed-by", "jitr")
 RUNNER_TAG = "jitr-runner"
 POOL_TAG = "jitr-pool"
 TOKEN_TAG = "jitr-client-token"  # noqa: S105 - a tag key, not a password
-USER_DATA_LIMIT = 16 * 1024  # bytes of raw user data, before base64
 LISTED_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
 RUNNING_STATES = frozenset({"pending", "running"})
 _GONE_STATES = frozenset({"shutting-down", "terminated"})

@@ -27,7 +27,7 @@ from jitr_core.settings import Settings
 from jitr_core.startup import Fragment, ScriptContext
 
 from . import fragments
-from .config import PROVIDER, aws_config
+from .config import PROVIDER, USER_DATA_LIMIT, aws_config
 
 
 def _mine(settings: Settings, role: str) -> bool:
@@ -59,6 +59,12 @@ def jitr_list_vms(settings: Settings) -> Sequence[VMInfo] | None:
     from . import ec2
 
     return ec2.list_vms(aws_config(settings))
+
+
+@hookimpl
+def jitr_user_data_limit(provider: str, settings: Settings) -> int | None:
+    """EC2 user data: 16 KB before base64."""
+    return USER_DATA_LIMIT if provider == PROVIDER else None
 
 
 @hookimpl

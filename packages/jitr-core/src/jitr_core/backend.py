@@ -63,6 +63,12 @@ class Backend:
         result: Sequence[VMInfo] = self._call("vm", "jitr_list_vms")
         return result
 
+    def user_data_limit(self, provider: str | None = None) -> int | None:
+        """The startup-script size limit VM provider ``provider`` (default: the configured one) declares."""
+        name = provider or self.settings.provider("vm")
+        limit: int | None = self._hook.jitr_user_data_limit(provider=name, settings=self.settings)
+        return limit
+
     # queues
     def enqueue(self, queue: str, message: QueueMessage, delay_s: int = 0) -> str:
         result: str = self._call("queue", "jitr_enqueue", queue=queue, message=message, delay_s=delay_s)

@@ -73,6 +73,19 @@ def jitr_list_vms(settings: Settings) -> Sequence[VMInfo] | None:
     """
 
 
+@hookspec(firstresult=True)
+def jitr_user_data_limit(provider: str, settings: Settings) -> int | None:
+    """The most bytes of startup script (user data, metadata) VM provider ``provider`` accepts.
+
+    :param provider: a VM provider name; answer only when it is yours (the provider being
+        rendered for need not be the configured one, as in ``jitr render-startup-script``).
+    Core refuses to launch with a larger script. Return None for a provider that is not yours;
+    a provider that answers nobody has no limit.
+
+    Combines: first non-None result. Added in 0.1.1.
+    """
+
+
 # -- queues ------------------------------------------------------------------------------------
 
 

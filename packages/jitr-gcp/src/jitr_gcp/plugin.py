@@ -29,6 +29,8 @@ from jitr_core.startup import Fragment, ScriptContext
 from . import fragments
 from .config import PROVIDER, GcpConfig, gcp_config
 
+USER_DATA_LIMIT = 256 * 1024
+
 
 def _mine(settings: Settings, role: str) -> GcpConfig | None:
     return gcp_config(settings) if settings.provider(role) == PROVIDER else None
@@ -62,6 +64,12 @@ def jitr_list_vms(settings: Settings) -> Sequence[VMInfo] | None:
     from . import compute
 
     return compute.list_vms(cfg)
+
+
+@hookimpl
+def jitr_user_data_limit(provider: str, settings: Settings) -> int | None:
+    """GCE metadata: 256 KB per value."""
+    return USER_DATA_LIMIT if provider == PROVIDER else None
 
 
 # -- queues ------------------------------------------------------------------------------------

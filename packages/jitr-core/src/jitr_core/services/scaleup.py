@@ -37,12 +37,11 @@ from ..model import (
 )
 from ..routing import Router
 from ..settings import Pool
-from ..startup import ScriptContext
+from ..startup import ScriptContext, ScriptTooLargeError
 from .common import in_flight, touch_repo
 from .records import JOB, RUNNER, JobView, RunnerView, Store, new_job_data
 
 log = logging.getLogger("jitr.scaleup")
-USER_DATA_LIMITS = {"aws": 16 * 1024, "gcp": 256 * 1024}
 
 
 def fallback_chain(pool: Pool) -> Iterator[tuple[str, str | None, bool]]:
@@ -226,10 +225,10 @@ class ScaleupService:
         context = ScriptContext(
             runner.name, pool, provider, jit.encoded, self.settings.runner_version, pool.max_lifetime_s
         )
-        script = self.backend.render_startup_script(context, USER_DATA_LIMITS.get(provider))
         try:
+            script = self.backend.render_startup_script(context, self.backend.user_data_limit(provider))
             result = self._walk_chain(runner.name, message, pool, script)
-        except CapacityExhaustedError:
+        except (CapacityExhaustedError, ScriptTooLargeError):
             self._release(claim, scope, jit.runner_id)
             raise
         self.checkpoint("launched")
