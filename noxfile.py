@@ -65,7 +65,7 @@ os.environ["PATH"] = os.pathsep.join([os.environ.get("PATH", ""), str(Path(sys.e
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.error_on_missing_interpreters = REQUIRE_TOOLS
-nox.options.sessions = ["tests", "lint", "skips"]
+nox.options.sessions = ["tests", "lint", "images", "skips"]
 nox.needs_version = ">=2024.3.2"
 
 
@@ -184,3 +184,20 @@ def bench(session: nox.Session) -> None:
     """Measure the performance targets (benchmarks/README.md) and print one JSON report."""
     session.install(*[str(PACKAGES / n) for n in _local()], "pytest")
     session.run("python", str(ROOT / "benchmarks" / "run.py"), *session.posargs)
+
+
+@nox.session(python=PYTHONS[0])
+def images(session: nox.Session) -> None:
+    """The runner images: packer fmt -check, shellcheck on every script under images/, and the image
+    tests (packer validate of each source and architecture, the provisioning scripts in dry mode)."""
+    tools = {"packer": "apt-get install packer", "shellcheck": "apt-get install shellcheck"}
+    missing = [f"{name} ({hint})" for name, hint in tools.items() if shutil.which(name) is None]
+    if missing:
+        (session.error if REQUIRE_TOOLS else session.skip)(f"not installed: {', '.join(missing)}")
+    images_dir = ROOT / "images"
+    session.run("packer", "fmt", "-check", "-diff", str(images_dir / "packer"), external=True)
+    session.run("shellcheck", "-x", *sorted(str(p) for p in images_dir.rglob("*.sh")), external=True)
+    session.install(str(PACKAGES / "jitr-core"), "pytest")
+    REPORTS.mkdir(exist_ok=True)
+    report = REPORTS / "tests-images.xml"
+    session.run("pytest", str(images_dir / "tests"), f"--junitxml={report}", *session.posargs)
