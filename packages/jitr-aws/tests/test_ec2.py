@@ -36,7 +36,7 @@ def _name() -> str:
 @contextmanager
 def _answer_run_instances(backend: Backend, event: str, handler: Callable[..., Any]) -> Iterator[list[int]]:
     """Make the real EC2 client answer RunInstances through ``handler``; yields the call count."""
-    ec2 = client("ec2", aws_config(backend.settings))
+    ec2 = client("ec2", aws_config(backend.settings), retries=False)  # the client that launches
     calls: list[int] = []
 
     def counted(**kwargs: Any) -> Any:

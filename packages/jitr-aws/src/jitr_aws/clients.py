@@ -16,24 +16,29 @@ from .config import AwsConfig
 MAX_POOL_CONNECTIONS = 32
 
 _lock = threading.Lock()
-_clients: dict[tuple[str, str, str | None], Any] = {}
+_clients: dict[tuple[str, str, str | None, bool], Any] = {}
 _session: Any = None
 
 
-def client(service: str, config: AwsConfig) -> Any:
-    """The shared boto3 client for ``service`` in the configured region (and endpoint, in tests)."""
-    key = (service, config.region, config.endpoint_url)
+def client(service: str, config: AwsConfig, retries: bool = True) -> Any:
+    """The shared boto3 client for ``service`` in the configured region (and endpoint, in tests).
+
+    ``retries=False``: botocore tries each call once, for callers that decide themselves which
+    failures are worth another try (an EC2 capacity error is answered with HTTP 500, which
+    botocore would retry, while jitr should move on to the next candidate at once).
+    """
+    key = (service, config.region, config.endpoint_url, retries)
     found = _clients.get(key)
     if found is not None:
         return found
     with _lock:
         found = _clients.get(key)
         if found is None:
-            found = _clients[key] = _new_client(service, config)
+            found = _clients[key] = _new_client(service, config, retries)
         return found
 
 
-def _new_client(service: str, config: AwsConfig) -> Any:
+def _new_client(service: str, config: AwsConfig, retries: bool) -> Any:
     global _session
     import boto3
     from botocore.config import Config
@@ -47,7 +52,7 @@ def _new_client(service: str, config: AwsConfig) -> Any:
         region_name=config.region,
         endpoint_url=config.endpoint_url,
         config=Config(
-            retries={"mode": "standard", "total_max_attempts": 3},
+            retries={"mode": "standard", "total_max_attempts": 3 if retries else 1},
             max_pool_connections=MAX_POOL_CONNECTIONS,
             user_agent_extra=f"jitr-aws/{__version__}",
         ),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import functools
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -28,6 +29,7 @@ MANAGED_BY_TAG = ("managed-by", "jitr")
 RUNNER_TAG = "jitr-runner"
 POOL_TAG = "jitr-pool"
 TOKEN_TAG = "jitr-client-token"  # noqa: S105 - a tag key, not a password
+LAUNCH_ATTEMPTS = 3
 LISTED_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
 RUNNING_STATES = frozenset({"pending", "running"})
 _GONE_STATES = frozenset({"shutting-down", "terminated"})
@@ -57,7 +59,7 @@ def launch(request: LaunchRequest, config: AwsConfig) -> LaunchResult:
         )
         return _result(existing, request)
     params = _run_instances_params(request, config, shape, _root_device(ec2, request, shape))
-    instance = _call(request, ec2.run_instances, **params)["Instances"][0]
+    instance = _run_instances(request, client("ec2", config, retries=False), params)
     logger.info(
         "ec2 launched %s for runner %s",
         instance["InstanceId"],
@@ -235,6 +237,23 @@ def _result(instance: Mapping[str, Any], request: LaunchRequest) -> LaunchResult
         placement=instance.get("SubnetId") or request.placement,
         spot=instance.get("InstanceLifecycle") == "spot",
     )
+
+
+def _run_instances(request: LaunchRequest, ec2: Any, params: Mapping[str, Any]) -> Mapping[str, Any]:
+    """RunInstances, retried here only for transient failures: a capacity error moves the fallback
+    chain on at once (botocore would retry its HTTP 500 three times). The client token makes a
+    retry safe."""
+    for attempt in range(LAUNCH_ATTEMPTS):
+        try:
+            instances: list[Mapping[str, Any]] = _call(request, ec2.run_instances, **params)["Instances"]
+            return instances[0]
+        except (CapacityError, LaunchError):
+            raise
+        except BackendError:
+            if attempt + 1 == LAUNCH_ATTEMPTS:
+                raise
+            time.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 def _call(request: LaunchRequest, operation: Callable[..., T], **params: Any) -> T:
