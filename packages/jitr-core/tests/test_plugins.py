@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import subprocess
 import sys
 import textwrap
@@ -71,6 +72,8 @@ def jitr_render_startup_script(context):
     return Fragment("pre_run", "echo using-registry-mirror", source="mirror")
 """
 
+POOL = {"name": "linux", "labels": ["self-hosted"], "machine_types": ["m"]}
+
 BROKEN_PLUGIN = """
 raise RuntimeError("cannot start: no licence file")
 """
@@ -120,19 +123,86 @@ def test_star_blocks_every_external_plugin_but_keeps_the_defaults(third_party: s
     assert {"embedded", "core-script"} <= names
 
 
-def test_a_plugin_that_fails_to_import_fails_start_up_naming_it(tmp_path: Path) -> None:
-    root = _write_distribution(tmp_path / "broken", "jitr-broken-test", "jitr_broken_test", BROKEN_PLUGIN, "broken")
-    _install(["install", "--no-deps", str(root)])
+def _fake_distribution(site: Path, dist: str, entry: str, module: str, body: str) -> None:
+    """An installed distribution shipping ``module`` with ``body`` as a ``jitr`` plugin (no installer needed)."""
+    info = site / f"{dist.replace('-', '_')}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[jitr]\n{entry} = {module}\n")
+    (site / f"{module}.py").write_text(textwrap.dedent(body))
+
+
+@pytest.fixture
+def broken_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[logging.LogRecord]]:
+    """A plugin that raises at import installed next to the real ones; yields the plugin log records."""
+    _fake_distribution(tmp_path, "jitr-broken-test", "broken", "jitr_broken_test_plugin", BROKEN_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("jitr.plugins")
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)
+    sys.modules.pop("jitr_broken_test_plugin", None)
+
+
+def test_a_plugin_that_fails_to_import_is_listed_as_broken_and_the_others_load(
+    broken_plugin: list[logging.LogRecord],
+) -> None:
+    pm = create_plugin_manager(environ={})
+
+    infos = {info.name: info for info in list_plugins(pm)}
+    assert infos["broken"].error == "RuntimeError: cannot start: no licence file"
+    assert infos["broken"].distribution == "jitr-broken-test" and infos["broken"].hooks == ()
+    assert {"embedded", "core-script"} <= {name for name, info in infos.items() if not info.error}
+    (record,) = broken_plugin
+    assert record.levelno == logging.ERROR and record.plugin == "broken"  # type: ignore[attr-defined]
+    assert "no licence file" in record.error  # type: ignore[attr-defined]
+    assert "broken" not in {
+        i.name for i in list_plugins(create_plugin_manager(environ={"JITR_DISABLE_PLUGINS": "broken"}))
+    }
+
+
+def test_a_broken_plugin_stops_startup_scripts_and_leaves_the_providers_working(
+    broken_plugin: list[logging.LogRecord], tmp_path: Path
+) -> None:
+    from jitr_core.secret import Secret
+    from jitr_core.startup import ScriptContext
+
+    embedded = Settings.from_mapping(
+        {"provider": "embedded", "embedded": {"state_dir": str(tmp_path / "state")}, "pools": [POOL]}
+    )
+    backend = Backend(create_plugin_manager(environ={}), embedded)
+
+    assert backend.query(RecordQuery("runner", "busy")).records == ()
+    context = ScriptContext("r", embedded.pools[0], "embedded", Secret("eyJ4Ijoi"), "2.336.0", 3600)
+    with pytest.raises(PluginError, match=r"plugin 'broken' \(jitr-broken-test 1.0\) failed to load: RuntimeError"):
+        backend.render_startup_script(context)
+    nowhere = Backend(backend.pm, Settings.from_mapping({"provider": "nowhere", "pools": [POOL]}))
+    with pytest.raises(NoProviderError, match=r"plugin 'broken' .* no licence file"):
+        nowhere.query(RecordQuery("runner", "busy"))
+
+
+def test_an_installed_plugin_declaring_an_unknown_hook_is_broken_not_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = """
+    from jitr_core.hookspecs import hookimpl
+
+    @hookimpl
+    def jitr_launch_rocket():
+        return None
+    """
+    _fake_distribution(tmp_path, "jitr-rocket-test", "rocket", "jitr_rocket_test_plugin", body)
+    monkeypatch.syspath_prepend(str(tmp_path))
     try:
-        with pytest.raises(PluginError, match=r"plugin 'broken' \(jitr-broken-test.*no licence file"):
-            create_plugin_manager(environ={})
-        create_plugin_manager(environ={"JITR_DISABLE_PLUGINS": "broken"})  # blocking it is the way out
+        pm = create_plugin_manager(environ={})
     finally:
-        _install(
-            ["uninstall", "-y", "jitr-broken-test"]
-            if _installer()[0] == sys.executable
-            else ["uninstall", "jitr-broken-test"]
-        )
+        sys.modules.pop("jitr_rocket_test_plugin", None)
+    infos = {info.name: info for info in list_plugins(pm)}
+    assert "jitr_launch_rocket" in infos["rocket"].error and infos["rocket"].hooks == ()
+    assert pm.get_plugin("rocket") is None
 
 
 class UnknownHook:

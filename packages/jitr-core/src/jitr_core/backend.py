@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import pluggy
 
-from .errors import NoProviderError, SettingsError
+from .errors import NoProviderError, PluginError, SettingsError
 from .model import (
     LaunchRequest,
     LaunchResult,
@@ -25,6 +25,7 @@ from .model import (
     VMInfo,
     Written,
 )
+from .plugins import describe_broken
 from .secret import Secret, read_local_secret, write_local_secret
 from .settings import Settings
 from .startup import Fragment, ScriptContext, assemble
@@ -43,7 +44,7 @@ class Backend:
 
     def _answer(self, role: str, hook: str, result: T | None) -> T:
         if result is None:
-            raise NoProviderError(role, self.settings.provider(role), hook)
+            raise NoProviderError(role, self.settings.provider(role), hook, describe_broken(self.pm))
         return result
 
     def _call(self, role: str, hook: str, **kwargs: Any) -> Any:
@@ -163,6 +164,9 @@ class Backend:
 
     # startup script
     def startup_fragments(self, context: ScriptContext) -> list[Fragment]:
+        """Every plugin's fragments; refused while a plugin is broken, as it may have added one."""
+        if broken := describe_broken(self.pm):
+            raise PluginError(f"no startup script is rendered while a plugin is broken: {broken}")
         fragments: list[Fragment] = []
         for answer in self._hook.jitr_render_startup_script(context=context):
             if isinstance(answer, Fragment):

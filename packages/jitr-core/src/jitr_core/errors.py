@@ -23,10 +23,11 @@ class PluginError(JitrError):
 class NoProviderError(JitrError):
     """No registered plugin answered a provider hook for the configured provider."""
 
-    def __init__(self, role: str, provider: str, hook: str) -> None:
+    def __init__(self, role: str, provider: str, hook: str, broken: str = "") -> None:
         super().__init__(
             f"no plugin provides {role!r} as {provider!r} (hook {hook}); "
             f"install the plugin for {provider!r} or set JITR_{role.upper()}_PROVIDER"
+            + (f"; {broken}" if broken else "")
         )
         self.role = role
         self.provider = provider

@@ -2,13 +2,19 @@
 
 Order at start: read the block list (``JITR_DISABLE_PLUGINS``: comma-separated names, ``*`` for
 every external plugin), load the ``jitr`` entry points, register the built-in defaults
-(``trylast``), then ``check_pending()`` so a plugin implementing an unknown hook fails start-up.
-Discovery imports only the plugin modules themselves; they import cloud SDKs lazily.
+(``trylast``), then ``check_pending()``. Discovery imports only the plugin modules themselves;
+they import cloud SDKs lazily.
+
+An installed plugin that fails (raises at import, cannot be registered, implements an unknown
+hook) does not fail start-up: it is logged once with its name and error and kept in
+``pm.broken``, so the functions that do not need it keep working. What needs it fails closed:
+a provider hook nobody answers names it, and no startup script is rendered while one is broken.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -20,6 +26,7 @@ from . import hookspecs
 from .errors import PluginError
 
 ENTRY_POINT_GROUP = "jitr"
+log = logging.getLogger("jitr.plugins")
 
 # Built-in plugins of core, registered like any other but after entry points (and trylast).
 DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
@@ -37,6 +44,21 @@ class PluginInfo:
     version: str
     hooks: tuple[str, ...]
     builtin: bool
+    error: str = ""  # why a broken plugin is not registered; empty for a healthy one
+
+
+@dataclass(frozen=True, slots=True)
+class BrokenPlugin:
+    """An installed plugin that failed to load or register, and why."""
+
+    name: str
+    distribution: str
+    version: str
+    error: str
+
+    def describe(self) -> str:
+        origin = f"{self.distribution} {self.version}".strip() or "unknown distribution"
+        return f"plugin {self.name!r} ({origin}) failed to load: {self.error}"
 
 
 def blocked_names(environ: Mapping[str, str] | None = None) -> frozenset[str]:
@@ -51,6 +73,18 @@ class JitrPluginManager(pluggy.PluginManager):
     def __init__(self) -> None:
         super().__init__(hookspecs.PROJECT)
         self.distributions: dict[str, tuple[str, str]] = {}
+        self.broken: dict[str, BrokenPlugin] = {}
+
+
+def broken_plugins(pm: pluggy.PluginManager) -> tuple[BrokenPlugin, ...]:
+    """The plugins that failed to load into ``pm`` (none for a plain pluggy manager)."""
+    broken: dict[str, BrokenPlugin] = getattr(pm, "broken", {})
+    return tuple(broken[name] for name in sorted(broken))
+
+
+def describe_broken(pm: pluggy.PluginManager) -> str:
+    """One sentence naming every broken plugin and its error; empty when there is none."""
+    return "; ".join(b.describe() for b in broken_plugins(pm))
 
 
 def create_plugin_manager(
@@ -71,19 +105,38 @@ def create_plugin_manager(
             if pm.is_blocked(ep.name):
                 continue
             dist = (ep.dist.name, ep.dist.version) if ep.dist else ("", "")
-            _register(pm, ep.name, _load(ep), dist)
+            try:
+                _register(pm, ep.name, _load(ep), dist)
+            except PluginError as exc:
+                _mark_broken(pm, ep.name, dist, exc)
+    entry_point_names = set(pm.distributions)
     for name, plugin in extra:
         if not pm.is_blocked(name):
             _register(pm, name, plugin, ("", ""))
     for name, module in DEFAULT_PLUGINS:
         if not pm.is_blocked(name):
             _register(pm, name, importlib.import_module(module), ("jitr-core", _dist_version("jitr-core")))
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        name = pm.get_name(exc.plugin) or repr(exc.plugin)
-        raise PluginError(f"plugin {name!r} declares a hook jitr does not know: {exc}") from None
-    return pm
+    while True:
+        try:
+            pm.check_pending()
+            return pm
+        except pluggy.PluginValidationError as exc:
+            name = pm.get_name(exc.plugin) or repr(exc.plugin)
+            error = PluginError(f"plugin {name!r} declares a hook jitr does not know: {exc}")
+            if name not in entry_point_names:
+                raise error from None
+            pm.unregister(exc.plugin)
+            _mark_broken(pm, name, pm.distributions.pop(name, ("", "")), error)
+
+
+def _mark_broken(pm: JitrPluginManager, name: str, dist: tuple[str, str], exc: PluginError) -> None:
+    cause = exc.__cause__
+    error = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+    pm.broken[name] = BrokenPlugin(name, dist[0], dist[1], error)
+    log.error(
+        "plugin failed to load; the functions that need it will fail, the others keep working",
+        extra={"plugin": name, "distribution": dist[0], "version": dist[1], "error": error},
+    )
 
 
 def _entry_points() -> list[EntryPoint]:
@@ -116,6 +169,8 @@ def list_plugins(pm: JitrPluginManager) -> list[PluginInfo]:
         dist, version = pm.distributions.get(name, ("", ""))
         hooks = tuple(sorted(h.name for h in pm.get_hookcallers(plugin) or ()))
         infos.append(PluginInfo(name, dist, version, hooks, name in builtin))
+    for broken in broken_plugins(pm):
+        infos.append(PluginInfo(broken.name, broken.distribution, broken.version, (), False, broken.error))
     return sorted(infos, key=lambda i: (i.builtin, i.name))
 
 

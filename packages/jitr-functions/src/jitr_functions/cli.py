@@ -23,16 +23,20 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     from jitr_core.plugins import create_plugin_manager, list_plugins
 
     infos = list_plugins(create_plugin_manager())
+    broken = any(info.error for info in infos)
     if args.json:
         print(json.dumps([asdict(info) for info in infos], indent=2))
-        return 0
+        return 1 if broken else 0
     width = max(len(info.name) for info in infos)
     for info in infos:
         origin = f"{info.distribution} {info.version}".strip() or "(registered in code)"
-        tag = " [built-in]" if info.builtin else ""
+        tag = " [built-in]" if info.builtin else " [BROKEN]" if info.error else ""
         print(f"{info.name:<{width}}  {origin}{tag}")
-        print(f"{'':<{width}}  hooks: {', '.join(info.hooks)}")
-    return 0
+        if info.error:
+            print(f"{'':<{width}}  failed to load: {info.error}")
+        else:
+            print(f"{'':<{width}}  hooks: {', '.join(info.hooks)}")
+    return 1 if broken else 0
 
 
 def cmd_render(args: argparse.Namespace) -> int:

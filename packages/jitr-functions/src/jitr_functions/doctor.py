@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from jitr_core.backend import Backend
-from jitr_core.errors import JitrError
+from jitr_core.errors import JitrError, PluginError
 from jitr_core.model import RecordQuery
-from jitr_core.plugins import create_plugin_manager, list_plugins
+from jitr_core.plugins import JitrPluginManager, create_plugin_manager, describe_broken, list_plugins
 from jitr_core.secret import Secret
 from jitr_core.settings import Settings
 
@@ -39,7 +39,7 @@ def run_checks(load_settings: Callable[[], Settings]) -> list[Check]:
     settings = _probe(
         checks, "settings", load_settings, lambda s: f"{len(s.pools)} pools; providers {dict(s.providers)}"
     )
-    pm = _probe(checks, "plugins", create_plugin_manager, lambda pm: ", ".join(i.name for i in list_plugins(pm)))
+    pm = _probe(checks, "plugins", _plugins, lambda pm: ", ".join(i.name for i in list_plugins(pm)))
     if settings is None or pm is None:
         return checks  # every later check needs both
     backend = Backend(pm, settings)
@@ -66,6 +66,14 @@ def _probe(checks: list[Check], name: str, probe: Callable[[], T], describe: Cal
     except Exception as exc:  # a doctor reports every failure, whatever its kind
         checks.append(Check(name, False, f"{type(exc).__name__}: {exc}"))
     return None
+
+
+def _plugins() -> JitrPluginManager:
+    """The plugins as a function's cold start loads them; a broken one fails the check."""
+    pm = create_plugin_manager()
+    if broken := describe_broken(pm):
+        raise PluginError(broken)
+    return pm
 
 
 def _secret(backend: Backend, name: str) -> str:
