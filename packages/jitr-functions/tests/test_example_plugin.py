@@ -1,0 +1,120 @@
+"""The example third-party plugin (examples/jitr-docker-mirror), installed the way a user installs it.
+
+Once pip-installed it is listed by ``jitr plugins``, its step appears in the ``pre_run`` phase of
+``jitr render-startup-script``, it is among the distributions a rebuilt Lambda bundle carries,
+the rendered EC2 script runs with it in the startup-script sandbox, and its own tests pass.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from jitr_core.testing.environment import deadline_s, require_tool
+from jitr_core.testing.sandbox import FakeCloud, Sandbox, fake_cloud
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "jitr-docker-mirror"
+DIST = "jitr-docker-mirror"
+MIRROR = "https://mirror.example.com"
+CONFIG = f"""
+provider = "aws"
+
+[aws]
+region = "eu-west-1"
+
+[[pools]]
+name = "linux"
+labels = ["self-hosted", "linux"]
+machine_types = ["m7i.large"]
+options = {{ docker_mirror = "{MIRROR}" }}
+"""
+pytestmark = pytest.mark.skipif(not EXAMPLE.is_dir(), reason="examples/ is not beside this package (not a checkout)")
+
+
+def _installer() -> list[str]:
+    """pip where the venv has it, else uv (nox's uv-made venvs come without pip)."""
+    probe = subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True)
+    if probe.returncode == 0:
+        return [sys.executable, "-m", "pip"]
+    return [require_tool("uv", "the venv has no pip; pip install uv"), "pip"]
+
+
+def _pip(*args: str) -> None:
+    installer = _installer()
+    target = ["--python", sys.executable] if installer[0] != sys.executable else []
+    if args[0] == "uninstall" and installer[0] == sys.executable:
+        args = (args[0], "-y", *args[1:])
+    subprocess.run([*installer, args[0], *target, *args[1:]], check=True, capture_output=True)
+    importlib.invalidate_caches()
+
+
+@pytest.fixture(scope="module")
+def installed() -> Iterator[None]:
+    _pip("install", "--no-deps", str(EXAMPLE))
+    yield
+    _pip("uninstall", DIST)
+
+
+def jitr(*args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "jitr_functions", *args], capture_output=True, text=True, timeout=deadline_s(60)
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def script(installed: None, tmp_path_factory: pytest.TempPathFactory) -> str:
+    config = tmp_path_factory.mktemp("config") / "jitr.toml"
+    config.write_text(CONFIG)
+    return jitr("render-startup-script", "--pool", "linux", "--config", str(config))
+
+
+def test_jitr_plugins_lists_it(installed: None) -> None:
+    plugins = {p["name"]: p for p in json.loads(jitr("plugins", "--json"))}
+    assert plugins["docker-mirror"]["distribution"] == DIST
+    assert plugins["docker-mirror"]["hooks"] == ["jitr_render_startup_script"]
+    assert not plugins["docker-mirror"]["builtin"]
+
+
+def test_its_step_is_rendered_in_the_pre_run_phase(script: str) -> None:
+    assert script.index("# --- install") < script.index("# --- pre_run") < script.index("# from docker-mirror")
+    assert script.index("# from docker-mirror") < script.index("# --- run")
+    assert base64.b64encode(MIRROR.encode()).decode() in script and MIRROR not in script
+
+
+def test_a_rebuilt_lambda_bundle_carries_it(installed: None) -> None:
+    pytest.importorskip("jitr_aws")
+    from jitr_functions.bundle_aws import bundled_distributions
+
+    assert DIST in bundled_distributions()
+    assert DIST not in bundled_distributions([DIST])
+
+
+def test_the_rendered_script_runs_with_it(script: str, tmp_path: Path) -> None:
+    with fake_cloud() as cloud:
+        box = Sandbox(tmp_path, cloud, prebaked_version="2.336.0", docker=True)
+        outcome = box.run(script)
+    assert json.loads((box.root / "etc/docker/daemon.json").read_text()) == {"registry-mirrors": [MIRROR]}
+    restart = outcome.calls.index("systemctl restart docker")
+    assert restart < outcome.calls.index("run.sh ") < outcome.calls.index("shutdown -h now")
+    assert outcome.called("aws") == [
+        f"aws ec2 terminate-instances --region {FakeCloud.region} --instance-ids {FakeCloud.instance_id}"
+    ]
+
+
+def test_its_own_tests_pass(installed: None) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests")],
+        capture_output=True,
+        text=True,
+        timeout=deadline_s(120),
+        cwd=EXAMPLE,
+    )
+    assert done.returncode == 0, done.stdout[-3000:]
