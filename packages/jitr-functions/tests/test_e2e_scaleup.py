@@ -90,7 +90,10 @@ def test_no_capacity_at_all_dead_letters_the_job_and_leaves_nothing_behind(e2e_s
     assert "max_receive_count" in reason
     receives = 5  # the sandbox's max_receive_count
     candidates = len(POOL["machine_types"]) * len(POOL["placements"]) * 2  # spot, then on-demand
-    assert sandbox.vms.capacity_errors == receives * candidates
+    # each delivery walks every candidate; on a busy machine a pass can outlive the 1 s visibility
+    # timeout, and the redelivered copy walks them once more before the count reaches the limit
+    assert sandbox.vms.capacity_errors % candidates == 0
+    assert sandbox.vms.capacity_errors >= receives * candidates
     assert not sandbox.vms.launches and not running_vms(sandbox)
     assert runner_records(sandbox) == []  # every claim was released
     assert not [r for r in sandbox.sim.runners() if r.name.startswith("jitr-")]  # and every registration
