@@ -221,6 +221,12 @@ def bench_periodic_reads(finished: int = 100_000, in_flight: int = 200) -> dict[
         }
 
 
+def bench_serve_load() -> dict[str, Any]:
+    from serve_load import run
+
+    return run()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", nargs="*", help="run only these benchmarks")
@@ -234,6 +240,7 @@ def main() -> None:
         "cold_start_ms": bench_cold_start,
         "periodic_reads": bench_periodic_reads,
         "burst": lambda: bench_burst(args.burst_jobs),
+        "serve_load": bench_serve_load,
     }
     report: dict[str, Any] = {"python": sys.version.split()[0]}
     for name, bench in benches.items():
