@@ -1,18 +1,19 @@
 """The example third-party plugin (examples/jitr-docker-mirror), installed the way a user installs it.
 
-Once pip-installed it is listed by ``jitr plugins``, its step appears in the ``pre_run`` phase of
-``jitr render-startup-script``, it is among the distributions a rebuilt Lambda bundle carries,
-the rendered EC2 script runs with it in the startup-script sandbox, and its own tests pass.
+pip installs it into a directory of its own that this module's processes put on their path, so
+tests running beside these in other workers never see it come and go. Installed, it is listed by
+``jitr plugins``, its step appears in the ``pre_run`` phase of ``jitr render-startup-script``, it
+is among the distributions a rebuilt Lambda bundle carries, the rendered EC2 script runs with it
+in the startup-script sandbox, and its own tests pass.
 """
 
 from __future__ import annotations
 
 import base64
-import importlib
 import json
+import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,39 +46,46 @@ def _installer() -> list[str]:
     return [require_tool("uv", "the venv has no pip; pip install uv"), "pip"]
 
 
-def _pip(*args: str) -> None:
-    installer = _installer()
-    target = ["--python", sys.executable] if installer[0] != sys.executable else []
-    if args[0] == "uninstall" and installer[0] == sys.executable:
-        args = (args[0], "-y", *args[1:])
-    subprocess.run([*installer, args[0], *target, *args[1:]], check=True, capture_output=True)
-    importlib.invalidate_caches()
-
-
 @pytest.fixture(scope="module")
-def installed() -> Iterator[None]:
-    _pip("install", "--no-deps", str(EXAMPLE))
-    yield
-    _pip("uninstall", DIST)
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding the installed example, as ``pip install --target`` leaves it."""
+    target = tmp_path_factory.mktemp("site")
+    installer = _installer()
+    python = ["--python", sys.executable] if installer[0] != sys.executable else []
+    subprocess.run(
+        [*installer, "install", *python, "--no-deps", "--target", str(target), str(EXAMPLE)],
+        check=True,
+        capture_output=True,
+        timeout=deadline_s(300),
+    )
+    return target
 
 
-def jitr(*args: str) -> str:
+def _env(site: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
+
+
+def jitr(site: Path, *args: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "jitr_functions", *args], capture_output=True, text=True, timeout=deadline_s(60)
+        [sys.executable, "-m", "jitr_functions", *args],
+        capture_output=True,
+        text=True,
+        timeout=deadline_s(60),
+        env=_env(site),
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
 
 @pytest.fixture(scope="module")
-def script(installed: None, tmp_path_factory: pytest.TempPathFactory) -> str:
+def script(site: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
     config = tmp_path_factory.mktemp("config") / "jitr.toml"
     config.write_text(CONFIG)
-    return jitr("render-startup-script", "--pool", "linux", "--config", str(config))
+    return jitr(site, "render-startup-script", "--pool", "linux", "--config", str(config))
 
 
-def test_jitr_plugins_lists_it(installed: None) -> None:
-    plugins = {p["name"]: p for p in json.loads(jitr("plugins", "--json"))}
+def test_jitr_plugins_lists_it(site: Path) -> None:
+    plugins = {p["name"]: p for p in json.loads(jitr(site, "plugins", "--json"))}
     assert plugins["docker-mirror"]["distribution"] == DIST
     assert plugins["docker-mirror"]["hooks"] == ["jitr_render_startup_script"]
     assert not plugins["docker-mirror"]["builtin"]
@@ -89,8 +97,9 @@ def test_its_step_is_rendered_in_the_pre_run_phase(script: str) -> None:
     assert base64.b64encode(MIRROR.encode()).decode() in script and MIRROR not in script
 
 
-def test_a_rebuilt_lambda_bundle_carries_it(installed: None) -> None:
+def test_a_rebuilt_lambda_bundle_carries_it(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("jitr_aws")
+    monkeypatch.syspath_prepend(str(site))
     from jitr_functions.bundle_aws import bundled_distributions
 
     assert DIST in bundled_distributions()
@@ -109,12 +118,13 @@ def test_the_rendered_script_runs_with_it(script: str, tmp_path: Path) -> None:
     ]
 
 
-def test_its_own_tests_pass(installed: None) -> None:
+def test_its_own_tests_pass(site: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests")],
         capture_output=True,
         text=True,
         timeout=deadline_s(120),
         cwd=EXAMPLE,
+        env=_env(site),
     )
     assert done.returncode == 0, done.stdout[-3000:]
