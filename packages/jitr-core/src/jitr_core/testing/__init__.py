@@ -17,6 +17,10 @@ reference``) and ``missing_reference`` for :class:`SecretsContract`.
 :mod:`jitr_core.testing.environment` holds what every package's tests share about their machine:
 :func:`wait_until` (condition waits whose deadlines scale with ``JITR_TEST_TIMEOUT_SCALE``) and
 :func:`require_tool` (a missing tool skips, or fails under ``JITR_REQUIRE_TOOLS=1``).
+
+:mod:`jitr_core.testing.sandbox` runs a rendered startup script for real: bash in a temporary
+root with recording fakes on ``PATH``, a fake runner, and one fake HTTP server on 127.0.0.1 for
+the runner download and the EC2 and GCE metadata services.
 """
 
 from .contract import QueueContract, SecretsContract, StoreContract, VMContract
