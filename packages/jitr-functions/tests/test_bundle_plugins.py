@@ -7,14 +7,22 @@ their entry points as the bundles find them; nothing is built here, so no networ
 from __future__ import annotations
 
 import importlib.util
+import zipfile
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 from fake_plugin import install_fake_plugin
 from jitr_core.errors import JitrError
-from jitr_functions.bundle_aws import JITR_DISTRIBUTIONS, bundled_distributions
+from jitr_functions.bundle_aws import JITR_DISTRIBUTIONS, bundled_distributions, pinned_dependencies, write_zip
 from jitr_functions.bundle_gcp import write_bundle
-from jitr_functions.bundle_plugins import installed_plugins, resolve_exclusions, warn_unknown
+from jitr_functions.bundle_plugins import (
+    canonical,
+    installed_plugins,
+    resolve_exclusions,
+    verify_plugins,
+    warn_unknown,
+)
 
 needs_aws = pytest.mark.skipif(importlib.util.find_spec("jitr_aws") is None, reason="the aws extra is not installed")
 needs_gcp = pytest.mark.skipif(importlib.util.find_spec("jitr_gcp") is None, reason="the gcp extra is not installed")
@@ -83,3 +91,50 @@ def test_the_command_warns_about_a_name_no_plugin_has(
     assert "--exclude-plugin jitr-mirorr: no installed jitr plugin has that name" in err
     assert "installed: " in err and "jitr-mirror (mirror)" in err
     assert "--exclude-plugin mirror" not in err
+
+
+def _layout_plugin(site: Path, dist: str, entry: str, module: str, body: str) -> None:
+    """A plugin distribution as pip lays it out in a bundle: its module and its dist-info."""
+    info = site / f"{dist.replace('-', '_')}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[jitr]\n{entry} = {module}\n")
+    (site / f"{module}.py").write_text(body)
+
+
+def test_bundled_plugins_are_loaded_from_the_layout_alone(tmp_path: Path) -> None:
+    _layout_plugin(tmp_path, "jitr-mirror", "mirror", "jitr_mirror_layout", "import json\n")
+    assert verify_plugins([tmp_path]) == ("mirror",)
+
+    _layout_plugin(tmp_path, "jitr-cache", "cache", "jitr_cache_layout", "import jitr_core\n")  # not in the layout
+    with pytest.raises(
+        JitrError, match=r"plugin 'cache' \(jitr_cache_layout: ModuleNotFoundError: No module named 'jitr_core'\)"
+    ):
+        verify_plugins([tmp_path])
+
+    (tmp_path / "jitr_cache_layout.py").write_text("raise RuntimeError('no licence')\n")
+    with pytest.raises(
+        JitrError, match=r"no bundle is written: plugin 'cache' .*RuntimeError: no licence.*--exclude-plugin"
+    ):
+        verify_plugins([tmp_path])
+
+
+def test_the_lambda_zip_goes_inside_an_existing_directory(tmp_path: Path) -> None:
+    source, out = tmp_path / "target", tmp_path / "dist"
+    (source / "jitr_functions").mkdir(parents=True)
+    (source / "jitr_functions" / "__init__.py").write_text("")
+    out.mkdir()
+
+    written = write_zip(source, out)
+
+    assert written == out / "jitr-aws-lambda.zip" and zipfile.is_zipfile(written)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dist", "target"]  # no .partial left beside it
+    assert sorted(p.name for p in out.iterdir()) == ["jitr-aws-lambda.zip"]
+
+
+def test_the_lambda_bundle_pins_third_party_libraries_to_the_installed_versions() -> None:
+    pins = pinned_dependencies(JITR_DISTRIBUTIONS)
+    for name in ("pluggy", "requests", "PyJWT", "cryptography"):
+        assert f"{name}=={metadata.version(name)}" in pins, pins
+    assert not any(pin.lower().startswith("jitr") for pin in pins)
+    assert pins == tuple(sorted(pins, key=lambda pin: canonical(pin.split("==")[0])))

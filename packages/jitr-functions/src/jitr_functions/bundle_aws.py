@@ -4,6 +4,9 @@ pip installs, for the Lambda platform (manylinux wheels, the runtime's Python), 
 and every installed ``jitr`` plugin distribution; local checkouts are built into wheels first.
 The ``*.dist-info`` directories stay: entry points are how the functions find their plugins.
 boto3 and what only it needs are left out by default (the Lambda runtime provides them).
+Third-party libraries are pinned to the versions installed here, as the Cloud Run bundle pins
+them, so two builds from one environment are the same whatever PyPI has published since; every
+bundled plugin is loaded from the unpacked bundle before the zip is written.
 """
 
 from __future__ import annotations
@@ -26,13 +29,14 @@ from urllib.parse import unquote, urlparse
 
 from jitr_core.errors import JitrError
 
-from .bundle_plugins import canonical, installed_plugins, resolve_exclusions, warn_unknown
+from .bundle_plugins import canonical, installed_plugins, resolve_exclusions, verify_plugins, warn_unknown
 
 FUNCTIONS = ("webhook", "scaleup", "lifecycle", "scaledown", "rebalancer")
 HANDLERS = tuple(f"jitr_functions.aws.{name}" for name in FUNCTIONS)
 RUNTIMES = ("3.12", "3.13")
 PLATFORMS = {"x86_64": "manylinux2014_x86_64", "arm64": "manylinux2014_aarch64"}
 SIZE_TARGET = 8 * 1024 * 1024
+DEFAULT_ZIP = "jitr-aws-lambda.zip"
 JITR_DISTRIBUTIONS = ("jitr-core", "jitr-github", "jitr-functions", "jitr-aws")
 RUNTIME_PROVIDED = frozenset({"boto3", "botocore", "s3transfer"})
 OTHER_CLOUDS = frozenset({"jitr-gcp"})  # another cloud's backend is dead weight in a Lambda
@@ -66,8 +70,9 @@ def build(
         )
     names = bundled_distributions(exclude_plugins)
     with tempfile.TemporaryDirectory(prefix="jitr-bundle-") as tmp:
-        wheels, target = Path(tmp, "wheels"), Path(tmp, "target")
+        wheels, target, constraints = Path(tmp, "wheels"), Path(tmp, "target"), Path(tmp, "constraints.txt")
         requirements = _requirements(names, wheels)
+        constraints.write_text("".join(f"{pin}\n" for pin in pinned_dependencies(names)))
         _pip(
             "install",
             "--target",
@@ -80,13 +85,16 @@ def build(
             "cp",
             "--only-binary=:all:",
             "--no-compile",
+            "--constraint",
+            str(constraints),
             *requirements,
         )
         if not include_boto3:
             _prune(target, roots=names)
         _tidy(target)
+        verify_plugins([target], python=_interpreter(python))
         unzipped = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
-        write_zip(target, out)
+        out = write_zip(target, out)
         installed = sorted(f"{d.metadata['Name']} {d.version}" for d in metadata.distributions(path=[str(target)]))
     return Bundle(out, out.stat().st_size, unzipped, tuple(installed))
 
@@ -103,6 +111,45 @@ def bundled_distributions(exclude_plugins: Iterable[str] = ()) -> tuple[str, ...
         if dist not in names and dist not in OTHER_CLOUDS and dist not in excluded:
             names.append(dist)
     return tuple(names)
+
+
+def pinned_dependencies(names: Iterable[str]) -> tuple[str, ...]:
+    """``name==version`` of every installed third-party library ``names`` need, directly or not.
+
+    jitr's own distributions and the bundled plugins are left out (they are built from here or
+    named exactly); so is what only an extra or an uninstalled requirement would bring.
+    """
+    roots = {canonical(name) for name in names}
+    found: dict[str, str] = {}
+    todo = sorted(roots)
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        if name not in roots:
+            found[name] = f"{dist.metadata['Name']}=={dist.version}"
+        for requirement in dist.requires or ():
+            match = _NAME.match(requirement)
+            if match and "extra" not in requirement.partition(";")[2]:
+                todo.append(canonical(match.group(1)))
+    return tuple(found[name] for name in sorted(found))
+
+
+def _interpreter(python: str) -> str:
+    """A working ``python3.12``/``python3.13`` to load the bundle with, else this interpreter."""
+    candidate = shutil.which(f"python{python}")
+    if candidate is not None:
+        probe = [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"]
+        done = subprocess.run(probe, capture_output=True, text=True, timeout=60, check=False)
+        if done.returncode == 0 and done.stdout.strip() == python:
+            return candidate
+    return sys.executable
 
 
 def _requirements(names: Sequence[str], wheels: Path) -> list[str]:
@@ -198,24 +245,37 @@ def _tidy(target: Path) -> None:
         record.write_text("".join(line for line in lines if not line.startswith(f"{path.parent.name}/{path.name},")))
 
 
-def write_zip(source: Path, out: Path) -> None:
-    """Zip ``source`` reproducibly: sorted entries, a fixed timestamp, normalised modes."""
+def write_zip(source: Path, out: Path) -> Path:
+    """Zip ``source`` reproducibly (sorted entries, a fixed timestamp, normalised modes); the zip's path.
+
+    ``out`` names the zip, or an existing directory to write ``jitr-aws-lambda.zip`` into. The
+    zip appears whole or not at all: it is written aside and renamed, and removed on failure.
+    """
+    if out.is_dir():
+        out = out / DEFAULT_ZIP
     out.parent.mkdir(parents=True, exist_ok=True)
     files = sorted((p for p in source.rglob("*") if p.is_file()), key=lambda p: p.relative_to(source).as_posix())
     partial = out.with_name(out.name + ".partial")
-    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-        for path in files:
-            info = zipfile.ZipInfo(path.relative_to(source).as_posix(), date_time=_ZIP_TIME)
-            executable = path.stat().st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-            info.external_attr = (stat.S_IFREG | (0o755 if executable else 0o644)) << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.create_system = 3  # unix, so the modes above are honoured
-            archive.writestr(info, path.read_bytes(), compresslevel=9)
-    os.replace(partial, out)
+    try:
+        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+            for path in files:
+                info = zipfile.ZipInfo(path.relative_to(source).as_posix(), date_time=_ZIP_TIME)
+                executable = path.stat().st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+                info.external_attr = (stat.S_IFREG | (0o755 if executable else 0o644)) << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.create_system = 3  # unix, so the modes above are honoured
+                archive.writestr(info, path.read_bytes(), compresslevel=9)
+        os.replace(partial, out)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return out
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("jitr-aws-lambda.zip"), help="zip to write")
+    parser.add_argument(
+        "--out", type=Path, default=Path(DEFAULT_ZIP), help=f"zip to write, or a directory to write {DEFAULT_ZIP} into"
+    )
     parser.add_argument("--python", choices=RUNTIMES, default="3.12", help="Lambda runtime's Python version")
     parser.add_argument("--arch", choices=tuple(PLATFORMS), default="x86_64", help="Lambda architecture")
     parser.add_argument("--include-boto3", action="store_true", help="bundle boto3 instead of the runtime's")

@@ -3,6 +3,7 @@
 It holds ``main.py`` (the five targets), ``wheels/`` (jitr's own distributions and every
 installed ``jitr`` plugin, since they may not be on PyPI) and ``requirements.txt`` naming those
 wheels plus pinned versions of everything they need and of functions-framework, as installed here.
+Every plugin is loaded from the wheels before anything is written: a broken one stops the build.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import csv
 import hashlib
 import io
 import json
+import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import tomllib
 import zipfile
@@ -26,7 +29,7 @@ from urllib.parse import unquote, urlparse
 
 from jitr_core.errors import JitrError
 
-from .bundle_plugins import installed_plugins, resolve_exclusions, warn_unknown
+from .bundle_plugins import installed_plugins, resolve_exclusions, verify_plugins, warn_unknown
 
 TARGETS = ("webhook", "scaleup", "lifecycle", "scaledown", "rebalancer")
 ROOTS = ("jitr-functions", "functions-framework")
@@ -64,11 +67,16 @@ def write_bundle(out: Path, exclude: Iterable[str] = ()) -> Bundle:
         for name, dist in closure.items()
         if name.startswith("jitr") or name in plugins or _local_source(dist) is not None
     )
-    wheel_dir = out / "wheels"
-    wheel_dir.mkdir(parents=True, exist_ok=True)
-    for old in wheel_dir.glob("*.whl"):
-        old.unlink()
-    wheels = tuple(_wheel(closure[name], wheel_dir) for name in vendored)
+    with tempfile.TemporaryDirectory(prefix="jitr-bundle-") as tmp:
+        staged = Path(tmp, "wheels")
+        staged.mkdir()
+        built = [_wheel(closure[name], staged) for name in vendored]
+        _verify(built, Path(tmp, "unpacked"))
+        wheel_dir = out / "wheels"
+        wheel_dir.mkdir(parents=True, exist_ok=True)
+        for old in wheel_dir.glob("*.whl"):
+            old.unlink()
+        wheels = tuple(Path(shutil.copy2(wheel, wheel_dir / wheel.name)) for wheel in built)
     pins = tuple(
         f"{closure[name].metadata['Name']}=={closure[name].version}" for name in sorted(closure) if name not in vendored
     )
@@ -100,6 +108,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {bundle.out / 'requirements.txt'} ({len(bundle.wheels)} wheels, {len(bundle.pins)} pinned packages)")
     print(f"deploy: gcloud functions deploy NAME --source {bundle.out} --entry-point TARGET --runtime python312 ...")
     return 0
+
+
+def _verify(wheels: Iterable[Path], unpacked: Path) -> None:
+    """Load every plugin from the vendored wheels, with the pinned libraries as installed here."""
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extractall(unpacked)
+    installed = dict.fromkeys(Path(sysconfig.get_paths()[key]) for key in ("purelib", "platlib"))
+    verify_plugins([unpacked, *installed])
 
 
 def _canonical(name: str) -> str:

@@ -9,11 +9,14 @@ leaving out a distribution the bundle cannot work without.
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 
 from jitr_core.errors import JitrError
 from jitr_core.plugins import ENTRY_POINT_GROUP
@@ -80,3 +83,46 @@ def warn_unknown(names: Iterable[str], required: Iterable[str] = ()) -> None:
             f"jitr: warning: --exclude-plugin {name}: no installed jitr plugin has that name; installed: {listed}",
             file=sys.stderr,
         )
+
+
+_PROBE = """
+import json, sys
+from importlib import metadata
+sys.path[:0] = json.loads(sys.argv[1])
+failed, seen = {}, set()
+for ep in metadata.entry_points(group=sys.argv[2]):
+    if ep.name in seen:
+        continue
+    seen.add(ep.name)
+    try:
+        ep.load()
+    except BaseException as exc:
+        failed[ep.name] = f"{ep.value}: {type(exc).__name__}: {exc}"
+print(json.dumps({"loaded": sorted(seen - set(failed)), "failed": failed}))
+"""
+
+
+def verify_plugins(paths: Sequence[Path], python: str | None = None) -> tuple[str, ...]:
+    """Load every ``jitr`` plugin found on ``paths`` as a deployed function would; the names loaded.
+
+    A fresh interpreter sees ``paths`` and the standard library only (no site-packages, no
+    ``.pth`` files), so a plugin works here only if the bundle's layout holds all it imports.
+    One that fails is a :class:`JitrError` naming it: a bundle is never built around it.
+    """
+    command = [python or sys.executable, "-I", "-S", "-c", _PROBE, json.dumps([str(p) for p in paths])]
+    try:
+        done = subprocess.run([*command, ENTRY_POINT_GROUP], capture_output=True, text=True, timeout=300, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise JitrError(f"could not load the bundled plugins to check them: {exc}") from None
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        tail = "\n".join(done.stderr.strip().splitlines()[-10:])
+        raise JitrError(f"could not load the bundled plugins to check them (exit {done.returncode}):\n{tail}")
+    result = json.loads(lines[-1])
+    if result["failed"]:
+        broken = "; ".join(f"plugin {name!r} ({error})" for name, error in sorted(result["failed"].items()))
+        raise JitrError(
+            f"a bundled plugin fails to load, so no bundle is written: {broken}; "
+            "fix it, or leave it out with --exclude-plugin NAME"
+        )
+    return tuple(result["loaded"])
