@@ -175,3 +175,13 @@ def test_an_idle_keep_alive_connection_is_closed(served):
         wait_for(lambda: sock.recv(1) == b"", 30, "the idle connection to be closed")
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("option", ["--http-threads=0", "--http-connections=-1", "--http-request-timeout=abc"])
+def test_serve_refuses_limits_that_are_not_positive(option, capsys):
+    from jitr_functions.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", option])
+    assert exit_.value.code == 2
+    assert option.split("=")[0] in capsys.readouterr().err

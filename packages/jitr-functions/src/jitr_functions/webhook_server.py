@@ -137,7 +137,7 @@ class _Server(TcpWSGIServer):
     def maintenance(self, now: float) -> None:
         super().maintenance(now)
         cutoff = now - self.request_timeout_s
-        for channel in self.active_channels.values():
+        for channel in list(self.active_channels.values()):
             started = getattr(channel, "request_started", None)
             if started is not None and started < cutoff and not channel.requests:
                 channel.will_close = True
@@ -202,7 +202,11 @@ class WebhookServer:
             self._serving = True
         try:
             while not self._stopping.is_set():
-                wasyncore.loop(timeout=1.0, use_poll=True, map=self._map, count=1)
+                try:
+                    wasyncore.loop(timeout=1.0, use_poll=True, map=self._map, count=1)
+                except Exception:
+                    log.exception("HTTP server loop failed; it goes on")
+                    time.sleep(0.1)
             self._drain()
         finally:
             self._stopped.set()
@@ -240,5 +244,8 @@ class WebhookServer:
             finally:
                 self._stopped.set()
             return
-        self._server.pull_trigger()
+        try:
+            self._server.pull_trigger()
+        except OSError:
+            log.warning("could not wake the HTTP server loop; it stops at its next tick", exc_info=True)
         self._stopped.wait(timeout_s + 1.0)
