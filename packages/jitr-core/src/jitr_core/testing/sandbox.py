@@ -29,6 +29,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -288,7 +289,8 @@ class Sandbox:
         for path in (self.root / "var/log", self.root / "tmp", self.state, self.bin):
             path.mkdir(parents=True, exist_ok=True)
         for tool in REAL_TOOLS:
-            if real := shutil.which(tool):
+            real = sys.executable if tool == "python3" else shutil.which(tool)
+            if real:
                 (self.bin / tool).symlink_to(real)
         curl = require_tool("curl", "apt-get install curl")
         fakes = {
