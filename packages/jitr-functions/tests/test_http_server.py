@@ -12,7 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import pytest
-from e2e_support import POOL, QUIET, store_rows, wait_for, webhook_headers
+from e2e_support import POOL, QUIET, post, store_rows, wait_for, webhook_headers
+from jitr_core.hookspecs import hookimpl
+from jitr_core.model import QueueMessage
+from jitr_core.settings import Settings
 from jitr_core.testing.environment import deadline_s
 from jitr_functions.local import LocalRuntime
 from jitr_functions.webhook_server import HttpLimits
@@ -185,3 +188,48 @@ def test_serve_refuses_limits_that_are_not_positive(option, capsys):
         main(["serve", option])
     assert exit_.value.code == 2
     assert option.split("=")[0] in capsys.readouterr().err
+
+
+class HoldEnqueues:
+    """Holds the webhook inside its enqueue of a ``jobs`` message until released."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    @hookimpl(tryfirst=True)
+    def jitr_enqueue(self, queue: str, message: QueueMessage, delay_s: int, settings: Settings) -> None:
+        if queue == "jobs" and not self.release.is_set():
+            self.entered.set()
+            self.release.wait(deadline_s(30))
+
+
+def _accepts(runtime: LocalRuntime) -> bool:
+    try:
+        socket.create_connection(_address(runtime), timeout=deadline_s(5)).close()
+    except ConnectionRefusedError:
+        return False
+    return True
+
+
+def test_stop_answers_the_delivery_in_hand_and_takes_no_new_connection(e2e_sandbox, e2e_fixture):
+    hold = HoldEnqueues()
+    sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET, workers=0, extra_plugins=[("e2e-hold-enqueue", hold)])
+    runtime = sandbox.runtime
+    body = _delivery(e2e_fixture("webhooks/workflow_job.queued.payload.json"), 7301)
+    answers: list[tuple[int, dict]] = []
+    headers = webhook_headers(sandbox.webhook_secret, body)
+    poster = threading.Thread(target=lambda: answers.append(post(runtime.url + "/webhook", body, headers)))
+    poster.start()
+    assert hold.entered.wait(deadline_s(30)), "the delivery never reached the queue"
+
+    stopper = threading.Thread(target=runtime.stop, kwargs={"timeout_s": 30})
+    stopper.start()
+    wait_for(lambda: not _accepts(runtime), 30, "the server to stop taking connections")
+    assert poster.is_alive(), "the delivery in hand was answered before it was released"
+    hold.release.set()
+    poster.join(deadline_s(30))
+    stopper.join(deadline_s(30))
+
+    assert answers == [(202, {"queued": "jobs"})]
+    assert _queued_jobs(sandbox) == [7301]
