@@ -128,3 +128,9 @@ def test_its_own_tests_pass(site: Path) -> None:
         env=_env(site),
     )
     assert done.returncode == 0, done.stdout[-3000:]
+
+
+def test_the_rendered_script_passes_shellcheck(script: str) -> None:
+    shellcheck = require_tool("shellcheck", "apt-get install shellcheck")
+    done = subprocess.run([shellcheck, "-s", "bash", "-"], input=script, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout
