@@ -233,3 +233,49 @@ def test_a_vm_sees_only_its_own_variables(
     assert env["JITR_RUNNER_NAME"] == "jitr-linux-1-1" and env["HOME"] == env["JITR_VM_DIR"]
     vm_dir = Path(env["JITR_VM_DIR"])
     assert vm_dir.parent == tmp_path / "state" / "vms" and (vm_dir.stat().st_mode & 0o777) == 0o700
+
+
+CLAIM_ONLY = "from jitr_core.embedded import open_embedded\nopen_embedded(backend.settings).vms.claim(request)\n"
+
+
+def test_a_pending_vm_whose_launcher_died_is_ended_after_the_grace_and_frees_its_slot(
+    make_embedded_backend: Callable[..., Backend], run_embedded_python: Callable[..., subprocess.Popen[str]]
+) -> None:
+    backend = make_embedded_backend(max_vms=1, launch_grace_s=0)
+    token = uuid.uuid4().hex
+    crashed = run_embedded_python(
+        LAUNCH_CODE + CLAIM_ONLY,
+        token,
+        "sleep 30",
+    )
+    assert crashed.wait(30) == 0, crashed.stderr.read() if crashed.stderr else ""
+    assert [vm.running for vm in backend.list_vms()] == [False]
+    assert backend.launch_vm(_request("sleep 30")).vm_id  # the slot is free again
+
+
+def test_a_pending_vm_is_left_to_its_launcher_within_the_grace(
+    make_embedded_backend: Callable[..., Backend], run_embedded_python: Callable[..., subprocess.Popen[str]]
+) -> None:
+    backend = make_embedded_backend(max_vms=1, launch_grace_s=3600)
+    crashed = run_embedded_python(
+        LAUNCH_CODE + CLAIM_ONLY,
+        uuid.uuid4().hex,
+        "sleep 30",
+    )
+    assert crashed.wait(30) == 0, crashed.stderr.read() if crashed.stderr else ""
+    assert [vm.running for vm in backend.list_vms()] == [True]
+    with pytest.raises(CapacityError):
+        backend.launch_vm(_request("sleep 30"))
+
+
+def test_a_pending_vm_whose_launcher_holds_its_lock_is_never_ended(
+    make_embedded_backend: Callable[..., Backend],
+) -> None:
+    from jitr_core.embedded import open_embedded
+    from jitr_core.embedded.vms import launch_lock
+
+    backend = make_embedded_backend(launch_grace_s=0)
+    row = open_embedded(backend.settings).vms.claim(_request("sleep 30"))
+    with launch_lock(row.dir):
+        assert [vm.running for vm in backend.list_vms()] == [True]
+    assert [vm.running for vm in backend.list_vms()] == [False]

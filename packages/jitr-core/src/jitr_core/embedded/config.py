@@ -28,6 +28,7 @@ class EmbeddedConfig:
     max_vms: int = 64
     runner_command: str = DEFAULT_RUNNER_COMMAND
     terminate_grace_s: int = 10
+    launch_grace_s: int = 30
     vm_retention_s: int = 86400
 
     @property
@@ -36,7 +37,13 @@ class EmbeddedConfig:
 
 
 # Key -> smallest accepted value, for the whole-number settings.
-_NUMBERS = {"max_receive_count": 1, "max_vms": 0, "terminate_grace_s": 0, "vm_retention_s": 0}
+_NUMBERS = {
+    "max_receive_count": 1,
+    "max_vms": 0,
+    "terminate_grace_s": 0,
+    "launch_grace_s": 0,
+    "vm_retention_s": 0,
+}
 _KNOWN = frozenset({"state_dir", "runner_command", *_NUMBERS})
 
 

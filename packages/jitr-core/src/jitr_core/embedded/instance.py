@@ -54,7 +54,9 @@ def open_embedded(settings: Settings) -> Embedded:
             prepare_state_dir(config.state_dir)
             database = _databases[str(config.database)] = Database(config.database)
         queue = Queue(database, config.max_receive_count)
-        embedded = Embedded(config, Store(database), queue, LocalVMs(database, config))
+        vms = LocalVMs(database, config)
+        vms.refresh()  # what a crashed process left: exits and abandoned launches
+        embedded = Embedded(config, Store(database), queue, vms)
         if key is not None:
             _opened[key] = embedded
     return embedded

@@ -11,7 +11,9 @@ directory; and the process waits for a "go" that its launcher sends only after s
 A launcher that dies before that leaves a process that exits without running the script, and
 the next launch with the token starts it.
 
-Exits, and VMs past their maximum lifetime, are dealt with whenever VMs are listed or launched.
+Exits, VMs past their maximum lifetime, and pending VMs whose launcher died (a crash of the
+process that recorded them) are dealt with when the backend opens and whenever VMs are listed or
+launched.
 """
 
 from __future__ import annotations
@@ -197,7 +199,12 @@ class LocalVMs:
         ]
 
     def refresh(self) -> None:
-        """Record exits, stop VMs past their maximum lifetime, forget VMs ended long ago."""
+        """Record exits, end abandoned launches, stop VMs past their maximum lifetime, forget old ones.
+
+        A VM still pending after ``launch_grace_s`` whose launch lock nobody holds has no launcher
+        left (it was killed between recording the VM and starting it): it is ended, so it holds
+        no ``max_vms`` slot and no runner name hides behind it.
+        """
         _reap_children()
         now = time.time()
         expired: list[VMRow] = []
@@ -205,6 +212,8 @@ class LocalVMs:
             if row.pid is None or row.start_time is None:
                 if now - row.created_at > row.max_lifetime_s:
                     self._end(row, "never started")
+                elif now - row.created_at >= self._config.launch_grace_s and _unlocked(row.dir):
+                    self._end(row, "launcher gone")
             elif not alive(row.pid, row.start_time):
                 signal_group(row.pid, row.start_time, signal.SIGKILL)  # whatever the script left behind
                 self._end(row, "exited")
@@ -246,6 +255,20 @@ def launch_lock(directory: Path) -> Iterator[None]:
     with open(directory / ".launch.lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
+
+
+def _unlocked(directory: Path) -> bool:
+    """Whether no launcher holds the launch lock of the VM in ``directory`` right now."""
+    try:
+        handle = open(directory / ".launch.lock", "a")  # noqa: SIM115 - closed below, releasing the probe
+    except OSError:
+        return True  # no directory: no launcher got as far as the lock
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
 
 
 def _vm_row(row: Any) -> VMRow:
