@@ -21,6 +21,7 @@ from e2e_support import (
     wait_completed,
     wait_for,
 )
+from jitr_core.messages import decode
 from jitr_functions.local import Intervals
 from jitr_functions.sandbox import SandboxFaults, VMFaults
 
@@ -160,3 +161,29 @@ def test_overlapping_rebalancer_runs_act_once(e2e_sandbox):
     assert first.get("enqueued") == len(lost), first
     wait_completed(sandbox, lost, 30)
     assert_vms_accounted(sandbox, [seen, *lost], scaledown=True)
+
+
+def _waiting_messages(sandbox: Any) -> dict[int, float]:
+    """job id → when its deferred jobs-queue message becomes visible, for messages not yet due."""
+    rows = store_rows(
+        sandbox, "SELECT body, visible_at FROM messages WHERE queue = 'jobs' AND visible_at > ?", (time.time(),)
+    )
+    return {decode(body).job_id: visible_at for body, visible_at in rows}
+
+
+def test_a_runner_leaving_flight_launches_a_job_waiting_for_its_cap_at_once(e2e_sandbox):
+    """With a cap of one, the second job waits for the cap with a long deferral; the first runner
+    finishing launches it at once: it completes while its deferred message is still not due."""
+    sandbox = e2e_sandbox(
+        pools=[{**POOL, "max_runners": 1}],
+        settings={"cap_wait_s": 60},
+        intervals=QUIET,
+        faults=SandboxFaults(vms=VMFaults(job_seconds=(0.5, 0.5))),
+    )
+    jobs = queue_jobs(sandbox, 2, ["octo-org/api"])
+    waiting = wait_for(lambda: _waiting_messages(sandbox), 60, "a job deferred by the cap")
+
+    wait_completed(sandbox, jobs, 60)
+
+    assert set(_waiting_messages(sandbox)) == set(waiting), "the deferred message was delivered, not overtaken"
+    assert_vms_accounted(sandbox, jobs, exact=True, scaledown=True)

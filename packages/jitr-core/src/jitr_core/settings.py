@@ -67,6 +67,7 @@ class Settings:
     ghost_grace_s: int = 300
     stuck_after_s: int = 900
     claim_timeout_s: int = 120
+    cap_wait_s: int = 15
     rebalance_grace_s: int = 60
     delivery_ttl_s: int = 3 * 86400
     finished_ttl_s: int = 7 * 86400
@@ -143,6 +144,7 @@ _SCALARS = (
     "ghost_grace_s",
     "stuck_after_s",
     "claim_timeout_s",
+    "cap_wait_s",
     "rebalance_grace_s",
     "delivery_ttl_s",
     "finished_ttl_s",
@@ -296,6 +298,7 @@ def _build(data: dict[str, Any], names: _Names, source: str) -> Settings:
         ghost_grace_s=r.integer(data, "ghost_grace_s", default=300, low=0),
         stuck_after_s=r.integer(data, "stuck_after_s", default=900, low=1),
         claim_timeout_s=r.integer(data, "claim_timeout_s", default=120, low=1),
+        cap_wait_s=r.integer(data, "cap_wait_s", default=15, low=1),
         rebalance_grace_s=r.integer(data, "rebalance_grace_s", default=60, low=0),
         delivery_ttl_s=r.integer(data, "delivery_ttl_s", default=3 * 86400, low=60),
         finished_ttl_s=r.integer(data, "finished_ttl_s", default=7 * 86400, low=60),

@@ -10,7 +10,7 @@ from ..backend import Backend
 from ..errors import GitHubError
 from ..github import GitHubAPI
 from ..messages import JobMessage, encode
-from ..model import IN_FLIGHT_RUNNER_STATES, JobState, Record, RecordQuery, RunnerState
+from ..model import IN_FLIGHT_RUNNER_STATES, JobState, Record, RecordQuery, RunnerState, runner_name_for
 from .records import JOB, REPO, RUNNER, JobView, RunnerView, Store
 
 log = logging.getLogger("jitr.services")
@@ -78,14 +78,43 @@ def retire(store: Store, github: GitHubAPI, runner: RunnerView, reason: str, for
             )
     expires = store.clock() + store.backend.settings.finished_ttl_s
 
+    left_flight: list[str] = []
+
     def mark(record: Record) -> dict[str, object] | None:
+        left_flight.clear()
         if record.state in (RunnerState.FINISHED, RunnerState.RETIRED):
             return None
+        left_flight.append(record.pool)
         return {"state": RunnerState.RETIRED, "expires_at": expires, "retired_reason": reason}
 
     store.update(RUNNER, runner.name, mark)
     log.info("runner retired", extra={"runner_name": runner.name, "reason": reason})
+    if left_flight:
+        nudge_waiting(store, left_flight[0])
     return True
+
+
+def nudge_waiting(store: Store, pool: str, look_at: int = 20) -> int | None:
+    """A runner of ``pool`` left flight: send the oldest job that may be waiting for a cap at once.
+
+    A job over a cap waits for a message deferred by ``cap_wait_s``; the freed slot should not
+    wait that long. The oldest queued job of the pool (then of any pool, for the global cap)
+    with no runner for its attempt gets a message now. Its claim keeps it to one launch: the
+    deferred message arrives later and finds the claim, or is deferred again while caps are full.
+    Returns the nudged job id, if any; looks at no more than ``look_at`` queued jobs per pool.
+    """
+    for scope in (pool, None):
+        page = store.backend.query(RecordQuery(JOB, JobState.QUEUED, pool=scope, limit=look_at))
+        for record in page.records:
+            job = JobView(record)
+            if job.launched_runner is not None:
+                continue
+            if store.runner(runner_name_for(record.pool, job.job_id, job.attempt)) is not None:
+                continue
+            store.backend.enqueue("jobs", encode(job_message(job, job.attempt, "cap-freed", store.clock())))
+            log.info("waiting job sent on", extra={"job_id": job.job_id, "attempt": job.attempt, "pool": record.pool})
+            return job.job_id
+    return None
 
 
 def in_flight(backend: Backend, pool: str | None = None) -> Iterator[RunnerView]:

@@ -19,7 +19,7 @@ from ..logs import log_context
 from ..messages import LifecycleMessage, decode
 from ..model import JobState, Record, RunnerState, runner_name_for
 from ..routing import Router
-from .common import requeue, retire
+from .common import nudge_waiting, requeue, retire
 from .records import JOB, RUNNER, JobView, RunnerView, Store, job_can_move, new_job_data, runner_can_move
 
 log = logging.getLogger("jitr.lifecycle")
@@ -142,9 +142,14 @@ class LifecycleService:
         name = message.runner_name or ""
         self._job_record(message)
         self._move_job(message.job_id, JobState.COMPLETED, conclusion=message.conclusion, runner_name=name)
-        if self.store.runner(name) is None:
+        runner = self.store.runner(name)
+        if runner is None:
             return "not-our-runner"
-        self._move_runner(name, RunnerState.FINISHED, serving_job_id=message.job_id, conclusion=message.conclusion)
+        moved = self._move_runner(
+            name, RunnerState.FINISHED, serving_job_id=message.job_id, conclusion=message.conclusion
+        )
+        if runner_can_move(runner.state, RunnerState.FINISHED) and moved is not None:
+            nudge_waiting(self.store, moved.pool)  # its slot is free: a job waiting for the cap need not wait
         return "finished"
 
     def _cancelled(self, message: LifecycleMessage) -> str:

@@ -205,7 +205,7 @@ class ScaleupService:
             if ahead_in_pool >= pool.max_runners
             else (f"the global cap ({self.settings.max_runners})")
         )
-        raise RetryLaterError(f"{which} is full; job waits", delay_s=15)
+        raise RetryLaterError(f"{which} is full; job waits", delay_s=self.settings.cap_wait_s)
 
     def _launch(self, claim: Record, recovered: bool, message: JobMessage, pool: Pool) -> RunnerView:
         runner = RunnerView(claim)
