@@ -76,10 +76,10 @@ def jit_config(user_data: str) -> str:
 def capacity(deployment: Deployment) -> Iterator[Callable[[Callable[[dict[str, Any]], bool]], list[tuple[Any, ...]]]]:
     """Make EC2 answer InsufficientInstanceCapacity to the RunInstances calls ``fails`` picks.
 
-    Injected through botocore's event system on the client the aws plugin uses; returns the list
+    Injected through botocore's event system on the client the aws plugin launches with; returns the list
     of attempts (instance type, subnet, market, job) it saw.
     """
-    ec2 = client("ec2", aws_config(get_app().settings))
+    ec2 = client("ec2", aws_config(get_app().settings), retries=False)  # the client that launches
     registered: list[Callable[..., None]] = []
 
     def install(fails: Callable[[dict[str, Any]], bool]) -> list[tuple[Any, ...]]:
