@@ -163,27 +163,32 @@ def test_overlapping_rebalancer_runs_act_once(e2e_sandbox):
     assert_vms_accounted(sandbox, [seen, *lost], scaledown=True)
 
 
-def _waiting_messages(sandbox: Any) -> dict[int, float]:
-    """job id → when its deferred jobs-queue message becomes visible, for messages not yet due."""
+def _deferred(sandbox: Any) -> dict[int, float]:
+    """job id → when its deferred jobs-queue message is due, for deferred messages not yet due
+    (never received: a message a worker holds is hidden too, but has been received)."""
     rows = store_rows(
-        sandbox, "SELECT body, visible_at FROM messages WHERE queue = 'jobs' AND visible_at > ?", (time.time(),)
+        sandbox,
+        "SELECT body, visible_at FROM messages WHERE queue = 'jobs' AND receive_count = 0 AND visible_at > ?",
+        (time.time(),),
     )
     return {decode(body).job_id: visible_at for body, visible_at in rows}
 
 
 def test_a_runner_leaving_flight_launches_a_job_waiting_for_its_cap_at_once(e2e_sandbox):
-    """With a cap of one, the second job waits for the cap with a long deferral; the first runner
-    finishing launches it at once: it completes while its deferred message is still not due."""
+    """With a cap of one, a job queued while the only runner is busy waits with a long deferral;
+    the runner finishing sends it on at once: every job completes while the deferral is not due."""
     sandbox = e2e_sandbox(
         pools=[{**POOL, "max_runners": 1}],
-        settings={"cap_wait_s": 60},
+        settings={"cap_wait_s": 600},
         intervals=QUIET,
-        faults=SandboxFaults(vms=VMFaults(job_seconds=(0.5, 0.5))),
+        faults=SandboxFaults(vms=VMFaults(job_seconds=(4.0, 4.0))),
     )
-    jobs = queue_jobs(sandbox, 2, ["octo-org/api"])
-    waiting = wait_for(lambda: _waiting_messages(sandbox), 60, "a job deferred by the cap")
+    [first] = queue_jobs(sandbox, 1, ["octo-org/api"])
+    wait_for(lambda: (r := record(sandbox, "runner", f"jitr-linux-{first}-1")) and r.state == "busy", 60, "busy")
+    second = sandbox.sim.queue_job("octo-org/api", LABELS, name="second")
+    wait_for(lambda: second in _deferred(sandbox), 60, "the second job to wait for the cap")
 
-    wait_completed(sandbox, jobs, 60)
+    wait_completed(sandbox, [first, second], 60)
 
-    assert set(_waiting_messages(sandbox)) == set(waiting), "the deferred message was delivered, not overtaken"
-    assert_vms_accounted(sandbox, jobs, exact=True, scaledown=True)
+    assert second in _deferred(sandbox), "launched by its deferred message, not by the finishing runner"
+    assert_vms_accounted(sandbox, [first, second], exact=True, scaledown=True)
