@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from jitr_core.hookspecs import hookimpl
 from jitr_core.model import (
+    Admission,
     LaunchRequest,
     LaunchResult,
     Loaded,
@@ -118,9 +119,32 @@ def jitr_dead_letters(queue: str, settings: Settings) -> Sequence[ReceivedMessag
 def jitr_store_runner(record: Record, expected_version: int | None, settings: Settings) -> Written | None:
     if not _mine(settings, "store"):
         return None
+    if record.kind == "runner":
+        from . import counts
+
+        return counts.put(record, expected_version, aws_config(settings))
     from . import dynamodb
 
     return dynamodb.put(record, expected_version, aws_config(settings))
+
+
+@hookimpl
+def jitr_claim_runner(record: Record, pool_max: int, global_max: int, settings: Settings) -> Admission | None:
+    """Claims are counted in counter items, in one transaction with the record (see :mod:`jitr_aws.counts`)."""
+    if not _mine(settings, "store"):
+        return None
+    from . import counts
+
+    return counts.claim(record, pool_max, global_max, aws_config(settings))
+
+
+@hookimpl
+def jitr_repair_runner_counts(settings: Settings) -> int | None:
+    if not _mine(settings, "store"):
+        return None
+    from . import counts
+
+    return counts.repair(settings, aws_config(settings))
 
 
 @hookimpl
@@ -145,6 +169,10 @@ def jitr_query_records(query: RecordQuery, settings: Settings) -> RecordPage | N
 def jitr_delete_record(kind: str, key: str, expected_version: int | None, settings: Settings) -> Written | None:
     if not _mine(settings, "store"):
         return None
+    if kind == "runner":
+        from . import counts
+
+        return counts.delete(key, expected_version, aws_config(settings))
     from . import dynamodb
 
     return dynamodb.delete(kind, key, expected_version, aws_config(settings))

@@ -14,6 +14,7 @@ import pluggy
 
 from .errors import NoProviderError, PluginError, SettingsError
 from .model import (
+    Admission,
     LaunchRequest,
     LaunchResult,
     Loaded,
@@ -129,6 +130,18 @@ class Backend:
             "store", "jitr_delete_record", kind=kind, key=key, expected_version=expected_version
         )
         return written.ok
+
+    def claim_runner(self, record: Record, pool_max: int, global_max: int) -> Admission | None:
+        """Create a runner claim within the caps, counted by the store; None when the store does not count."""
+        admission: Admission | None = self._hook.jitr_claim_runner(
+            record=record, pool_max=pool_max, global_max=global_max, settings=self.settings
+        )
+        return admission
+
+    def repair_runner_counts(self) -> int:
+        """Counts the store corrected to match its records (0 for a store that does not count)."""
+        corrected: int | None = self._hook.jitr_repair_runner_counts(settings=self.settings)
+        return corrected or 0
 
     def purge_expired(self, now: float) -> int:
         result: int = self._call("store", "jitr_purge_expired", now=now)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import pluggy
 
 from .model import (
+    Admission,
     LaunchRequest,
     LaunchResult,
     Loaded,
@@ -172,6 +173,42 @@ def jitr_delete_record(kind: str, key: str, expected_version: int | None, settin
     """Delete a record (only at ``expected_version`` when given).
 
     Combines: first non-None result. Added in 0.1.0.
+    """
+
+
+@hookspec(firstresult=True)
+def jitr_claim_runner(record: Record, pool_max: int, global_max: int, settings: Settings) -> Admission | None:
+    """Create the runner claim ``record`` only while its pool and all pools are under their caps.
+
+    For stores that keep their own exact count of runners in flight (claimed, launched, busy),
+    such as DynamoDB, whose index reads are eventually consistent. The claim and the count move
+    together, so no burst passes a cap.
+
+    :param record: a new runner record in state ``claimed``; created only if no live record with
+        its kind and key exists, as by :func:`jitr_store_runner` with ``expected_version=None``.
+    :param pool_max: at most this many runners of ``record.pool`` in flight, this one included.
+    :param global_max: at most this many runners in flight over all pools, this one included.
+    Returns ``Admission(True)``, or ``Admission(False, refused_by)`` naming ``"exists"``,
+    ``"pool"`` or ``"global"``. A store that answers keeps its count exact through
+    :func:`jitr_store_runner` and :func:`jitr_delete_record`: a runner record leaving flight (a
+    replace into ``finished`` or ``retired``, a delete) leaves the count exactly once, however
+    often the write is retried. Return None when the store does not count: core then creates the
+    claim and counts the in-flight records with :func:`jitr_query_records`, which is exact on a
+    store whose queries see every committed write (SQLite, Firestore).
+
+    Combines: first non-None result. Added in 0.1.1.
+    """
+
+
+@hookspec(firstresult=True)
+def jitr_repair_runner_counts(settings: Settings) -> int | None:
+    """Bring a counting store's runner counts (see :func:`jitr_claim_runner`) back to its records.
+
+    Called by scale-down under its lease: a count that drifted from the in-flight runner records
+    (a record removed behind jitr's back, an interrupted write) is set to what the records say.
+    Returns how many counts were corrected; None from a store that does not count.
+
+    Combines: first non-None result. Added in 0.1.1.
     """
 
 

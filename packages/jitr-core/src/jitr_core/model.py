@@ -164,6 +164,18 @@ class Written:
 
 
 @dataclass(frozen=True, slots=True)
+class Admission:
+    """Answer of a counted claim: ``ok``, or what refused it.
+
+    ``refused_by`` is ``"exists"`` (another claim on the same runner won), ``"pool"`` (the pool's
+    cap is full) or ``"global"`` (the global cap is full).
+    """
+
+    ok: bool
+    refused_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class LaunchRequest:
     """One attempt to start one VM for one runner, on one candidate of the pool's chain."""
 

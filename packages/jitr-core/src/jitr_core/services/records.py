@@ -138,7 +138,7 @@ class Store:
         record = self.backend.load(RUNNER, name)
         return RunnerView(record) if record else None
 
-    def create(
+    def new(
         self,
         kind: str,
         key: str,
@@ -146,9 +146,10 @@ class Store:
         pool: str = "",
         data: Mapping[str, Any] | None = None,
         expires_at: float | None = None,
-    ) -> Record | None:
+    ) -> Record:
+        """A record at version 1, not yet written."""
         now = self.clock()
-        record = Record(
+        return Record(
             kind,
             key,
             state=state,
@@ -159,6 +160,17 @@ class Store:
             expires_at=expires_at,
             data=dict(data or {}),
         )
+
+    def create(
+        self,
+        kind: str,
+        key: str,
+        state: str,
+        pool: str = "",
+        data: Mapping[str, Any] | None = None,
+        expires_at: float | None = None,
+    ) -> Record | None:
+        record = self.new(kind, key, state, pool, data, expires_at)
         return record if self.backend.create(record) else None
 
     def write(

@@ -7,7 +7,8 @@
 - a GitHub runner of ours with no VM (a ghost) after the grace period: deregistered;
 - a queued job whose runner is gone, older than ``stuck_after_s``: re-enqueued with attempt + 1;
 - an idle runner whose job was taken by another runner or superseded by a newer attempt (surplus);
-- expired records purged (embedded store).
+- expired records purged (embedded store);
+- a store's own runner counts (DynamoDB's cap counters) set back to the records if they drifted.
 
 A runner that GitHub reports busy is never removed before its maximum lifetime. Reads are
 indexed queries on in-flight states, so their cost follows the work in flight, not history.
@@ -67,6 +68,8 @@ class ScaledownService:
         report["ghost-runners"] += self._reap_ghosts(github_runners, set(vm_by_runner), tracked)
         report["stuck-jobs"] += self._requeue_stuck(now)
         report["purged"] += self.backend.purge_expired(now)
+        if repaired := self.backend.repair_runner_counts():
+            report["counts-repaired"] += repaired
         report.pop("ok", None)
         return dict(report)
 

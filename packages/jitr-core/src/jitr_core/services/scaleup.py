@@ -143,9 +143,8 @@ class ScaleupService:
             "github_runner_id": None,
             "claimed_at": self.clock(),
         }
-        created = self.store.create(RUNNER, name, RunnerState.CLAIMED, pool=pool.name, data=data)
+        created = self._counted_claim(name, pool, data)
         if created is not None:
-            self._enforce_caps(created, pool)
             self.checkpoint("claimed")
             return created, False
         existing = self.store.runner(name)
@@ -186,6 +185,27 @@ class ScaleupService:
         self._release(claim, RunnerView(claim).scope, RunnerView(claim).github_runner_id)
         return "released-leftover-claim"
 
+    def _counted_claim(self, name: str, pool: Pool, data: dict[str, object]) -> Record | None:
+        """Create the claim within the caps: counted by the store when it counts, else by us."""
+        record = self.store.new(RUNNER, name, RunnerState.CLAIMED, pool=pool.name, data=data)
+        admission = self.backend.claim_runner(record, pool.max_runners, self.settings.max_runners)
+        if admission is None:
+            if not self.backend.create(record):
+                return None
+            self._enforce_caps(record, pool)
+            return record
+        if admission.ok:
+            return record
+        if admission.refused_by == "exists":
+            return None
+        raise self._cap_full(pool, pool_full=admission.refused_by == "pool")
+
+    def _cap_full(self, pool: Pool, pool_full: bool) -> RetryLaterError:
+        which = f"pool {pool.name} ({pool.max_runners})"
+        if not pool_full:
+            which = f"the global cap ({self.settings.max_runners})"
+        return RetryLaterError(f"{which} is full; job waits", delay_s=self.settings.cap_wait_s)
+
     def _enforce_caps(self, claim: Record, pool: Pool) -> None:
         """Keep the claim only if fewer than the caps' worth of *other* runners are in flight.
 
@@ -200,12 +220,7 @@ class ScaleupService:
         if ahead_in_pool < pool.max_runners and ahead_overall < self.settings.max_runners:
             return
         self.backend.delete(RUNNER, claim.key, expected_version=claim.version)
-        which = (
-            f"pool {pool.name} ({pool.max_runners})"
-            if ahead_in_pool >= pool.max_runners
-            else (f"the global cap ({self.settings.max_runners})")
-        )
-        raise RetryLaterError(f"{which} is full; job waits", delay_s=self.settings.cap_wait_s)
+        raise self._cap_full(pool, pool_full=ahead_in_pool >= pool.max_runners)
 
     def _launch(self, claim: Record, recovered: bool, message: JobMessage, pool: Pool) -> RunnerView:
         runner = RunnerView(claim)
