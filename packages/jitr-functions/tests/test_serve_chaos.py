@@ -103,6 +103,10 @@ def _active_vms(state_dir: Path) -> int:
     conn = sqlite3.connect(f"file:{state_dir / 'jitr.sqlite3'}?mode=ro", uri=True, timeout=30)
     try:
         return int(conn.execute(ACTIVE_VMS).fetchone()[0])
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return 0  # serve creates its tables on first use
+        raise
     finally:
         conn.close()
 
