@@ -268,6 +268,19 @@ class Outcome:
     def called(self, name: str) -> list[str]:
         return [c for c in self.calls if c.split(" ", 1)[0] == name]
 
+    def assert_ran_the_runner(self, jit_config: str) -> None:
+        """``run.sh`` ran as the runner user with no arguments, the JIT config only in its environment."""
+        assert self.runner_argv is not None, self.output
+        assert self.runner_argv[1:] == []
+        assert self.runner_env is not None and self.runner_env["ACTIONS_RUNNER_INPUT_JITCONFIG"] == jit_config
+        assert self.called("sudo") == ["sudo --preserve-env=ACTIONS_RUNNER_INPUT_JITCONFIG -u runner -- ./run.sh"]
+
+    def assert_never_shown(self, *secrets: str) -> None:
+        """No secret in the script's log, its output or any command line it ran."""
+        for secret in secrets:
+            assert secret not in self.log and secret not in self.output
+            assert all(secret not in call for call in self.calls)
+
 
 class Sandbox:
     """One temporary VM root with fakes on ``PATH``; see the module docstring."""
