@@ -192,3 +192,27 @@ def test_a_runner_leaving_flight_launches_a_job_waiting_for_its_cap_at_once(e2e_
 
     assert second in _deferred(sandbox), "launched by its deferred message, not by the finishing runner"
     assert_vms_accounted(sandbox, [first, second], exact=True, scaledown=True)
+
+
+def test_a_runner_retired_as_surplus_launches_a_job_waiting_for_its_cap_at_once(e2e_sandbox):
+    """The same through a retirement: the first job is cancelled while its runner has not come
+    online, the runner is retired as surplus, and the job waiting for the cap launches at once."""
+    sandbox = e2e_sandbox(
+        pools=[{**POOL, "max_runners": 1}],
+        settings={"cap_wait_s": 600},
+        intervals=QUIET,
+        faults=SandboxFaults(vms=VMFaults(never_boots=1.0)),
+    )
+    [first] = queue_jobs(sandbox, 1, ["octo-org/api"])
+    name = f"jitr-linux-{first}-1"
+    wait_for(lambda: (r := record(sandbox, "runner", name)) and r.state == "launched", 60, "the first launch")
+    second = sandbox.sim.queue_job("octo-org/api", LABELS, name="second")
+    wait_for(lambda: second in _deferred(sandbox), 60, "the second job to wait for the cap")
+    sandbox.vms.faults = VMFaults()
+
+    sandbox.sim.cancel_job(first)
+    wait_completed(sandbox, [second], 60)
+
+    assert second in _deferred(sandbox), "launched by its deferred message, not by the retirement"
+    assert record(sandbox, "runner", name).state == "retired"
+    assert dict(sandbox.vms.launches) == {name: 1, f"jitr-linux-{second}-1": 1}
