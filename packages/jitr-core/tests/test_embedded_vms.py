@@ -279,3 +279,23 @@ def test_a_pending_vm_whose_launcher_holds_its_lock_is_never_ended(
     with launch_lock(row.dir):
         assert [vm.running for vm in backend.list_vms()] == [True]
     assert [vm.running for vm in backend.list_vms()] == [False]
+
+
+def test_a_vm_ended_for_a_dead_launcher_is_started_by_the_next_launch_with_its_token(
+    make_embedded_backend: Callable[..., Backend],
+    run_embedded_python: Callable[..., subprocess.Popen[str]],
+    tmp_path: Path,
+) -> None:
+    backend = make_embedded_backend(max_vms=1, launch_grace_s=0)
+    script, starts = _counting_script(tmp_path)
+    token = uuid.uuid4().hex
+    crashed = run_embedded_python(LAUNCH_CODE + CLAIM_ONLY, token, script)
+    assert crashed.wait(30) == 0, crashed.stderr.read() if crashed.stderr else ""
+    assert [vm.running for vm in backend.list_vms()] == [False]
+
+    result = backend.launch_vm(_request(script, token))
+
+    assert _eventually(lambda: len(_lines(starts)) == 1)
+    assert _running(backend, result.vm_id)
+    assert backend.launch_vm(_request(script, token)).vm_id == result.vm_id
+    assert len(_lines(starts)) == 1

@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,11 @@ _STARTED = "UPDATE vms SET state = 'running', pid = ?, start_time = ? WHERE vm_i
 _END = "UPDATE vms SET state = 'ended', ended_at = ?, end_reason = ? WHERE vm_id = ? AND state = ?"
 _OLD = "SELECT vm_id, dir FROM vms WHERE state = 'ended' AND ended_at < ?"
 _FORGET = "DELETE FROM vms WHERE vm_id = ? AND state = 'ended'"
+LAUNCHER_GONE = "launcher gone"
+# A VM ended only because its launcher vanished never ran: the next launch with its token starts it.
+_ABANDONED = "SELECT 1 FROM vms WHERE vm_id = ? AND state = 'ended' AND end_reason = 'launcher gone' AND pid IS NULL"
+_REVIVE = """UPDATE vms SET state = 'pending', created_at = ?, ended_at = NULL, end_reason = NULL
+WHERE vm_id = ? AND state = 'ended' AND end_reason = 'launcher gone' AND pid IS NULL"""
 
 # Runs the script only after reading "go" on the pipe (fd {fd}); EOF (a dead launcher) ends it.
 _WRAPPER = 'IFS= read -r go <&{fd} && [ "$go" = go ] && exec bash ./startup.sh {fd}<&-'
@@ -113,7 +118,8 @@ class LocalVMs:
         )
         with self._db.transaction() as conn:
             found = conn.execute(_BY_TOKEN, (request.idempotency_token,)).fetchone()
-            if found is not None:
+            abandoned = found is not None and conn.execute(_ABANDONED, (_vm_row(found).vm_id,)).fetchone()
+            if found is not None and not abandoned:
                 return _vm_row(found)
             active = conn.execute(_COUNT_ACTIVE).fetchone()[0]
             if active >= self._config.max_vms:
@@ -121,6 +127,9 @@ class LocalVMs:
                     f"{active} local VMs are running and [embedded] max_vms is {self._config.max_vms}",
                     code="local-capacity",
                 )
+            if found is not None:
+                conn.execute(_REVIVE, (row.created_at, _vm_row(found).vm_id))
+                return replace(_vm_row(found), state=PENDING, created_at=row.created_at)
             conn.execute(
                 _INSERT,
                 (
@@ -213,7 +222,7 @@ class LocalVMs:
                 if now - row.created_at > row.max_lifetime_s:
                     self._end(row, "never started")
                 elif now - row.created_at >= self._config.launch_grace_s and _unlocked(row.dir):
-                    self._end(row, "launcher gone")
+                    self._end(row, LAUNCHER_GONE)
             elif not alive(row.pid, row.start_time):
                 signal_group(row.pid, row.start_time, signal.SIGKILL)  # whatever the script left behind
                 self._end(row, "exited")
