@@ -109,7 +109,7 @@ def verify_plugins(paths: Sequence[Path], python: str | None = None) -> tuple[st
     ``.pth`` files), so a plugin works here only if the bundle's layout holds all it imports.
     One that fails is a :class:`JitrError` naming it: a bundle is never built around it.
     """
-    command = [python or sys.executable, "-I", "-S", "-c", _PROBE, json.dumps([str(p) for p in paths])]
+    command = [python or sys.executable, "-I", "-S", "-B", "-c", _PROBE, json.dumps([str(p) for p in paths])]
     try:
         done = subprocess.run([*command, ENTRY_POINT_GROUP], capture_output=True, text=True, timeout=300, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
