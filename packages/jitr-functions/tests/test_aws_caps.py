@@ -55,7 +55,7 @@ def test_a_worker_killed_after_its_counted_claim_blocks_the_cap_only_until_scale
         report: dict[str, Any] = aws.scaledown(event("eventBridgeEvent.json"), LambdaContext())
         return report if report.get("abandoned-claims") else None
 
-    wait_until(released, 30, "scale-down to release the dead claim")
+    wait_until(released, 60, "scale-down to release the dead claim")
     assert (_counted(deployment, pool), _counted(deployment, None)) == (0, 0)
     deployment.sqs.send_message(QueueUrl=deployment.jobs_url, MessageBody=deployment.job_message(waiting))
     while deployment.deliver(deployment.jobs_url, aws.scaleup)["records"]:  # the re-enqueued job, then the waiting one

@@ -147,7 +147,7 @@ def test_overlapping_rebalancer_runs_act_once(e2e_sandbox):
     gate = Gate()
     sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET, extra_plugins=[("e2e-gate", gate)])
     [seen] = queue_jobs(sandbox, 1, ["octo-org/api"])
-    wait_completed(sandbox, [seen], 30)
+    wait_completed(sandbox, [seen], 60)
     assert_vms_accounted(sandbox, [seen], scaledown=True)  # nothing idle left to take a lost job
     set_faults(sandbox, drop_webhook=1.0)
     lost = queue_jobs(sandbox, 3, ["octo-org/api"])
@@ -159,7 +159,7 @@ def test_overlapping_rebalancer_runs_act_once(e2e_sandbox):
 
     assert second == {"skipped": "another rebalancer run holds the lease"}
     assert first.get("enqueued") == len(lost), first
-    wait_completed(sandbox, lost, 30)
+    wait_completed(sandbox, lost, 60)
     assert_vms_accounted(sandbox, [seen, *lost], scaledown=True)
 
 

@@ -86,7 +86,7 @@ def test_same_delivery_posted_twice_by_hand_launches_once(e2e_sandbox):
 
     assert sorted(status for status, _ in answers) == [200, 200, 202]
     assert sum(body.get("duplicate") is True for _, body in answers) == 2
-    wait_completed(sandbox, [job], 30)
+    wait_completed(sandbox, [job], 60)
     assert launches_per_job(sandbox) == Counter({job: 1})
 
 
@@ -96,7 +96,7 @@ def test_lost_webhooks_are_recovered_from_githubs_queue(e2e_sandbox):
     sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET)
     repo = "octo-org/api"
     seen = queue_jobs(sandbox, 2, [repo])
-    wait_completed(sandbox, seen, 30)  # the repository is now known to be active
+    wait_completed(sandbox, seen, 60)  # the repository is now known to be active
     assert_vms_accounted(sandbox, seen, scaledown=True)  # and no idle runner is left to take a lost job
 
     sandbox.sim.fail_next(10_000, 404, path_contains="/app/hook/deliveries")  # no redelivery either
@@ -111,7 +111,7 @@ def test_lost_webhooks_are_recovered_from_githubs_queue(e2e_sandbox):
 
     assert report.get("enqueued") == len(lost), report
     assert report.get("redelivered", 0) == 0
-    wait_completed(sandbox, lost, 30)
+    wait_completed(sandbox, lost, 60)
     assert_vms_accounted(sandbox, seen + lost, scaledown=True)
     # a second pass finds nothing missing
     assert sandbox.app.rebalancer.run().get("enqueued", 0) == 0
@@ -128,7 +128,7 @@ def test_lost_webhooks_of_a_quiet_repository_are_redelivered(e2e_sandbox):
     report = sandbox.app.rebalancer.run()
 
     assert report.get("redelivered") == len(lost), report
-    wait_completed(sandbox, lost, 30)
+    wait_completed(sandbox, lost, 60)
     redelivered = {d.job_id for d in sandbox.sim.deliveries() if d.redelivery and d.action == "queued" and d.ok}
     assert redelivered == set(lost)
     assert_vms_accounted(sandbox, lost, scaledown=True)

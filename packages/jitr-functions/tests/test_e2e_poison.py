@@ -75,7 +75,7 @@ def test_poison_messages_are_dead_lettered_and_workers_keep_going(e2e_sandbox):
             backend.enqueue(queue, QueueMessage(body))
 
     jobs = queue_jobs(sandbox, 3)  # real work after the poison
-    wait_completed(sandbox, jobs, 30)
+    wait_completed(sandbox, jobs, 60)
 
     for queue, bodies in POISON.items():
         wanted = len(bodies)

@@ -34,7 +34,8 @@ def test_a_claim_left_by_a_dead_worker_is_resumed_for_the_job_it_was_handed_to(e
         pools=[POOL],
         installations={"octo-org": ["api"]},
         intervals=NO_PERIODIC,
-        settings={"claim_timeout_s": CLAIM_TIMEOUT_S},
+        # A's message must still be redelivered when B's runner has taken A, however slow the machine
+        settings={"claim_timeout_s": CLAIM_TIMEOUT_S, "embedded": {"max_receive_count": "60"}},
     )
     died = threading.Event()
 
@@ -45,16 +46,16 @@ def test_a_claim_left_by_a_dead_worker_is_resumed_for_the_job_it_was_handed_to(e
 
     sandbox.app.scaleup.checkpoint = die_once_after_claiming
     [job_a] = queue_jobs(sandbox, 1)
-    wait_for(died.is_set, 30, "the worker launching job A to die")
+    wait_for(died.is_set, 60, "the worker launching job A to die")
     [job_b] = queue_jobs(sandbox, 1)
 
     # B's runner takes A (the oldest queued job); B is left with A's dead claim as its spare
-    wait_completed(sandbox, [job_a, job_b], 30)
+    wait_completed(sandbox, [job_a, job_b], 60)
 
     assert_one_vm_per_attempt(sandbox)
     wait_for(
         lambda: not in_flight_records(sandbox) and not running_vms(sandbox),
-        30,
+        60,
         "no claim, runner or VM left in flight",
         detail=lambda: describe(sandbox, [job_a, job_b]),
     )

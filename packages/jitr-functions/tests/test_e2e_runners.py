@@ -45,7 +45,7 @@ def test_job_taken_by_another_jobs_runner(e2e_sandbox):
     set_faults(sandbox)
     job_b = sandbox.sim.queue_job(REPO, LABELS, name="b")
 
-    wait_completed(sandbox, [job_a, job_b], 30)
+    wait_completed(sandbox, [job_a, job_b], 60)
 
     runner_b1 = f"jitr-linux-{job_b}-1"
     assert sandbox.sim.job(job_a).runner_name == runner_b1  # B's runner took A
@@ -192,7 +192,7 @@ def _mint_and_launch(sandbox, name: str, launch: bool) -> None:
 def test_ghost_runner_and_orphan_vm_are_removed(e2e_sandbox):
     sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET, settings={"ghost_grace_s": 1})
     [done] = queue_jobs(sandbox, 1, [REPO])  # the repository has recent activity, and nothing in flight
-    wait_completed(sandbox, [done], 30)
+    wait_completed(sandbox, [done], 60)
     wait_for(lambda: record(sandbox, "runner", f"jitr-linux-{done}-1").state == "finished", 60, "the runner")
 
     ghost, orphan = "jitr-linux-8000000001-1", "jitr-linux-8000000002-1"

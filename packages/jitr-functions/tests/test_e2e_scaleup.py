@@ -68,7 +68,7 @@ def test_no_spot_capacity_anywhere_falls_back_to_on_demand(e2e_sandbox):
     sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET, extra_plugins=[("e2e-no-spot", no_spot)])
     [job] = queue_jobs(sandbox, 1)
 
-    wait_completed(sandbox, [job], 30)
+    wait_completed(sandbox, [job], 60)
 
     tried = [(r.machine_type, r.placement, r.spot) for r in no_spot.requests]
     spot_candidates = [(t, z, True) for t in POOL["machine_types"] for z in POOL["placements"]]

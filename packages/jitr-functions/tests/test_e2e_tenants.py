@@ -23,7 +23,7 @@ def test_one_tenants_github_errors_do_not_stall_another(e2e_sandbox, status, ret
 
     healthy = queue_jobs(sandbox, 6, ["octo-org/api", "octo-org/web"])
 
-    wait_completed(sandbox, healthy, 30)
+    wait_completed(sandbox, healthy, 60)
     assert all(sandbox.sim.job(j).status == "queued" for j in troubled), describe(sandbox, troubled)
     assert not [name for name in sandbox.vms.launches if any(f"-{j}-" in name for j in troubled)]
     assert_one_vm_per_attempt(sandbox)

@@ -175,7 +175,7 @@ def test_an_idle_keep_alive_connection_is_closed(served):
         assert response.status == 200 and response.read()
         sock = conn.sock
         assert sock is not None
-        wait_for(lambda: sock.recv(1) == b"", 30, "the idle connection to be closed")
+        wait_for(lambda: sock.recv(1) == b"", 60, "the idle connection to be closed")
     finally:
         conn.close()
 
@@ -225,7 +225,7 @@ def test_stop_answers_the_delivery_in_hand_and_takes_no_new_connection(e2e_sandb
 
     stopper = threading.Thread(target=runtime.stop, kwargs={"timeout_s": 30})
     stopper.start()
-    wait_for(lambda: not _accepts(runtime), 30, "the server to stop taking connections")
+    wait_for(lambda: not _accepts(runtime), 60, "the server to stop taking connections")
     assert poster.is_alive(), "the delivery in hand was answered before it was released"
     hold.release.set()
     poster.join(deadline_s(30))

@@ -118,7 +118,7 @@ def test_kill_9_mid_burst_then_restart_serves_every_job_and_leaves_nothing(tmp_p
         log = tmp_path / "serve.log"
         first = Serve(config, log, sim)
         jobs = [sim.queue_job("octo-org/api", LABELS, name=f"burst-{i}") for i in range(JOBS)]
-        wait_for(lambda: _active_vms(tmp_path / "state") >= 3, 30, "the burst to be launching", detail=log.read_text)
+        wait_for(lambda: _active_vms(tmp_path / "state") >= 3, 60, "the burst to be launching", detail=log.read_text)
 
         first.proc.send_signal(signal.SIGKILL)
         assert first.proc.wait(30) == -signal.SIGKILL

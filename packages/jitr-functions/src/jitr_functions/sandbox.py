@@ -255,7 +255,9 @@ class Sandbox:
             "rebalance_grace_s": 0,
             "log_level": "INFO",
         }
-        data.update(self._extra)
+        extra = dict(self._extra)
+        data["embedded"] = {**data["embedded"], **extra.pop("embedded", {})}
+        data.update(extra)
         return Settings.from_mapping(data, source="sandbox")
 
     def start(self) -> Sandbox:
