@@ -3,7 +3,7 @@
 pip installs it into a directory of its own that this module's processes put on their path, so
 tests running beside these in other workers never see it come and go. Installed, it is listed by
 ``jitr plugins``, its step appears in the ``pre_run`` phase of ``jitr render-startup-script``, it
-is among the distributions a rebuilt Lambda bundle carries, the rendered EC2 script runs with it
+and its entry point are in a rebuilt Lambda bundle, the rendered EC2 script runs with it
 in the startup-script sandbox, and its own tests pass.
 """
 
@@ -14,10 +14,11 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
-from jitr_core.testing.environment import deadline_s, require_tool
+from jitr_core.testing.environment import deadline_s, require_tool, unavailable
 from jitr_core.testing.sandbox import FakeCloud, Sandbox, fake_cloud
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "jitr-docker-mirror"
@@ -97,13 +98,25 @@ def test_its_step_is_rendered_in_the_pre_run_phase(script: str) -> None:
     assert base64.b64encode(MIRROR.encode()).decode() in script and MIRROR not in script
 
 
-def test_a_rebuilt_lambda_bundle_carries_it(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_rebuilt_lambda_bundle_carries_it(site: Path, tmp_path: Path) -> None:
     pytest.importorskip("jitr_aws")
-    monkeypatch.syspath_prepend(str(site))
-    from jitr_functions.bundle_aws import bundled_distributions
-
-    assert DIST in bundled_distributions()
-    assert DIST not in bundled_distributions([DIST])
+    out = tmp_path / "lambda.zip"
+    command = ["bundle", "aws", "--python", "3.12", "--arch", "x86_64", "--out", str(out)]
+    done = subprocess.run(
+        [sys.executable, "-m", "jitr_functions", *command],
+        capture_output=True,
+        text=True,
+        timeout=deadline_s(600),
+        env=_env(site),
+    )
+    if done.returncode != 0 and "No matching distribution" in done.stderr:
+        unavailable(f"pip could not download the Lambda wheels from PyPI: {done.stderr.strip().splitlines()[-1]}")
+    assert done.returncode == 0, done.stderr
+    with zipfile.ZipFile(out) as bundle:
+        names = bundle.namelist()
+        (entry_points,) = [n for n in names if n.startswith("jitr_docker_mirror-") and n.endswith("/entry_points.txt")]
+        assert "docker-mirror = jitr_docker_mirror" in bundle.read(entry_points).decode()
+    assert "jitr_docker_mirror/__init__.py" in names
 
 
 def test_the_rendered_script_runs_with_it(script: str, tmp_path: Path) -> None:
