@@ -110,9 +110,30 @@ class Emulator:
         self.log_path.unlink(missing_ok=True)
 
 
-def start(name: str, timeout_s: float = 90.0) -> Emulator:
-    """Start emulator ``name`` and wait until it answers HTTP; raises EmulatorUnavailable/EmulatorFailed."""
+def start(name: str, timeout_s: float = 90.0, tries: int = 3) -> Emulator:
+    """Start emulator ``name`` and wait until it answers HTTP; raises EmulatorUnavailable/EmulatorFailed.
+
+    The port is picked free, then handed to the emulator: another process can take it in between
+    (parallel test workers, a second test run), so a start that fails to bind is tried again on
+    another port, ``tries`` times in all.
+    """
     script = find(name)
+    for _ in range(tries - 1):
+        try:
+            return _start_on_free_port(name, script, timeout_s)
+        except _PortTaken:
+            continue
+    return _start_on_free_port(name, script, timeout_s)
+
+
+class _PortTaken(EmulatorFailed):
+    """The emulator exited because another process took its port first."""
+
+
+_BIND_FAILURES = ("BindException", "Address already in use")
+
+
+def _start_on_free_port(name: str, script: Path, timeout_s: float) -> Emulator:
     port = free_port()
     args = [a.format(port=port) for a in _EMULATORS[name][1]]
     log = tempfile.NamedTemporaryFile(prefix=f"jitr-{name}-emulator-", suffix=".log", delete=False)  # noqa: SIM115
@@ -127,12 +148,15 @@ def start(name: str, timeout_s: float = 90.0) -> Emulator:
     emulator = Emulator(name, port, process, Path(log.name), {ENV_VARS[name]: f"127.0.0.1:{port}"})
     deadline = time.monotonic() + deadline_s(timeout_s)
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = emulator.log_tail()
-            emulator.stop()
-            raise EmulatorFailed(f"the {name} emulator exited with {process.returncode}:\n{tail}")
         if _answers(emulator.port):
             return emulator
+        tail = emulator.log_tail()
+        if any(sign in emulator.log_tail(lines=500) for sign in _BIND_FAILURES):  # logged, and it keeps running
+            emulator.stop()
+            raise _PortTaken(f"the {name} emulator could not bind port {port} (BindException):\n{tail}")
+        if process.poll() is not None:
+            emulator.stop()
+            raise EmulatorFailed(f"the {name} emulator exited with {process.returncode}:\n{tail}")
         time.sleep(0.1)
     tail = emulator.log_tail()
     emulator.stop()
