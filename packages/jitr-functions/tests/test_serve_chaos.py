@@ -100,7 +100,10 @@ class Serve:
 
 
 def _active_vms(state_dir: Path) -> int:
-    conn = sqlite3.connect(f"file:{state_dir / 'jitr.sqlite3'}?mode=ro", uri=True, timeout=30)
+    database = state_dir / "jitr.sqlite3"
+    if not database.exists():
+        return 0  # serve creates its state on start
+    conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30)
     try:
         return int(conn.execute(ACTIVE_VMS).fetchone()[0])
     except sqlite3.OperationalError as exc:
