@@ -65,7 +65,7 @@ os.environ["PATH"] = os.pathsep.join([os.environ.get("PATH", ""), str(Path(sys.e
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.error_on_missing_interpreters = REQUIRE_TOOLS
-nox.options.sessions = ["tests", "lint", "images", "skips"]
+nox.options.sessions = ["tests", "lint", "images", "iac", "checkov", "skips"]
 nox.needs_version = ">=2024.3.2"
 
 
@@ -108,6 +108,13 @@ def _install(session: nox.Session, name: str, extras: list[str], *tools: str) ->
         "sys.exit(f'installed from an index, not this checkout: {bad}' if bad else 0)\n"
     )
     session.run("python", "-c", check, *siblings, silent=True)
+
+
+def _require(session: nox.Session, tools: dict[str, str]) -> None:
+    """Skip the session (fail it under ``JITR_REQUIRE_TOOLS=1``) when one of ``tools`` is missing."""
+    missing = [f"{name} ({hint})" for name, hint in tools.items() if shutil.which(name) is None]
+    if missing:
+        (session.error if REQUIRE_TOOLS else session.skip)(f"not installed: {', '.join(missing)}")
 
 
 @nox.session(python=PYTHONS)
@@ -190,10 +197,7 @@ def bench(session: nox.Session) -> None:
 def images(session: nox.Session) -> None:
     """The runner images: packer fmt -check, shellcheck on every script under images/, and the image
     tests (packer validate of each source and architecture, the provisioning scripts in dry mode)."""
-    tools = {"packer": "apt-get install packer", "shellcheck": "apt-get install shellcheck"}
-    missing = [f"{name} ({hint})" for name, hint in tools.items() if shutil.which(name) is None]
-    if missing:
-        (session.error if REQUIRE_TOOLS else session.skip)(f"not installed: {', '.join(missing)}")
+    _require(session, {"packer": "apt-get install packer", "shellcheck": "apt-get install shellcheck"})
     images_dir = ROOT / "images"
     session.run("packer", "fmt", "-check", "-diff", str(images_dir / "packer"), external=True)
     session.run("shellcheck", "-x", *sorted(str(p) for p in images_dir.rglob("*.sh")), external=True)
@@ -201,3 +205,35 @@ def images(session: nox.Session) -> None:
     REPORTS.mkdir(exist_ok=True)
     report = REPORTS / "tests-images.xml"
     session.run("pytest", str(images_dir / "tests"), f"--junitxml={report}", *session.posargs)
+
+
+@nox.session(python=PYTHONS[0])
+def iac(session: nox.Session) -> None:
+    """Infrastructure as code: ``terraform fmt -check`` over ``infra/`` and ``examples/``, then
+    ``infra/tests`` (validate, apply to moto and run the real handlers with what was deployed,
+    IAM and GCP permission coverage, the CloudFormation stack, cfn-lint)."""
+    _require(session, {"terraform": "https://developer.hashicorp.com/terraform/install"})
+    session.run("terraform", "fmt", "-check", "-recursive", "-diff", str(ROOT / "infra"), external=True)
+    session.run("terraform", "fmt", "-check", "-recursive", "-diff", str(ROOT / "examples"), external=True)
+    _install(session, "jitr-functions", ["test", "aws", "gcp"], "pytest-xdist>=3.5", "cfn-lint", "python-hcl2")
+    REPORTS.mkdir(exist_ok=True)
+    report = REPORTS / "tests-iac.xml"
+    session.run(
+        "pytest",
+        str(ROOT / "infra" / "tests"),
+        f"--junitxml={report}",
+        "-n",
+        "2",
+        "--dist",
+        "loadfile",
+        *session.posargs,
+        env={"PYTHONDONTWRITEBYTECODE": "1"},
+    )
+
+
+@nox.session(python=PYTHONS[0])
+def checkov(session: nox.Session) -> None:
+    """checkov over ``infra/`` (in its own venv: its pins clash with the packages'); every finding
+    is fixed or suppressed inline with the reason."""
+    session.install("checkov")
+    session.run("checkov", "--directory", str(ROOT / "infra"), "--skip-download", "--compact", "--quiet")
