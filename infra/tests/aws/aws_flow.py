@@ -1,0 +1,444 @@
+"""Run jitr's flow against the Lambda functions a deployment created, and check their IAM roles.
+
+The infrastructure tests deploy jitr into moto (with Terraform or CloudFormation), then use this
+module to read back what was deployed and to run the real handlers in this process, each with
+exactly the environment the deployment gave its function. The handler code comes from the
+installed packages (moto does not run Lambda code), so the bundle zip a deployment uploads may be
+any small zip. What a deployment decides is checked for real: the handler names, the
+environment each function gets (table, queues, secrets, pools, security groups, instance profile)
+and the IAM policy of each function's role, against the AWS calls the handler made.
+
+The API, in the order a test uses it:
+
+- :func:`deployed_functions` — the five functions of a deployment, keyed ``webhook``, ``scaleup``,
+  ``lifecycle``, ``scaledown``, ``rebalancer`` (from their handlers), each a
+  :class:`DeployedFunction` (name, handler, runtime, architecture, environment, role).
+- :func:`run_flow` — a GitHub job from its ``queued`` webhook (through a function URL) to a
+  tagged EC2 instance, its ``in_progress`` and ``completed`` webhooks through the lifecycle
+  queue, then one scale-down and one rebalancer pass from scheduled events. Returns a
+  :class:`FlowResult` whose ``calls`` maps each function to the IAM actions it called.
+- :func:`role_actions` / :func:`role_statements` — what a role's inline and attached policies allow.
+- :func:`load_reasons` and :func:`assert_covered` — every called action is allowed, and every
+  allowed action was called or has a written reason (``uncalled_actions.json``).
+
+AWS calls are recorded with botocore's event system: a ``before-parameter-build`` handler added
+to botocore's built-in handlers, which every botocore session registers when it is created. The
+process's boto3 clients of jitr are dropped before each invocation (as a cold start would), so
+the session jitr creates next carries the recorder. No jitr code is replaced.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import fnmatch
+import json
+import os
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import import_module
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import boto3
+import botocore.handlers
+from jitr_core.testing.environment import wait_until
+from jitr_github.simulator import GitHubSimulator
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REASONS = Path(__file__).parent / "uncalled_actions.json"
+KINDS = ("webhook", "scaleup", "lifecycle", "scaledown", "rebalancer")
+LABELS = ("self-hosted", "linux", "x64")
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_CONFIG_FILE": "/dev/null",
+    "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+}
+_JIT_IN_SCRIPT = re.compile(r"ACTIONS_RUNNER_INPUT_JITCONFIG=\"\$\(printf %s '([A-Za-z0-9+/=]+)' \| base64 -d\)\"")
+# DynamoDB transactions are authorised by the actions of the items they hold, not by an action of their own.
+_TRANSACT_ITEMS = {
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "Delete": "DeleteItem",
+    "ConditionCheck": "ConditionCheckItem",
+    "Get": "GetItem",
+}
+
+
+@dataclass(frozen=True)
+class DeployedFunction:
+    """One Lambda function as the deployment created it."""
+
+    name: str
+    handler: str
+    runtime: str
+    architectures: tuple[str, ...]
+    timeout_s: int
+    memory_mb: int
+    environment: Mapping[str, str]
+    role_arn: str
+
+    @property
+    def kind(self) -> str:
+        """``webhook``, ``scaleup``, ... : the handler's function name."""
+        return self.handler.rsplit(".", 1)[-1]
+
+    @property
+    def role_name(self) -> str:
+        return self.role_arn.rsplit("/", 1)[-1]
+
+
+@dataclass
+class FlowResult:
+    """What :func:`run_flow` did: the IAM actions each function called, and what it saw on the way."""
+
+    calls: dict[str, set[str]]
+    job_id: int
+    instance_id: str
+    instance_tags: dict[str, str]
+    reports: dict[str, Any] = field(default_factory=dict)
+
+
+def aws_client(service: str, endpoint: str, region: str) -> Any:
+    """A boto3 client for the test's own reads (never recorded: no function is being invoked)."""
+    return boto3.client(
+        service,
+        region_name=region,
+        endpoint_url=endpoint,
+        aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=FAKE_CREDENTIALS["AWS_SESSION_TOKEN"],
+    )
+
+
+def deployed_functions(endpoint: str, name_prefix: str, region: str) -> dict[str, DeployedFunction]:
+    """The functions whose names start with ``name_prefix``, keyed by kind; fails unless all five are there."""
+    lam = aws_client("lambda", endpoint, region)
+    found: dict[str, DeployedFunction] = {}
+    for page in lam.get_paginator("list_functions").paginate():
+        for summary in page["Functions"]:
+            if not summary["FunctionName"].startswith(name_prefix):
+                continue
+            config = lam.get_function_configuration(FunctionName=summary["FunctionName"])
+            function = DeployedFunction(
+                name=config["FunctionName"],
+                handler=config["Handler"],
+                runtime=config["Runtime"],
+                architectures=tuple(config.get("Architectures", ["x86_64"])),
+                timeout_s=int(config["Timeout"]),
+                memory_mb=int(config["MemorySize"]),
+                environment=dict(config.get("Environment", {}).get("Variables", {})),
+                role_arn=config["Role"],
+            )
+            assert function.kind not in found, f"two functions with handler {function.handler}"
+            found[function.kind] = function
+    assert set(found) == set(KINDS), f"expected the functions {KINDS} under {name_prefix!r}, found {sorted(found)}"
+    return found
+
+
+# -- recording the AWS calls ---------------------------------------------------------------------
+
+
+class ActionRecorder:
+    """IAM actions (``service:Operation``) called by each function while it is the current one."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, set[str]] = {}
+        self.current: str | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, params: Mapping[str, Any], model: Any, **_: Any) -> None:
+        if self.current is None:
+            return
+        prefix = model.service_model.signing_name
+        if prefix == "dynamodb" and model.name in ("TransactWriteItems", "TransactGetItems"):
+            actions = {f"dynamodb:{_TRANSACT_ITEMS[k]}" for item in params.get("TransactItems", []) for k in item}
+        else:
+            actions = {f"{prefix}:{model.name}"}
+        with self._lock:
+            self.calls.setdefault(self.current, set()).update(actions)
+
+    @contextmanager
+    def installed(self) -> Iterator[ActionRecorder]:
+        """Every botocore session created meanwhile registers the recorder."""
+        entry = ("before-parameter-build", self)
+        botocore.handlers.BUILTIN_HANDLERS.append(entry)
+        try:
+            yield self
+        finally:
+            botocore.handlers.BUILTIN_HANDLERS.remove(entry)
+
+
+class Invoker:
+    """Invokes a deployed function's handler in this process, as a cold Lambda container would."""
+
+    def __init__(self, endpoint: str, region: str, recorder: ActionRecorder) -> None:
+        self.endpoint = endpoint
+        self.region = region
+        self.recorder = recorder
+        self._lock = threading.RLock()
+
+    def environment(self, function: DeployedFunction) -> dict[str, str]:
+        """The deployment's variables, what Lambda adds, and AWS pointed at moto; no other JITR_* or AWS_*."""
+        kept = {k: v for k, v in os.environ.items() if not k.startswith(("JITR_", "AWS_"))}
+        lambda_runtime = {
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_LAMBDA_FUNCTION_NAME": function.name,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory_mb),
+            "AWS_ENDPOINT_URL": self.endpoint,
+        }
+        return {**kept, **FAKE_CREDENTIALS, **lambda_runtime, **function.environment}
+
+    def __call__(self, function: DeployedFunction, event: Any) -> Any:
+        import jitr_aws.clients
+        import jitr_functions.app
+
+        module, _, attribute = function.handler.rpartition(".")
+        handler: Callable[[Any, Any], Any] = getattr(import_module(module), attribute)
+        with self._lock:
+            saved = dict(os.environ)
+            os.environ.clear()
+            os.environ.update(self.environment(function))
+            # A cold start: no app, no boto3 session or clients left from another function.
+            jitr_functions.app._APP = None
+            with jitr_aws.clients._lock:
+                jitr_aws.clients._clients.clear()
+                jitr_aws.clients._session = None
+            self.recorder.current = function.kind
+            try:
+                return handler(event, _Context(function.name))
+            finally:
+                self.recorder.current = None
+                jitr_functions.app._APP = None
+                os.environ.clear()
+                os.environ.update(saved)
+
+
+@dataclass
+class _Context:
+    function_name: str
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+class FunctionUrl:
+    """A Lambda function URL (auth NONE) in front of the webhook function: requests become function URL events."""
+
+    def __init__(self, invoke: Callable[[Any], dict[str, Any]]) -> None:
+        template = _fixture("lambdaFunctionUrlEvent.json")
+
+        class Front(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                request = copy.deepcopy(template)
+                request["headers"] = {name.lower(): value for name, value in self.headers.items()}
+                request["requestContext"]["http"]["method"] = "POST"
+                request["requestContext"]["requestId"] = str(uuid.uuid4())
+                request.update(rawPath=unquote(self.path), body=base64.b64encode(body).decode(), isBase64Encoded=True)
+                answer = invoke(request)
+                data = str(answer["body"]).encode()
+                self.send_response(int(answer["statusCode"]))
+                for name, value in answer.get("headers", {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Front)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+# -- the flow ------------------------------------------------------------------------------------
+
+
+def run_flow(
+    endpoint: str,
+    functions: Mapping[str, DeployedFunction],
+    sim: GitHubSimulator,
+    *,
+    webhook_secret: str,
+    region: str,
+    repository: str = "octo-org/api",
+    labels: Sequence[str] = LABELS,
+) -> FlowResult:
+    """One job through the deployed functions; the IAM actions each function called.
+
+    ``sim`` must be the GitHub the deployment points at (its ``JITR_GITHUB_API_URL``), with the
+    App id and private key the deployment's secrets hold; ``webhook_secret`` is the value of the
+    deployment's webhook secret. The App is installed on the repository's owner here. Each step
+    is checked as it happens, with a message naming it.
+    """
+    owner, _, name = repository.partition("/")
+    sim.add_installation(owner, repos=[name])
+    sqs = aws_client("sqs", endpoint, region)
+    ec2 = aws_client("ec2", endpoint, region)
+    jobs_url = functions["scaleup"].environment["JITR_AWS_JOBS_QUEUE_URL"]
+    lifecycle_url = functions["lifecycle"].environment["JITR_AWS_LIFECYCLE_QUEUE_URL"]
+    recorder = ActionRecorder()
+    invoke = Invoker(endpoint, region, recorder)
+    front = FunctionUrl(lambda request: invoke(functions["webhook"], request))
+    result = FlowResult(calls=recorder.calls, job_id=0, instance_id="", instance_tags={})
+    try:
+        with recorder.installed():
+            sim.set_webhook(front.url, webhook_secret)
+            result.job_id = sim.queue_job(repository, list(labels))
+            _delivered(sim, 1, "the queued webhook")
+
+            _poll_queue(sqs, jobs_url, functions["scaleup"], invoke, region, "the jobs queue")
+            instance = _instance_of(ec2, result.job_id)
+            result.instance_id = instance["InstanceId"]
+            result.instance_tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+            user_data = ec2.describe_instance_attribute(InstanceId=result.instance_id, Attribute="userData")
+            script = base64.b64decode(user_data["UserData"]["Value"]).decode()
+            match = _JIT_IN_SCRIPT.search(script)
+            assert match is not None, "the instance's user data carries no JIT config"
+
+            runner = sim.agent_connect(base64.b64decode(match.group(1)).decode())
+            assigned = sim.agent_poll(runner.id, timeout=10)
+            assert assigned is not None and assigned.id == result.job_id, f"the runner got {assigned}"
+            _delivered(sim, 2, "the in_progress webhook")
+            _poll_queue(sqs, lifecycle_url, functions["lifecycle"], invoke, region, "the lifecycle queue (in_progress)")
+
+            sim.agent_finish(runner.id)
+            _delivered(sim, 3, "the completed webhook")
+            _poll_queue(sqs, lifecycle_url, functions["lifecycle"], invoke, region, "the lifecycle queue (completed)")
+
+            for kind in ("scaledown", "rebalancer"):
+                scheduled = {**_fixture("example-eventbridge-schedule.json"), "id": str(uuid.uuid4())}
+                result.reports[kind] = invoke(functions[kind], scheduled)
+    finally:
+        sim.set_webhook(None, None)
+        front.close()
+    return result
+
+
+def _delivered(sim: GitHubSimulator, count: int, what: str) -> None:
+    assert sim.drain_webhooks(timeout=60), f"{what} was not delivered"
+    statuses = [d.status_code for d in reversed(sim.deliveries())]
+    assert statuses == [202] * count, f"{what}: the webhook function answered {statuses}"
+
+
+def _poll_queue(sqs: Any, url: str, function: DeployedFunction, invoke: Invoker, region: str, what: str) -> None:
+    """One poll of an SQS event source mapping: receive, invoke, delete what was not reported failed."""
+    messages: list[dict[str, Any]] = wait_until(
+        lambda: sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60, WaitTimeSeconds=0,
+            MessageSystemAttributeNames=["All"], MessageAttributeNames=["All"],
+        ).get("Messages"),
+        30, f"a message on {what}",
+    )  # fmt: skip
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    template = _fixture("sqsEvent.json")["Records"][0]
+    records = []
+    for message in messages:
+        record = copy.deepcopy(template)
+        record.update(
+            messageId=message["MessageId"], receiptHandle=message["ReceiptHandle"], body=message["Body"],
+            md5OfBody=message["MD5OfBody"], eventSourceARN=arn, awsRegion=region,
+            attributes=dict(message.get("Attributes", {})),
+            messageAttributes={
+                key: {"stringValue": value["StringValue"], "stringListValues": [], "binaryListValues": [],
+                      "dataType": value["DataType"]}
+                for key, value in message.get("MessageAttributes", {}).items()
+            },
+        )  # fmt: skip
+        records.append(record)
+    response = invoke(function, {"Records": records})
+    assert response == {"batchItemFailures": []}, f"{function.kind} on {what} answered {response}"
+    for message in messages:
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def _instance_of(ec2: Any, job_id: int) -> dict[str, Any]:
+    answer = ec2.describe_instances(
+        Filters=[{"Name": "tag:managed-by", "Values": ["jitr"]}, {"Name": "tag:jitr-job", "Values": [str(job_id)]}]
+    )
+    instances = [i for r in answer["Reservations"] for i in r["Instances"]]
+    assert len(instances) == 1, f"expected one instance tagged for job {job_id}, found {len(instances)}"
+    instance: dict[str, Any] = instances[0]
+    return instance
+
+
+def _fixture(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((FIXTURES / name).read_text())
+    return data
+
+
+# -- what the roles allow ------------------------------------------------------------------------
+
+
+def role_statements(endpoint: str, role_name: str, region: str) -> list[dict[str, Any]]:
+    """Every statement of the role's inline and attached (managed) policies, as read back from IAM."""
+    iam = aws_client("iam", endpoint, region)
+    documents: list[Any] = []
+    for page in iam.get_paginator("list_role_policies").paginate(RoleName=role_name):
+        for policy in page["PolicyNames"]:
+            documents.append(iam.get_role_policy(RoleName=role_name, PolicyName=policy)["PolicyDocument"])
+    for page in iam.get_paginator("list_attached_role_policies").paginate(RoleName=role_name):
+        for attached in page["AttachedPolicies"]:
+            version = iam.get_policy(PolicyArn=attached["PolicyArn"])["Policy"]["DefaultVersionId"]
+            answer = iam.get_policy_version(PolicyArn=attached["PolicyArn"], VersionId=version)
+            documents.append(answer["PolicyVersion"]["Document"])
+    statements: list[dict[str, Any]] = []
+    for document in documents:
+        if isinstance(document, str):
+            document = json.loads(unquote(document))
+        found = document["Statement"]
+        statements += found if isinstance(found, list) else [found]
+    return statements
+
+
+def role_actions(endpoint: str, role_name: str, region: str) -> set[str]:
+    """The actions the role's policies allow (as written: a wildcard stays a wildcard)."""
+    actions: set[str] = set()
+    for statement in role_statements(endpoint, role_name, region):
+        if statement.get("Effect") != "Allow":
+            continue
+        found = statement.get("Action", [])
+        actions.update([found] if isinstance(found, str) else found)
+    return actions
+
+
+def load_reasons(path: Path = REASONS) -> dict[str, dict[str, str]]:
+    """function → action → why a role allows an action the flow does not call (``uncalled_actions.json``)."""
+    data: dict[str, dict[str, str]] = json.loads(path.read_text())
+    return {kind: dict(actions) for kind, actions in data.items() if not kind.startswith("_")}
+
+
+def allows(allowed: set[str], action: str) -> bool:
+    """Whether an action is in ``allowed``, wildcards included (IAM action names match case-insensitively)."""
+    return any(fnmatch.fnmatchcase(action.lower(), pattern.lower()) for pattern in allowed)
+
+
+def assert_covered(
+    called: Mapping[str, set[str]], allowed: Mapping[str, set[str]], reasons: Mapping[str, Mapping[str, str]]
+) -> None:
+    """Per function: each called action is allowed, and each allowed action was called or has a reason."""
+    problems: list[str] = []
+    for kind in sorted(set(called) | set(allowed)):
+        calls, grants, why = called.get(kind, set()), allowed.get(kind, set()), reasons.get(kind, {})
+        for action in sorted(calls):
+            if not allows(grants, action):
+                problems.append(f"{kind}: calls {action}, which its role does not allow")
+        for action in sorted(grants):
+            if not any(fnmatch.fnmatchcase(c.lower(), action.lower()) for c in calls) and action not in why:
+                problems.append(f"{kind}: its role allows {action}, never called, with no reason in {REASONS.name}")
+    assert not problems, "IAM coverage:\n" + "\n".join(problems)
