@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 
-import pytest
 from e2e_support import (
     POOL,
     QUIET,
@@ -30,10 +29,6 @@ CLAIM_TIMEOUT_S = 3
 NO_PERIODIC = Intervals(scaledown_s=QUIET.scaledown_s, rebalancer_s=QUIET.rebalancer_s, visibility_timeout_s=1)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="intermittent: job B sometimes waits past 60 s for the dead claim to be resumed (open in issue 10)",
-)
 def test_a_claim_left_by_a_dead_worker_is_resumed_for_the_job_it_was_handed_to(e2e_sandbox):
     sandbox = e2e_sandbox(
         pools=[POOL],
@@ -43,14 +38,19 @@ def test_a_claim_left_by_a_dead_worker_is_resumed_for_the_job_it_was_handed_to(e
         settings={"claim_timeout_s": CLAIM_TIMEOUT_S, "embedded": {"max_receive_count": "60"}},
     )
     died = threading.Event()
+    jobs: list[int] = []
 
     def die_once_after_claiming(step: str) -> None:
         if step == "claimed" and not died.is_set():
             died.set()
             raise SimulatedCrash("worker died after step 'claimed'")
+        if step == "launched":
+            # B's runner boots and takes A before B's worker records its launch: the swap
+            # happens first, and recording the launch must not undo it
+            wait_for(lambda: record(sandbox, "job", jobs[0]).state != "queued", 60, "job A to be taken")
 
     sandbox.app.scaleup.checkpoint = die_once_after_claiming
-    [job_a] = queue_jobs(sandbox, 1)
+    [job_a] = jobs[:] = queue_jobs(sandbox, 1)
     wait_for(died.is_set, 60, "the worker launching job A to die")
     [job_b] = queue_jobs(sandbox, 1)
 

@@ -112,7 +112,7 @@ class ScaleupService:
                     f"GitHub cannot serve {message.repository} through installation {message.installation_id} "
                     f"(not installed there, uninstalled or a wrong id); not retried: {exc}"
                 ) from None
-            self._link_job(message.job_id, runner.name)
+            self._link_job(message.job_id, message.attempt, runner.name)
             return "recovered" if recovered else "launched"
 
     def _job(self, message: JobMessage, pool: Pool) -> JobView:
@@ -320,9 +320,17 @@ class ScaleupService:
         log.info("vm launched", extra={"vm_id": result.vm_id, "machine_type": result.machine_type, "spot": result.spot})
         return RunnerView(written)
 
-    def _link_job(self, job_id: int, runner_name: str) -> None:
+    def _link_job(self, job_id: int, attempt: int, runner_name: str) -> None:
+        """Record the runner launched for the job, unless the job moved on while it launched.
+
+        A runner can take another job before this write; the lifecycle function then gave this
+        job a spare (``launched_runner`` set) or a new attempt. Overwriting either would leave
+        the job pointing at a runner that is busy elsewhere, and waiting for a repair.
+        """
+
         def link(record: Record) -> dict[str, object] | None:
-            if record.state != JobState.QUEUED or record.data.get("launched_runner") == runner_name:
+            view = JobView(record)
+            if view.state != JobState.QUEUED or view.attempt > attempt or view.launched_runner is not None:
                 return None
             return {"launched_runner": runner_name}
 
