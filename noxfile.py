@@ -28,6 +28,10 @@ import nox
 ROOT = Path(__file__).parent
 PACKAGES = ROOT / "packages"
 REPORTS = ROOT / ".reports"
+# What release-check builds: the packages' sdists and wheels (a local package index), and the
+# example third-party plugin's, built the same way.
+RELEASE = ROOT / ".release"
+PLUGIN_EXAMPLE = ROOT / "examples" / "jitr-docker-mirror"
 PYTHONS = ["3.11", "3.12", "3.13"]
 # Extras a package's tests need beyond ``test`` (jitr-functions drives both cloud plugins).
 TEST_EXTRAS = {"jitr-functions": ["test", "aws", "gcp"]}
@@ -65,7 +69,7 @@ os.environ["PATH"] = os.pathsep.join([os.environ.get("PATH", ""), str(Path(sys.e
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.error_on_missing_interpreters = REQUIRE_TOOLS
-nox.options.sessions = ["tests", "lint", "images", "iac", "checkov", "skips"]
+nox.options.sessions = ["tests", "lint", "images", "iac", "checkov", "release-check", "skips"]
 nox.needs_version = ">=2024.3.2"
 
 
@@ -237,3 +241,61 @@ def checkov(session: nox.Session) -> None:
     is fixed or suppressed inline with the reason."""
     session.install("checkov")
     session.run("checkov", "--directory", str(ROOT / "infra"), "--skip-download", "--compact", "--quiet")
+
+
+def _uv_build(session: nox.Session, sources: list[Path], out: Path) -> None:
+    """``uv build`` (an sdist, then a wheel from it) of every source into ``out``, in parallel."""
+    uv = shutil.which("uv")
+    if uv is None:
+        session.error("uv is not installed (pip install uv, beside nox)")
+    session.log(f"uv build {', '.join(s.name for s in sources)} -> {out.relative_to(ROOT)}")
+    running = [
+        (source, subprocess.Popen([uv, "build", "--quiet", "--out-dir", str(out), str(source)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        for source in sources
+    ]  # fmt: skip
+    outputs = [(source, process.communicate()[0], process.returncode) for source, process in running]
+    failed = [f"{source.name}:\n{output}" for source, output, status in outputs if status != 0]
+    if failed:
+        session.error("uv build failed for " + "\n".join(failed))
+
+
+@nox.session(name="release-check", python=PYTHONS[0])
+def release_check(session: nox.Session) -> None:
+    """The release artifacts as a user gets them (see docs/release.md).
+
+    Sibling bounds admit the current versions (``scripts/check_bounds.py``); every package changed
+    since its release tag has an unreleased CHANGELOG entry (``scripts/check_changelog.py``); each
+    package's sdist and wheel, and the example plugin's, are built once into ``.release/`` and pass
+    ``twine check --strict``; then ``release/tests`` installs them into fresh venvs from that
+    directory alone (third-party dependencies from the index) and runs ``jitr`` and its bundles.
+    Arguments after ``--`` go to pytest.
+    """
+    session.install("packaging>=23", "twine>=6.1", "trove-classifiers", "pytest>=7.4", "pytest-xdist>=3.5")
+    session.run("python", str(ROOT / "scripts" / "check_bounds.py"))
+    session.run("python", str(ROOT / "scripts" / "check_changelog.py"))
+    shutil.rmtree(RELEASE, ignore_errors=True)
+    dist, plugins = RELEASE / "dist", RELEASE / "plugins"
+    _uv_build(session, [PACKAGES / name for name in _local()] + [PLUGIN_EXAMPLE], RELEASE / "all")
+    dist.mkdir()
+    plugins.mkdir()
+    for artifact in sorted([*(RELEASE / "all").glob("*.whl"), *(RELEASE / "all").glob("*.tar.gz")]):
+        target = plugins if artifact.name.startswith("jitr_docker_mirror-") else dist
+        artifact.rename(target / artifact.name)
+    shutil.rmtree(RELEASE / "all")
+    session.run("twine", "check", "--strict", *sorted(str(p) for p in [*dist.iterdir(), *plugins.iterdir()]))
+    # The tests' own helpers (jitr_core.testing.environment) come from the wheel just built.
+    (core,) = dist.glob("jitr_core-*.whl")
+    session.install(str(core))
+    REPORTS.mkdir(exist_ok=True)
+    session.run(
+        "pytest",
+        str(ROOT / "release" / "tests"),
+        f"--junitxml={REPORTS / 'tests-release.xml'}",
+        "-n",
+        "2",
+        "--dist",
+        "loadfile",
+        *session.posargs,
+        env={"JITR_RELEASE_DIST": str(dist), "JITR_RELEASE_PLUGINS": str(plugins), "PYTHONDONTWRITEBYTECODE": "1"},
+    )
