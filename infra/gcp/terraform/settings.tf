@@ -77,7 +77,6 @@ locals {
       JITR_GCP_PROJECT                            = var.project_id
       JITR_GCP_ZONES                              = join(",", var.zones)
       JITR_GCP_NETWORK                            = var.network
-      JITR_GCP_SUBNETWORK                         = coalesce(var.subnetwork, "")
       JITR_GCP_EXTERNAL_IP                        = tostring(var.external_ip)
       JITR_GCP_SERVICE_ACCOUNT                    = local.service_account_emails.runner
       JITR_GCP_JOBS_TOPIC                         = local.topic_names.jobs
@@ -90,6 +89,7 @@ locals {
       JITR_GCP_FIRESTORE_DATABASE                 = var.firestore_database
       JITR_GCP_FIRESTORE_COLLECTION               = var.firestore_collection
     },
+    var.subnetwork == null ? {} : { JITR_GCP_SUBNETWORK = var.subnetwork },
     var.github_api_url == null ? {} : { JITR_GITHUB_API_URL = var.github_api_url },
     var.extra_settings,
   )

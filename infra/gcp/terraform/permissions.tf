@@ -1,0 +1,73 @@
+# What each function's service account may do (docs/gcp-configuration.md, IAM); iam.tf turns
+# these lists into custom roles and bindings. Variables and locals only, like settings.tf:
+# infra/tests/gcp evaluates them with `terraform console`, records every Google API call each
+# function makes in an end-to-end run, and checks the two against each other (every call granted,
+# every grant used or given a reason in infra/tests/gcp/gcp_permissions.json).
+
+locals {
+  # Compute Engine permissions, through one custom role per function.
+  compute_permissions = {
+    webhook = []
+    scaleup = [
+      "compute.disks.create",                # the boot disk is created with the instance
+      "compute.images.useReadOnly",          # pool images in this project (public images need no grant)
+      "compute.instances.create",            # instances.insert
+      "compute.instances.get",               # a launch that finds its instance already there (a retry)
+      "compute.instances.setLabels",         # the instance carries labels
+      "compute.instances.setMetadata",       # the startup script
+      "compute.instances.setServiceAccount", # the runner service account
+      "compute.subnetworks.use",             # the runner subnetwork (auto-mode or named)
+      "compute.zoneOperations.get",          # zoneOperations.wait on the insert
+    ]
+    lifecycle  = ["compute.instances.delete"] # a surplus runner's VM
+    scaledown  = ["compute.instances.delete", "compute.instances.list"]
+    rebalancer = []
+  }
+  # Added to scaleup's role when runner VMs get an external IP.
+  external_ip_permissions = ["compute.subnetworks.useExternalIp"]
+
+  # Firestore documents of the jitr collection. The webhook only claims delivery ids (create; a
+  # redelivered id is read, an expired one taken over, a failed enqueue releases its claim); the
+  # others read, query and write records with conditional updates and deletes.
+  firestore_permissions = {
+    webhook    = ["datastore.entities.create", "datastore.entities.delete", "datastore.entities.get", "datastore.entities.update"]
+    scaleup    = ["datastore.entities.create", "datastore.entities.delete", "datastore.entities.get", "datastore.entities.list", "datastore.entities.update"]
+    lifecycle  = ["datastore.entities.create", "datastore.entities.delete", "datastore.entities.get", "datastore.entities.list", "datastore.entities.update"]
+    scaledown  = ["datastore.entities.create", "datastore.entities.delete", "datastore.entities.get", "datastore.entities.list", "datastore.entities.update"]
+    rebalancer = ["datastore.entities.create", "datastore.entities.delete", "datastore.entities.get", "datastore.entities.list", "datastore.entities.update"]
+  }
+
+  # Topics each function publishes to (roles/pubsub.publisher on the topic: pubsub.topics.publish).
+  publishes = {
+    webhook    = ["jobs", "lifecycle"]
+    scaleup    = ["jobs", "jobs-dead-letter"]                   # delayed retries; poison messages
+    lifecycle  = ["jobs", "lifecycle", "lifecycle-dead-letter"] # the next waiting job; delayed retries; poison messages
+    scaledown  = ["jobs"]                                       # stuck jobs
+    rebalancer = ["jobs"]                                       # jobs without a runner
+  }
+
+  # Secrets each function reads (roles/secretmanager.secretAccessor on the secret).
+  reads_secrets = {
+    webhook    = ["webhook_secret"]
+    scaleup    = ["github_app_private_key"]
+    lifecycle  = ["github_app_private_key"]
+    scaledown  = ["github_app_private_key"]
+    rebalancer = ["github_app_private_key"]
+  }
+
+  custom_roles = {
+    for name, _ in local.functions : name => distinct(concat(
+      local.compute_permissions[name],
+      name == "scaleup" && var.external_ip ? local.external_ip_permissions : [],
+      local.firestore_permissions[name],
+    ))
+  }
+  role_prefix = replace(local.prefix, "-", "_")
+
+  topic_grants = merge([
+    for name, topics in local.publishes : { for topic in topics : "${name}/${topic}" => { function = name, topic = topic } }
+  ]...)
+  secret_grants = merge([
+    for name, secrets in local.reads_secrets : { for secret in secrets : "${name}/${secret}" => { function = name, secret = secret } }
+  ]...)
+}
