@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -122,8 +123,8 @@ def deployment(
     source = main_py(work)
     logs = {name: work / f"calls-{name}.jsonl" for name in FUNCTIONS}
     base = {
-        "PATH": __import__("os").environ.get("PATH", ""),
-        "HOME": __import__("os").environ.get("HOME", "/tmp"),
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", "/tmp"),
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONPATH": str(HOOK),
         "GOOGLE_CLOUD_PROJECT": project,
@@ -170,9 +171,7 @@ def _instance(compute: FakeCompute, name: str) -> dict[str, Any] | None:
         return next((i for (_, n), i in compute.instances.items() if n == name), None)
 
 
-def run(
-    settings: dict[str, str], timeouts: dict[str, int], pubsub: Emulator, firestore: Emulator, work: Path
-) -> Run:
+def run(settings: dict[str, str], timeouts: dict[str, int], pubsub: Emulator, firestore: Emulator, work: Path) -> Run:
     """Serve a job, cancel one, poison both queues and call both periodic functions; the calls made."""
     steps: list[str] = []
     with deployment(settings, timeouts, pubsub, firestore, work) as (servers, sim, compute, logs, log):
@@ -269,7 +268,7 @@ def needed(entry: dict[str, Any], permissions: dict[str, Any]) -> set[tuple[str,
                 body = json.loads(entry["body"] or "{}")
                 for condition in _insert_conditions(body):
                     for permission in rule["when"][condition]:
-                        account = body["serviceAccounts"][0]["email"] if permission == "iam.serviceAccounts.actAs" else ""
-                        out.add((permission, account))
+                        acts_as = permission == "iam.serviceAccounts.actAs"
+                        out.add((permission, body["serviceAccounts"][0]["email"] if acts_as else ""))
             return out
     raise AssertionError(f"no permission listed for {entry['method']} {path}: add it to {PERMISSIONS.name}")

@@ -36,7 +36,10 @@ def load(path: Path) -> dict[str, Any]:
 def unquote(value: Any) -> Any:
     """python-hcl2 keeps string literals quoted (``'"text"'``); the plain values."""
     if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
-        return json.loads(value)
+        try:
+            return json.loads(value)
+        except ValueError:  # a heredoc: raw newlines inside the quotes
+            return value[1:-1]
     if isinstance(value, list):
         return [unquote(v) for v in value]
     if isinstance(value, dict):

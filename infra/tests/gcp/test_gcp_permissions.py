@@ -13,9 +13,9 @@ pytest.importorskip("jitr_gcp", reason="the gcp extra is not installed")
 pytest.importorskip("functions_framework", reason="the gcp extra is not installed")
 pytest.importorskip("hcl2", reason="python-hcl2 is not installed")
 
-from gcp_iac_e2e import FUNCTIONS, Run, needed, run, table  # noqa: E402
-from gcp_iac_terraform import evaluate, example_inputs, resources, unquote  # noqa: E402
-from jitr_gcp.testing.emulators import Emulator  # noqa: E402
+from gcp_iac_e2e import FUNCTIONS, Run, needed, run, table
+from gcp_iac_terraform import evaluate, example_inputs, resources, unquote
+from jitr_gcp.testing.emulators import Emulator
 
 GRANTS = (
     "{ roles = local.custom_roles, publishes = local.publishes, secrets = local.reads_secrets,"
@@ -33,7 +33,10 @@ def grants() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def recorded(
-    pubsub_emulator: Emulator, firestore_emulator: Emulator, grants: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+    pubsub_emulator: Emulator,
+    firestore_emulator: Emulator,
+    grants: dict[str, Any],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Run:
     settings: dict[str, str] = evaluate("local.function_environment", example_inputs())
     return run(settings, grants["timeouts"], pubsub_emulator, firestore_emulator, tmp_path_factory.mktemp("e2e"))
@@ -141,4 +144,3 @@ def test_the_bindings_are_the_lists_the_test_checks() -> None:
         )
     }
     assert binds_function == expected
-
