@@ -135,10 +135,10 @@ resource "google_service_account_iam_member" "pubsub_agent_token_creator" {
   member             = local.pubsub_agent
 }
 
-# Cloud Build builds the function images as the build account (the role Google documents for a
-# custom build service account of Cloud Run functions).
+# Cloud Build builds the function images as the build account: it reads the source Cloud Run
+# functions stages in its own bucket, pushes the image to Artifact Registry and writes build logs.
 resource "google_project_iam_member" "build" {
-  for_each = toset(["roles/cloudbuild.builds.builder"])
+  for_each = toset(["roles/artifactregistry.writer", "roles/logging.logWriter", "roles/storage.objectViewer"])
 
   project = var.project_id
   role    = each.value
