@@ -346,8 +346,9 @@ def _actionlint(session: nox.Session) -> str:
 
 @nox.session(python=PYTHONS[0])
 def workflows(session: nox.Session) -> None:
-    """The GitHub Actions workflows, offline: actionlint (with shellcheck on every ``run:`` block) and
-    zizmor (``--offline``); every finding fixed or suppressed inline with the reason.
+    """The GitHub Actions workflows, offline: their schema and dependabot.yml's (check-jsonschema),
+    actionlint (with shellcheck on every ``run:`` block) and zizmor (``--offline``); every finding
+    fixed or suppressed inline with the reason.
 
     shellcheck is required under ``JITR_REQUIRE_TOOLS=1``; for actionlint see ``_actionlint``.
     """
@@ -359,7 +360,10 @@ def workflows(session: nox.Session) -> None:
     files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / ".github" / "workflows").glob("*.y*ml"))
     if not files:
         session.error("no workflows under .github/workflows")
-    session.install("zizmor", "pyyaml")
+    session.install("zizmor", "pyyaml", "check-jsonschema")
+    # The schemas check-jsonschema ships (no download): the workflows' and dependabot.yml's shape.
+    session.run("check-jsonschema", "--builtin-schema", "vendor.github-workflows", *files)
+    session.run("check-jsonschema", "--builtin-schema", "vendor.dependabot", ".github/dependabot.yml")
     missing = _actionlint(session)
     _report("workflows", {"actionlint": missing, "zizmor": ""})
     if not missing:
