@@ -11,7 +11,6 @@ locals {
 }
 
 resource "google_secret_manager_secret" "created" {
-  #checkov:skip=CKV_GCP_128:Google-managed encryption; a customer-managed key is a choice the module leaves to the project.
   for_each = local.created_secrets
 
   project   = var.project_id
