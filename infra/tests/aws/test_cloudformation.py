@@ -1,0 +1,619 @@
+"""The CloudFormation stack ``infra/aws/cloudformation/jitr.yaml``.
+
+cfn-lint checks the whole template. moto's CloudFormation creates the stack without the resource
+types it does not implement (a named list, checked against the template); what it created is read
+back, the real handlers run through jitr's flow with exactly the environment the stack gave each
+function, and each function's role is compared with the AWS calls its handler made. The parts
+moto skips (function URL, secrets, alarms, asynchronous retry settings) are read from the
+template with its intrinsic functions resolved.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import uuid
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jitr_aws.secrets
+import pytest
+from aws_cfn_stack import (
+    TEMPLATE,
+    UNSUPPORTED_BY_MOTO,
+    Resolver,
+    allowed_actions,
+    load_template,
+    moto_variant,
+    resource_types,
+    stack_role_statements,
+    template_statements,
+)
+from aws_flow import (
+    ActionRecorder,
+    DeployedFunction,
+    Invoker,
+    assert_covered,
+    aws_client,
+    deployed_functions,
+    run_flow,
+)
+from jitr_aws.config import parse
+from jitr_aws.dynamodb import table_definition, ttl_specification
+from jitr_core.settings import Settings
+from jitr_core.testing.environment import deadline_s, unavailable, wait_until
+from jitr_github.simulator import GitHubSimulator
+
+REGION = "eu-west-1"
+WEBHOOK_SECRET = "whsec-cloudformation-test-0123456789"
+# From docs/aws-deploy.md: handler, timeout (s), memory (MB).
+FUNCTIONS = {
+    "webhook": ("jitr_functions.aws.webhook", 10, 256),
+    "scaleup": ("jitr_functions.aws.scaleup", 60, 512),
+    "lifecycle": ("jitr_functions.aws.lifecycle", 60, 256),
+    "scaledown": ("jitr_functions.aws.scaledown", 240, 512),
+    "rebalancer": ("jitr_functions.aws.rebalancer", 55, 512),
+}
+LOGICAL = {kind: kind.capitalize() for kind in FUNCTIONS}
+_LOGS = "Lambda's runtime writes the function's log stream with its role; the handler never calls CloudWatch Logs"
+_ESM = "the SQS event source mapping receives, deletes and reads the queue with the function's role (the test plays it)"
+_NUDGE = "a runner leaving flight sends the oldest job waiting for a cap (a Query on queued jobs) at once"
+# Actions a function's role allows that one pass of the flow does not call, and why the role has them.
+REASONS: dict[str, dict[str, str]] = {
+    "webhook": {
+        "logs:CreateLogStream": _LOGS,
+        "logs:PutLogEvents": _LOGS,
+        "dynamodb:DeleteItem": "a delivery the queue refused is forgotten (503), so GitHub's redelivery goes through",
+    },
+    "scaleup": {
+        "logs:CreateLogStream": _LOGS,
+        "logs:PutLogEvents": _LOGS,
+        "sqs:ReceiveMessage": _ESM,
+        "sqs:DeleteMessage": _ESM,
+        "sqs:GetQueueAttributes": _ESM,
+        "sqs:SendMessage": "a job that must wait (a full pool, a claim held elsewhere) is sent again with a delay; "
+        "a malformed message goes to the dead-letter queue",
+        "ec2:CreateTags": "authorised at launch by RunInstances' TagSpecifications, never called on its own",
+        "iam:PassRole": "RunInstances passes the runner role through the runner instance profile",
+        "dynamodb:DeleteItem": "a claim whose launch fails, or a leftover claim, is released",
+        "dynamodb:Query": _NUDGE,
+    },
+    "lifecycle": {
+        "logs:CreateLogStream": _LOGS,
+        "logs:PutLogEvents": _LOGS,
+        "sqs:ReceiveMessage": _ESM,
+        "sqs:DeleteMessage": _ESM,
+        "sqs:GetQueueAttributes": _ESM,
+        "sqs:SendMessage": "an event that must wait is sent again, a nudged job to the jobs queue, "
+        "a malformed message to the dead-letter queue",
+        "secretsmanager:GetSecretValue": "the App's key, to remove the registration of a runner left over by a "
+        "job cancelled while queued",
+        "ec2:TerminateInstances": "the VM of a runner left over by a job cancelled while queued is terminated",
+        "ec2:DescribeInstances": "after a refused TerminateInstances, to tell whether the VM is already gone",
+        "dynamodb:DeleteItem": "a runner record retired before it had a VM is deleted",
+    },
+    "scaledown": {
+        "logs:CreateLogStream": _LOGS,
+        "logs:PutLogEvents": _LOGS,
+        "sqs:SendMessage": "a stuck job, or the job of a runner whose VM is gone, is sent to the jobs queue again",
+        "dynamodb:UpdateItem": "a cap counter that differs from the in-flight records is repaired",
+        "ec2:TerminateInstances": "orphaned, over-age and never-booted VMs are terminated; the flow leaves none",
+    },
+    "rebalancer": {
+        "logs:CreateLogStream": _LOGS,
+        "logs:PutLogEvents": _LOGS,
+        "sqs:SendMessage": "a queued job without a runner is sent to the jobs queue again",
+        "dynamodb:UpdateItem": "a runner leaving flight moves the cap counters (a transaction's Update)",
+    },
+}
+
+_MOTO_SERVER = """
+import sys
+from moto.server import ThreadedMotoServer
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+server.start()
+print(server.get_host_and_port()[1], flush=True)
+sys.stdin.read()
+server.stop()
+"""
+
+
+@pytest.fixture(scope="module")
+def cfn_moto() -> Iterator[str]:
+    """A moto server of its own (a separate process, so no other test's resources are in it)."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", _MOTO_SERVER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout is not None and process.stdin is not None
+    try:
+        port = process.stdout.readline().strip()
+        if not port.isdigit():
+            unavailable(f"the moto server did not start (exit status {process.poll()})")
+        endpoint = f"http://127.0.0.1:{port}"
+        sts = aws_client("sts", endpoint, REGION)
+        wait_until(lambda: _answers(sts), 30, "the moto server")
+        yield endpoint
+    finally:
+        process.stdin.close()
+        try:
+            process.wait(timeout=deadline_s(10))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _answers(sts: Any) -> bool:
+    try:
+        sts.get_caller_identity()
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[GitHubSimulator]:
+    with GitHubSimulator() as simulator:
+        yield simulator
+
+
+@dataclass
+class Stack:
+    endpoint: str
+    prefix: str
+    parameters: dict[str, str]
+    variant: dict[str, Any]
+    outputs: dict[str, str]
+    physical: dict[str, str]
+    subnets: tuple[str, str]
+    vpc: str
+
+    def client(self, service: str) -> Any:
+        return aws_client(service, self.endpoint, REGION)
+
+
+@pytest.fixture(scope="module")
+def stack(cfn_moto: str, sim: GitHubSimulator) -> Stack:
+    """The template (without what moto lacks) created in moto, pointed at the simulated GitHub."""
+    ec2 = aws_client("ec2", cfn_moto, REGION)
+    vpc = ec2.create_vpc(CidrBlock="10.40.0.0/16")["Vpc"]["VpcId"]
+    subnets = tuple(
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.40.{i}.0/24", AvailabilityZone=f"{REGION}{zone}")["Subnet"][
+            "SubnetId"
+        ]
+        for i, zone in ((1, "a"), (2, "b"))
+    )
+    images = ec2.describe_images(Owners=["amazon"], Filters=[{"Name": "name", "Values": ["amzn-ami-hvm-*"]}])
+    image = next(i["ImageId"] for i in images["Images"] if i.get("RootDeviceName") == "/dev/xvda")
+
+    s3 = aws_client("s3", cfn_moto, REGION)
+    s3.create_bucket(Bucket="jitr-bundles", CreateBucketConfiguration={"LocationConstraint": REGION})
+    bundle = io.BytesIO()
+    with zipfile.ZipFile(bundle, "w") as archive:  # moto stores the code; the handlers run from the packages
+        archive.writestr("jitr_functions/__init__.py", "")
+    s3.put_object(Bucket="jitr-bundles", Key="jitr/jitr-aws-lambda-test.zip", Body=bundle.getvalue())
+
+    secrets = aws_client("secretsmanager", cfn_moto, REGION)
+    webhook_arn = secrets.create_secret(Name="github/webhook", SecretString=WEBHOOK_SECRET)["ARN"]
+    key_arn = secrets.create_secret(Name="github/app", SecretString=json.dumps({"private_key": sim.private_key_pem}))[
+        "ARN"
+    ]
+
+    prefix = f"cfn{uuid.uuid4().hex[:6]}"
+    parameters = {
+        "NamePrefix": prefix,
+        "BundleBucket": "jitr-bundles",
+        "BundleKey": "jitr/jitr-aws-lambda-test.zip",
+        "Runtime": "python3.13",
+        "Architecture": "arm64",
+        "GitHubAppId": str(sim.app_id),
+        "GitHubApiUrl": sim.base_url,
+        "WebhookSecretArn": webhook_arn,
+        "AppPrivateKeySecretArn": f"{key_arn}#private_key",
+        "PoolName": "linux-cfn",
+        "MachineTypes": "m5.large,m5a.large",
+        "Subnets": ",".join(subnets),
+        "ImageId": image,
+        "VpcId": vpc,
+        "RunnerTags": f"test-run={prefix}",
+    }
+    template = load_template()
+    variant, _ = moto_variant(template, parameters)
+    cfn = aws_client("cloudformation", cfn_moto, REGION)
+    cfn.create_stack(
+        StackName=prefix,
+        TemplateBody=json.dumps(variant),
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+        Capabilities=["CAPABILITY_IAM"],
+    )
+    described: dict[str, Any] = wait_until(
+        lambda: _settled(cfn, prefix), 60, f"stack {prefix} to finish creating", step_s=0.2
+    )
+    assert described["StackStatus"] == "CREATE_COMPLETE", described.get("StackStatusReason")
+    resources = cfn.list_stack_resources(StackName=prefix)["StackResourceSummaries"]
+    return Stack(
+        endpoint=cfn_moto,
+        prefix=prefix,
+        parameters=parameters,
+        variant=variant,
+        outputs={o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])},
+        physical={r["LogicalResourceId"]: r["PhysicalResourceId"] for r in resources},
+        subnets=(subnets[0], subnets[1]),
+        vpc=vpc,
+    )
+
+
+def _settled(cfn: Any, name: str) -> dict[str, Any]:
+    """The stack once it is no longer in progress (empty until then)."""
+    described: dict[str, Any] = cfn.describe_stacks(StackName=name)["Stacks"][0]
+    return {} if described["StackStatus"].endswith("_IN_PROGRESS") else described
+
+
+@pytest.fixture(scope="module")
+def functions(stack: Stack) -> dict[str, DeployedFunction]:
+    return deployed_functions(stack.endpoint, stack.prefix, REGION)
+
+
+def _resolver(parameters: Mapping[str, str]) -> Resolver:
+    physical = {name: {"Ref": f"<{name}>", "Arn": f"<{name}.Arn>"} for name in load_template()["Resources"]}
+    pseudo = {"AWS::Region": REGION, "AWS::AccountId": "123456789012", "AWS::Partition": "aws"}
+    return Resolver(load_template(), parameters, physical, pseudo)
+
+
+# -- the template as a whole ---------------------------------------------------------------------
+
+
+def test_cfn_lint_finds_nothing() -> None:
+    try:
+        from cfnlint.api import ManualArgs, lint_file
+    except ImportError:
+        unavailable("cfn-lint is not installed (pip install cfn-lint)")
+    matches = lint_file(Path(TEMPLATE), config=ManualArgs(regions=["us-east-1", "eu-west-1", "ap-southeast-2"]))
+    assert not matches, "\n".join(str(m) for m in matches)
+
+
+def test_types_moto_lacks_are_exactly_the_named_ones() -> None:
+    from moto.cloudformation.parsing import get_model_map
+
+    lacking = resource_types(load_template()) - set(get_model_map())
+    assert lacking == UNSUPPORTED_BY_MOTO
+
+
+def test_moto_created_every_other_resource(stack: Stack) -> None:
+    expected = set(stack.variant["Resources"])
+    assert set(stack.physical) == expected
+    for output in ("JobsQueueUrl", "LifecycleQueueUrl", "TableName", "RunnerRoleArn", "ScaleupRoleArn"):
+        assert stack.outputs[output], output
+
+
+# -- functions, triggers, state ------------------------------------------------------------------
+
+
+def test_functions_have_the_documented_handlers_sizes_and_runtime(
+    stack: Stack, functions: dict[str, DeployedFunction]
+) -> None:
+    for kind, (handler, timeout, memory) in FUNCTIONS.items():
+        function = functions[kind]
+        assert function.name == f"{stack.prefix}-{kind}"
+        assert (function.handler, function.timeout_s, function.memory_mb) == (handler, timeout, memory)
+        assert function.runtime == "python3.13"
+        # moto's CloudFormation drops Architectures: read it from the template.
+        properties = load_template()["Resources"][f"{LOGICAL[kind]}Function"]["Properties"]
+        assert _resolver(stack.parameters).resolve(properties["Architectures"]) == ["arm64"]
+        assert function.role_arn == stack.outputs[f"{LOGICAL[kind]}RoleArn"]
+    roles = {f.role_arn for f in functions.values()}
+    assert len(roles) == len(FUNCTIONS), "each function has a role of its own"
+
+
+def test_every_function_gets_settings_jitr_accepts(stack: Stack, functions: dict[str, DeployedFunction]) -> None:
+    environments = [dict(f.environment) for f in functions.values()]
+    assert all(env == environments[0] for env in environments), "the functions' settings differ"
+    env = environments[0]
+    assert env["JITR_AWS_TABLE"] == stack.outputs["TableName"]
+    assert env["JITR_AWS_JOBS_QUEUE_URL"] == stack.outputs["JobsQueueUrl"]
+    assert env["JITR_AWS_LIFECYCLE_DLQ_URL"] == stack.outputs["LifecycleDeadLetterQueueUrl"]
+    assert env["JITR_SECRETS_GITHUB_APP_PRIVATE_KEY"] == stack.parameters["AppPrivateKeySecretArn"]
+    settings = Settings.from_env({**env, "JITR_AWS_REGION": REGION})
+    config = parse(settings)
+    assert config.vm.security_group_ids == (stack.outputs["RunnerSecurityGroupId"],)
+    assert config.vm.instance_profile == stack.outputs["RunnerInstanceProfileArn"]
+    assert config.tags == (("test-run", stack.prefix),)
+    (pool,) = settings.pools
+    assert pool.name == "linux-cfn"
+    assert set(pool.labels) == {"self-hosted", "linux", "x64"}
+    assert tuple(pool.machine_types) == ("m5.large", "m5a.large")
+    assert tuple(pool.placements) == stack.subnets
+    assert pool.image == stack.parameters["ImageId"]
+
+
+def test_queues_feed_their_functions_and_redrive_to_their_dlqs(
+    stack: Stack, functions: dict[str, DeployedFunction]
+) -> None:
+    sqs, lam = stack.client("sqs"), stack.client("lambda")
+    for kind, queue in (("scaleup", "Jobs"), ("lifecycle", "Lifecycle")):
+        attributes = sqs.get_queue_attributes(QueueUrl=stack.outputs[f"{queue}QueueUrl"], AttributeNames=["All"])[
+            "Attributes"
+        ]
+        dlq = sqs.get_queue_attributes(
+            QueueUrl=stack.outputs[f"{queue}DeadLetterQueueUrl"], AttributeNames=["QueueArn"]
+        )["Attributes"]["QueueArn"]
+        redrive = json.loads(attributes["RedrivePolicy"])
+        assert redrive["deadLetterTargetArn"] == dlq
+        assert int(redrive["maxReceiveCount"]) == 5
+        assert int(attributes["VisibilityTimeout"]) >= 6 * functions[kind].timeout_s
+        (mapping,) = lam.list_event_source_mappings(FunctionName=functions[kind].name)["EventSourceMappings"]
+        assert mapping["EventSourceArn"] == attributes["QueueArn"]
+        assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        assert mapping["BatchSize"] == 10
+
+
+def test_schedules_invoke_the_periodic_functions_once(stack: Stack, functions: dict[str, DeployedFunction]) -> None:
+    events, lam = stack.client("events"), stack.client("lambda")
+    for kind, rate in (("scaledown", "rate(5 minutes)"), ("rebalancer", "rate(1 minute)")):
+        rule = events.describe_rule(Name=f"{stack.prefix}-{kind}")
+        assert rule["ScheduleExpression"] == rate
+        (target,) = events.list_targets_by_rule(Rule=rule["Name"])["Targets"]
+        arn = lam.get_function_configuration(FunctionName=functions[kind].name)["FunctionArn"]
+        assert target["Arn"] == arn
+        assert target["RetryPolicy"]["MaximumRetryAttempts"] == 0
+        (grant,) = json.loads(lam.get_policy(FunctionName=functions[kind].name)["Policy"])["Statement"]
+        assert grant["Principal"] == {"Service": "events.amazonaws.com"}
+        assert grant["Condition"]["ArnLike"]["AWS:SourceArn"] == rule["Arn"]
+
+
+def test_table_is_jitrs_table_definition(stack: Stack) -> None:
+    name = stack.outputs["TableName"]
+    wanted = table_definition(name)
+    table = stack.client("dynamodb").describe_table(TableName=name)["Table"]
+    assert table["BillingModeSummary"]["BillingMode"] == wanted["BillingMode"]
+    assert sorted(table["AttributeDefinitions"], key=str) == sorted(wanted["AttributeDefinitions"], key=str)
+    assert table["KeySchema"] == wanted["KeySchema"]
+    indexes = [
+        {k: v for k, v in index.items() if k in ("IndexName", "KeySchema", "Projection")}
+        for index in table["GlobalSecondaryIndexes"]
+    ]
+    assert indexes == wanted["GlobalSecondaryIndexes"]
+    # moto's CloudFormation sets neither TTL nor point-in-time recovery: read them from the template.
+    properties = load_template()["Resources"]["StateTable"]["Properties"]
+    assert properties["TimeToLiveSpecification"] == ttl_specification()
+    assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert {k: v for k, v in properties.items() if k in wanted and k != "TableName"} == {
+        k: v for k, v in wanted.items() if k != "TableName"
+    }
+
+
+def test_runner_security_group_has_no_ingress_and_only_web_and_dns_egress(stack: Stack) -> None:
+    group_id = stack.outputs["RunnerSecurityGroupId"]
+    (group,) = stack.client("ec2").describe_security_groups(GroupIds=[group_id])["SecurityGroups"]
+    assert group["VpcId"] == stack.vpc
+    assert group["IpPermissions"] == []
+    # moto's CloudFormation ignores SecurityGroupEgress: the rules are read from the template.
+    egress = load_template()["Resources"]["RunnerSecurityGroup"]["Properties"]["SecurityGroupEgress"]
+    assert {(r["IpProtocol"], r["FromPort"], r["ToPort"], r["CidrIp"]) for r in egress} == {
+        ("tcp", 443, 443, "0.0.0.0/0"),
+        ("tcp", 80, 80, "0.0.0.0/0"),
+        ("udp", 53, 53, "0.0.0.0/0"),
+        ("tcp", 53, 53, "0.0.0.0/0"),
+    }
+    assert "SecurityGroupIngress" not in load_template()["Resources"]["RunnerSecurityGroup"]["Properties"]
+
+
+# -- IAM -----------------------------------------------------------------------------------------
+
+
+def _statements_for(statements: list[dict[str, Any]], action: str) -> list[dict[str, Any]]:
+    def actions(statement: Mapping[str, Any]) -> list[str]:
+        found = statement["Action"]
+        return [found] if isinstance(found, str) else list(found)
+
+    return [s for s in statements if action in actions(s)]
+
+
+def _resources(statement: Mapping[str, Any]) -> list[str]:
+    found = statement["Resource"]
+    return [found] if isinstance(found, str) else list(found)
+
+
+def test_roles_scope_ec2_to_jitrs_tags_and_pass_only_the_runner_role(
+    stack: Stack, functions: dict[str, DeployedFunction]
+) -> None:
+    for kind, function in functions.items():
+        statements = stack_role_statements(stack.client("iam"), function.role_name)
+        for statement in statements:
+            assert statement["Effect"] == "Allow"
+            if "*" in _resources(statement):
+                actions = statement["Action"]
+                assert set([actions] if isinstance(actions, str) else actions) <= {
+                    "ec2:DescribeInstances",
+                    "ec2:DescribeImages",
+                }, f"{kind}: {statement} allows more than describing on every resource"
+        for statement in _statements_for(statements, "ec2:RunInstances"):
+            scoped = [r for r in _resources(statement) if ":instance/" in r or ":volume/" in r]
+            if scoped:
+                assert scoped == _resources(statement), f"{kind}: mixed RunInstances resources in {statement}"
+                assert statement["Condition"] == {"StringEquals": {"aws:RequestTag/managed-by": "jitr"}}
+        for statement in _statements_for(statements, "ec2:CreateTags"):
+            assert statement["Condition"] == {
+                "StringEquals": {"ec2:CreateAction": "RunInstances", "aws:RequestTag/managed-by": "jitr"}
+            }
+        for statement in _statements_for(statements, "ec2:TerminateInstances"):
+            assert statement["Condition"]["StringEquals"]["ec2:ResourceTag/managed-by"] == "jitr"
+        for statement in _statements_for(statements, "iam:PassRole"):
+            assert _resources(statement) == [stack.outputs["RunnerRoleArn"]]
+            assert statement["Condition"] == {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
+        secrets = [r for s in _statements_for(statements, "secretsmanager:GetSecretValue") for r in _resources(s)]
+        webhook, key = (stack.parameters[p].split("#")[0] for p in ("WebhookSecretArn", "AppPrivateKeySecretArn"))
+        assert secrets == ([webhook] if kind == "webhook" else [key]), f"{kind} reads {secrets}"
+
+
+def test_runner_role_may_only_terminate_its_own_instance_and_ship_logs(stack: Stack) -> None:
+    role = stack.outputs["RunnerRoleArn"].rsplit("/", 1)[-1]
+    statements = stack_role_statements(stack.client("iam"), role)
+    assert allowed_actions(statements) == {
+        "ec2:TerminateInstances",
+        "logs:CreateLogGroup",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "logs:DescribeLogGroups",
+        "logs:DescribeLogStreams",
+    }
+    (terminate,) = _statements_for(statements, "ec2:TerminateInstances")
+    assert terminate["Condition"]["StringEquals"] == {
+        "ec2:ResourceTag/managed-by": "jitr",
+        "aws:ARN": "${ec2:SourceInstanceARN}",
+    }
+    for statement in _statements_for(statements, "logs:PutLogEvents"):
+        assert all(r.endswith(":log-group:/jitr/*") for r in _resources(statement))
+    trust = stack.client("iam").get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]
+    trust = json.loads(trust) if isinstance(trust, str) else trust
+    assert trust["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
+    # Log shipping off: the role has nothing but self-termination.
+    off = _resolver({**stack.parameters, "RunnerLogShipping": "false"})
+    assert {s["Sid"] for s in template_statements(off, "RunnerRole")} == {"TerminateSelf"}
+
+
+def test_each_role_allows_exactly_what_its_function_calls(
+    stack: Stack, functions: dict[str, DeployedFunction], sim: GitHubSimulator
+) -> None:
+    lam = stack.client("lambda")
+    # moto would invoke a mapped function itself (in Docker) when a message arrives: the test
+    # plays the event source mapping, so the stack's mappings are paused first.
+    for kind in ("scaleup", "lifecycle"):
+        for mapping in lam.list_event_source_mappings(FunctionName=functions[kind].name)["EventSourceMappings"]:
+            lam.update_event_source_mapping(UUID=mapping["UUID"], Enabled=False)
+    # Each Lambda function is a process of its own, with its own secret cache; here every handler
+    # shares this one, so the cache is emptied where a function would start cold.
+    jitr_aws.secrets._cache.clear()
+    result = run_flow(stack.endpoint, functions, sim, webhook_secret=WEBHOOK_SECRET, region=REGION)
+    for kind, calls in _cold_passes(stack, functions).items():
+        result.calls.setdefault(kind, set()).update(calls)
+    assert result.instance_tags["test-run"] == stack.prefix
+    instance = stack.client("ec2").describe_instances(InstanceIds=[result.instance_id])["Reservations"][0]["Instances"][
+        0
+    ]
+    (interface,) = instance["NetworkInterfaces"]
+    assert [g["GroupId"] for g in interface["Groups"]] == [stack.outputs["RunnerSecurityGroupId"]]
+    assert instance["IamInstanceProfile"]["Arn"] == stack.outputs["RunnerInstanceProfileArn"]
+    assert instance["SubnetId"] in stack.subnets
+
+    iam = stack.client("iam")
+    allowed = {kind: allowed_actions(stack_role_statements(iam, f.role_name)) for kind, f in functions.items()}
+    for kind, why in REASONS.items():
+        stale = set(why) - allowed[kind]
+        assert not stale, f"{kind}: reasons for actions its role does not allow: {sorted(stale)}"
+    assert_covered(result.calls, allowed, REASONS)
+
+
+def _cold_passes(stack: Stack, functions: dict[str, DeployedFunction]) -> dict[str, set[str]]:
+    """One more scheduled pass of each periodic function from an empty secret cache, as a new
+    container runs it (in the flow they found the App's key cached by scaleup)."""
+    recorder = ActionRecorder()
+    invoke = Invoker(stack.endpoint, REGION, recorder)
+    scheduled = json.loads((Path(__file__).parent / "fixtures" / "example-eventbridge-schedule.json").read_text())
+    with recorder.installed():
+        for kind in ("scaledown", "rebalancer"):
+            jitr_aws.secrets._cache.clear()
+            invoke(functions[kind], {**scheduled, "id": str(uuid.uuid4())})
+    return recorder.calls
+
+
+# -- what moto does not create: read from the template -------------------------------------------
+
+
+def test_webhook_url_is_public_and_the_hmac_authenticates() -> None:
+    resources = load_template()["Resources"]
+    url = resources["WebhookUrl"]["Properties"]
+    assert url == {"TargetFunctionArn": {"Fn::GetAtt": ["WebhookFunction", "Arn"]}, "AuthType": "NONE"}
+    grants = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::Permission"]
+    on_webhook = [g for g in grants if g["FunctionName"] == {"Ref": "WebhookFunction"}]
+    assert {(g["Action"], g.get("FunctionUrlAuthType"), g.get("InvokedViaFunctionUrl")) for g in on_webhook} == {
+        ("lambda:InvokeFunctionUrl", "NONE", None),
+        ("lambda:InvokeFunction", None, True),
+    }
+    outputs = load_template()["Outputs"]
+    assert outputs["WebhookUrl"]["Value"] == {"Fn::GetAtt": ["WebhookUrl", "FunctionUrl"]}
+
+
+def test_periodic_functions_are_never_retried_by_lambda() -> None:
+    resources = load_template()["Resources"]
+    configs = {
+        r["Properties"]["FunctionName"]["Ref"]: r["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::Lambda::EventInvokeConfig"
+    }
+    assert set(configs) == {"ScaledownFunction", "RebalancerFunction"}
+    assert all(c["MaximumRetryAttempts"] == 0 and c["Qualifier"] == "$LATEST" for c in configs.values())
+
+
+def test_alarms_watch_every_dead_letter_queue_and_function() -> None:
+    resources = load_template()["Resources"]
+    watched = set()
+    for resource in resources.values():
+        if resource["Type"] != "AWS::CloudWatch::Alarm":
+            continue
+        properties = resource["Properties"]
+        (dimension,) = properties["Dimensions"]
+        value = dimension["Value"]
+        watched.add(value["Ref"] if "Ref" in value else value["Fn::GetAtt"][0])
+        assert properties["Threshold"] == 0 and properties["ComparisonOperator"] == "GreaterThanThreshold"
+    assert watched == {f"{name}Function" for name in LOGICAL.values()} | {
+        "JobsDeadLetterQueue",
+        "LifecycleDeadLetterQueue",
+    }
+
+
+def test_secrets_given_as_values_are_created_and_read_by_the_right_roles() -> None:
+    given = {"WebhookSecretValue": "not-a-real-secret", "AppPrivateKeyValue": "not-a-real-key", "ImageId": "ami-0"}
+    resolver = _resolver(given)
+    assert resolver.condition("CreateWebhookSecret") and resolver.condition("CreateAppPrivateKey")
+    assert not resolver.condition("GenerateWebhookSecret")
+    resources = load_template()["Resources"]
+    webhook_secret = resolver.resolve(resources["WebhookSecret"]["Properties"])
+    assert webhook_secret["SecretString"] == "not-a-real-secret" and "GenerateSecretString" not in webhook_secret
+    for kind, logical in LOGICAL.items():
+        statements = template_statements(resolver, f"{logical}Role")
+        (read,) = _statements_for(statements, "secretsmanager:GetSecretValue")
+        assert read["Resource"] == ("<WebhookSecret>" if kind == "webhook" else "<AppPrivateKey>")
+        env = resolver.resolve(resources[f"{logical}Function"]["Properties"]["Environment"])["Variables"]
+        assert env["JITR_SECRETS_WEBHOOK_SECRET"] == "<WebhookSecret>"
+        assert env["JITR_SECRETS_GITHUB_APP_PRIVATE_KEY"] == "<AppPrivateKey>"
+    generated = _resolver({"AppPrivateKeyValue": "not-a-real-key", "ImageId": "ami-0"})
+    properties = generated.resolve(resources["WebhookSecret"]["Properties"])
+    assert "SecretString" not in properties and properties["GenerateSecretString"]["PasswordLength"] >= 32
+
+
+@pytest.mark.parametrize(
+    ("parameters", "placements"),
+    [
+        ({"ImageId": "ami-0123456789abcdef0"}, ()),
+        ({"ImageId": "ami-0123456789abcdef0", "Subnets": "subnet-0aaaaaaaaaaaaaaaa"}, ("subnet-0aaaaaaaaaaaaaaaa",)),
+    ],
+)
+def test_the_single_pool_renders_as_jitr_pools(parameters: dict[str, str], placements: tuple[str, ...]) -> None:
+    resolver = _resolver(parameters)
+    env = resolver.resolve(load_template()["Resources"]["ScaleupFunction"]["Properties"]["Environment"])["Variables"]
+    (pool,) = Settings.from_env({"JITR_POOLS": env["JITR_POOLS"]}).pools
+    assert (pool.name, tuple(pool.placements), pool.image) == ("linux-x64", placements, parameters["ImageId"])
+    assert tuple(pool.machine_types) == ("m7i.large", "m6i.large", "m5.large")
+
+
+def test_pools_json_is_passed_through_as_given() -> None:
+    pools = json.dumps(
+        [
+            {"name": "a", "labels": ["self-hosted", "a"], "machine_types": ["t3.large"], "image": "ami-1"},
+            {"name": "b", "labels": ["self-hosted", "b"], "machine_types": ["c7g.large"], "image": "ami-2",
+             "options": {"log_shipping": False}},
+        ]
+    )  # fmt: skip
+    resolver = _resolver({"Pools": pools})
+    env = resolver.resolve(load_template()["Resources"]["WebhookFunction"]["Properties"]["Environment"])["Variables"]
+    assert env["JITR_POOLS"] == pools
+    assert [p.name for p in Settings.from_env({"JITR_POOLS": env["JITR_POOLS"]}).pools] == ["a", "b"]
