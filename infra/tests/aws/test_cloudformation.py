@@ -325,7 +325,7 @@ def test_every_function_gets_settings_jitr_accepts(stack: Stack, functions: dict
     config = parse(settings)
     assert config.vm.security_group_ids == (stack.outputs["RunnerSecurityGroupId"],)
     assert config.vm.instance_profile == stack.outputs["RunnerInstanceProfileArn"]
-    assert config.tags == (("test-run", stack.prefix),)
+    assert dict(config.tags) == {"test-run": stack.prefix, "jitr:deployment": stack.prefix}
     (pool,) = settings.pools
     assert pool.name == "linux-cfn"
     assert set(pool.labels) == {"self-hosted", "linux", "x64"}
@@ -363,7 +363,7 @@ def test_schedules_invoke_the_periodic_functions_once(stack: Stack, functions: d
         (target,) = events.list_targets_by_rule(Rule=rule["Name"])["Targets"]
         arn = lam.get_function_configuration(FunctionName=functions[kind].name)["FunctionArn"]
         assert target["Arn"] == arn
-        assert target["RetryPolicy"]["MaximumRetryAttempts"] == 0
+        assert target["RetryPolicy"] == {"MaximumRetryAttempts": 0, "MaximumEventAgeInSeconds": 60}
         (grant,) = json.loads(lam.get_policy(FunctionName=functions[kind].name)["Policy"])["Statement"]
         assert grant["Principal"] == {"Service": "events.amazonaws.com"}
         assert grant["Condition"]["ArnLike"]["AWS:SourceArn"] == rule["Arn"]
@@ -425,8 +425,16 @@ def _resources(statement: Mapping[str, Any]) -> list[str]:
 def test_roles_scope_ec2_to_jitrs_tags_and_pass_only_the_runner_role(
     stack: Stack, functions: dict[str, DeployedFunction]
 ) -> None:
+    own_request = {"aws:RequestTag/managed-by": "jitr", "aws:RequestTag/jitr:deployment": stack.prefix}
+    own_resource = {"ec2:ResourceTag/managed-by": "jitr", "ec2:ResourceTag/jitr:deployment": stack.prefix}
+    iam = stack.client("iam")
+    account = stack.client("sts").get_caller_identity()["Account"]
     for kind, function in functions.items():
-        statements = stack_role_statements(stack.client("iam"), function.role_name)
+        trust = iam.get_role(RoleName=function.role_name)["Role"]["AssumeRolePolicyDocument"]
+        (assume,) = (json.loads(trust) if isinstance(trust, str) else trust)["Statement"]
+        assert assume["Principal"] == {"Service": "lambda.amazonaws.com"}
+        assert assume["Condition"] == {"StringEquals": {"aws:SourceAccount": account}}
+        statements = stack_role_statements(iam, function.role_name)
         for statement in statements:
             assert statement["Effect"] == "Allow"
             if "*" in _resources(statement):
@@ -439,13 +447,11 @@ def test_roles_scope_ec2_to_jitrs_tags_and_pass_only_the_runner_role(
             scoped = [r for r in _resources(statement) if ":instance/" in r or ":volume/" in r]
             if scoped:
                 assert scoped == _resources(statement), f"{kind}: mixed RunInstances resources in {statement}"
-                assert statement["Condition"] == {"StringEquals": {"aws:RequestTag/managed-by": "jitr"}}
+                assert statement["Condition"] == {"StringEquals": own_request}
         for statement in _statements_for(statements, "ec2:CreateTags"):
-            assert statement["Condition"] == {
-                "StringEquals": {"ec2:CreateAction": "RunInstances", "aws:RequestTag/managed-by": "jitr"}
-            }
+            assert statement["Condition"] == {"StringEquals": {"ec2:CreateAction": "RunInstances", **own_request}}
         for statement in _statements_for(statements, "ec2:TerminateInstances"):
-            assert statement["Condition"]["StringEquals"]["ec2:ResourceTag/managed-by"] == "jitr"
+            assert statement["Condition"] == {"StringEquals": own_resource}
         for statement in _statements_for(statements, "iam:PassRole"):
             assert _resources(statement) == [stack.outputs["RunnerRoleArn"]]
             assert statement["Condition"] == {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
@@ -468,10 +474,13 @@ def test_runner_role_may_only_terminate_its_own_instance_and_ship_logs(stack: St
     (terminate,) = _statements_for(statements, "ec2:TerminateInstances")
     assert terminate["Condition"]["StringEquals"] == {
         "ec2:ResourceTag/managed-by": "jitr",
+        "ec2:ResourceTag/jitr:deployment": stack.prefix,
         "aws:ARN": "${ec2:SourceInstanceARN}",
     }
     for statement in _statements_for(statements, "logs:PutLogEvents"):
         assert all(r.endswith(":log-group:/jitr/*") for r in _resources(statement))
+    (group,) = stack.client("logs").describe_log_groups(logGroupNamePrefix="/jitr/")["logGroups"]
+    assert (group["logGroupName"], group["retentionInDays"]) == ("/jitr/linux-cfn", 30)
     trust = stack.client("iam").get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]
     trust = json.loads(trust) if isinstance(trust, str) else trust
     assert trust["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
@@ -495,7 +504,7 @@ def test_each_role_allows_exactly_what_its_function_calls(
     result = run_flow(stack.endpoint, functions, sim, webhook_secret=WEBHOOK_SECRET, region=REGION)
     for kind, calls in _cold_passes(stack, functions).items():
         result.calls.setdefault(kind, set()).update(calls)
-    assert result.instance_tags["test-run"] == stack.prefix
+    assert result.instance_tags["test-run"] == result.instance_tags["jitr:deployment"] == stack.prefix
     instance = stack.client("ec2").describe_instances(InstanceIds=[result.instance_id])["Reservations"][0]["Instances"][
         0
     ]
