@@ -11,7 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from jitr_core.backend import Backend
 from jitr_core.embedded import wait_for_messages
+from jitr_core.errors import PluginError
 from jitr_core.model import QueueMessage
+from jitr_core.services.consume import Disposition, consume
 from jitr_core.testing.environment import deadline_s
 
 
@@ -120,3 +122,31 @@ def test_dead_letters_are_pruned_after_finished_ttl(embedded_backend: Backend) -
 
     assert backend.purge_expired(time.time() + ttl + 1) == 2
     assert backend.dead_letters("jobs") == [] and backend.dead_letters("lifecycle") == []
+
+
+def test_a_failure_on_the_last_try_is_dead_lettered_with_its_reason(embedded_backend: Backend) -> None:
+    backend = embedded_backend
+    backend.enqueue("jobs", QueueMessage('{"v":1}', {"type": "job"}))
+
+    def broken_plugin(body: str) -> str:
+        raise PluginError("no startup script is rendered while a plugin is broken: mirror (jitr-mirror 1.0)")
+
+    outcomes = []
+    while messages := backend.receive("jobs", 10, 0):
+        (message,) = messages
+        outcomes.append(
+            (
+                message.last_try,
+                consume(backend, "jobs", message.body, broken_plugin, message.attributes, message.last_try),
+            )
+        )
+        if outcomes[-1][1].disposition is Disposition.DONE:
+            assert backend.ack("jobs", message.receipt)
+
+    assert [last for last, _ in outcomes] == [False, False, True]  # max_receive_count is 3
+    assert [o.disposition for _, o in outcomes] == [Disposition.RETRY, Disposition.RETRY, Disposition.DONE]
+    (dead,) = backend.dead_letters("jobs")
+    assert dead.attributes["type"] == "job"
+    assert dead.attributes["dead_letter_reason"] == (
+        "failed on its last try: no startup script is rendered while a plugin is broken: mirror (jitr-mirror 1.0)"
+    )

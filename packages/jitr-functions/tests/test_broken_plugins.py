@@ -1,5 +1,6 @@
 """A third-party plugin that fails to load takes down only what needs it: the Lambda webhook keeps
-answering, scaleup retries naming the plugin, and ``jitr plugins`` marks it."""
+answering, scaleup retries naming the plugin (and ``jitr serve`` dead-letters the job with that
+reason after its last try), and ``jitr plugins`` marks it."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest_aws import LABELS, Deployment, event, queued_payload, signed
+from e2e_support import POOL, QUIET, dead_letters, queue_jobs, running_vms, wait_for
 from fake_plugin import install_fake_plugin
 from jitr_core.logs import JsonFormatter
 from jitr_functions import aws
@@ -67,3 +69,13 @@ def test_the_webhook_works_and_scaleup_retries_naming_the_plugin(broken: str, de
     assert [(line["plugin"], line["error"]) for line in loaded] == [(broken, "ImportError: the mirror SDK is missing")]
     retried = [line for line in lines if line["message"] == "message will be retried"]
     assert retried and "plugin 'mirror' (jitr-mirror-broken 1.0) failed to load" in retried[0]["reason"]
+
+
+def test_jitr_serve_dead_letters_the_job_naming_the_plugin_after_its_last_try(broken: str, e2e_sandbox) -> None:
+    sandbox = e2e_sandbox(pools=[POOL], installations={"octo-org": ["api"]}, intervals=QUIET)
+    [job] = queue_jobs(sandbox, 1)
+
+    [(body, reason)] = wait_for(lambda: dead_letters(sandbox, "jobs"), 60, "the job to be dead-lettered")
+    assert json.loads(body)["job_id"] == job
+    assert reason.startswith("failed on its last try: ") and "plugin 'mirror' (jitr-mirror-broken 1.0)" in reason
+    assert running_vms(sandbox) == {}

@@ -176,10 +176,14 @@ class Backend:
         return result
 
     # startup script
-    def startup_fragments(self, context: ScriptContext) -> list[Fragment]:
-        """Every plugin's fragments; refused while a plugin is broken, as it may have added one."""
+    def check_startup_plugins(self) -> None:
+        """Raise :class:`PluginError` naming the broken plugins while any is broken, as one may add a fragment."""
         if broken := describe_broken(self.pm):
             raise PluginError(f"no startup script is rendered while a plugin is broken: {broken}")
+
+    def startup_fragments(self, context: ScriptContext) -> list[Fragment]:
+        """Every plugin's fragments; refused while a plugin is broken."""
+        self.check_startup_plugins()
         fragments: list[Fragment] = []
         for answer in self._hook.jitr_render_startup_script(context=context):
             if isinstance(answer, Fragment):

@@ -226,9 +226,14 @@ class QueueMessage:
 
 @dataclass(frozen=True, slots=True)
 class ReceivedMessage:
-    """A message taken from a queue; ``receipt`` acknowledges it, ``receive_count`` counts tries."""
+    """A message taken from a queue; ``receipt`` acknowledges it, ``receive_count`` counts tries.
+
+    ``last_try`` is set by a queue that knows this receive reaches its dead-letter limit, so a
+    failure now can be dead-lettered with its reason instead of being buried without one.
+    """
 
     body: str
     receipt: str
     receive_count: int
     attributes: Mapping[str, str] = field(default_factory=dict)
+    last_try: bool = False

@@ -135,7 +135,7 @@ class LocalRuntime:
                 wait_for_messages(queue, self.intervals.idle_wait_s, self.app.settings)
                 continue
             for message in messages:
-                outcome = consume(backend, queue, message.body, handler(), message.attributes)
+                outcome = consume(backend, queue, message.body, handler(), message.attributes, message.last_try)
                 if outcome.disposition is Disposition.DONE:
                     backend.ack(queue, message.receipt)
                 with self._count_lock:

@@ -70,9 +70,9 @@ class Queue:
                         conn.execute(_FORGET, (message_id,))
                         continue
                     conn.execute(_CLAIM, (now + visibility_timeout_s, message_id))
-                    received.append(
-                        ReceivedMessage(body, f"{message_id}.{count + 1}", count + 1, _attributes(attributes))
-                    )
+                    last_try = count + 1 >= self._max_receive_count
+                    receipt = f"{message_id}.{count + 1}"
+                    received.append(ReceivedMessage(body, receipt, count + 1, _attributes(attributes), last_try))
                 if len(rows) < wanted:
                     break
         return received

@@ -35,13 +35,15 @@ def consume(
     body: str,
     handle: Callable[[str], str],
     attributes: Mapping[str, str] | None = None,
+    last_try: bool = False,
 ) -> Outcome:
     """Run ``handle`` on a message body and decide its fate.
 
     Poison (malformed) messages go to the dead-letter queue at once with the reason; work that
     must wait (caps, a claim held elsewhere, a tenant's GitHub rate limit) is re-sent with a delay
     and acknowledged, so waiting never pushes a good message toward the dead-letter queue nor
-    holds a worker that other tenants' messages need; other failures are retried.
+    holds a worker that other tenants' messages need; other failures are retried, and on the
+    ``last_try`` the queue allows they are dead-lettered with their reason (a broken plugin named).
     """
     try:
         return Outcome(Disposition.DONE, handle(body))
@@ -59,8 +61,18 @@ def consume(
         log.warning("message deferred by a GitHub rate limit", extra={"queue": queue, "delay_s": delay})
         return Outcome(Disposition.DONE, f"deferred: {exc}")
     except JitrError as exc:
+        if last_try:
+            return _give_up(backend, queue, body, attributes, str(exc))
         log.warning("message will be retried", extra={"queue": queue, "reason": str(exc)})
         return Outcome(Disposition.RETRY, str(exc))
     except Exception as exc:
-        log.exception("unexpected failure; message will be retried", extra={"queue": queue})
+        log.exception("unexpected failure", extra={"queue": queue, "last_try": last_try})
+        if last_try:
+            return _give_up(backend, queue, body, attributes, f"unexpected {type(exc).__name__}")
         return Outcome(Disposition.RETRY, f"unexpected {type(exc).__name__}")
+
+
+def _give_up(backend: Backend, queue: str, body: str, attributes: Mapping[str, str] | None, reason: str) -> Outcome:
+    log.error("message failed on its last try; dead-lettered", extra={"queue": queue, "reason": reason})
+    backend.dead_letter(queue, QueueMessage(body, dict(attributes or {})), f"failed on its last try: {reason}")
+    return Outcome(Disposition.DONE, f"dead-lettered: {reason}")

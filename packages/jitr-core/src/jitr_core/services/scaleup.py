@@ -20,6 +20,7 @@ from ..errors import (
     GitHubError,
     GitHubNotFoundError,
     PayloadError,
+    PluginError,
     RetryLaterError,
 )
 from ..github import GitHubAPI
@@ -101,6 +102,7 @@ class ScaleupService:
         with log_context(runner_name=name):
             if done is not None:
                 return self._settle_leftover(name, message, pool) or done
+            self.backend.check_startup_plugins()  # before a claim or a registration is made for nothing
             claim, recovered = self._claim(name, message, pool)
             if claim is None:
                 return "duplicate"
@@ -243,7 +245,8 @@ class ScaleupService:
         try:
             script = self.backend.render_startup_script(context, self.backend.user_data_limit(provider))
             result = self._walk_chain(runner.name, message, pool, script)
-        except (CapacityExhaustedError, ScriptTooLargeError):
+        except (CapacityExhaustedError, ScriptTooLargeError, PluginError):
+            # nothing was launched: a retry must be able to claim again, and GitHub keep no registration
             self._release(claim, scope, jit.runner_id)
             raise
         self.checkpoint("launched")
