@@ -27,7 +27,7 @@ DEFAULT_PACKAGES = Path(__file__).resolve().parent.parent / "packages"
 
 def versions(packages: Path) -> dict[str, Version]:
     """The version every package directory under ``packages`` declares, by canonical name."""
-    found = {}
+    found: dict[str, Version] = {}
     for pyproject in sorted(packages.glob("*/pyproject.toml")):
         project = tomllib.loads(pyproject.read_text())["project"]
         found[canonicalize_name(project["name"])] = Version(project["version"])

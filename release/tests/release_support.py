@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from jitr_core.testing.environment import require_tool, unavailable
 from packaging.utils import canonicalize_name, parse_wheel_filename
@@ -67,6 +68,12 @@ class Artifacts:
         ]
         assert len(found) == 1, f"expected one wheel of {name} {version or ''} in {self.find_links}, found {found}"
         return found[0]
+
+    @property
+    def names(self) -> list[str]:
+        """Every distribution the directories hold."""
+        wheels = [wheel for directory in self.find_links for wheel in directory.glob("*.whl")]
+        return sorted({str(parse_wheel_filename(wheel.name)[0]) for wheel in wheels})
 
     def version(self, name: str) -> str:
         return str(parse_wheel_filename(self.wheel(name).name)[1])
@@ -134,7 +141,10 @@ def fresh_venv(tmp: Path, found: Artifacts, *requirements: str) -> Venv:
     venv.cwd.mkdir(parents=True)
     subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(venv.path)], check=True, cwd=venv.cwd)
     links = [arg for directory in found.find_links for arg in ("--find-links", str(directory))]
-    command = [uv, "pip", "install", "--python", str(venv.bin / "python"), *links, *requirements]
+    # uv's cache may hold an older build of the same name and version (a rebuild keeps the version):
+    # the jitr packages are read from the directories afresh.
+    refresh = [arg for name in found.names for arg in ("--refresh-package", name)]
+    command = [uv, "pip", "install", "--python", str(venv.bin / "python"), *links, *refresh, *requirements]
     done = subprocess.run(command, cwd=venv.cwd, env=clean_env(), capture_output=True, text=True, timeout=600)
     if done.returncode != 0 and any(failure in done.stderr for failure in NETWORK_FAILURES):
         unavailable(f"the package index is unreachable for third-party dependencies: {done.stderr.strip()[-300:]}")
@@ -184,7 +194,7 @@ def assert_from_artifacts(installed: Mapping[str, metadata.Distribution], found:
             assert file_hash(path) == digest, f"{name} {dist.version}: {relative} differs from {wheel}"
 
 
-def plugins(venv: Venv) -> dict[str, dict[str, object]]:
+def plugins(venv: Venv) -> dict[str, dict[str, Any]]:
     """``jitr plugins --json`` of the venv, by plugin name."""
     done = venv.run("jitr", "plugins", "--json")
     assert done.returncode == 0, done.stderr

@@ -30,7 +30,7 @@ def test_the_wheel_metadata_is_complete(built: Artifacts, name: str) -> None:
     assert meta["License-Expression"] == "Apache-2.0"
     assert meta["Requires-Python"] == ">=3.11"
     assert meta["Description-Content-Type"] == "text/markdown"
-    assert meta.get_payload().lstrip().startswith(f"# {name}")
+    assert str(meta.get_payload()).lstrip().startswith(f"# {name}")
     urls = dict(url.split(", ", 1) for url in meta.get_all("Project-URL", []))
     assert {"Homepage", "Repository", "Issues", "Changelog", "Documentation"} <= set(urls), urls
     assert urls["Changelog"].endswith(f"/packages/{name}/CHANGELOG.md")
