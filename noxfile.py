@@ -272,7 +272,7 @@ def release_check(session: nox.Session) -> None:
     directory alone (third-party dependencies from the index) and runs ``jitr`` and its bundles.
     Arguments after ``--`` go to pytest.
     """
-    session.install("packaging>=23", "twine>=6.1", "trove-classifiers", "pytest>=7.4", "pytest-xdist>=3.5")
+    session.install("packaging>=23", "twine>=6.1", "trove-classifiers", "pyyaml", "pytest>=7.4", "pytest-xdist>=3.5")
     session.run("python", str(ROOT / "scripts" / "check_bounds.py"))
     session.run("python", str(ROOT / "scripts" / "check_changelog.py"))
     shutil.rmtree(RELEASE, ignore_errors=True)
