@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from jitr_core.errors import SettingsError
 from jitr_core.settings import Settings
-from jitr_functions.local import Intervals
+from jitr_functions.local import Intervals, http_limits
+from jitr_functions.webhook_server import HttpLimits
 
 POOLS = json.dumps([{"name": "linux", "labels": ["self-hosted", "linux"], "machine_types": ["m7.large"]}])
 
@@ -41,3 +42,30 @@ def test_bad_values_name_the_variable(variable: str, value: str, message: str) -
     settings = Settings.from_env({"JITR_POOLS": POOLS, variable: value})
     with pytest.raises(SettingsError, match=message):
         Intervals.from_settings(settings)
+
+
+def test_the_serve_section_sets_the_http_limits_and_the_options_win(tmp_path: Path) -> None:
+    path = tmp_path / "jitr.toml"
+    path.write_text("[serve]\nhttp_threads = 8\nhttp_backlog = 64\nhttp_request_timeout_s = 2.5\n")
+    settings = Settings.from_toml(path)
+    Intervals.from_settings(settings)  # the http_* keys are [serve] settings too
+
+    limits = http_limits(settings)
+    assert (limits.threads, limits.backlog, limits.request_timeout_s) == (8, 64, 2.5)
+    assert limits.connections == HttpLimits().connections  # not set: the default
+    assert http_limits(settings, threads=2, backlog=None).threads == 2  # an --http-* option wins
+    assert http_limits(settings, threads=2, backlog=None).backlog == 64
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("JITR_SERVE_HTTP_THREADS", "0", "JITR_SERVE_HTTP_THREADS must be a whole number >= 1, found '0'"),
+        ("JITR_SERVE_HTTP_BACKLOG", "1.5", "JITR_SERVE_HTTP_BACKLOG must be a whole number >= 1"),
+        ("JITR_SERVE_HTTP_IDLE_TIMEOUT_S", "never", "JITR_SERVE_HTTP_IDLE_TIMEOUT_S must be a number of seconds > 0"),
+    ],
+)
+def test_bad_http_limits_name_the_variable(variable: str, value: str, message: str) -> None:
+    settings = Settings.from_env({"JITR_POOLS": POOLS, variable: value})
+    with pytest.raises(SettingsError, match=message):
+        http_limits(settings)

@@ -122,18 +122,17 @@ def _printable(row: dict[str, Any]) -> dict[str, str]:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .app import build_app
-    from .local import LocalRuntime
-    from .webhook_server import HttpLimits
+    from .local import LocalRuntime, http_limits
 
     app = build_app(_settings(args.config))
-    given = {
-        "threads": args.http_threads,
-        "connections": args.http_connections,
-        "backlog": args.http_backlog,
-        "request_timeout_s": args.http_request_timeout,
-        "idle_timeout_s": args.http_idle_timeout,
-    }
-    http = HttpLimits(**{name: value for name, value in given.items() if value is not None})
+    http = http_limits(
+        app.settings,
+        threads=args.http_threads,
+        connections=args.http_connections,
+        backlog=args.http_backlog,
+        request_timeout_s=args.http_request_timeout,
+        idle_timeout_s=args.http_idle_timeout,
+    )
     runtime = LocalRuntime(app, host=args.host, port=args.port, workers=args.workers, http=http).start()
     print(f"jitr serving webhooks at {runtime.url}/webhook", file=sys.stderr)
     done = threading.Event()

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from jitr_core.embedded import wait_for_messages
 from jitr_core.errors import SettingsError
@@ -44,8 +45,9 @@ class Intervals:
         section = settings.section("serve")
         known = {"scaledown_interval_s": 300.0, "rebalancer_interval_s": 60.0, "visibility_timeout_s": 120}
         for key in section:
-            if key not in known:
-                raise SettingsError(f"{settings.setting_name('serve', key)} is not a setting; known: {sorted(known)}")
+            if key not in known and key not in HTTP_KEYS:
+                everything = sorted([*known, *HTTP_KEYS])
+                raise SettingsError(f"{settings.setting_name('serve', key)} is not a setting; known: {everything}")
         values: dict[str, float] = {}
         for key, default in known.items():
             raw = section.get(key, default)
@@ -65,6 +67,38 @@ class Intervals:
         )
 
 
+# ``[serve]`` keys of the webhook server's limits, by the :class:`HttpLimits` field each sets.
+HTTP_KEYS = {
+    "http_threads": ("threads", int),
+    "http_connections": ("connections", int),
+    "http_backlog": ("backlog", int),
+    "http_request_timeout_s": ("request_timeout_s", float),
+    "http_idle_timeout_s": ("idle_timeout_s", float),
+    "http_max_header_bytes": ("max_header_bytes", int),
+}
+
+
+def http_limits(settings: Settings, **given: float | None) -> HttpLimits:
+    """The webhook server's limits: ``[serve]`` ``http_*`` keys, overridden by ``given`` (the
+    ``--http-*`` options, by field name; None means not given). Errors name the setting."""
+    section = settings.section("serve")
+    values: dict[str, Any] = {}
+    for key, (field, kind) in HTTP_KEYS.items():
+        raw = given.get(field)
+        if raw is None and key not in section:
+            continue
+        raw = section[key] if raw is None else raw
+        try:
+            value = kind(raw) if not isinstance(raw, bool) else None
+        except (TypeError, ValueError):
+            value = None
+        if value is None or not value > 0 or (kind is int and value != float(raw)):
+            what = "a whole number >= 1" if kind is int else "a number of seconds > 0"
+            raise SettingsError(f"{settings.setting_name('serve', key)} must be {what}, found {raw!r}")
+        values[field] = value
+    return HttpLimits(**values)
+
+
 class LocalRuntime:
     """Runs the control plane in this process until :meth:`stop`."""
 
@@ -81,7 +115,8 @@ class LocalRuntime:
         self.intervals = intervals or Intervals.from_settings(app.settings)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._server = WebhookServer(webhook_app(app), host, port, app.settings.max_body_bytes, http or HttpLimits())
+        limits = http or http_limits(app.settings)
+        self._server = WebhookServer(webhook_app(app), host, port, app.settings.max_body_bytes, limits)
         self._workers = workers
         self.processed = {"jobs": 0, "lifecycle": 0}
         self._count_lock = threading.Lock()

@@ -36,7 +36,7 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 @dataclass(frozen=True, slots=True)
 class HttpLimits:
-    """Limits of the webhook server; ``jitr serve`` sets them from its ``--http-*`` options."""
+    """Limits of the webhook server; ``jitr serve`` sets them from ``[serve]`` ``http_*`` and ``--http-*``."""
 
     threads: int = 4
     """worker threads running the app; requests beyond them wait, already read, in a queue"""
