@@ -88,9 +88,11 @@ def warn_unknown(names: Iterable[str], required: Iterable[str] = ()) -> None:
 _PROBE = """
 import json, sys
 from importlib import metadata
-sys.path[:0] = json.loads(sys.argv[1])
+paths = json.loads(sys.argv[1])
+sys.path[:0] = paths
 failed, seen = {}, set()
-for ep in metadata.entry_points(group=sys.argv[2]):
+bundled = metadata.distributions(path=paths[:1])
+for ep in (ep for dist in bundled for ep in dist.entry_points.select(group=sys.argv[2])):
     if ep.name in seen:
         continue
     seen.add(ep.name)
@@ -103,10 +105,13 @@ print(json.dumps({"loaded": sorted(seen - set(failed)), "failed": failed}))
 
 
 def verify_plugins(paths: Sequence[Path], python: str | None = None) -> tuple[str, ...]:
-    """Load every ``jitr`` plugin found on ``paths`` as a deployed function would; the names loaded.
+    """Load every ``jitr`` plugin the bundle holds as a deployed function would; the names loaded.
 
-    A fresh interpreter sees ``paths`` and the standard library only (no site-packages, no
-    ``.pth`` files), so a plugin works here only if the bundle's layout holds all it imports.
+    The bundle is ``paths[0]``; the other paths only supply what its plugins import (the GCP
+    bundle's pinned libraries as installed here), so a plugin installed here but left out of the
+    bundle is not checked. A fresh interpreter sees ``paths`` and the standard library only (no
+    site-packages, no ``.pth`` files), so a plugin works here only if the bundle's layout holds all
+    it imports.
     One that fails is a :class:`JitrError` naming it: a bundle is never built around it.
     """
     command = [python or sys.executable, "-I", "-S", "-B", "-c", _PROBE, json.dumps([str(p) for p in paths])]
