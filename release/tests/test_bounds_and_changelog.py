@@ -113,7 +113,9 @@ def test_a_change_after_a_release_needs_a_new_version_and_entry(repo: Path) -> N
     described = check(repo, "--tag", "jitr-core-v0.1.1", "--notes", str(repo / "notes.md"))
     assert described.returncode == 0, described.stderr
     assert described.stdout.splitlines() == ["package=jitr-core", "version=0.1.1", "directory=packages/jitr-core"]
-    assert (repo / "notes.md").read_text().startswith("- `jitr_claim_runner`")
+    changelog_lines = (repo / "packages" / "jitr-core" / "CHANGELOG.md").read_text().splitlines()
+    first_entry = next(line for line in changelog_lines if line.startswith("- "))
+    assert (repo / "notes.md").read_text().startswith(first_entry + "\n")  # the released section's entries
 
     (repo / "packages" / "jitr-core" / "new.py").write_text("x = 1\n")
     done = check(repo)
