@@ -23,8 +23,9 @@ The API, in the order a test uses it:
 
 AWS calls are recorded with botocore's event system: a ``before-parameter-build`` handler added
 to botocore's built-in handlers, which every botocore session registers when it is created. The
-process's boto3 clients of jitr are dropped before each invocation (as a cold start would), so
-the session jitr creates next carries the recorder. No jitr code is replaced.
+process's boto3 clients and cached secrets of jitr are dropped before each invocation (each
+function runs in a container of its own), so the session jitr creates next carries the recorder
+and each function reads the secrets it needs itself. No jitr code is replaced.
 """
 
 from __future__ import annotations
@@ -201,6 +202,7 @@ class Invoker:
 
     def __call__(self, function: DeployedFunction, event: Any) -> Any:
         import jitr_aws.clients
+        import jitr_aws.secrets
         import jitr_functions.app
 
         module, _, attribute = function.handler.rpartition(".")
@@ -209,11 +211,13 @@ class Invoker:
             saved = dict(os.environ)
             os.environ.clear()
             os.environ.update(self.environment(function))
-            # A cold start: no app, no boto3 session or clients left from another function.
+            # A cold start: no app, no boto3 session, client or cached secret left from another function.
             jitr_functions.app._APP = None
             with jitr_aws.clients._lock:
                 jitr_aws.clients._clients.clear()
                 jitr_aws.clients._session = None
+            with jitr_aws.secrets._lock:
+                jitr_aws.secrets._cache.clear()
             self.recorder.current = function.kind
             try:
                 return handler(event, _Context(function.name))
@@ -441,4 +445,6 @@ def assert_covered(
         for action in sorted(grants):
             if not any(fnmatch.fnmatchcase(c.lower(), action.lower()) for c in calls) and action not in why:
                 problems.append(f"{kind}: its role allows {action}, never called, with no reason in {REASONS.name}")
-    assert not problems, "IAM coverage:\n" + "\n".join(problems)
+    if problems:
+        seen = [f"{kind} called: {', '.join(sorted(called[kind]))}" for kind in sorted(called)]
+        raise AssertionError("IAM coverage:\n" + "\n".join(problems + seen))

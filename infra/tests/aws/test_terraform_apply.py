@@ -1,0 +1,357 @@
+"""``terraform apply`` of examples/aws against moto, then jitr's flow through what it deployed.
+
+The example is applied once for this module, against moto in server mode, with a GitHub simulator
+as GitHub: the tfvars carry the simulator's App id, API URL and private key, and a webhook secret,
+so the secrets Terraform creates hold what the simulator signs and verifies with.
+
+The bundle given to Terraform is a small zip: moto stores function code but never runs it. The
+handlers run in this process from the installed packages, invoked by the handler name Terraform
+gave each function and with exactly the environment Terraform gave it (``aws_flow``), so
+everything the deployment decides (names, handlers, settings, queues, table, secrets, IAM) is
+what the run uses. The IAM test compares each role's policy with the AWS calls its function made.
+Finally ``terraform destroy`` must leave nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_flow import (
+    KINDS,
+    LABELS,
+    DeployedFunction,
+    FlowResult,
+    assert_covered,
+    aws_client,
+    deployed_functions,
+    load_reasons,
+    role_actions,
+    role_statements,
+    run_flow,
+)
+from aws_terraform import Workspace, moto_override, write_tfvars
+from conftest import REGION, Network
+from jitr_aws.dynamodb import table_definition, ttl_specification
+from jitr_core.settings import Settings
+from jitr_github.simulator import GitHubSimulator
+
+PREFIX = "jitr-tf"
+POOL = "linux-x64"
+DOCUMENTED = {  # docs/aws-deploy.md: timeout (s), memory (MB)
+    "webhook": (10, 256),
+    "scaleup": (60, 512),
+    "lifecycle": (60, 256),
+    "scaledown": (240, 512),
+    "rebalancer": (55, 512),
+}
+
+
+@dataclass
+class Deployment:
+    endpoint: str
+    workspace: Workspace
+    tfvars: Path
+    outputs: dict[str, Any]
+    sim: GitHubSimulator
+    webhook_secret: str
+    network: Network
+    destroyed: bool = False
+
+    def client(self, service: str) -> Any:
+        return aws_client(service, self.endpoint, REGION)
+
+    def functions(self) -> dict[str, DeployedFunction]:
+        return deployed_functions(self.endpoint, f"{PREFIX}-", REGION)
+
+    def destroy(self) -> None:
+        if not self.destroyed:
+            self.destroyed = True
+            self.workspace.destroy(self.workspace.example, self.tfvars)
+
+
+@pytest.fixture(scope="module")
+def deployment(moto_endpoint: str, network: Network, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    root = tmp_path_factory.mktemp("tf-apply")
+    workspace = Workspace(root)
+    (workspace.example / "moto_override.tf").write_text(moto_override(moto_endpoint))
+    bundle = root / "jitr-aws-lambda.zip"
+    with zipfile.ZipFile(bundle, "w") as archive:
+        archive.writestr("README.txt", "moto stores the code and never runs it; the tests run the handlers\n")
+    webhook_secret = secrets.token_hex(32)
+    with GitHubSimulator() as sim:
+        key = root / "app.pem"
+        key.write_text(sim.private_key_pem)
+        tfvars = write_tfvars(
+            root / "test.tfvars.json",
+            {
+                "region": REGION,
+                "name_prefix": PREFIX,
+                "bundle_path": str(bundle),
+                "github_app_id": str(sim.app_id),
+                "github_api_url": sim.base_url,
+                "webhook_secret": webhook_secret,
+                "github_app_private_key_path": str(key),
+                "vpc_id": network.vpc_id,
+                "subnet_ids": list(network.subnet_ids),
+                "image": network.image,
+                "pool_name": POOL,
+                "pool_labels": list(LABELS),
+                "machine_types": ["m5.large", "m5a.large"],
+                "max_runners": 5,
+                "secret_recovery_window_days": 0,
+                "jitr_settings": {"JITR_REBALANCE_GRACE_S": "0"},
+            },
+        )
+        workspace.init(workspace.example)
+        outputs = workspace.apply(workspace.example, tfvars)
+        deployed = Deployment(moto_endpoint, workspace, tfvars, outputs, sim, webhook_secret, network)
+        try:
+            yield deployed
+        finally:
+            deployed.destroy()
+
+
+# -- what was deployed ------------------------------------------------------------------------
+
+
+def test_five_functions_with_the_documented_handlers_and_limits(deployment: Deployment) -> None:
+    functions = deployment.functions()
+
+    assert sorted(functions) == sorted(KINDS)
+    for kind, function in functions.items():
+        assert function.name == f"{PREFIX}-{kind}"
+        assert function.handler == f"jitr_functions.aws.{kind}"
+        assert (function.runtime, function.architectures) == ("python3.12", ("x86_64",))
+        assert (function.timeout_s, function.memory_mb) == DOCUMENTED[kind], kind
+    assert len({f.role_arn for f in functions.values()}) == len(KINDS), "one role per function"
+    assert deployment.outputs["function_role_arns"] == {k: f.role_arn for k, f in functions.items()}
+
+
+def test_every_function_gets_the_same_settings_and_jitr_accepts_them(deployment: Deployment) -> None:
+    functions = deployment.functions()
+    environment = functions["webhook"].environment
+
+    assert all(f.environment == environment for f in functions.values())
+    assert environment == deployment.outputs["environment"]
+    settings = Settings.from_env(environment)  # jitr's own loader: what a cold start does
+    [pool] = settings.pools
+    assert (pool.name, sorted(pool.labels), pool.machine_types) == (POOL, sorted(LABELS), ("m5.large", "m5a.large"))
+    assert pool.placements == deployment.network.subnet_ids
+    assert (pool.image, pool.max_runners) == (deployment.network.image, 5)
+    assert settings.github_api_url == deployment.sim.base_url
+    assert settings.provider("vm") == settings.provider("store") == "aws"
+    aws = settings.section("aws")
+    assert aws["table"] == deployment.outputs["table_name"]
+    assert aws["jobs_queue_url"] == deployment.outputs["jobs_queue_url"]
+    assert aws["security_group_ids"] == deployment.outputs["runner_security_group_id"]
+    assert aws["instance_profile"] == deployment.outputs["runner_instance_profile"]
+    assert aws["tags"] == f"jitr:deployment={PREFIX}"
+
+
+def test_secrets_hold_the_values_given(deployment: Deployment) -> None:
+    environment = deployment.functions()["webhook"].environment
+    sm = deployment.client("secretsmanager")
+
+    def digest(reference: str) -> str:
+        value = sm.get_secret_value(SecretId=reference)["SecretString"]
+        return hashlib.sha256(value.encode()).hexdigest()  # never the value itself in a failure message
+
+    assert (
+        digest(environment["JITR_SECRETS_WEBHOOK_SECRET"])
+        == hashlib.sha256(deployment.webhook_secret.encode()).hexdigest()
+    )
+    assert (
+        digest(environment["JITR_SECRETS_GITHUB_APP_PRIVATE_KEY"])
+        == hashlib.sha256(deployment.sim.private_key_pem.encode()).hexdigest()
+    )
+
+
+def test_webhook_function_url_has_no_aws_auth(deployment: Deployment) -> None:
+    url = deployment.client("lambda").get_function_url_config(FunctionName=f"{PREFIX}-webhook")
+
+    assert url["AuthType"] == "NONE"
+    assert deployment.outputs["webhook_url"].rstrip("/") == url["FunctionUrl"].rstrip("/")
+
+
+def test_queues_feed_their_functions_with_partial_batch_responses(deployment: Deployment) -> None:
+    sqs, lam = deployment.client("sqs"), deployment.client("lambda")
+    functions = deployment.functions()
+
+    for queue, consumer in (("jobs", "scaleup"), ("lifecycle", "lifecycle")):
+        url = deployment.outputs[f"{queue}_queue_url"]
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        dlq_url = functions[consumer].environment[f"JITR_AWS_{queue.upper()}_DLQ_URL"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        assert json.loads(attributes["RedrivePolicy"]) == {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5}
+        assert int(attributes["VisibilityTimeout"]) >= 6 * functions[consumer].timeout_s
+        [mapping] = lam.list_event_source_mappings(EventSourceArn=attributes["QueueArn"])["EventSourceMappings"]
+        assert mapping["FunctionArn"].endswith(f":function:{PREFIX}-{consumer}")
+        assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        assert mapping["BatchSize"] == 10
+
+
+def test_periodic_functions_are_scheduled_without_retries(deployment: Deployment) -> None:
+    events, lam = deployment.client("events"), deployment.client("lambda")
+
+    for kind, rate in (("scaledown", "rate(5 minutes)"), ("rebalancer", "rate(1 minute)")):
+        rule = events.describe_rule(Name=f"{PREFIX}-{kind}")
+        assert rule["ScheduleExpression"] == rate
+        assert rule["State"] == "ENABLED"
+        [target] = events.list_targets_by_rule(Rule=rule["Name"])["Targets"]
+        assert target["Arn"].endswith(f":function:{PREFIX}-{kind}")
+        assert target["RetryPolicy"]["MaximumRetryAttempts"] == 0
+        invoke_config = lam.get_function_event_invoke_config(FunctionName=f"{PREFIX}-{kind}")
+        assert invoke_config["MaximumRetryAttempts"] == 0
+        policy = json.loads(lam.get_policy(FunctionName=f"{PREFIX}-{kind}")["Policy"])
+        assert [s["Principal"] for s in policy["Statement"]] == [{"Service": "events.amazonaws.com"}]
+
+
+def test_table_is_jitrs_table_definition(deployment: Deployment) -> None:
+    ddb = deployment.client("dynamodb")
+    name = deployment.outputs["table_name"]
+    expected = table_definition(name)
+
+    table = ddb.describe_table(TableName=name)["Table"]
+
+    assert table["BillingModeSummary"]["BillingMode"] == expected["BillingMode"]
+    assert sorted(table["AttributeDefinitions"], key=str) == sorted(expected["AttributeDefinitions"], key=str)
+    assert table["KeySchema"] == expected["KeySchema"]
+    indexes = [
+        {k: index[k] for k in ("IndexName", "KeySchema", "Projection")} for index in table["GlobalSecondaryIndexes"]
+    ]
+    assert indexes == expected["GlobalSecondaryIndexes"]
+    ttl = ddb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+    assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", ttl_specification()["AttributeName"])
+    backups = ddb.describe_continuous_backups(TableName=name)["ContinuousBackupsDescription"]
+    assert backups["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"] == "ENABLED"
+
+
+def test_runners_get_a_closed_security_group_and_a_role_that_only_ships_logs(deployment: Deployment) -> None:
+    ec2, iam = deployment.client("ec2"), deployment.client("iam")
+    group_id = deployment.outputs["runner_security_group_id"]
+
+    [group] = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"]
+
+    assert group["VpcId"] == deployment.network.vpc_id
+    assert group["IpPermissions"] == []
+    egress = sorted((r["IpProtocol"], r["FromPort"], r["ToPort"]) for r in group["IpPermissionsEgress"])
+    assert egress == [("tcp", 53, 53), ("tcp", 80, 80), ("tcp", 443, 443), ("udp", 53, 53)]
+    profile = iam.get_instance_profile(InstanceProfileName=deployment.outputs["runner_instance_profile"])
+    [role] = profile["InstanceProfile"]["Roles"]
+    assert role["RoleName"] == f"{PREFIX}-runner"
+    [statement] = role_statements(deployment.endpoint, role["RoleName"], REGION)
+    assert statement["Resource"] == ["arn:aws:logs:eu-west-1:123456789012:log-group:/jitr/*"]
+    assert not any(a.startswith("ec2:") for a in statement["Action"])
+
+
+def test_alarms_watch_the_dead_letter_queues_and_every_function(deployment: Deployment) -> None:
+    alarms = deployment.client("cloudwatch").describe_alarms(AlarmNamePrefix=f"{PREFIX}-")["MetricAlarms"]
+
+    watched = sorted((a["Namespace"], a["MetricName"], a["Dimensions"][0]["Value"]) for a in alarms)
+
+    assert watched == sorted(
+        [("AWS/SQS", "ApproximateNumberOfMessagesVisible", f"{PREFIX}-{q}-dlq") for q in ("jobs", "lifecycle")]
+        + [("AWS/Lambda", "Errors", f"{PREFIX}-{kind}") for kind in KINDS]
+    )
+
+
+def test_log_groups_have_retention(deployment: Deployment) -> None:
+    groups = deployment.client("logs").describe_log_groups(logGroupNamePrefix=f"/aws/lambda/{PREFIX}-")["logGroups"]
+
+    assert sorted(g["logGroupName"] for g in groups) == sorted(f"/aws/lambda/{PREFIX}-{kind}" for kind in KINDS)
+    assert {g.get("retentionInDays") for g in groups} == {30}
+
+
+# -- the flow through the deployed functions, and what their roles allow -------------------------
+
+
+@pytest.fixture(scope="module")
+def flow(deployment: Deployment) -> FlowResult:
+    return run_flow(
+        deployment.endpoint, deployment.functions(), deployment.sim, webhook_secret=deployment.webhook_secret,
+        region=REGION,
+    )  # fmt: skip
+
+
+def test_a_job_runs_through_the_deployed_functions(deployment: Deployment, flow: FlowResult) -> None:
+    [reservation] = deployment.client("ec2").describe_instances(InstanceIds=[flow.instance_id])["Reservations"]
+    [instance] = reservation["Instances"]
+
+    assert flow.instance_tags["managed-by"] == "jitr"
+    assert flow.instance_tags["jitr:deployment"] == PREFIX
+    assert flow.instance_tags["jitr-pool"] == POOL
+    assert instance["SubnetId"] in deployment.network.subnet_ids
+    [interface] = instance["NetworkInterfaces"]
+    assert [g["GroupId"] for g in interface["Groups"]] == [deployment.outputs["runner_security_group_id"]]
+    assert instance["IamInstanceProfile"]["Arn"].endswith(f":instance-profile/{PREFIX}-runner")
+    assert instance["MetadataOptions"]["HttpTokens"] == "required"
+    assert deployment.sim.job(flow.job_id).status == "completed"
+    assert flow.reports["scaledown"] is not None and flow.reports["rebalancer"] is not None
+
+
+def test_each_role_allows_exactly_what_its_function_calls(deployment: Deployment, flow: FlowResult) -> None:
+    functions = deployment.functions()
+    allowed = {kind: role_actions(deployment.endpoint, f.role_name, REGION) for kind, f in functions.items()}
+
+    assert_covered(flow.calls, allowed, load_reasons())
+
+
+def test_ec2_permissions_are_scoped_to_this_deployments_tagged_runners(deployment: Deployment) -> None:
+    functions = deployment.functions()
+
+    def statements(kind: str, action: str) -> list[dict[str, Any]]:
+        found = role_statements(deployment.endpoint, functions[kind].role_name, REGION)
+        return [s for s in found if action in s["Action"]]
+
+    for kind in ("lifecycle", "scaledown"):
+        [terminate] = statements(kind, "ec2:TerminateInstances")
+        assert terminate["Condition"] == {
+            "StringEquals": {"ec2:ResourceTag/managed-by": "jitr", "ec2:ResourceTag/jitr:deployment": PREFIX}
+        }
+    tagged = {"aws:RequestTag/managed-by": "jitr", "aws:RequestTag/jitr:deployment": PREFIX}
+    launches = statements("scaleup", "ec2:RunInstances")
+    created = [s for s in launches if any(":instance/" in r for r in s["Resource"])]
+    assert [s["Condition"]["StringEquals"] for s in created] == [tagged]
+    [tags] = statements("scaleup", "ec2:CreateTags")
+    assert tags["Condition"]["StringEquals"] == {**tagged, "ec2:CreateAction": "RunInstances"}
+    [passrole] = statements("scaleup", "iam:PassRole")
+    assert passrole["Resource"] == [deployment.outputs["function_role_arns"]["scaleup"].replace("scaleup", "runner")]
+    for kind in KINDS:
+        if kind != "scaleup":
+            assert not statements(kind, "ec2:RunInstances") and not statements(kind, "iam:PassRole"), kind
+
+
+# -- tearing down --------------------------------------------------------------------------------
+
+
+def test_destroy_leaves_nothing(deployment: Deployment, flow: FlowResult) -> None:
+    deployment.destroy()
+
+    lam, sqs, ddb, iam = (deployment.client(s) for s in ("lambda", "sqs", "dynamodb", "iam"))
+    assert [f["FunctionName"] for f in lam.list_functions()["Functions"] if f["FunctionName"].startswith(PREFIX)] == []
+    assert sqs.list_queues(QueueNamePrefix=PREFIX).get("QueueUrls", []) == []
+    assert [t for t in ddb.list_tables()["TableNames"] if t.startswith(PREFIX)] == []
+    assert [r["RoleName"] for r in iam.list_roles()["Roles"] if r["RoleName"].startswith(PREFIX)] == []
+    assert iam.list_instance_profiles()["InstanceProfiles"] == []
+    assert (
+        deployment.client("secretsmanager").list_secrets(Filters=[{"Key": "name", "Values": [PREFIX]}])["SecretList"]
+        == []
+    )
+    assert deployment.client("events").list_rules(NamePrefix=PREFIX)["Rules"] == []
+    assert deployment.client("cloudwatch").describe_alarms(AlarmNamePrefix=PREFIX)["MetricAlarms"] == []
+    groups = deployment.client("logs").describe_log_groups()["logGroups"]
+    assert [
+        g["logGroupName"] for g in groups if PREFIX in g["logGroupName"] or g["logGroupName"].startswith("/jitr/")
+    ] == []
+    security_groups = deployment.client("ec2").describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": [f"{PREFIX}-runners"]}]
+    )["SecurityGroups"]
+    assert security_groups == []

@@ -1,0 +1,29 @@
+"""``terraform validate`` of the AWS module and its example, with the provider from a local mirror (no network)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from aws_terraform import Workspace
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    return Workspace(tmp_path_factory.mktemp("tf-validate"))
+
+
+@pytest.mark.parametrize("which", ["module", "example"])
+def test_validate(workspace: Workspace, which: str) -> None:
+    directory: Path = workspace.module if which == "module" else workspace.example
+    workspace.init(directory)
+
+    done = workspace.run(directory, "validate", "-no-color")
+
+    assert "The configuration is valid" in done.stdout
+
+
+def test_module_is_formatted(workspace: Workspace) -> None:
+    done = workspace.run(workspace.root, "fmt", "-check", "-recursive", "-no-color")
+
+    assert done.stdout == ""
