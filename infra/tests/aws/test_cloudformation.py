@@ -460,6 +460,36 @@ def test_roles_scope_ec2_to_jitrs_tags_and_pass_only_the_runner_role(
         assert secrets == ([webhook] if kind == "webhook" else [key]), f"{kind} reads {secrets}"
 
 
+def test_roles_in_moto_hold_the_templates_statements(stack: Stack) -> None:
+    """What moto created is the template's policy (resources aside, which name physical ids)."""
+    resolver = _resolver(stack.parameters)
+    iam = stack.client("iam")
+
+    def shape(statements: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+        return sorted(
+            (s["Sid"], json.dumps(s["Action"]), json.dumps(s.get("Condition"), sort_keys=True)) for s in statements
+        )
+
+    for logical in [*(f"{name}Role" for name in LOGICAL.values()), "RunnerRole"]:
+        role = stack.physical[logical]
+        assert shape(stack_role_statements(iam, role)) == shape(template_statements(resolver, logical)), logical
+
+
+def test_rules_refuse_a_stack_without_an_image_or_an_app_key() -> None:
+    rules = load_template()["Rules"]
+
+    def holds(rule: str, parameters: dict[str, str]) -> bool:
+        resolver = _resolver(parameters)
+        return all(resolver.resolve(a["Assert"]) for a in rules[rule]["Assertions"])
+
+    assert not holds("PoolsOrImage", {})
+    assert holds("PoolsOrImage", {"ImageId": "ami-0123456789abcdef0"})
+    assert holds("PoolsOrImage", {"Pools": "[]"})
+    assert not holds("AppPrivateKey", {})
+    assert holds("AppPrivateKey", {"AppPrivateKeyValue": "pem"})
+    assert holds("AppPrivateKey", {"AppPrivateKeySecretArn": "arn:aws:secretsmanager:eu-west-1:1:secret:k-AbCdEf"})
+
+
 def test_runner_role_may_only_terminate_its_own_instance_and_ship_logs(stack: Stack) -> None:
     role = stack.outputs["RunnerRoleArn"].rsplit("/", 1)[-1]
     statements = stack_role_statements(stack.client("iam"), role)
