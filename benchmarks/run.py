@@ -15,8 +15,26 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).parent
-PAYLOAD = (HERE / "queued.payload.json").read_bytes()
+GITHUB_PAYLOAD = (HERE / "queued.payload.json").read_bytes()  # labels ["ubuntu-latest"]: no pool serves it
+LABELS = ["self-hosted", "linux", "x64"]
 SECRET = "bench-webhook-secret"  # noqa: S105 - a benchmark fixture, not a credential
+TARGET_MODULES = ("cold_start", "burst")  # optional modules beside this one, each with targets(quick)
+
+
+def payload(labels: list[str] = LABELS, action: str = "queued", private: bool = True) -> bytes:
+    """GitHub's example delivery, as a job of the benchmark's pool (or of ``labels``), same size and shape."""
+    data = json.loads(GITHUB_PAYLOAD)
+    data["action"] = action
+    data["workflow_job"]["labels"] = labels
+    data["repository"]["private"] = private
+    if action != "queued":
+        data["workflow_job"]["status"] = action
+        data["workflow_job"]["runner_name"] = "jitr-linux-1-1"
+        data["workflow_job"]["runner_id"] = 1
+    return json.dumps(data, indent=2).encode()
+
+
+PAYLOAD = payload()
 
 
 def headers(body: bytes, delivery: str = "d-1") -> dict[str, str]:
@@ -58,7 +76,7 @@ def _embedded_app(state: Path, pools: list[dict[str, Any]] | None = None) -> Any
     return build_app(settings, environ={}, log_stream=open("/dev/null", "w"))
 
 
-def bench_publish(n: int = 5000) -> dict[str, float]:
+def bench_publish(n: int = 5000) -> dict[str, float]:  # a job of the pool: routed and enqueued
     with tempfile.TemporaryDirectory() as tmp:
         app = _embedded_app(Path(tmp))
         events = [(headers(PAYLOAD, str(uuid.uuid4())), PAYLOAD) for _ in range(n)]
@@ -221,16 +239,242 @@ def bench_periodic_reads(finished: int = 100_000, in_flight: int = 200) -> dict[
         }
 
 
+# -- targets ---------------------------------------------------------------------------------
+
+
+def _target(value: float, target: float, floor: float | None = None, **extra: Any) -> dict[str, Any]:
+    result: dict[str, Any] = {"value": value}
+    if floor is not None:
+        result["floor"] = floor
+    return {**result, "target": target, "met": value <= target, **extra}
+
+
+def target_ignored_delivery_backend_calls() -> dict[str, Any]:
+    """Store and queue calls made for deliveries of jobs no pool serves (queued, in_progress,
+    completed), counted at the plugin hooks of a real embedded backend."""
+    with tempfile.TemporaryDirectory() as tmp:
+        app = _embedded_app(Path(tmp))
+        app.webhook.handle(headers(b"{}", "warm"), b"{}")  # fetches and caches the webhook secret
+        calls: list[str] = []
+        undo = app.pm.add_hookcall_monitoring(lambda name, impls, kwargs: calls.append(name), lambda *a: None)
+        deliveries = [
+            payload(labels, action)
+            for labels in (["ubuntu-latest"], ["self-hosted", "gpu"])
+            for action in ("queued", "in_progress", "completed")
+        ]
+        answers = []
+        try:
+            for i, body in enumerate(deliveries):
+                answers.append(app.webhook.handle(headers(body, f"ignored-{i}"), body).status)
+        finally:
+            undo()
+        return _target(
+            round(len(calls) / len(deliveries), 3), 0, deliveries=len(deliveries), answers=answers, hooks=sorted(set(calls))
+        )
+
+
+def _moto_aws_app(endpoint: str) -> tuple[Any, Any, str]:
+    """An app on moto (queues, table, secret): the app, the SQS client jitr uses, the jobs queue URL."""
+    import os
+
+    import boto3
+    from jitr_aws.clients import client
+    from jitr_aws.config import aws_config
+    from jitr_aws.dynamodb import create_table
+    from jitr_core.settings import Settings
+    from jitr_functions.app import build_app
+
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="eu-west-1",
+        AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+    )  # fmt: skip
+    sqs = boto3.client("sqs", region_name="eu-west-1", endpoint_url=endpoint)
+    urls = {name: sqs.create_queue(QueueName=f"bench-{name}")["QueueUrl"] for name in ("jobs", "lifecycle")}
+    secrets = boto3.client("secretsmanager", region_name="eu-west-1", endpoint_url=endpoint)
+    secrets.create_secret(Name="bench/webhook", SecretString=SECRET)
+    settings = Settings.from_mapping(
+        {
+            "provider": "aws",
+            "log_level": "INFO",
+            "secrets": {"webhook_secret": "bench/webhook"},
+            "aws": {
+                "region": "eu-west-1",
+                "endpoint_url": endpoint,
+                "table": "bench",
+                "jobs_queue_url": urls["jobs"],
+                "lifecycle_queue_url": urls["lifecycle"],
+            },
+            "pools": [{"name": "linux", "labels": LABELS, "machine_types": ["m5.large"], "image": "ami-12345678"}],
+        }
+    )
+    create_table(settings)
+    app = build_app(settings, environ={}, log_stream=open(os.devnull, "w"))  # noqa: SIM115
+    return app, client("sqs", aws_config(settings)), urls["jobs"]
+
+
+def _interleaved(a: Any, b: Any, rounds: int, batch: int) -> tuple[float, float]:
+    """CPU seconds per call of ``a`` and of ``b``, measured in alternating batches (noise hits both alike).
+    Each round's pair is a ratio sample; the median round is returned (a preemption spoils one round)."""
+    samples = []
+    for _ in range(rounds):
+        t = time.thread_time()
+        for _ in range(batch):
+            a()
+        ta = time.thread_time() - t
+        t = time.thread_time()
+        for _ in range(batch):
+            b()
+        tb = time.thread_time() - t
+        samples.append((ta / tb if tb else float("inf"), ta / batch, tb / batch))
+    samples.sort()
+    _, ta, tb = samples[len(samples) // 2]
+    return ta, tb
+
+
+def target_publish_cpu_vs_send_floor(quick: bool = False) -> dict[str, Any]:
+    """The webhook service's CPU per routed event against a bare ``send_message`` of the same body
+    through the same boto3 client (the floor: what enqueueing alone costs the function). AWS is
+    moto in a server thread of this process; the CPU counted is the calling thread's, as a Lambda's."""
+    import logging
+
+    from jitr_core.messages import JobMessage, encode
+    from jitr_core.webhook import inspect, lower_headers
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        app, sqs, url = _moto_aws_app(f"http://{host}:{port}")
+        event = inspect(lower_headers(headers(PAYLOAD)), PAYLOAD, SECRET, 1 << 20)
+        message = encode(JobMessage.from_job(event.job, event.delivery_id, time.time()))
+        attributes = {k: {"DataType": "String", "StringValue": v} for k, v in message.attributes.items() if v}
+        ids, signed = iter(range(10**9)), headers(PAYLOAD)
+
+        def publish() -> None:
+            response = app.webhook.handle({**signed, "x-github-delivery": f"d-{next(ids)}"}, PAYLOAD)
+            assert response.status == 202, response
+
+        def send() -> None:
+            sqs.send_message(QueueUrl=url, MessageBody=message.body, DelaySeconds=0, MessageAttributes=attributes)
+
+        publish(), send()
+        for _ in range(3 if quick else 10):  # warm both paths
+            publish(), send()
+        cpu, floor = _interleaved(publish, send, rounds=5 if quick else 15, batch=20 if quick else 40)
+    finally:
+        server.stop()
+    # value: CPU per routed event / CPU per bare send; floor: the bare send's CPU, in µs
+    return _target(round(cpu / floor, 3), 1.3, floor=round(floor * 1e6), cpu_us=round(cpu * 1e6))
+
+
+def target_handler_vs_inspect(quick: bool = False) -> dict[str, Any]:
+    """The whole Lambda webhook handler (function-URL event in, HTTP answer and one JSON log line
+    out) with an enqueue that publishes nothing, against ``inspect()`` alone on the same delivery."""
+    import os
+
+    import jitr_functions.app
+    import pluggy
+    from jitr_core.settings import Settings
+    from jitr_core.webhook import inspect
+    from jitr_functions import aws
+    from jitr_functions.app import build_app
+
+    class Discard:
+        @pluggy.HookimplMarker("jitr")(tryfirst=True)
+        def jitr_enqueue(self, queue: str, message: Any, delay_s: int, settings: Any) -> str:
+            return "discarded"
+
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp)
+        (state / "secret").write_text(SECRET)
+        settings = Settings.from_mapping(
+            {
+                "provider": "embedded",
+                "log_level": "INFO",  # the handler's log line is part of its cost
+                "secrets": {"webhook_secret": f"file:{state / 'secret'}"},
+                "embedded": {"state_dir": str(state / "db")},
+                "pools": [{"name": "linux", "labels": LABELS, "machine_types": ["m"]}],
+            }
+        )
+        app = build_app(settings, environ={}, extra_plugins=[("discard", Discard())], log_stream=open(os.devnull, "w"))  # noqa: SIM115
+        previous, jitr_functions.app._APP = jitr_functions.app._APP, app
+        h = headers(PAYLOAD)
+        core_headers = dict(h)
+        request = {  # a function-URL event (version 2.0)
+            "version": "2.0",
+            "rawPath": "/",
+            "requestContext": {"http": {"method": "POST", "path": "/"}, "requestId": "bench"},
+            "headers": h,
+            "body": PAYLOAD.decode(),
+            "isBase64Encoded": False,
+        }
+
+        class Context:
+            aws_request_id = "bench-request"
+
+        ids = iter(range(10**9))
+
+        def handler() -> None:
+            h["x-github-delivery"] = f"d-{next(ids)}"  # not signed: a new delivery each time
+            response = aws.webhook(request, Context)
+            assert response["statusCode"] == 202, response
+
+        def core() -> None:
+            inspect(core_headers, PAYLOAD, SECRET, 1 << 20)
+
+        try:
+            handler(), core()
+            cpu, floor = _interleaved(handler, core, rounds=7 if quick else 21, batch=100 if quick else 300)
+        finally:
+            jitr_functions.app._APP = previous
+    return _target(round(cpu / floor, 3), 1.5, handler_cpu_us=round(cpu * 1e6, 1), inspect_cpu_us=round(floor * 1e6, 1))
+
+
+def targets(quick: bool = False, only: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """This file's targets, merged with those of the optional modules beside it (TARGET_MODULES)."""
+    import importlib
+
+    found: dict[str, Any] = {
+        "ignored_delivery_backend_calls": target_ignored_delivery_backend_calls,
+        "publish_cpu_vs_send_floor": lambda: target_publish_cpu_vs_send_floor(quick),
+        "handler_vs_inspect": lambda: target_handler_vs_inspect(quick),
+    }
+    result: dict[str, dict[str, Any]] = {}
+    for name, measure in found.items():
+        if not only or name in only:
+            result[name] = measure()
+            print(f"target {name}: {json.dumps(result[name])}", file=sys.stderr)
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    for module in TARGET_MODULES:
+        if only and module not in only or not (HERE / f"{module}.py").exists():
+            continue
+        measured = importlib.import_module(module).targets(quick=quick)
+        for name, value in measured.items():
+            print(f"target {name}: {json.dumps(value)}", file=sys.stderr)
+        result.update(measured)
+    return result
+
+
 def bench_serve_load() -> dict[str, Any]:
     from serve_load import run
 
     return run()
 
 
+def _commit() -> str:
+    found = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return found.stdout.strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", nargs="*", help="run only these benchmarks")
     parser.add_argument("--burst-jobs", type=int, default=1000)
+    parser.add_argument("--targets-only", action="store_true", help="measure the targets only")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (the targets' ratios are noisier)")
     args = parser.parse_args()
     benches = {
         "webhook_inspect_per_s": bench_inspect,
@@ -242,9 +486,10 @@ def main() -> None:
         "burst": lambda: bench_burst(args.burst_jobs),
         "serve_load": bench_serve_load,
     }
-    report: dict[str, Any] = {"python": sys.version.split()[0]}
+    report: dict[str, Any] = {"python": sys.version.split()[0], "commit": _commit()}
+    report["targets"] = targets(args.quick, args.only)
     for name, bench in benches.items():
-        if args.only and name not in args.only:
+        if args.targets_only or (args.only and name not in args.only):
             continue
         report[name] = bench()
         print(f"{name}: {json.dumps(report[name])}", file=sys.stderr)
