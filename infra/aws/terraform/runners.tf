@@ -65,9 +65,9 @@ resource "aws_iam_role_policy_attachment" "runner" {
   policy_arn = each.value
 }
 
-# Each pool's runner log group, so its retention is set (the agent would create it without one).
+# The log group of each pool that ships logs, so its retention is set (the agent would create it without one).
 resource "aws_cloudwatch_log_group" "runner" {
-  for_each          = var.runner_log_shipping ? toset([for p in var.pools : p.name]) : toset([])
+  for_each          = var.runner_log_shipping ? toset([for p in var.pools : p.name if p.log_shipping != false]) : toset([])
   name              = "/jitr/${each.value}"
   retention_in_days = var.runner_log_retention_days
   kms_key_id        = var.kms_key_arn

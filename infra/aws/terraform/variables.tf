@@ -65,17 +65,17 @@ variable "function_settings" {
     error_message = "function_settings keys must be webhook, scaleup, lifecycle, scaledown or rebalancer."
   }
   validation {
-    condition = alltrue([for k, v in var.function_settings : v.timeout_s == null || (
-      v.timeout_s >= 3 && v.timeout_s <= lookup({ webhook = 10, scaleup = 900, lifecycle = 900, scaledown = 240, rebalancer = 55 }, k, 900)
+    condition = alltrue([for k, v in var.function_settings : v.timeout_s == null || try(
+      v.timeout_s >= 3 && v.timeout_s <= lookup({ webhook = 10, scaleup = 900, lifecycle = 900, scaledown = 240, rebalancer = 55 }, k, 900), false
     )])
     error_message = "timeouts must be at least 3 s, at most 10 s for webhook (GitHub gives up after 10 s), 240 s for scaledown and 55 s for rebalancer (their leases), 900 s otherwise."
   }
   validation {
-    condition     = alltrue([for v in values(var.function_settings) : v.memory_mb == null || (v.memory_mb >= 128 && v.memory_mb <= 10240)])
+    condition     = alltrue([for v in values(var.function_settings) : v.memory_mb == null || try(v.memory_mb >= 128 && v.memory_mb <= 10240, false)])
     error_message = "memory_mb must be between 128 and 10240."
   }
   validation {
-    condition     = alltrue([for v in values(var.function_settings) : v.reserved_concurrency == null || v.reserved_concurrency >= 0])
+    condition     = alltrue([for v in values(var.function_settings) : v.reserved_concurrency == null || try(v.reserved_concurrency >= 0, false)])
     error_message = "reserved_concurrency must be 0 or more (null: unreserved)."
   }
 }
@@ -141,7 +141,7 @@ variable "scaleup_max_concurrency" {
   default     = 10
 
   validation {
-    condition     = var.scaleup_max_concurrency == null || (var.scaleup_max_concurrency >= 2 && var.scaleup_max_concurrency <= 1000)
+    condition     = var.scaleup_max_concurrency == null || try(var.scaleup_max_concurrency >= 2 && var.scaleup_max_concurrency <= 1000, false)
     error_message = "scaleup_max_concurrency must be between 2 and 1000 (SQS event source mapping limits), or null."
   }
 }

@@ -27,3 +27,18 @@ def test_module_is_formatted(workspace: Workspace) -> None:
     done = workspace.run(workspace.root, "fmt", "-check", "-recursive", "-no-color")
 
     assert done.stdout == ""
+
+
+# -- terraform test: what the variables refuse, how pools are rendered ---------------------------
+
+
+def test_module_tests_pass(workspace: Workspace) -> None:
+    """``infra/aws/terraform/tests/*.tftest.hcl``: invalid input refused at plan, JITR_POOLS rendered as jitr reads it.
+
+    The provider is mocked there (``mock_provider``, Terraform 1.7 or later): nothing is created.
+    """
+    workspace.init(workspace.module)
+
+    done = workspace.run(workspace.module, "test", "-no-color", timeout_s=300)
+
+    assert "0 failed" in done.stdout, done.stdout

@@ -1,0 +1,237 @@
+# `terraform test` (Terraform >= 1.7 or OpenTofu): what the variables refuse, and how pools are
+# rendered into JITR_POOLS. The AWS provider is mocked: nothing is created and no credentials
+# are needed.
+
+mock_provider "aws" {
+  mock_data "aws_caller_identity" {
+    defaults = { account_id = "123456789012" }
+  }
+  mock_data "aws_partition" {
+    defaults = { partition = "aws" }
+  }
+  mock_data "aws_region" {
+    defaults = { name = "eu-west-1" }
+  }
+  mock_resource "aws_iam_role" {
+    defaults = { arn = "arn:aws:iam::123456789012:role/mocked" }
+  }
+  mock_resource "aws_iam_instance_profile" {
+    defaults = { arn = "arn:aws:iam::123456789012:instance-profile/mocked" }
+  }
+  mock_resource "aws_sqs_queue" {
+    defaults = { arn = "arn:aws:sqs:eu-west-1:123456789012:mocked", url = "https://sqs.eu-west-1.amazonaws.com/123456789012/mocked" }
+  }
+  mock_resource "aws_dynamodb_table" {
+    defaults = { arn = "arn:aws:dynamodb:eu-west-1:123456789012:table/mocked" }
+  }
+  mock_resource "aws_cloudwatch_log_group" {
+    defaults = { arn = "arn:aws:logs:eu-west-1:123456789012:log-group:mocked" }
+  }
+  mock_resource "aws_secretsmanager_secret" {
+    defaults = { arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:mocked-AbCdEf" }
+  }
+  mock_resource "aws_secretsmanager_secret_version" {
+    defaults = { arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:mocked-AbCdEf" }
+  }
+  mock_resource "aws_lambda_function" {
+    defaults = {
+      arn        = "arn:aws:lambda:eu-west-1:123456789012:function:mocked"
+      invoke_arn = "arn:aws:apigateway:eu-west-1:lambda:path/2015-03-31/functions/arn:aws:lambda:eu-west-1:123456789012:function:mocked/invocations"
+    }
+  }
+  mock_resource "aws_cloudwatch_event_rule" {
+    defaults = { arn = "arn:aws:events:eu-west-1:123456789012:rule/mocked" }
+  }
+  mock_resource "aws_security_group" {
+    defaults = { id = "sg-0123456789abcdef0" }
+  }
+  mock_resource "aws_apigatewayv2_api" {
+    defaults = { execution_arn = "arn:aws:execute-api:eu-west-1:123456789012:mocked" }
+  }
+  mock_data "aws_iam_policy_document" {
+    defaults = { json = "{\"Version\":\"2012-10-17\",\"Statement\":[]}" }
+  }
+}
+
+variables {
+  bundle_path            = "tests/bundle.zip"
+  github_app_id          = "123456"
+  webhook_secret         = "0123456789abcdef0123456789abcdef"
+  github_app_private_key = "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n"
+  vpc_id                 = "vpc-0123456789abcdef0"
+  pools = [{
+    name          = "linux"
+    labels        = ["self-hosted", "linux"]
+    machine_types = ["m7i.large"]
+    subnet_ids    = ["subnet-0aaaaaaaaaaaaaaaa"]
+    image         = "ami-0123456789abcdef0"
+  }]
+}
+
+run "pools_render_what_jitr_reads" {
+  command = apply
+
+  variables {
+    pools = [
+      {
+        name          = "linux"
+        labels        = ["self-hosted", "linux"]
+        machine_types = ["m7i.large", "m6i.large"]
+        subnet_ids    = ["subnet-0aaaaaaaaaaaaaaaa", "subnet-0bbbbbbbbbbbbbbbb"]
+        image         = "ami-0123456789abcdef0"
+      },
+      {
+        name               = "arm"
+        labels             = ["self-hosted", "linux", "arm64"]
+        machine_types      = ["m7g.large"]
+        subnet_ids         = ["subnet-0aaaaaaaaaaaaaaaa"]
+        image              = "resolve:ssm:/aws/service/ami/arm64"
+        arch               = "arm64"
+        disk_gb            = 60
+        spot               = false
+        log_shipping       = false
+        security_group_ids = ["sg-0123456789abcdef0"]
+      },
+    ]
+    runner_tags = { team = "platform" }
+  }
+
+  assert {
+    condition = jsondecode(aws_lambda_function.function["scaleup"].environment[0].variables.JITR_POOLS) == [
+      {
+        name       = "linux", labels = ["self-hosted", "linux"], machine_types = ["m7i.large", "m6i.large"],
+        placements = ["subnet-0aaaaaaaaaaaaaaaa", "subnet-0bbbbbbbbbbbbbbbb"], image = "ami-0123456789abcdef0"
+      },
+      {
+        name       = "arm", labels = ["self-hosted", "linux", "arm64"], machine_types = ["m7g.large"],
+        placements = ["subnet-0aaaaaaaaaaaaaaaa"], image = "resolve:ssm:/aws/service/ami/arm64", arch = "arm64",
+        disk_gb    = 60, spot = false, options = { log_shipping = false, security_group_ids = ["sg-0123456789abcdef0"] }
+      },
+    ]
+    error_message = "JITR_POOLS is not the pools as jitr's settings loader reads them"
+  }
+  assert {
+    condition     = aws_lambda_function.function["webhook"].environment[0].variables.JITR_AWS_TAGS == "jitr:deployment=jitr,team=platform"
+    error_message = "JITR_AWS_TAGS must carry the runner tags and the deployment tag"
+  }
+  assert {
+    condition     = length(aws_iam_role_policy.runner) == 1 && length(aws_cloudwatch_log_group.runner) == 1
+    error_message = "log shipping (on by default) needs the runner policy and a log group for each pool that ships"
+  }
+}
+
+run "api_gateway_instead_of_a_function_url" {
+  command = plan
+
+  variables {
+    webhook_endpoint = "api_gateway"
+  }
+
+  assert {
+    condition     = length(aws_lambda_function_url.webhook) == 0 && length(aws_apigatewayv2_route.webhook) == 1
+    error_message = "api_gateway replaces the function URL with an HTTP API route"
+  }
+  assert {
+    condition     = aws_apigatewayv2_route.webhook[0].route_key == "POST /webhook"
+    error_message = "GitHub POSTs to /webhook"
+  }
+}
+
+run "no_pools" {
+  command = plan
+  variables { pools = [] }
+  expect_failures = [var.pools]
+}
+
+run "duplicate_pool_names" {
+  command = plan
+  variables {
+    pools = [
+      { name = "a", labels = ["self-hosted"], machine_types = ["m7i.large"], subnet_ids = ["subnet-0a"], image = "ami-0a" },
+      { name = "a", labels = ["self-hosted"], machine_types = ["m7i.large"], subnet_ids = ["subnet-0a"], image = "ami-0a" },
+    ]
+  }
+  expect_failures = [var.pools]
+}
+
+run "pool_without_self_hosted" {
+  command = plan
+  variables {
+    pools = [{ name = "a", labels = ["linux"], machine_types = ["m7i.large"], subnet_ids = ["subnet-0a"], image = "ami-0a" }]
+  }
+  expect_failures = [var.pools]
+}
+
+run "pool_name_jitr_would_refuse" {
+  command = plan
+  variables {
+    pools = [{ name = "Linux_X64", labels = ["self-hosted"], machine_types = ["m7i.large"], subnet_ids = ["subnet-0a"], image = "ami-0a" }]
+  }
+  expect_failures = [var.pools]
+}
+
+run "pool_without_subnets" {
+  command = plan
+  variables {
+    pools = [{ name = "a", labels = ["self-hosted"], machine_types = ["m7i.large"], subnet_ids = [], image = "ami-0a" }]
+  }
+  expect_failures = [var.pools]
+}
+
+run "pool_image_not_an_ami" {
+  command = plan
+  variables {
+    pools = [{ name = "a", labels = ["self-hosted"], machine_types = ["m7i.large"], subnet_ids = ["subnet-0a"], image = "ubuntu-24.04" }]
+  }
+  expect_failures = [var.pools]
+}
+
+run "pool_disk_too_small" {
+  command = plan
+  variables {
+    pools = [{ name = "a", labels = ["self-hosted"], machine_types = ["m7i.large"], subnet_ids = ["subnet-0a"], image = "ami-0a", disk_gb = 4 }]
+  }
+  expect_failures = [var.pools]
+}
+
+run "unknown_architecture" {
+  command = plan
+  variables { architecture = "aarch64" }
+  expect_failures = [var.architecture]
+}
+
+run "unsupported_runtime" {
+  command = plan
+  variables { runtime = "python3.11" }
+  expect_failures = [var.runtime]
+}
+
+run "rebalancer_timeout_over_its_lease" {
+  command = plan
+  variables { function_settings = { rebalancer = { timeout_s = 90 } } }
+  expect_failures = [var.function_settings]
+}
+
+run "reserved_runner_tag" {
+  command = plan
+  variables { runner_tags = { "managed-by" = "me" } }
+  expect_failures = [var.runner_tags]
+}
+
+run "setting_the_module_owns" {
+  command = plan
+  variables { jitr_settings = { JITR_POOLS = "[]" } }
+  expect_failures = [var.jitr_settings]
+}
+
+run "unknown_webhook_endpoint" {
+  command = plan
+  variables { webhook_endpoint = "alb" }
+  expect_failures = [var.webhook_endpoint]
+}
+
+run "neither_secret_nor_its_arn" {
+  command = plan
+  variables { webhook_secret = null }
+  expect_failures = [aws_secretsmanager_secret.webhook]
+}
