@@ -70,13 +70,20 @@ def python_312() -> str | None:
 def bundle_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("lambda") / "jitr.zip"
     jitr = Path(sys.executable).with_name("jitr")
+    found = python_312()
+    if found is None:
+        unavailable("no python3.12 interpreter to compile the python3.12 bundle's bytecode with")
+    path = tmp_path_factory.mktemp("path")  # python3.12 on the PATH, as the bundle looks for it
+    (path / "python3.12").symlink_to(found)
+    env = {**os.environ, "PATH": f"{path}{os.pathsep}{os.environ.get('PATH', '')}"}
     done = subprocess.run([str(jitr), "bundle", "aws", "--python", "3.12", "--arch", "x86_64", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+                          capture_output=True, text=True, timeout=600, check=False, env=env)  # fmt: skip
     if done.returncode != 0 and any(failure in done.stderr for failure in NETWORK_FAILURES):
         unavailable(f"pip could not download the Lambda wheels from PyPI: {done.stderr.strip().splitlines()[-1]}")
     assert done.returncode == 0, done.stderr
     assert "MB zipped (within the 8 MB target)" in done.stdout, done.stdout
     assert all(f"jitr_functions.aws.{name}" in done.stdout for name in FUNCTIONS)
+    assert "bytecode: compiled for python3.12" in done.stdout, done.stdout
     return out
 
 
@@ -126,7 +133,18 @@ def test_the_bundle_keeps_entry_points_and_leaves_out_the_runtime_and_other_clou
     assert aws_metadata.name == f"jitr_aws-{metadata.version('jitr-aws')}.dist-info"
     assert "aws = jitr_aws.plugin" in (aws_metadata / "entry_points.txt").read_text()
     assert not tops & {"boto3", "botocore", "s3transfer", "jmespath", "dateutil", "jitr_gcp", "bin"}
-    assert not list(bundle_dir.rglob("__pycache__")) and not list(bundle_dir.rglob("direct_url.json"))
+    assert not list(bundle_dir.rglob("direct_url.json"))
+
+
+def test_the_bundle_carries_reproducible_bytecode_for_its_runtime_only(bundle_dir: Path) -> None:
+    """Lambda's /var/task is read-only: without bytecode in the zip, every cold start compiles every import."""
+    pycs = list(bundle_dir.rglob("*.pyc"))
+    assert pycs and all(p.parent.name == "__pycache__" and p.name.endswith(".cpython-312.pyc") for p in pycs)
+    # flags 0b01: hash-based and not checked against the source (PEP 552), so no timestamps
+    assert {int.from_bytes(p.read_bytes()[4:8], "little") for p in pycs} == {0b01}
+    for module in ("jitr_functions/aws.py", "jitr_core/webhook.py", "jitr_aws/plugin.py", "pluggy/_hooks.py"):
+        source = bundle_dir / module
+        assert (source.parent / "__pycache__" / f"{source.stem}.cpython-312.pyc").is_file(), module
 
 
 def test_plugin_discovery_sees_aws_from_the_bundle(bundle_dir: Path, python312: str) -> None:

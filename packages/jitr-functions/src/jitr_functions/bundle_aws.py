@@ -7,6 +7,13 @@ boto3 and what only it needs are left out by default (the Lambda runtime provide
 Third-party libraries are pinned to the versions installed here, as the Cloud Run bundle pins
 them, so two builds from one environment are the same whatever PyPI has published since; every
 bundled plugin is loaded from the unpacked bundle before the zip is written.
+
+Lambda unpacks the zip into the read-only ``/var/task``, where Python cannot cache bytecode: a zip
+without it compiles every module a cold start imports, on every cold start. The bundle is
+compiled by the target runtime's interpreter (``python3.12``/``python3.13`` on the ``PATH``)
+into hash-based ``.pyc`` files (``unchecked-hash``: no timestamps, so two builds give the same
+bytes, and the runtime loads them without reading the source again). Without that interpreter
+the zip is written without bytecode, and a warning says so.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ JITR_DISTRIBUTIONS = ("jitr-core", "jitr-github", "jitr-functions", "jitr-aws")
 RUNTIME_PROVIDED = frozenset({"boto3", "botocore", "s3transfer"})
 OTHER_CLOUDS = frozenset({"jitr-gcp"})  # another cloud's backend is dead weight in a Lambda
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+LAMBDA_TASK_ROOT = "/var/task"  # where Lambda unpacks the zip: the source paths tracebacks show
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
@@ -54,6 +62,7 @@ class Bundle:
     zipped_bytes: int
     unzipped_bytes: int
     distributions: tuple[str, ...]
+    bytecode: str | None = None  # the interpreter that compiled the zip's bytecode; None: no bytecode
 
 
 def build(
@@ -62,8 +71,13 @@ def build(
     arch: str = "x86_64",
     include_boto3: bool = False,
     exclude_plugins: Iterable[str] = (),
+    precompile: bool = True,
 ) -> Bundle:
-    """Build the zip at ``out`` for Lambda's ``python`` runtime on ``arch``."""
+    """Build the zip at ``out`` for Lambda's ``python`` runtime on ``arch``.
+
+    With ``precompile``, the zip carries bytecode for ``python`` when its interpreter is on the
+    ``PATH`` (:attr:`Bundle.bytecode` names it), else none and a warning is printed.
+    """
     if python not in RUNTIMES or arch not in PLATFORMS:
         raise BundleError(
             f"Lambda runtimes are python{'/'.join(RUNTIMES)} on {'/'.join(PLATFORMS)}, found python{python} on {arch}"
@@ -93,10 +107,22 @@ def build(
             _prune(target, roots=names)
         _tidy(target)
         verify_plugins([target], python=_interpreter(python))
+        bytecode = None
+        if precompile:
+            bytecode = _target_interpreter(python)
+            if bytecode is None:
+                print(
+                    f"jitr: warning: python{python} is not on the PATH, so the zip carries no bytecode and every "
+                    f"cold start compiles what it imports; install python{python} to add it, "
+                    "or pass --no-compile to build without it",
+                    file=sys.stderr,
+                )
+            else:
+                compile_bytecode(target, bytecode)
         unzipped = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
         out = write_zip(target, out)
         installed = sorted(f"{d.metadata['Name']} {d.version}" for d in metadata.distributions(path=[str(target)]))
-    return Bundle(out, out.stat().st_size, unzipped, tuple(installed))
+    return Bundle(out, out.stat().st_size, unzipped, tuple(installed), bytecode)
 
 
 def bundled_distributions(exclude_plugins: Iterable[str] = ()) -> tuple[str, ...]:
@@ -143,13 +169,43 @@ def pinned_dependencies(names: Iterable[str]) -> tuple[str, ...]:
 
 def _interpreter(python: str) -> str:
     """A working ``python3.12``/``python3.13`` to load the bundle with, else this interpreter."""
+    return _target_interpreter(python) or sys.executable
+
+
+def _target_interpreter(python: str) -> str | None:
+    """A working ``python3.12``/``python3.13`` on the ``PATH`` (this one if it is that version), else None."""
+    if f"{sys.version_info.major}.{sys.version_info.minor}" == python:
+        return sys.executable
     candidate = shutil.which(f"python{python}")
-    if candidate is not None:
-        probe = [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"]
+    if candidate is None:
+        return None
+    probe = [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2]); print(sys.executable)"]
+    try:
         done = subprocess.run(probe, capture_output=True, text=True, timeout=60, check=False)
-        if done.returncode == 0 and done.stdout.strip() == python:
-            return candidate
-    return sys.executable
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    version, _, executable = done.stdout.strip().partition("\n")
+    if done.returncode != 0 or version != python:
+        return None
+    return executable or candidate  # the interpreter itself, not a shim (pyenv's) in front of it
+
+
+def compile_bytecode(target: Path, python: str) -> None:
+    """Compile every module under ``target`` with ``python`` into reproducible ``__pycache__/*.pyc`` files.
+
+    ``unchecked-hash`` pycs hold the source's hash instead of its timestamp and are loaded without
+    checking it (the zip never changes under them); the recorded source paths are those Lambda
+    unpacks to. One process, in compileall's sorted order, so two builds write the same bytes.
+    """
+    command = [python, "-I", "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash",
+               "-s", str(target), "-p", LAMBDA_TASK_ROOT, str(target)]  # fmt: skip
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BundleError(f"could not compile the bundle's bytecode: {exc}") from None
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-10:])
+        raise BundleError(f"compiling the bundle's bytecode failed (exit {done.returncode}):\n{tail}")
 
 
 def _requirements(names: Sequence[str], wheels: Path) -> list[str]:
@@ -280,6 +336,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", choices=tuple(PLATFORMS), default="x86_64", help="Lambda architecture")
     parser.add_argument("--include-boto3", action="store_true", help="bundle boto3 instead of the runtime's")
     parser.add_argument(
+        "--no-compile",
+        dest="precompile",
+        action="store_false",
+        help="leave bytecode out of the zip (by default it is compiled by python3.12/python3.13 when on the PATH)",
+    )
+    parser.add_argument(
         "--exclude-plugin",
         action="append",
         default=[],
@@ -291,7 +353,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     warn_unknown(args.exclude_plugin, required=JITR_DISTRIBUTIONS)
-    bundle = build(args.out, args.python, args.arch, args.include_boto3, args.exclude_plugin)
+    bundle = build(args.out, args.python, args.arch, args.include_boto3, args.exclude_plugin, args.precompile)
     mb = bundle.zipped_bytes / 1024 / 1024
     verdict = "within" if bundle.zipped_bytes <= SIZE_TARGET else "OVER"
     print(f"wrote {bundle.path} for python{args.python} on {args.arch}")
@@ -299,6 +361,10 @@ def run(args: argparse.Namespace) -> int:
         f"size: {mb:.2f} MB zipped ({verdict} the {SIZE_TARGET // 1024 // 1024} MB target), "
         f"{bundle.unzipped_bytes / 1024 / 1024:.2f} MB unzipped"
     )
+    if bundle.bytecode is not None:
+        print(f"bytecode: compiled for python{args.python} by {bundle.bytecode} (unchecked-hash)")
+    else:
+        print("bytecode: none (each cold start compiles what it imports)")
     print(f"contents: {', '.join(bundle.distributions)}")
     print("handlers:")
     for handler in HANDLERS:
