@@ -17,10 +17,13 @@ module "jitr" {
   architecture = var.architecture
   runtime      = var.runtime
 
-  github_app_id          = var.github_app_id
-  github_api_url         = var.github_api_url
-  webhook_secret         = var.webhook_secret
-  github_app_private_key = file(var.github_app_private_key_path)
+  github_app_id  = var.github_app_id
+  github_api_url = var.github_api_url
+  # Existing secrets (from `jitr github-app create`), or values for the module to store.
+  webhook_secret_arn                = var.webhook_secret_arn
+  github_app_private_key_secret_arn = var.github_app_private_key_secret_arn
+  webhook_secret                    = var.webhook_secret
+  github_app_private_key            = var.github_app_private_key_path == null ? null : file(var.github_app_private_key_path)
 
   vpc_id = var.vpc_id
   pools = [

@@ -44,15 +44,29 @@ variable "github_api_url" {
   default     = "https://api.github.com"
 }
 
-variable "webhook_secret" {
-  description = "The GitHub App's webhook secret (stored in Secrets Manager, and in the Terraform state)."
+variable "webhook_secret_arn" {
+  description = "An existing Secrets Manager secret holding the App's webhook secret (what `jitr github-app create` stores). Or set webhook_secret."
   type        = string
+  default     = null
+}
+
+variable "github_app_private_key_secret_arn" {
+  description = "An existing Secrets Manager secret holding the App's private key. Or set github_app_private_key_path."
+  type        = string
+  default     = null
+}
+
+variable "webhook_secret" {
+  description = "The App's webhook secret, for the module to store in Secrets Manager (it is then in the Terraform state too)."
+  type        = string
+  default     = null
   sensitive   = true
 }
 
 variable "github_app_private_key_path" {
-  description = "Path of the GitHub App's private key (.pem); its content is stored in Secrets Manager, and in the Terraform state."
+  description = "Path of the App's private key (.pem), for the module to store in Secrets Manager (it is then in the Terraform state too)."
   type        = string
+  default     = null
 }
 
 variable "vpc_id" {
