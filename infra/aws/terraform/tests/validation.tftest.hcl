@@ -54,9 +54,9 @@ mock_provider "aws" {
 }
 
 variables {
-  bundle_path            = "tests/bundle.zip"
-  github_app_id          = "123456"
-  webhook_secret         = "not-a-secret-only-a-test-value"
+  bundle_path    = "tests/bundle.zip"
+  github_app_id  = "123456"
+  webhook_secret = "not-a-secret-only-a-test-value"
   # checkov:skip=CKV_SECRET_6:A placeholder in PEM armour (the variable checks for it), not a key.
   github_app_private_key = "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n"
   vpc_id                 = "vpc-0123456789abcdef0"
