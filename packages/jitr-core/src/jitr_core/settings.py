@@ -13,6 +13,7 @@ import json
 import os
 import re
 import tomllib
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +70,6 @@ class Settings:
     claim_timeout_s: int = 120
     cap_wait_s: int = 15
     rebalance_grace_s: int = 60
-    delivery_ttl_s: int = 3 * 86400
     finished_ttl_s: int = 7 * 86400
     max_body_bytes: int = 1024 * 1024
     log_level: str = "INFO"
@@ -146,7 +146,7 @@ _SCALARS = (
     "claim_timeout_s",
     "cap_wait_s",
     "rebalance_grace_s",
-    "delivery_ttl_s",
+    "delivery_ttl_s",  # no longer used: accepted with a warning (see _RETIRED)
     "finished_ttl_s",
     "max_body_bytes",
     "log_level",
@@ -167,6 +167,11 @@ _NOT_SETTINGS = frozenset(
     }
 )
 _GITHUB_KEYS = ("api_url", "app_id")
+# Settings that no longer do anything, accepted with a warning saying why, so a deployment that
+# still sets one keeps starting.
+_RETIRED = {
+    "delivery_ttl_s": "the webhook keeps no delivery records any more (a duplicate delivery is harmless)",
+}
 # A JITR_<WORD>_... variable whose first word starts a core setting is a misspelt core setting,
 # never a plugin's section (JITR_MAX_RUNNER is not the setting "runner" of a plugin "max").
 _CORE_WORDS = frozenset(key.split("_", 1)[0] for key in _SCALARS) - {"secrets"}
@@ -252,6 +257,9 @@ class _TomlNames(_Names):
 
 def _build(data: dict[str, Any], names: _Names, source: str) -> Settings:
     r = _Reader(names)
+    for key, why in _RETIRED.items():
+        if key in data:
+            warnings.warn(f"{names.name(key)} is no longer used and is ignored: {why}", FutureWarning, stacklevel=2)
     default_provider = r.choice(data, "provider", default="embedded", pattern=_POOL_NAME)
     providers = {
         role: r.choice(data, f"{role}_provider", default=default_provider, pattern=_POOL_NAME) for role in ROLES
@@ -300,7 +308,6 @@ def _build(data: dict[str, Any], names: _Names, source: str) -> Settings:
         claim_timeout_s=r.integer(data, "claim_timeout_s", default=120, low=1),
         cap_wait_s=r.integer(data, "cap_wait_s", default=15, low=1),
         rebalance_grace_s=r.integer(data, "rebalance_grace_s", default=60, low=0),
-        delivery_ttl_s=r.integer(data, "delivery_ttl_s", default=3 * 86400, low=60),
         finished_ttl_s=r.integer(data, "finished_ttl_s", default=7 * 86400, low=60),
         max_body_bytes=r.integer(data, "max_body_bytes", default=1024 * 1024, low=1024),
         log_level=r.choice(data, "log_level", default="INFO", pattern=re.compile(r"^(DEBUG|INFO|WARNING|ERROR)$")),

@@ -20,7 +20,6 @@ from ..model import JobState, Record, RunnerState, Scope
 JOB = "job"
 RUNNER = "runner"
 REPO = "repo"
-DELIVERY = "delivery"
 LEASE = "lease"
 
 _RUNNER_RANK = {

@@ -1,6 +1,9 @@
-"""The webhook function: verify, parse, de-duplicate by delivery id, route to a queue.
+"""The webhook function: verify, parse, admit, route to a queue.
 
-It answers within milliseconds: one HMAC, one JSON parse, one conditional write, one enqueue.
+It answers within milliseconds: one HMAC, one JSON parse and, for a job jitr serves, one enqueue.
+A job no pool serves (or of an owner or repository not allowed) is answered without touching the
+store or a queue. Nothing is de-duplicated here: scaleup's claim on (job, attempt) makes a
+duplicate ``queued`` harmless and lifecycle transitions only move forward.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from typing import Any
 from ..backend import Backend
 from ..errors import JitrError, PayloadError, SignatureError
 from ..logs import log_context, register_secret
-from ..messages import JobMessage, LifecycleMessage, encode
-from ..webhook import inspect, lower_headers
-from .records import DELIVERY, Store
+from ..messages import JOBS_QUEUE, JobMessage, LifecycleMessage, encode
+from ..model import WorkflowJob
+from ..routing import Router
+from ..webhook import WebhookEvent, inspect, lower_headers
+from .scaledown import RUNNER_PREFIX
 
 log = logging.getLogger("jitr.webhook")
 SECRET_REFRESH_S = 60.0
@@ -35,7 +40,7 @@ class WebhookService:
     def __init__(self, backend: Backend, clock: Callable[[], float] = time.time) -> None:
         self.backend = backend
         self.settings = backend.settings
-        self.store = Store(backend, clock)
+        self.router = Router(backend.settings)
         self.clock = clock
         self._secret: str | None = None
         self._secret_at = 0.0
@@ -65,13 +70,31 @@ class WebhookService:
                 return WebhookResponse(200, {"ignored": f"{event.event} {event.action}".strip()})
             job = event.job
             with log_context(job_id=job.job_id, action=job.action, repository=job.repository):
+                reason = self._not_ours(job, event.queue)
+                if reason:
+                    log.info("job ignored", extra={"reason": reason})
+                    return WebhookResponse(200, {"ignored": reason})
                 try:
                     return self._route(event.delivery_id, job, event.queue, received_at)
                 except JitrError as exc:
                     log.error("could not route delivery", extra={"reason": str(exc)})
                     return WebhookResponse(503, {"error": "temporarily unable to accept the delivery"})
 
-    def _inspect(self, headers: Mapping[str, str], body: bytes):  # type: ignore[no-untyped-def]
+    def _not_ours(self, job: WorkflowJob, queue: str) -> str:
+        """Why jitr leaves this job alone, or "" when it goes to ``queue``.
+
+        A queued job must be admitted (allowed owner or repository, a pool serving its labels,
+        public repositories only where allowed). A lifecycle event goes on whenever a pool serves
+        the labels or one of jitr's runners took the job: an idle runner of a pool may take any job
+        its labels match, whatever jitr admitted.
+        """
+        if queue == JOBS_QUEUE:
+            return self.router.admit(job).reason
+        if not (job.runner_name or "").startswith(RUNNER_PREFIX) and self.router.pool_for(job.labels) is None:
+            return f"no pool serves labels {sorted(label.lower() for label in job.labels)}"
+        return ""
+
+    def _inspect(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
         secret = self._webhook_secret()
         try:
             return inspect(headers, body, secret, self.settings.max_body_bytes)
@@ -81,20 +104,12 @@ class WebhookService:
                 raise
             return inspect(headers, body, fresh, self.settings.max_body_bytes)
 
-    def _route(self, delivery_id: str, job: Any, queue: str, received_at: float) -> WebhookResponse:
-        expires = received_at + self.settings.delivery_ttl_s
-        if self.store.create(DELIVERY, delivery_id, "seen", expires_at=expires) is None:
-            log.info("duplicate delivery ignored")
-            return WebhookResponse(200, {"duplicate": True})
+    def _route(self, delivery_id: str, job: WorkflowJob, queue: str, received_at: float) -> WebhookResponse:
         message = (
             JobMessage.from_job(job, delivery_id, received_at)
-            if queue == "jobs"
+            if queue == JOBS_QUEUE
             else LifecycleMessage.from_job(job, delivery_id, received_at)
         )
-        try:
-            self.backend.enqueue(queue, encode(message))
-        except Exception:
-            self.backend.delete(DELIVERY, delivery_id)  # let GitHub's redelivery through
-            raise
+        self.backend.enqueue(queue, encode(message))
         log.info("routed", extra={"queue": queue})
         return WebhookResponse(202, {"queued": queue})
