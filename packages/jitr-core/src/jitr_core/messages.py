@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import MISSING, asdict, dataclass
+from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
 from .errors import PayloadError
@@ -88,16 +88,20 @@ class LifecycleMessage:
 Message = JobMessage | LifecycleMessage
 _TYPES: dict[str, type[JobMessage] | type[LifecycleMessage]] = {"job": JobMessage, "lifecycle": LifecycleMessage}
 _TYPE_OF = {JobMessage: "job", LifecycleMessage: "lifecycle"}
+# Each type's field names in order: a message's fields are flat (ids, strings, a tuple of
+# labels), so reading them directly gives what dataclasses.asdict would, without its deep copy.
+_FIELDS = {cls: tuple(f.name for f in fields(cls)) for cls in _TYPE_OF}
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # json.dumps builds a new encoder per call with options
 
 
 def encode(message: Message) -> QueueMessage:
     """The versioned JSON body plus attributes a queue can filter on."""
-    kind = _TYPE_OF[type(message)]
-    body = {"v": VERSION, "type": kind, **asdict(message)}
-    return QueueMessage(
-        body=json.dumps(body, separators=(",", ":")),
-        attributes={"type": kind, "job_id": str(message.job_id)},
-    )
+    cls = type(message)
+    kind = _TYPE_OF[cls]
+    body: dict[str, Any] = {"v": VERSION, "type": kind}
+    for name in _FIELDS[cls]:
+        body[name] = getattr(message, name)
+    return QueueMessage(body=_ENCODER.encode(body), attributes={"type": kind, "job_id": str(message.job_id)})
 
 
 def decode(body: str | bytes) -> Message:
