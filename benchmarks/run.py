@@ -21,7 +21,9 @@ SECRET = "bench-webhook-secret"  # noqa: S105 - a benchmark fixture, not a crede
 TARGET_MODULES = ("cold_start", "burst")  # optional modules beside this one, each with targets(quick)
 
 
-def payload(labels: list[str] = LABELS, action: str = "queued", private: bool = True) -> bytes:
+def payload(
+    labels: list[str] = LABELS, action: str = "queued", private: bool = True, runner: str = "jitr-linux-1-1"
+) -> bytes:
     """GitHub's example delivery, as a job of the benchmark's pool (or of ``labels``), same size and shape."""
     data = json.loads(GITHUB_PAYLOAD)
     data["action"] = action
@@ -29,7 +31,7 @@ def payload(labels: list[str] = LABELS, action: str = "queued", private: bool = 
     data["repository"]["private"] = private
     if action != "queued":
         data["workflow_job"]["status"] = action
-        data["workflow_job"]["runner_name"] = "jitr-linux-1-1"
+        data["workflow_job"]["runner_name"] = runner
         data["workflow_job"]["runner_id"] = 1
     return json.dumps(data, indent=2).encode()
 
@@ -258,7 +260,7 @@ def target_ignored_delivery_backend_calls() -> dict[str, Any]:
         calls: list[str] = []
         undo = app.pm.add_hookcall_monitoring(lambda name, impls, kwargs: calls.append(name), lambda *a: None)
         deliveries = [
-            payload(labels, action)
+            payload(labels, action, runner="GitHub Actions 7")
             for labels in (["ubuntu-latest"], ["self-hosted", "gpu"])
             for action in ("queued", "in_progress", "completed")
         ]
@@ -269,7 +271,11 @@ def target_ignored_delivery_backend_calls() -> dict[str, Any]:
         finally:
             undo()
         return _target(
-            round(len(calls) / len(deliveries), 3), 0, deliveries=len(deliveries), answers=answers, hooks=sorted(set(calls))
+            round(len(calls) / len(deliveries), 3),
+            0,
+            deliveries=len(deliveries),
+            answers=answers,
+            hooks=sorted(set(calls)),
         )
 
 
@@ -285,7 +291,7 @@ def _moto_aws_app(endpoint: str) -> tuple[Any, Any, str]:
     from jitr_functions.app import build_app
 
     os.environ.update(
-        AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="eu-west-1",
+        AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="eu-west-1",  # noqa: S106
         AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null",
     )  # fmt: skip
     sqs = boto3.client("sqs", region_name="eu-west-1", endpoint_url=endpoint)
@@ -449,7 +455,7 @@ def targets(quick: bool = False, only: list[str] | None = None) -> dict[str, dic
     if str(HERE) not in sys.path:
         sys.path.insert(0, str(HERE))
     for module in TARGET_MODULES:
-        if only and module not in only or not (HERE / f"{module}.py").exists():
+        if (only and module not in only) or not (HERE / f"{module}.py").exists():
             continue
         measured = importlib.import_module(module).targets(quick=quick)
         for name, value in measured.items():
