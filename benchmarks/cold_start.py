@@ -77,8 +77,14 @@ def targets(quick: bool = False, bundles: Path | None = None) -> dict[str, dict[
     rounds = 5 if quick else 15
     python = _python()
     if python is None:
-        return {"lambda_cold_start_vs_floor": {"value": None, "target": TARGET, "met": False,
-                                               "skipped": "no python3.12 or python3.13 on the PATH"}}  # fmt: skip
+        return {
+            "lambda_cold_start_vs_floor": {
+                "value": None,
+                "target": TARGET,
+                "met": False,
+                "skipped": "no python3.12 or python3.13 on the PATH",
+            }
+        }
     version, interpreter = python
     with tempfile.TemporaryDirectory(prefix="jitr-cold-") as tmp, _moto() as endpoint:
         root = Path(tmp)
@@ -92,13 +98,13 @@ def targets(quick: bool = False, bundles: Path | None = None) -> dict[str, dict[
         runs: dict[str, Callable[[], float]] = {
             "floor": lambda: _time(
                 [interpreter, "-I", "-S", "-B", "-c", FLOOR, str(runtime), endpoint, queue_url], env, None, "done"
-            ),  # fmt: skip
+            ),
             **{
                 kind: (
                     lambda path=path: _time(
                         [interpreter, "-I", "-S", "-B", "-c", HANDLER, str(path), str(runtime)], env, _event(), "202"
                     )
-                )  # fmt: skip
+                )
                 for kind, path in unpacked.items()
             },
         }
@@ -119,9 +125,7 @@ def targets(quick: bool = False, bundles: Path | None = None) -> dict[str, dict[
             "met": ratio <= TARGET,
             "without_bytecode": round(medians["source"] / medians["floor"], 3),
             "seconds": {kind: round(value, 3) for kind, value in medians.items()},
-            "zipped_mb": {
-                kind: round((zips / f"{kind}-{version}.zip").stat().st_size / 2**20, 2) for kind in unpacked
-            },  # fmt: skip
+            "zipped_mb": {kind: round((zips / f"{kind}-{version}.zip").stat().st_size / 2**20, 2) for kind in unpacked},
             "python": version,
             "rounds": rounds,
         }
@@ -141,8 +145,9 @@ def _python() -> tuple[str, str] | None:
 def _time(command: list[str], env: dict[str, str], stdin: str | None, answer: str) -> float:
     """Seconds from starting ``command`` to its printing ``answer`` (its exit, after, is not counted)."""
     started = time.perf_counter()
-    process = subprocess.Popen(command, env=env, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)  # fmt: skip
+    process = subprocess.Popen(
+        command, env=env, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     assert process.stdin is not None and process.stdout is not None
     if stdin is not None:
         process.stdin.write(stdin + "\n")
@@ -172,12 +177,15 @@ def _runtime(directory: Path, interpreter: str) -> Path:
         module = __import__(name)
         source = Path(module.__file__ or "")
         if source.name == "__init__.py":
-            shutil.copytree(source.parent, directory / source.parent.name,
-                            ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+            shutil.copytree(source.parent, directory / source.parent.name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, directory / source.name)
-    subprocess.run([interpreter, "-I", "-m", "compileall", "-q", "-j", "0", str(directory)], check=True,
-                   capture_output=True, timeout=900)  # fmt: skip
+    subprocess.run(
+        [interpreter, "-I", "-m", "compileall", "-q", "-j", "0", str(directory)],
+        check=True,
+        capture_output=True,
+        timeout=900,
+    )
     return directory
 
 
@@ -231,7 +239,7 @@ def _deployment(endpoint: str) -> tuple[dict[str, str], str]:
                     "image": "ami-12345678",
                 }
             ]
-        ),  # fmt: skip
+        ),
         "JITR_LOG_LEVEL": "WARNING",
         "JITR_AWS_REGION": REGION,
         "JITR_AWS_ENDPOINT_URL": endpoint,
