@@ -69,8 +69,23 @@ def signed(request: dict[str, Any], body: bytes, delivery_id: str, base64_body: 
     return request
 
 
-def queued_payload() -> bytes:
-    return (FIXTURES / "workflow_job.queued.payload.json").read_bytes()
+def queued_payload(
+    job_id: int | None = None, repository: str | None = None, installation_id: int | None = None
+) -> bytes:
+    """GitHub's example ``workflow_job.queued`` delivery, as a job of the deployment's pool in a
+    private repository (the example's own labels, ``ubuntu-latest``, are no pool's: the webhook
+    would answer it 200 and queue nothing)."""
+    data = json.loads((FIXTURES / "workflow_job.queued.payload.json").read_bytes())
+    data["workflow_job"]["labels"] = LABELS
+    data["repository"]["private"] = True
+    if job_id is not None:
+        data["workflow_job"]["id"] = job_id
+    if repository is not None:
+        data["repository"]["full_name"] = repository
+        data["repository"]["owner"]["login"] = repository.split("/")[0]
+    if installation_id is not None:
+        data["installation"] = {"id": installation_id}
+    return json.dumps(data).encode()
 
 
 @dataclass

@@ -125,15 +125,36 @@ def test_webhook_routes_a_signed_delivery_to_the_jobs_queue(
     assert job.delivery_id == request["headers"]["x-github-delivery"]
 
 
-def test_webhook_answers_a_duplicate_delivery_without_a_second_message(deployment: Deployment) -> None:
-    request = signed(event("lambdaFunctionUrlEvent.json"), queued_payload(), str(uuid.uuid4()))
+def test_a_duplicated_delivery_launches_one_instance(deployment: Deployment) -> None:
+    """The webhook keeps no delivery records: both copies are queued, and scaleup's claim on
+    (job, attempt) launches once."""
+    job_id = queue_job(deployment)
+    body = queued_payload(job_id, "octo-org/api", deployment.installation_id)
+    request = signed(event("lambdaFunctionUrlEvent.json"), body, str(uuid.uuid4()))
 
-    first = aws.webhook(request, LambdaContext())
-    second = aws.webhook(request, LambdaContext())
+    answers = [aws.webhook(request, LambdaContext()) for _ in range(2)]
 
-    assert (first["statusCode"], second["statusCode"]) == (202, 200)
-    assert json.loads(second["body"]) == {"duplicate": True}
-    assert len(deployment.take(deployment.jobs_url)) == 1
+    assert [(a["statusCode"], json.loads(a["body"])) for a in answers] == [(202, {"queued": "jobs"})] * 2
+    handled = 0
+    while handled < 2:
+        delivered = deployment.deliver(deployment.jobs_url, aws.scaleup)
+        assert delivered["records"] and delivered["batchItemFailures"] == [], delivered
+        handled += delivered["records"]
+    assert deployment.take(deployment.jobs_url) == []
+    [instance] = deployment.instances()
+    assert instance["tags"]["Name"] == deployment.runner_name(job_id)
+
+
+def test_webhook_answers_a_job_no_pool_serves_without_a_message(deployment: Deployment) -> None:
+    data = json.loads(queued_payload())
+    data["workflow_job"]["labels"] = ["ubuntu-latest"]
+    body = json.dumps(data).encode()
+
+    answer = aws.webhook(signed(event("lambdaFunctionUrlEvent.json"), body, str(uuid.uuid4())), LambdaContext())
+
+    assert answer["statusCode"] == 200
+    assert json.loads(answer["body"]) == {"ignored": "no pool serves labels ['ubuntu-latest']"}
+    assert deployment.take(deployment.jobs_url) == []
 
 
 def test_webhook_accepts_the_rest_api_v1_shape(deployment: Deployment) -> None:

@@ -56,7 +56,7 @@ def test_the_webhook_works_and_scaleup_retries_naming_the_plugin(broken: str, de
         answer = aws.webhook(signed(event("lambdaFunctionUrlEvent.json"), queued_payload(), str(uuid.uuid4())), None)
         assert answer["statusCode"] == 202, answer
 
-        deployment.take(deployment.jobs_url)  # the fixture payload's labels match no pool
+        deployment.take(deployment.jobs_url)  # the example delivery's message: its job is not on the simulator
         job_id = deployment.sim.queue_job("octo-org/api", LABELS)
         result = aws.scaleup(deployment.bodies_event(deployment.job_message(job_id)), None)
     finally:

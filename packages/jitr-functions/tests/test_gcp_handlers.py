@@ -10,6 +10,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -158,10 +159,14 @@ print(json.dumps({"status": answer.status_code, "body": answer.get_json(), "ms":
 
 
 def test_the_webhook_answers_a_real_payload_without_loading_compute_or_the_github_client(
-    deployment: Deployment,
+    deployment: Deployment, tmp_path: Path
 ) -> None:
     """requests and cryptography are not checked: google-auth loads them for the Pub/Sub publish itself."""
-    payload = FIXTURES / "workflow_job.queued.payload.json"
+    data = json.loads((FIXTURES / "workflow_job.queued.payload.json").read_bytes())
+    data["workflow_job"]["labels"] = LABELS  # a job of the deployment's pool, so the webhook publishes
+    data["repository"]["private"] = True
+    payload = tmp_path / "queued.json"
+    payload.write_text(json.dumps(data))
     signature = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), payload.read_bytes(), hashlib.sha256).hexdigest()
     headers = {
         "X-GitHub-Event": "workflow_job",

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("jitr_gcp", reason="the gcp extra is not installed")
 pytest.importorskip("functions_framework", reason="the gcp extra is not installed")
 
-from gcp_support import Deployment, logged, quiet_job, runner, wait_for
+from gcp_support import LABELS, WEBHOOK_SECRET, Deployment, logged, quiet_job, runner, wait_for
 
 pytest_plugins = ["conftest_gcp"]
 
@@ -55,6 +55,24 @@ def test_a_duplicated_message_launches_one_instance(deployment: Deployment) -> N
     assert deployment.instances(f"jitr-linux-{job_id}-") == [runner(job_id)]
     assert deployment.compute.instance_count(runner(job_id)) == 1
     assert len({insert["requestId"] for insert in deployment.compute.inserts}) == 1  # a repeat is idempotent
+
+
+def test_a_duplicated_webhook_delivery_launches_one_instance(deployment: Deployment) -> None:
+    """The webhook keeps no delivery records: it publishes both copies, and scaleup's claim on
+    (job, attempt) launches once."""
+    webhook, scaleup = deployment.serve("webhook"), deployment.serve("scaleup")
+    deployment.push("jobs", scaleup)
+    deployment.sim.set_webhook(webhook.url, WEBHOOK_SECRET)
+    job_id = deployment.sim.queue_job("octo-org/api", LABELS)
+    assert deployment.sim.drain_webhooks()
+    [queued] = [d for d in deployment.sim.deliveries() if d.job_id == job_id and d.action == "queued"]
+    assert queued.status_code == 202
+
+    assert webhook.post(queued.body, dict(queued.headers)) == (202, {"queued": "jobs"})
+
+    wait_for(lambda: len(logged(scaleup, "scaleup", job_id=job_id)) >= 2, 60, "both copies handled")
+    assert deployment.instances(f"jitr-linux-{job_id}-") == [runner(job_id)]
+    assert deployment.compute.instance_count(runner(job_id)) == 1
 
 
 CRASHING_MAIN = '''"""scaleup whose first run dies right after one step, as a killed instance would."""
