@@ -91,7 +91,7 @@ _TYPE_OF = {JobMessage: "job", LifecycleMessage: "lifecycle"}
 # Each type's field names in order: a message's fields are flat (ids, strings, a tuple of
 # labels), so reading them directly gives what dataclasses.asdict would, without its deep copy.
 _FIELDS = {cls: tuple(f.name for f in fields(cls)) for cls in _TYPE_OF}
-_ENCODER = json.JSONEncoder(separators=(",", ":"))  # json.dumps builds a new encoder per call with options
+_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)  # json.dumps builds one per call
 
 
 def encode(message: Message) -> QueueMessage:

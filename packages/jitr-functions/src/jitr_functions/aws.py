@@ -31,14 +31,15 @@ class EventError(JitrError):
 
 def webhook(event: Any, context: Any) -> dict[str, Any]:
     """API Gateway HTTP API (v2), function URL or REST API (v1) request → the webhook service's answer."""
-    with _invocation(context, "webhook") as app:
+    with log_context(function="webhook", aws_request_id=getattr(context, "aws_request_id", None)):
+        app = get_app()
         method, headers, body = _http_request(event)
         if method != "POST":
             return _http(405, {"error": f"webhooks are POSTed, found {method}"}, {"allow": "POST"})
         if body is None:
             return _http(400, {"error": "the body is not valid base64"})
         response = app.webhook.handle(headers, body)
-        return _http(response.status, dict(response.body))
+        return _http(response.status, response.body)
 
 
 def scaleup(event: Any, context: Any) -> dict[str, Any]:

@@ -59,26 +59,28 @@ class WebhookService:
         """Answer a delivery; never raises for bad input (4xx) and says 5xx only when a retry may help."""
         received_at = self.clock()
         h = lower_headers(headers)
-        with log_context(delivery_id=h.get("x-github-delivery")):
-            try:
-                event = self._inspect(h, body)
-            except PayloadError as exc:
+        delivery_id = h.get("x-github-delivery")
+        try:
+            event = self._inspect(h, body)
+        except PayloadError as exc:
+            with log_context(delivery_id=delivery_id):
                 log.warning("rejected delivery", extra={"status": exc.status, "reason": str(exc)})
-                return WebhookResponse(exc.status, {"error": str(exc)})
-            if event.job is None or event.queue is None:
+            return WebhookResponse(exc.status, {"error": str(exc)})
+        job = event.job
+        if job is None or event.queue is None:
+            with log_context(delivery_id=delivery_id):
                 log.info("acknowledged", extra={"event": event.event, "action": event.action})
-                return WebhookResponse(200, {"ignored": f"{event.event} {event.action}".strip()})
-            job = event.job
-            with log_context(job_id=job.job_id, action=job.action, repository=job.repository):
-                reason = self._not_ours(job, event.queue)
-                if reason:
-                    log.info("job ignored", extra={"reason": reason})
-                    return WebhookResponse(200, {"ignored": reason})
-                try:
-                    return self._route(event.delivery_id, job, event.queue, received_at)
-                except JitrError as exc:
-                    log.error("could not route delivery", extra={"reason": str(exc)})
-                    return WebhookResponse(503, {"error": "temporarily unable to accept the delivery"})
+            return WebhookResponse(200, {"ignored": f"{event.event} {event.action}".strip()})
+        with log_context(delivery_id=delivery_id, job_id=job.job_id, action=job.action, repository=job.repository):
+            reason = self._not_ours(job, event.queue)
+            if reason:
+                log.info("job ignored", extra={"reason": reason})
+                return WebhookResponse(200, {"ignored": reason})
+            try:
+                return self._route(event.delivery_id, job, event.queue, received_at)
+            except JitrError as exc:
+                log.error("could not route delivery", extra={"reason": str(exc)})
+                return WebhookResponse(503, {"error": "temporarily unable to accept the delivery"})
 
     def _not_ours(self, job: WorkflowJob, queue: str) -> str:
         """Why jitr leaves this job alone, or "" when it goes to ``queue``.
