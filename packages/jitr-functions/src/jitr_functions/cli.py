@@ -122,7 +122,7 @@ def _printable(row: dict[str, Any]) -> dict[str, str]:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .app import build_app
-    from .local import LocalRuntime, http_limits
+    from .local import LocalRuntime, Workers, http_limits
 
     app = build_app(_settings(args.config))
     http = http_limits(
@@ -133,7 +133,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         request_timeout_s=args.http_request_timeout,
         idle_timeout_s=args.http_idle_timeout,
     )
-    runtime = LocalRuntime(app, host=args.host, port=args.port, workers=args.workers, http=http).start()
+    workers = Workers.from_settings(app.settings, args.workers)
+    runtime = LocalRuntime(app, host=args.host, port=args.port, workers=workers, http=http).start()
     print(f"jitr serving webhooks at {runtime.url}/webhook", file=sys.stderr)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -196,7 +197,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="TOML settings file (default: JITR_* environment)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
-    s.add_argument("--workers", type=int, default=2, help="worker threads per queue")
+    s.add_argument(
+        "--workers",
+        type=_positive(int),
+        help="worker threads per queue (default: [serve] *_workers, sized from the CPUs)",
+    )
     s.add_argument("--http-threads", type=_positive(int), help="threads answering requests (default 4)")
     s.add_argument("--http-connections", type=_positive(int), help="open connections at most (default 1000)")
     s.add_argument("--http-backlog", type=_positive(int), help="listen backlog (default 1024)")

@@ -9,6 +9,7 @@ the durable queue for the next start.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -45,8 +46,8 @@ class Intervals:
         section = settings.section("serve")
         known = {"scaledown_interval_s": 300.0, "rebalancer_interval_s": 60.0, "visibility_timeout_s": 120}
         for key in section:
-            if key not in known and key not in HTTP_KEYS:
-                everything = sorted([*known, *HTTP_KEYS])
+            if key not in known and key not in HTTP_KEYS and key not in WORKER_KEYS:
+                everything = sorted([*known, *HTTP_KEYS, *WORKER_KEYS])
                 raise SettingsError(f"{settings.setting_name('serve', key)} is not a setting; known: {everything}")
         values: dict[str, float] = {}
         for key, default in known.items():
@@ -99,6 +100,68 @@ def http_limits(settings: Settings, **given: float | None) -> HttpLimits:
     return HttpLimits(**values)
 
 
+# ``[serve]`` keys of the worker threads per queue, by queue.
+WORKER_KEYS = {"jobs_workers": "jobs", "lifecycle_workers": "lifecycle"}
+RECEIVE_BATCH = 10  # messages a worker claims in one receive (one write transaction)
+
+
+def machine_cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Workers:
+    """Worker threads per queue.
+
+    Scale-up spends most of a launch waiting on GitHub and the cloud, so the ``jobs`` queue gets
+    16 threads per CPU (at most 64): a burst of queued jobs is launched in parallel instead of
+    waiting in the queue, and scale-up keeps its share of the process when webhooks pour in. Lifecycle messages are short store updates: 2 threads per CPU (at most
+    16). ``[serve]`` ``jobs_workers`` and ``lifecycle_workers`` set them; ``--workers`` sets both.
+    """
+
+    jobs: int
+    lifecycle: int
+
+    @classmethod
+    def for_machine(cls, cpus: int | None = None) -> Workers:
+        cpus = cpus or machine_cpus()
+        return cls(jobs=min(64, 16 * cpus), lifecycle=min(16, 2 * cpus))
+
+    @classmethod
+    def from_settings(cls, settings: Settings, given: int | None = None, cpus: int | None = None) -> Workers:
+        """``[serve]`` ``*_workers`` over the machine's defaults; ``given`` (``--workers``) sets both.
+        Errors name the setting."""
+        if given is not None:
+            if isinstance(given, bool) or not isinstance(given, int) or given < 1:
+                raise SettingsError(f"--workers must be a whole number >= 1, found {given!r}")
+            return cls(jobs=given, lifecycle=given)
+        section = settings.section("serve")
+        counts = {"jobs": 0, "lifecycle": 0}
+        defaults = cls.for_machine(cpus)
+        for key, queue in WORKER_KEYS.items():
+            raw = section.get(key)
+            if raw is None:
+                counts[queue] = getattr(defaults, queue)
+                continue
+            try:
+                value = int(raw) if not isinstance(raw, bool) and float(raw) == int(float(raw)) else 0
+            except (TypeError, ValueError, OverflowError):
+                value = 0
+            if not 1 <= value <= 1024:
+                raise SettingsError(
+                    f"{settings.setting_name('serve', key)} must be a whole number from 1 to 1024, found {raw!r}"
+                )
+            counts[queue] = value
+        return cls(jobs=counts["jobs"], lifecycle=counts["lifecycle"])
+
+    def of(self, queue: str) -> int:
+        return self.jobs if queue == "jobs" else self.lifecycle
+
+
 class LocalRuntime:
     """Runs the control plane in this process until :meth:`stop`."""
 
@@ -107,7 +170,7 @@ class LocalRuntime:
         app: App,
         host: str = "127.0.0.1",
         port: int = 8080,
-        workers: int = 2,
+        workers: int | Workers | None = None,
         intervals: Intervals | None = None,
         http: HttpLimits | None = None,
     ) -> None:
@@ -117,7 +180,9 @@ class LocalRuntime:
         self._threads: list[threading.Thread] = []
         limits = http or http_limits(app.settings)
         self._server = WebhookServer(webhook_app(app), host, port, app.settings.max_body_bytes, limits)
-        self._workers = workers
+        if workers is None:
+            workers = Workers.from_settings(app.settings)
+        self.workers = workers if isinstance(workers, Workers) else Workers(jobs=workers, lifecycle=workers)
         self.processed = {"jobs": 0, "lifecycle": 0}
         self._count_lock = threading.Lock()
 
@@ -130,11 +195,14 @@ class LocalRuntime:
         self._spawn("http", self._server.serve_forever)
         handlers = (("jobs", lambda: self.app.scaleup.handle), ("lifecycle", lambda: self.app.lifecycle.handle))
         for queue, handle in handlers:
-            for i in range(self._workers):
+            for i in range(self.workers.of(queue)):
                 self._spawn(f"{queue}-{i}", self._worker, queue, handle)
         self._spawn("scaledown", self._every, self.intervals.scaledown_s, lambda: self.app.scaledown.run())
         self._spawn("rebalancer", self._every, self.intervals.rebalancer_s, lambda: self.app.rebalancer.run())
-        log.info("serving", extra={"url": self.url})
+        log.info(
+            "serving",
+            extra={"url": self.url, "jobs_workers": self.workers.jobs, "lifecycle_workers": self.workers.lifecycle},
+        )
         return self
 
     def stop(self, timeout_s: float = 30.0) -> None:
@@ -161,7 +229,7 @@ class LocalRuntime:
         backend = self.app.backend
         while not self._stop.is_set():
             try:
-                messages = backend.receive(queue, 10, self.intervals.visibility_timeout_s)
+                messages = backend.receive(queue, RECEIVE_BATCH, self.intervals.visibility_timeout_s)
             except Exception:
                 log.exception("receive failed", extra={"queue": queue})
                 self._stop.wait(1.0)
