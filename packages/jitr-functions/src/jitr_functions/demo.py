@@ -24,7 +24,7 @@ def run_demo(
     logs = io.StringIO()
     sandbox_faults = SandboxFaults.demo(seed) if faults else SandboxFaults()
     timeout_s = timeout_s or 60.0 + jobs * 0.2
-    with Sandbox(faults=sandbox_faults, seed=seed, log_stream=logs) as sandbox:
+    with Sandbox(faults=sandbox_faults, seed=seed, log_stream=logs, workers=None) as sandbox:
         repos = sandbox.repositories
         started = time.monotonic()
         job_ids = [
@@ -80,10 +80,17 @@ def _summary(report: dict[str, Any], out: Any) -> None:
     print(
         f"\n{'OK' if ok else 'FAILED'}: {report['completed']}/{report['jobs']} jobs completed"
         f" in {report['seconds']} s\n"
-        f"  VM launches        {report['launches']}\n"
+        f"  VM launches        {report['launches']} ({report['surplus_launches']} beyond one per job)\n"
         f"  duplicate launches {report['duplicate_launches']}\n"
         f"  lost jobs          {report['lost_jobs']}\n"
         f"  capacity errors    {report['capacity_errors']} (walked the fallback chain)\n"
+        f"  GitHub API calls   {report['github_calls']} ({report['github_calls_per_job']} per job)\n"
         f"  webhook → launch   p50 {latency['p50']} ms, p95 {latency['p95']} ms, p99 {latency['p99']} ms",
         file=out,
     )
+    for pool, figures in report["pools"].items():
+        pool_latency = figures["latency_ms"]
+        print(
+            f"    {pool:<16} p50 {pool_latency['p50']} ms, p95 {pool_latency['p95']} ms, p99 {pool_latency['p99']} ms",
+            file=out,
+        )

@@ -8,12 +8,13 @@ connect to the simulator, take whatever job GitHub gives them, run it and leave.
 from __future__ import annotations
 
 import base64
+import queue
 import random
 import re
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from .app import App, build_app
 from .local import Intervals, LocalRuntime
 
 PROVIDER = "simulated"
+RECORDING = "recording"
 _JIT_IN_SCRIPT = re.compile(r"ACTIONS_RUNNER_INPUT_JITCONFIG=\"\$\(printf %s '([A-Za-z0-9+/=]+)' \| base64 -d\)\"")
 
 DEMO_POOLS: list[dict[str, Any]] = [
@@ -177,6 +179,128 @@ class SimulatedVMs:
             vm.done.set()
 
 
+class RecordingVMs:
+    """The ``recording`` VM provider: records each launch and starts nothing per VM.
+
+    For measuring the control plane alone: no thread or process per VM competes with it for
+    the CPU. With ``boot_s`` None the VMs never boot (jobs stay queued; launches are all there is
+    to see). Otherwise one driver thread plays every runner ``boot_s`` after its launch, straight
+    against the simulator's state (no HTTP): it connects the runner, takes whatever job GitHub
+    assigns it, finishes it at once and leaves, so jobs complete, lifecycle webhooks flow and
+    runner swaps happen as with real runners.
+    """
+
+    def __init__(self, sim: GitHubSimulator, boot_s: float | None = 0.0) -> None:
+        self.sim = sim
+        self.boot_s = boot_s
+        self._lock = threading.Lock()
+        self._by_token: dict[str, _VM] = {}
+        self._vms: dict[str, _VM] = {}
+        self._inbox: queue.SimpleQueue[tuple[float, _VM, str]] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._driver = threading.Thread(target=self._drive, name="recording-vms", daemon=True)
+        self.launches: Counter[str] = Counter()  # runner name → VMs started for it
+        self.launched_at: dict[str, float] = {}
+        self.capacity_errors = 0
+
+    def start(self) -> None:
+        if self.boot_s is not None:
+            self._driver.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._driver.is_alive():
+            self._driver.join(5.0)
+
+    @hookimpl
+    def jitr_launch_vm(self, request: LaunchRequest, settings: Settings) -> LaunchResult | None:
+        if settings.provider("vm") != RECORDING:
+            return None
+        match = _JIT_IN_SCRIPT.search(request.startup_script)
+        if match is None:
+            raise JitrError("the startup script carries no JIT config")
+        with self._lock:
+            vm = self._by_token.get(request.idempotency_token)
+            if vm is None:
+                vm = _VM(f"rec-{len(self._vms) + 1:06d}", request.runner_name, request.pool, time.time())
+                self._by_token[request.idempotency_token] = vm
+                self._vms[vm.vm_id] = vm
+                self.launches[request.runner_name] += 1
+                self.launched_at.setdefault(request.runner_name, vm.created_at)
+                if self.boot_s is not None:
+                    boots_at = time.monotonic() + self.boot_s
+                    self._inbox.put((boots_at, vm, base64.b64decode(match.group(1)).decode()))
+        return LaunchResult(vm.vm_id, RECORDING, request.machine_type, request.placement, request.spot)
+
+    @hookimpl
+    def jitr_terminate_vm(self, vm_id: str, settings: Settings) -> bool | None:
+        if settings.provider("vm") != RECORDING:
+            return None
+        with self._lock:
+            vm = self._vms.get(vm_id)
+        if vm is not None and not vm.done.is_set():
+            vm.stop.set()
+        return True
+
+    @hookimpl
+    def jitr_list_vms(self, settings: Settings) -> Sequence[VMInfo] | None:
+        if settings.provider("vm") != RECORDING:
+            return None
+        with self._lock:
+            vms = list(self._vms.values())
+        return [
+            VMInfo(v.vm_id, v.runner_name, v.pool, RECORDING, v.created_at, running=True)
+            for v in vms
+            if not v.done.is_set()
+        ]
+
+    def _drive(self) -> None:
+        booting: deque[tuple[float, _VM, str]] = deque()  # launched, in launch order (so in boot order)
+        idle: list[_VM] = []  # connected runners waiting for a job
+        while not self._stop.is_set():
+            wait_s = 0.2 if not (idle or booting) else 0.02
+            booting.extend(self._take(wait_s))
+            now = time.monotonic()
+            while booting and booting[0][0] <= now:
+                _, vm, jit = booting.popleft()
+                if vm.stop.is_set():
+                    vm.done.set()
+                    continue
+                try:
+                    vm.runner_id = self.sim.agent_connect(jit).id
+                    idle.append(vm)
+                except SimulatorError:
+                    vm.done.set()
+            idle = [vm for vm in idle if not self._step(vm)]
+
+    def _take(self, timeout_s: float) -> list[tuple[float, _VM, str]]:
+        try:
+            taken = [self._inbox.get(timeout=timeout_s)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                taken.append(self._inbox.get_nowait())
+            except queue.Empty:
+                return taken
+
+    def _step(self, vm: _VM) -> bool:
+        """One look at a runner: True when it is done (ran its job, or was removed or stopped)."""
+        assert vm.runner_id is not None
+        try:
+            if vm.stop.is_set():
+                self.sim.kill_runner(vm.runner_id)
+            elif self.sim.agent_poll(vm.runner_id) is not None:
+                self.sim.agent_finish(vm.runner_id, "success")
+                self.sim.agent_leave(vm.runner_id)
+            else:
+                return False
+        except SimulatorError:
+            pass  # removed under us (retired, killed): the VM just ends
+        vm.done.set()
+        return True
+
+
 @dataclass
 class SandboxFaults:
     """Every fault the sandbox can inject; all draws are seeded."""
@@ -213,16 +337,23 @@ class Sandbox:
         settings: dict[str, Any] | None = None,
         intervals: Intervals | None = None,
         log_stream: IO[str] | None = None,
-        workers: int = 2,
+        workers: int | None = 2,
         installations: dict[str, list[str]] | None = None,
         extra_plugins: Sequence[tuple[str, object]] = (),
+        vm_provider: str = PROVIDER,
+        boot_s: float | None = 0.0,
     ) -> None:
+        if vm_provider not in (PROVIDER, RECORDING):
+            raise ValueError(f"vm_provider must be {PROVIDER!r} or {RECORDING!r}, found {vm_provider!r}")
         self.faults = faults or SandboxFaults()
         self.seed = seed
         self._tmp = tempfile.TemporaryDirectory(prefix="jitr-sandbox-")
         self.dir = Path(self._tmp.name)
         self.sim = GitHubSimulator(faults=self.faults.github)
-        self.vms = SimulatedVMs(self.sim, self.faults.vms, seed)
+        self.vm_provider = vm_provider
+        self.vms: SimulatedVMs | RecordingVMs = (
+            SimulatedVMs(self.sim, self.faults.vms, seed) if vm_provider == PROVIDER else RecordingVMs(self.sim, boot_s)
+        )
         self._pools = pools or DEMO_POOLS
         self._extra = settings or {}
         self._intervals = intervals or Intervals(scaledown_s=2.0, rebalancer_s=1.0, visibility_timeout_s=3)
@@ -240,7 +371,7 @@ class Sandbox:
         (self.dir / "app.pem").write_text(self.sim.private_key_pem)
         data: dict[str, Any] = {
             "provider": "embedded",
-            "vm_provider": PROVIDER,
+            "vm_provider": self.vm_provider,
             "github": {"app_id": str(self.sim.app_id), "api_url": api_url},
             "secrets": {
                 "webhook_secret": f"file:{self.dir / 'webhook_secret'}",
@@ -264,7 +395,9 @@ class Sandbox:
         api_url = self.sim.start()
         for owner, repos in self.installations.items():
             self.sim.add_installation(owner, "Organization" if "-" in owner else "User", repos=repos)
-        plugins = [(PROVIDER, self.vms), *self._extra_plugins]
+        plugins = [(self.vm_provider, self.vms), *self._extra_plugins]
+        if isinstance(self.vms, RecordingVMs):
+            self.vms.start()
         self.app = build_app(self.settings(api_url), environ={}, extra_plugins=plugins, log_stream=self._log_stream)
         if self.faults.crash:
             self.app.scaleup.checkpoint = self._crash_point
@@ -283,6 +416,8 @@ class Sandbox:
     def stop(self) -> None:
         if self.runtime is not None:
             self.runtime.stop(timeout_s=5.0)
+        if isinstance(self.vms, RecordingVMs):
+            self.vms.stop()
         self.sim.stop()
         self._tmp.cleanup()
 
@@ -301,31 +436,68 @@ class Sandbox:
         return predicate()
 
     def all_done(self, job_ids: Sequence[int]) -> bool:
-        return all(self.sim.job(job_id).status == "completed" for job_id in job_ids)
+        return all(self.sim.job(job_id).status == "completed" for job_id in reversed(job_ids))
+
+    def all_launched(self, job_ids: Sequence[int]) -> bool:
+        """Every job has had a VM launched for it (by runner name), whoever ran it in the end."""
+        with self.vms._lock:
+            names = list(self.vms.launched_at)
+        launched = {_job_of(name) for name in names}
+        return all(job_id in launched for job_id in job_ids)
 
     def report(self, job_ids: Sequence[int]) -> dict[str, Any]:
-        """The summary the demo prints: counts, duplicate launches, lost jobs, latency percentiles."""
+        """The summary the demo prints: counts, duplicate and surplus launches, lost jobs, GitHub
+        calls per job, and webhook → launch latency percentiles, overall and per pool."""
         assert self.app is not None
         jobs = [self.sim.job(job_id) for job_id in job_ids]
         completed = [j for j in jobs if j.status == "completed" and j.conclusion == "success"]
-        latencies = []
+        with self.vms._lock:
+            launches = Counter(self.vms.launches)
+            launched_at = dict(self.vms.launched_at)
+        first_launch: dict[int, float] = {}
+        for name, at in launched_at.items():
+            job_id = _job_of(name)
+            if job_id is not None and at < first_launch.get(job_id, float("inf")):
+                first_launch[job_id] = at
+        latencies: list[float] = []
+        by_pool: dict[str, list[float]] = {}
         for job in jobs:
+            first = first_launch.get(job.id)
             record = self.app.backend.load("job", str(job.id))
-            if record is None:
+            if record is None or first is None:
                 continue
-            first = min((t for name, t in self.vms.launched_at.items() if f"-{job.id}-" in name), default=None)
-            if first is not None:
-                latencies.append((first - float(record.data.get("queued_at", first))) * 1000)
-        latencies.sort()
+            latency = (first - float(record.data.get("queued_at", first))) * 1000
+            latencies.append(latency)
+            by_pool.setdefault(record.pool, []).append(latency)
+        launched = sum(launches.values())
+        calls = sum(self.sim.call_counts().values())
         return {
             "jobs": len(jobs),
             "completed": len(completed),
-            "launches": sum(self.vms.launches.values()),
-            "duplicate_launches": sum(n - 1 for n in self.vms.launches.values() if n > 1),
+            "launches": launched,
+            "duplicate_launches": sum(n - 1 for n in launches.values() if n > 1),
+            "surplus_launches": max(0, launched - len(jobs)),
             "lost_jobs": len(jobs) - len([j for j in jobs if j.status == "completed"]),
             "capacity_errors": self.vms.capacity_errors,
-            "latency_ms": {p: round(_percentile(latencies, q), 1) for p, q in (("p50", 50), ("p95", 95), ("p99", 99))},
+            "github_calls": calls,
+            "github_calls_per_job": round(calls / len(jobs), 3) if jobs else 0.0,
+            "latency_ms": _percentiles(latencies),
+            "pools": {
+                pool: {"jobs": len(values), "latency_ms": _percentiles(values)}
+                for pool, values in sorted(by_pool.items())
+            },
         }
+
+
+def _job_of(runner_name: str) -> int | None:
+    """The job id in a runner name (``jitr-<pool>-<job id>-<attempt>``)."""
+    parts = runner_name.rsplit("-", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {p: round(_percentile(ordered, q), 1) for p, q in (("p50", 50), ("p95", 95), ("p99", 99))}
 
 
 def _percentile(values: list[float], q: float) -> float:
