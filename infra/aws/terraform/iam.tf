@@ -31,13 +31,6 @@ locals {
     app_key = {
       Sid = "ReadAppKey", Effect = "Allow", Action = ["secretsmanager:GetSecretValue"], Resource = [local.app_key_secret_arn]
     }
-    dedupe = {
-      Sid    = "RecordDeliveries"
-      Effect = "Allow"
-      # A delivery id is recorded once (a conditional put) and forgotten when the queue refuses the delivery.
-      Action   = ["dynamodb:PutItem", "dynamodb:DeleteItem"]
-      Resource = [aws_dynamodb_table.state.arn]
-    }
     describe = {
       # EC2 does not scope describe calls to resources.
       Sid = "DescribeInstances", Effect = "Allow", Action = ["ec2:DescribeInstances"], Resource = ["*"]
@@ -157,7 +150,7 @@ locals {
   )
 
   function_statements = {
-    webhook    = [local.statement.webhook_secret, local.statement.dedupe, local.sqs_send.webhook]
+    webhook    = [local.statement.webhook_secret, local.sqs_send.webhook]
     scaleup    = concat([local.statement.app_key, local.store.scaleup, local.sqs_consume.scaleup, local.sqs_send.scaleup], local.launch)
     lifecycle  = [local.statement.app_key, local.store.lifecycle, local.sqs_consume.lifecycle, local.sqs_send.lifecycle, local.statement.describe, local.statement.terminate]
     scaledown  = [local.statement.app_key, local.store.scaledown, local.sqs_send.scaledown, local.statement.describe, local.statement.terminate]
