@@ -19,6 +19,7 @@ from jitr_core.errors import JitrError
 from jitr_core.logs import log_context
 from jitr_core.services.consume import Disposition, consume
 
+from . import snapstart
 from .app import App, get_app
 
 log = logging.getLogger("jitr.lambda")
@@ -158,3 +159,6 @@ def _misrouted(function: str, expected: str, event: Any) -> EventError:
     error = EventError(f"the {function} function expects {expected}, found {found}; check its trigger")
     log.error("unexpected event", extra={"reason": str(error)})
     return error
+
+
+snapstart.prime()  # SnapStart or provisioned concurrency: build the app during INIT (see snapstart.py)
