@@ -25,7 +25,7 @@ from jitr_gcp.pubsub import NOT_BEFORE
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..app import App, get_app
-from . import events
+from . import events, preimport
 
 log = logging.getLogger("jitr.gcp.functions")
 # A message re-sent with a delay arrives at once (Pub/Sub cannot delay); waits up to this long
@@ -80,6 +80,7 @@ def rebalancer(request: flask.Request) -> flask.Response:
 def _deliver(request: flask.Request, queue: str, handler: Callable[[App], Callable[[str], str]]) -> flask.Response:
     if request.method != "POST":
         return _not_post(request)
+    preimport.start()  # where no fork started it (functions-framework --debug)
     app = get_app()
     headers = dict(request.headers.items())
     raw = request.get_data(cache=False)
@@ -123,6 +124,7 @@ def _dead_letter(app: App, queue: str, raw: bytes, reason: str) -> flask.Respons
 def _periodic(request: flask.Request, name: str, run: Callable[[App], Mapping[str, Any]]) -> flask.Response:
     if request.method != "POST":
         return _not_post(request)
+    preimport.start()  # where no fork started it (functions-framework --debug)
     app = get_app()
     headers = dict(request.headers.items())
     raw = request.get_data(cache=False)

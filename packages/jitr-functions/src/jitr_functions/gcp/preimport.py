@@ -1,0 +1,69 @@
+"""Import the Compute Engine client in the background on instances whose function will call it.
+
+``google.cloud.compute_v1`` takes seconds and ~160 MB to import. Imported on first use, it comes
+after the first message's other work (settings, the store, minting a JIT runner configuration
+over HTTP) and adds to it; started in a thread when the instance starts, it overlaps that work,
+most of which waits on the network.
+
+Only the targets that call Compute Engine (scaleup, lifecycle, scaledown) start it, as Cloud Run
+names them in ``FUNCTION_TARGET``; the webhook never imports it. functions-framework imports
+``main.py`` in gunicorn's arbiter and forks the worker that serves requests: a thread started
+before the fork would not run in the worker and could leave it an import lock held by no one.
+So the thread starts in the worker, right after the fork, or on the first request where no fork
+happened (functions-framework ``--debug``, tests calling ``create_app``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import threading
+from collections.abc import Mapping
+
+log = logging.getLogger("jitr.gcp.functions")
+
+MODULE = "google.cloud.compute_v1"
+TARGETS = frozenset({"scaleup", "lifecycle", "scaledown"})
+
+_lock = threading.Lock()
+_thread: threading.Thread | None = None
+_pid = 0  # the process _thread was started in (a forked child starts its own)
+_installed = False
+
+
+def install(environ: Mapping[str, str] = os.environ) -> bool:
+    """At ``main.py``'s import: arrange the background import if ``FUNCTION_TARGET`` calls Compute Engine."""
+    global _installed
+    if environ.get("FUNCTION_TARGET", "") not in TARGETS:
+        return False
+    if not _installed:
+        _installed = True
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=start)
+    return True
+
+
+def start() -> threading.Thread | None:
+    """Start the background import once per process (no-op unless :func:`install` chose this instance)."""
+    global _thread, _pid
+    if not _installed:
+        return None
+    with _lock:
+        if _thread is None or _pid != os.getpid():
+            _thread = threading.Thread(target=_import, name="jitr-preimport-compute", daemon=True)
+            _pid = os.getpid()
+            _thread.start()
+        return _thread
+
+
+def thread() -> threading.Thread | None:
+    """The background import's thread in this process, if one was started."""
+    return _thread if _pid == os.getpid() else None
+
+
+def _import() -> None:
+    try:
+        importlib.import_module(MODULE)
+    except Exception:  # the first real use imports it again and reports the error in context
+        log.warning("importing %s in the background failed", MODULE, exc_info=True)

@@ -1,0 +1,63 @@
+"""The Compute Engine client is imported in the background on instances of the functions that call it.
+
+functions-framework imports ``main.py`` in gunicorn's arbiter and forks the worker: the probe does
+the same (``create_app``, then ``os.fork``) and looks at both processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from jitr_functions.bundle_gcp import MAIN_PY
+from jitr_functions.gcp import preimport
+
+PROBE = """
+import json, os, sys
+from functions_framework import create_app
+create_app(sys.argv[1], sys.argv[2])
+from jitr_functions.gcp import preimport
+in_arbiter = preimport.thread() is not None
+pid = os.fork()
+if pid == 0:
+    worker = preimport.thread()
+    if worker is not None:
+        worker.join(600)
+    print(json.dumps({"arbiter": in_arbiter, "worker": worker is not None,
+                      "loaded": preimport.MODULE in sys.modules}), flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+
+
+def probe(target: str, tmp_path: Path) -> dict[str, bool]:
+    (tmp_path / "main.py").write_text(MAIN_PY)
+    env = {**os.environ, "FUNCTION_TARGET": target}
+    done = subprocess.run([sys.executable, "-c", PROBE, target, str(tmp_path / "main.py")], env=env,
+                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result: dict[str, bool] = json.loads(done.stdout.splitlines()[-1])
+    return result
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="gunicorn forks its worker only where os.fork exists")
+@pytest.mark.parametrize("target", sorted(preimport.TARGETS))
+def test_functions_that_call_compute_engine_import_it_in_the_worker_at_start(target: str, tmp_path: Path) -> None:
+    assert probe(target, tmp_path) == {"arbiter": False, "worker": True, "loaded": True}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="gunicorn forks its worker only where os.fork exists")
+@pytest.mark.parametrize("target", ["webhook", "rebalancer"])
+def test_the_webhook_and_the_rebalancer_never_import_it(target: str, tmp_path: Path) -> None:
+    assert probe(target, tmp_path) == {"arbiter": False, "worker": False, "loaded": False}
+
+
+def test_without_a_compute_target_nothing_is_installed_or_started() -> None:
+    assert not preimport.install({"FUNCTION_TARGET": "webhook"})
+    assert not preimport.install({})
+    if not preimport._installed:  # this process's FUNCTION_TARGET (none in tests) chose nothing
+        assert preimport.start() is None and preimport.thread() is None
