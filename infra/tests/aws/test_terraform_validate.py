@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from aws_terraform import Workspace
+from jitr_core.testing.environment import unavailable
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +39,9 @@ def test_module_tests_pass(workspace: Workspace) -> None:
 
     The provider is mocked there (``mock_provider``, Terraform 1.7 or later): nothing is created.
     """
+    version = json.loads(workspace.run(workspace.root, "version", "-json").stdout)["terraform_version"]
+    if tuple(int(part) for part in version.split("-")[0].split(".")[:2]) < (1, 7):
+        unavailable(f"terraform test with mock providers needs Terraform 1.7 or later, found {version}")
     workspace.init(workspace.module)
 
     done = workspace.run(workspace.module, "test", "-no-color", timeout_s=300)
