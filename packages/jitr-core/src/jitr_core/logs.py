@@ -144,7 +144,10 @@ def configure_logging(level: str = "INFO", stream: Any = None) -> None:
         if isinstance(handler, logging.StreamHandler) and getattr(handler, "_jitr", False):
             handler.setLevel(level)
             if stream is not None:
-                handler.setStream(stream)
+                if getattr(handler.stream, "closed", False):  # its owner closed it: nothing to flush
+                    handler.stream = stream
+                else:
+                    handler.setStream(stream)
             return
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
