@@ -457,7 +457,10 @@ def targets(quick: bool = False, only: list[str] | None = None) -> dict[str, dic
     for module in TARGET_MODULES:
         if (only and module not in only) or not (HERE / f"{module}.py").exists():
             continue
-        measured = importlib.import_module(module).targets(quick=quick)
+        try:
+            measured = importlib.import_module(module).targets(quick=quick)
+        except Exception as exc:  # one module's failure leaves the others' report
+            measured = {f"{module}_error": {"value": None, "met": False, "error": f"{type(exc).__name__}: {exc}"}}
         for name, value in measured.items():
             print(f"target {name}: {json.dumps(value)}", file=sys.stderr)
         result.update(measured)
