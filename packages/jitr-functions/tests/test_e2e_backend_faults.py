@@ -26,7 +26,8 @@ def test_the_vm_providers_user_data_limit_is_enforced_before_launching(e2e_sandb
 
     [(_, reason)] = wait_for(lambda: dead_letters(sandbox, "jobs"), 60, "the job message to be dead-lettered")
 
-    assert "max_receive_count" in reason
+    # the last try's error, or the receive limit when a slow last try outlived its visibility timeout
+    assert "accepts at most 1024" in reason or "max_receive_count" in reason, reason
     assert not sandbox.vms.launches and not running_vms(sandbox)
     assert "the VM provider accepts at most 1024" in sandbox.log_text()
     # every claim and runner registration made for the refused launches was undone

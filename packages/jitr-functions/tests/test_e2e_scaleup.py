@@ -87,7 +87,8 @@ def test_no_capacity_at_all_dead_letters_the_job_and_leaves_nothing_behind(e2e_s
 
     [(body, reason)] = letters
     assert decode(body).job_id == job
-    assert "max_receive_count" in reason
+    # the last try's error, or the receive limit when a slow last try outlived its visibility timeout
+    assert reason.startswith("failed on its last try: no capacity for pool") or "max_receive_count" in reason, reason
     receives = 5  # the sandbox's max_receive_count
     candidates = len(POOL["machine_types"]) * len(POOL["placements"]) * 2  # spot, then on-demand
     # each delivery walks every candidate; on a busy machine a pass can outlive the 1 s visibility
