@@ -27,7 +27,7 @@ from jitr_core.settings import Settings
 from jitr_github.simulator import Faults, GitHubSimulator, SimulatorError
 
 from .app import App, build_app
-from .local import Intervals, LocalRuntime
+from .local import Intervals, LocalRuntime, Workers
 
 PROVIDER = "simulated"
 RECORDING = "recording"
@@ -183,8 +183,9 @@ class RecordingVMs:
     """The ``recording`` VM provider: records each launch and starts nothing per VM.
 
     For measuring the control plane alone: no thread or process per VM competes with it for
-    the CPU. With ``boot_s`` None the VMs never boot (jobs stay queued; launches are all there is
-    to see). Otherwise one driver thread plays every runner ``boot_s`` after its launch, straight
+    the CPU. With ``boot_s`` None the VMs do not boot until :meth:`boot` (jobs stay queued;
+    launches are all there is to see). Otherwise one driver thread plays every runner ``boot_s``
+    after its launch (or at once, for those launched before :meth:`boot`), straight
     against the simulator's state (no HTTP): it connects the runner, takes whatever job GitHub
     assigns it, finishes it at once and leaves, so jobs complete, lifecycle webhooks flow and
     runner swaps happen as with real runners.
@@ -198,6 +199,7 @@ class RecordingVMs:
         self._vms: dict[str, _VM] = {}
         self._inbox: queue.SimpleQueue[tuple[float, _VM, str]] = queue.SimpleQueue()
         self._stop = threading.Event()
+        self._unbooted: list[tuple[float, _VM, str]] = []
         self._driver = threading.Thread(target=self._drive, name="recording-vms", daemon=True)
         self.launches: Counter[str] = Counter()  # runner name → VMs started for it
         self.launched_at: dict[str, float] = {}
@@ -205,6 +207,16 @@ class RecordingVMs:
 
     def start(self) -> None:
         if self.boot_s is not None:
+            self._driver.start()
+
+    def boot(self) -> None:
+        """Boot the VMs launched so far, and every later one on launch."""
+        with self._lock:
+            self.boot_s = 0.0
+            unbooted, self._unbooted = self._unbooted, []
+            for item in unbooted:
+                self._inbox.put(item)
+        if not self._driver.is_alive() and not self._stop.is_set():
             self._driver.start()
 
     def stop(self) -> None:
@@ -227,9 +239,11 @@ class RecordingVMs:
                 self._vms[vm.vm_id] = vm
                 self.launches[request.runner_name] += 1
                 self.launched_at.setdefault(request.runner_name, vm.created_at)
-                if self.boot_s is not None:
-                    boots_at = time.monotonic() + self.boot_s
-                    self._inbox.put((boots_at, vm, base64.b64decode(match.group(1)).decode()))
+                jit = base64.b64decode(match.group(1)).decode()
+                if self.boot_s is None:
+                    self._unbooted.append((0.0, vm, jit))
+                else:
+                    self._inbox.put((time.monotonic() + self.boot_s, vm, jit))
         return LaunchResult(vm.vm_id, RECORDING, request.machine_type, request.placement, request.spot)
 
     @hookimpl
@@ -337,7 +351,7 @@ class Sandbox:
         settings: dict[str, Any] | None = None,
         intervals: Intervals | None = None,
         log_stream: IO[str] | None = None,
-        workers: int | None = 2,
+        workers: int | Workers | None = 2,
         installations: dict[str, list[str]] | None = None,
         extra_plugins: Sequence[tuple[str, object]] = (),
         vm_provider: str = PROVIDER,
