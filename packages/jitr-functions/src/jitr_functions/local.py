@@ -119,8 +119,9 @@ class Workers:
 
     Scale-up spends most of a launch waiting on GitHub and the cloud, so the ``jobs`` queue gets
     16 threads per CPU (at most 64): a burst of queued jobs is launched in parallel instead of
-    waiting in the queue, and scale-up keeps its share of the process when webhooks pour in. Lifecycle messages are short store updates: 2 threads per CPU (at most
-    16). ``[serve]`` ``jobs_workers`` and ``lifecycle_workers`` set them; ``--workers`` sets both.
+    waiting in the queue, and scale-up keeps its share of the process when webhooks pour in.
+    Lifecycle messages are short store updates: 2 threads per CPU (at most 16). ``[serve]``
+    ``jobs_workers`` and ``lifecycle_workers`` set them; ``--workers`` sets both.
     """
 
     jobs: int

@@ -474,12 +474,14 @@ class Sandbox:
             if job_id is not None and at < first_launch.get(job_id, float("inf")):
                 first_launch[job_id] = at
         latencies: list[float] = []
+        from_github: list[float] = []
         by_pool: dict[str, list[float]] = {}
         for job in jobs:
             first = first_launch.get(job.id)
             record = self.app.backend.load("job", str(job.id))
             if record is None or first is None:
                 continue
+            from_github.append((first - job.created_at) * 1000)
             latency = (first - float(record.data.get("queued_at", first))) * 1000
             latencies.append(latency)
             by_pool.setdefault(record.pool, []).append(latency)
@@ -496,6 +498,7 @@ class Sandbox:
             "github_calls": calls,
             "github_calls_per_job": round(calls / len(jobs), 3) if jobs else 0.0,
             "latency_ms": _percentiles(latencies),
+            "queued_to_launch_ms": _percentiles(from_github),
             "pools": {
                 pool: {"jobs": len(values), "latency_ms": _percentiles(values)}
                 for pool, values in sorted(by_pool.items())
