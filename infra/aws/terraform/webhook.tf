@@ -81,5 +81,5 @@ resource "aws_lambda_permission" "api" {
 locals {
   webhook_url = (var.webhook_endpoint == "function_url"
     ? try(aws_lambda_function_url.webhook[0].function_url, null)
-  : try("${aws_apigatewayv2_stage.webhook[0].invoke_url}/webhook", null))
+  : try("${trimsuffix(aws_apigatewayv2_stage.webhook[0].invoke_url, "/")}/webhook", null))
 }

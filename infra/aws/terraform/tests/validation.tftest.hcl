@@ -138,6 +138,24 @@ run "api_gateway_instead_of_a_function_url" {
   }
 }
 
+run "api_gateway_webhook_url" {
+  command = apply
+
+  variables {
+    webhook_endpoint = "api_gateway"
+  }
+
+  override_resource {
+    target = aws_apigatewayv2_stage.webhook[0]
+    values = { invoke_url = "https://abc123.execute-api.eu-west-1.amazonaws.com/" }
+  }
+
+  assert {
+    condition     = output.webhook_url == "https://abc123.execute-api.eu-west-1.amazonaws.com/webhook"
+    error_message = "the webhook URL is the stage's URL with /webhook, without a double slash"
+  }
+}
+
 run "no_pools" {
   command = plan
   variables { pools = [] }
