@@ -329,6 +329,31 @@ def test_ec2_permissions_are_scoped_to_this_deployments_tagged_runners(deploymen
             assert not statements(kind, "ec2:RunInstances") and not statements(kind, "iam:PassRole"), kind
 
 
+def test_each_function_reads_only_its_secret_and_writes_only_its_queues(deployment: Deployment) -> None:
+    functions = deployment.functions()
+    environment = functions["webhook"].environment
+    queues = {
+        "jobs": environment["JITR_AWS_JOBS_QUEUE_URL"], "lifecycle": environment["JITR_AWS_LIFECYCLE_QUEUE_URL"],
+        "jobs-dlq": environment["JITR_AWS_JOBS_DLQ_URL"], "lifecycle-dlq": environment["JITR_AWS_LIFECYCLE_DLQ_URL"],
+    }  # fmt: skip
+    arn_of = {f"arn:aws:sqs:{REGION}:123456789012:{url.rsplit('/', 1)[-1]}": name for name, url in queues.items()}
+    expected_sends = {
+        "webhook": {"jobs", "lifecycle"},
+        "scaleup": {"jobs", "jobs-dlq"},
+        "lifecycle": {"jobs", "lifecycle", "lifecycle-dlq"},
+        "scaledown": {"jobs"},
+        "rebalancer": {"jobs"},
+    }
+
+    for kind, function in functions.items():
+        statements = role_statements(deployment.endpoint, function.role_name, REGION)
+        secrets_read = {r for s in statements if "secretsmanager:GetSecretValue" in s["Action"] for r in s["Resource"]}
+        sends = {arn_of[r] for s in statements if "sqs:SendMessage" in s["Action"] for r in s["Resource"]}
+        wanted = "JITR_SECRETS_WEBHOOK_SECRET" if kind == "webhook" else "JITR_SECRETS_GITHUB_APP_PRIVATE_KEY"
+        assert secrets_read == {function.environment[wanted]}, kind
+        assert sends == expected_sends[kind], kind
+
+
 # -- tearing down --------------------------------------------------------------------------------
 
 
