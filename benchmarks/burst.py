@@ -87,8 +87,11 @@ def targets(quick: bool = False) -> dict[str, dict[str, Any]]:
             "jobs": jobs,
             "p50_s": round(control["latency_ms"]["p50"] / 1000, 3),
             "p95_s": round(control["latency_ms"]["p95"] / 1000, 3),
+            # from the job queued on GitHub, webhook delivery and intake included
+            "queued_to_launch_p99_s": round(control["queued_to_launch_ms"]["p99"] / 1000, 3),
             "local_process_p99_s": round(local["latency_ms"]["p99"] / 1000, 3),
             "local_process_p50_s": round(local["latency_ms"]["p50"] / 1000, 3),
+            "local_process_queued_to_launch_p99_s": round(local["queued_to_launch_ms"]["p99"] / 1000, 3),
             "local_process_launches": local["launches"],
             "workers": control["workers"],
         },

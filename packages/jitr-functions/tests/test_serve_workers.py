@@ -16,10 +16,10 @@ POOLS = json.dumps([{"name": "linux", "labels": ["self-hosted", "linux"], "machi
 
 def test_defaults_are_sized_from_the_cpus() -> None:
     settings = Settings.from_env({"JITR_POOLS": POOLS})
-    assert Workers.from_settings(settings, cpus=1) == Workers(jobs=16, lifecycle=2)
-    assert Workers.from_settings(settings, cpus=2) == Workers(jobs=32, lifecycle=4)
-    assert Workers.from_settings(settings, cpus=64) == Workers(jobs=64, lifecycle=16)  # capped
-    assert Workers.from_settings(settings).jobs >= 16
+    assert Workers.from_settings(settings, cpus=1) == Workers(jobs=32, lifecycle=2)
+    assert Workers.from_settings(settings, cpus=2) == Workers(jobs=64, lifecycle=4)
+    assert Workers.from_settings(settings, cpus=64) == Workers(jobs=128, lifecycle=16)  # capped
+    assert Workers.from_settings(settings).jobs >= 32
 
 
 def test_the_serve_section_sets_them_and_workers_option_sets_both(tmp_path: Path) -> None:

@@ -118,7 +118,7 @@ class Workers:
     """Worker threads per queue.
 
     Scale-up spends most of a launch waiting on GitHub and the cloud, so the ``jobs`` queue gets
-    16 threads per CPU (at most 64): a burst of queued jobs is launched in parallel instead of
+    32 threads per CPU (at most 128): a burst of queued jobs is launched in parallel instead of
     waiting in the queue, and scale-up keeps its share of the process when webhooks pour in.
     Lifecycle messages are short store updates: 2 threads per CPU (at most 16). ``[serve]``
     ``jobs_workers`` and ``lifecycle_workers`` set them; ``--workers`` sets both.
@@ -130,7 +130,7 @@ class Workers:
     @classmethod
     def for_machine(cls, cpus: int | None = None) -> Workers:
         cpus = cpus or machine_cpus()
-        return cls(jobs=min(64, 16 * cpus), lifecycle=min(16, 2 * cpus))
+        return cls(jobs=min(128, 32 * cpus), lifecycle=min(16, 2 * cpus))
 
     @classmethod
     def from_settings(cls, settings: Settings, given: int | None = None, cpus: int | None = None) -> Workers:
