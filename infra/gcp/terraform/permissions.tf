@@ -26,11 +26,11 @@ locals {
   # Added to scaleup's role when runner VMs get an external IP.
   external_ip_permissions = ["compute.subnetworks.useExternalIp"]
 
-  # Firestore documents of the jitr collection. The webhook only claims delivery ids (create; a
-  # redelivered id is read, an expired one taken over, a failed enqueue releases its claim); the
-  # others read, query and write records with conditional updates and deletes.
+  # Firestore documents of the jitr collection. The webhook touches none (a routed delivery is one
+  # publish; a duplicate is harmless at scaleup's claim); the others read, query and write records
+  # with conditional updates and deletes.
   firestore_permissions = {
-    webhook    = ["datastore.entities.create", "datastore.entities.delete", "datastore.entities.get", "datastore.entities.update"]
+    webhook    = []
     scaleup    = ["datastore.entities.create", "datastore.entities.delete", "datastore.entities.get", "datastore.entities.list", "datastore.entities.update"]
     lifecycle  = ["datastore.entities.create", "datastore.entities.delete", "datastore.entities.get", "datastore.entities.list", "datastore.entities.update"]
     scaledown  = ["datastore.entities.create", "datastore.entities.delete", "datastore.entities.get", "datastore.entities.list", "datastore.entities.update"]

@@ -68,7 +68,6 @@ REASONS: dict[str, dict[str, str]] = {
     "webhook": {
         "logs:CreateLogStream": _LOGS,
         "logs:PutLogEvents": _LOGS,
-        "dynamodb:DeleteItem": "a delivery the queue refused is forgotten (503), so GitHub's redelivery goes through",
     },
     "scaleup": {
         "logs:CreateLogStream": _LOGS,
