@@ -19,6 +19,7 @@ from jitr_aws.faults import CAPACITY_CODES
 from jitr_core.backend import Backend
 from jitr_core.errors import BackendError, CapacityError, LaunchError
 from jitr_core.model import LaunchRequest
+from jitr_core.plugins import JitrPluginManager
 
 JIT_SENTINEL = "JITCONFIG-" + uuid.uuid4().hex
 
@@ -296,3 +297,20 @@ def test_list_follows_pages_and_ignores_unmanaged_instances(
 
 def test_terminating_an_unknown_instance_is_fine(backend: Backend) -> None:
     assert backend.terminate_vm("i-0123456789abcdef0")
+
+
+def test_a_deployment_lists_only_the_vms_carrying_its_tags(
+    world: World, plugin_manager: JitrPluginManager, launch_request: Callable[..., LaunchRequest]
+) -> None:
+    blue = Backend(plugin_manager, world.settings(tags={"jitr:deployment": "blue", "team": "ci"}))
+    green = Backend(plugin_manager, world.settings(tags={"jitr:deployment": "green", "team": "ci"}))
+    untagged = Backend(plugin_manager, world.settings())
+    blue_vm = blue.launch_vm(launch_request(_name(), uuid.uuid4().hex)).vm_id
+    green_vm = green.launch_vm(launch_request(_name(), uuid.uuid4().hex)).vm_id
+    try:
+        assert blue_vm in {vm.vm_id for vm in blue.list_vms()} - {vm.vm_id for vm in green.list_vms()}
+        assert green_vm in {vm.vm_id for vm in green.list_vms()} - {vm.vm_id for vm in blue.list_vms()}
+        assert {blue_vm, green_vm} <= {vm.vm_id for vm in untagged.list_vms()}  # no extra tags: every jitr VM
+    finally:
+        blue.terminate_vm(blue_vm)
+        green.terminate_vm(green_vm)

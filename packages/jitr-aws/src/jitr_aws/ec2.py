@@ -142,11 +142,17 @@ def terminate(vm_id: str, config: AwsConfig) -> bool:
 
 
 def list_vms(config: AwsConfig) -> list[VMInfo]:
-    """Every instance tagged ``managed-by=jitr`` that is not terminated, across all pages."""
+    """Every instance of this deployment that is not terminated, across all pages.
+
+    An instance is ours when it is tagged ``managed-by=jitr`` and carries every configured extra
+    tag (``[aws] tags``), so two deployments in one account and region that differ in a tag (a
+    deployment name) never see, and so never reap, each other's VMs.
+    """
     ec2 = client("ec2", config)
     filters = [
         {"Name": f"tag:{MANAGED_BY_TAG[0]}", "Values": [MANAGED_BY_TAG[1]]},
         {"Name": "instance-state-name", "Values": list(LISTED_STATES)},
+        *({"Name": f"tag:{key}", "Values": [value]} for key, value in _deployment_tags(config).items()),
     ]
     vms: list[VMInfo] = []
     try:
@@ -170,6 +176,12 @@ def _vm_info(instance: Mapping[str, Any]) -> VMInfo:
         created_at=instance["LaunchTime"].timestamp(),
         running=instance["State"]["Name"] in RUNNING_STATES,
     )
+
+
+def _deployment_tags(config: AwsConfig) -> dict[str, str]:
+    """The configured extra tags every launch keeps as given (``_tags`` overrides jitr's own keys)."""
+    reserved = {"Name", RUNNER_TAG, POOL_TAG, TOKEN_TAG, MANAGED_BY_TAG[0]}
+    return {key: value for key, value in config.tags if key not in reserved and not key.startswith("jitr-")}
 
 
 def _tags(request: LaunchRequest, config: AwsConfig) -> dict[str, str]:
