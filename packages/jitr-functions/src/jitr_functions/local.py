@@ -103,6 +103,7 @@ def http_limits(settings: Settings, **given: float | None) -> HttpLimits:
 # ``[serve]`` keys of the worker threads per queue, by queue.
 WORKER_KEYS = {"jobs_workers": "jobs", "lifecycle_workers": "lifecycle"}
 RECEIVE_BATCH = 10  # messages a worker claims in one receive (one write transaction)
+IDLE_SLEEP_S = 2.0  # how long an idle worker that is not watching its queue sleeps at most
 
 
 def machine_cpus() -> int:
@@ -186,6 +187,9 @@ class LocalRuntime:
         self.workers = workers if isinstance(workers, Workers) else Workers(jobs=workers, lifecycle=workers)
         self.processed = {"jobs": 0, "lifecycle": 0}
         self._count_lock = threading.Lock()
+        # one idle worker per queue watches it; the others sleep until it sees a message
+        self._watching = {queue: threading.Lock() for queue in WORKER_KEYS.values()}
+        self._seen = {queue: threading.Condition() for queue in WORKER_KEYS.values()}
 
     @property
     def url(self) -> str:
@@ -210,6 +214,9 @@ class LocalRuntime:
         """Stop taking deliveries, let each worker finish its message, wait at most ``timeout_s`` in all."""
         deadline = time.monotonic() + timeout_s
         self._stop.set()
+        for seen in self._seen.values():
+            with seen:
+                seen.notify_all()
         self._server.shutdown(min(5.0, timeout_s))
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -236,7 +243,7 @@ class LocalRuntime:
                 self._stop.wait(1.0)
                 continue
             if not messages:
-                wait_for_messages(queue, self.intervals.idle_wait_s, self.app.settings)
+                self._idle(queue)
                 continue
             for message in messages:
                 outcome = consume(backend, queue, message.body, handler(), message.attributes, message.last_try)
@@ -244,6 +251,24 @@ class LocalRuntime:
                     backend.ack(queue, message.receipt)
                 with self._count_lock:
                     self.processed[queue] += 1
+
+    def _idle(self, queue: str) -> None:
+        """Wait for ``queue`` to have a message. One idle worker watches the queue (polling it);
+        the others sleep until it sees one, so a hundred idle workers cost no more than one."""
+        watching, seen = self._watching[queue], self._seen[queue]
+        with seen:
+            if not watching.acquire(blocking=False):
+                # the watcher may leave to handle what it saw: wake now and then to take its place
+                seen.wait(IDLE_SLEEP_S)
+                return
+        found = False
+        try:
+            found = wait_for_messages(queue, self.intervals.idle_wait_s, self.app.settings)
+        finally:
+            with seen:
+                watching.release()
+                if found or self._stop.is_set():
+                    seen.notify_all()
 
     def _every(self, interval_s: float, run: Callable[[], object]) -> None:
         while not self._stop.wait(interval_s):
