@@ -7,6 +7,7 @@ gets a runner) under lost ones, and forward-only records under reordering.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter, defaultdict
 
 from e2e_support import (
@@ -22,6 +23,8 @@ from e2e_support import (
     wait_completed,
     wait_for,
 )
+from jitr_core.model import RunnerState
+from jitr_core.services.records import RUNNER, Store
 from jitr_functions.sandbox import SandboxFaults, VMFaults
 from jitr_github.simulator import Faults
 
@@ -116,6 +119,29 @@ def test_lost_webhooks_are_recovered_from_githubs_queue(e2e_sandbox):
     assert_vms_accounted(sandbox, seen + lost, scaledown=True)
     # a second pass finds nothing missing
     assert sandbox.app.rebalancer.run().get("enqueued", 0) == 0
+
+
+def test_an_idle_runner_of_another_owner_does_not_hide_a_lost_job(e2e_sandbox):
+    """An idle runner serves only the jobs of its registration scope: one left idle in another
+    owner's organisation (a surplus from a swap) must not count against a lost job's gap."""
+    sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET, installations={"octo-org": ["api"], "mona": ["web"]})
+    seen = queue_jobs(sandbox, 1, ["mona/web"])
+    wait_completed(sandbox, seen, 60)  # mona/web is now known to be active
+    assert_vms_accounted(sandbox, seen, scaledown=True)
+    idle = {"job_id": 1, "attempt": 1, "owner": "octo-org", "repo": "api", "repository": "octo-org/api"}
+    idle |= {"installation_id": 1, "vm_id": "vm-idle", "github_runner_id": None, "claimed_at": time.time()}
+    assert Store(sandbox.app.backend).create(RUNNER, "jitr-linux-1-1", RunnerState.LAUNCHED, pool="linux", data=idle)
+
+    sandbox.sim.fail_next(10_000, 404, path_contains="/app/hook/deliveries")  # no redelivery either
+    set_faults(sandbox, drop_webhook=1.0)
+    lost = queue_jobs(sandbox, 1, ["mona/web"])
+    assert sandbox.sim.drain_webhooks(10)
+    set_faults(sandbox)
+
+    report = sandbox.app.rebalancer.run()
+
+    assert report.get("enqueued") == 1, report
+    wait_completed(sandbox, lost, 60)
 
 
 def test_lost_webhooks_of_a_quiet_repository_are_redelivered(e2e_sandbox):

@@ -1,8 +1,9 @@
 """The rebalancer function (every minute): close the gap between GitHub's queue and jitr's runners.
 
 For every repository with recent activity it asks GitHub for queued jobs (conditional requests,
-so an unchanged queue costs no rate limit), routes them to pools, and compares per pool with
-the runners in flight that are not yet busy. For each missing runner it enqueues a job:
+so an unchanged queue costs no rate limit), routes them to pools, and compares per pool and registration
+scope (a runner serves only its repository's, or its organisation's, jobs) with the runners in
+flight that are not yet busy. For each missing runner it enqueues a job:
 first jobs jitr never heard of (a lost webhook), then jobs whose runner is gone. It also asks
 GitHub to redeliver webhook deliveries that failed since the last run.
 """
@@ -27,6 +28,11 @@ from .records import REPO, JobView, Store
 
 log = logging.getLogger("jitr.rebalancer")
 CURSOR = "rebalancer-cursor"
+Registration = tuple[str, str, str | None]  # pool, owner, repository (None for an organisation pool)
+
+
+def _registration(pool: str, owner: str, repository: str | None) -> Registration:
+    return pool, owner.lower(), repository.lower() if repository else None
 
 
 class RebalancerService:
@@ -50,7 +56,7 @@ class RebalancerService:
     def _run(self) -> dict[str, Any]:
         now = self.clock()
         report: Counter[str] = Counter()
-        queued: dict[str, list[tuple[QueuedJob, dict[str, Any]]]] = defaultdict(list)
+        queued: dict[Registration, list[tuple[QueuedJob, dict[str, Any]]]] = defaultdict(list)
         for repo in self.backend.query_all(RecordQuery(REPO, "active", limit=500)):
             owner = str(repo.data.get("owner") or repo.key.split("/")[0])
             scope = Scope(repo.data.get("installation_id"), owner, repo.key.split("/", 1)[1])
@@ -63,14 +69,16 @@ class RebalancerService:
             for job in jobs:
                 admission = self.router.admit_parts(job.repository, owner, job.labels, bool(repo.data.get("private")))
                 if admission.pool is not None:
-                    queued[admission.pool.name].append((job, dict(repo.data)))
-        idle: Counter[str] = Counter(
-            r.record.pool
+                    repository = None if admission.pool.org_scope else job.repository.partition("/")[2]
+                    queued[_registration(admission.pool.name, owner, repository)].append((job, dict(repo.data)))
+        # an idle runner serves only jobs of its pool where it is registered (its repository or owner)
+        idle: Counter[Registration] = Counter(
+            _registration(r.record.pool, r.scope.owner, r.scope.repo)
             for r in in_flight(self.backend)
             if r.state != RunnerState.BUSY and r.is_live(now, self.settings.claim_timeout_s)
         )
-        for pool, waiting in queued.items():
-            gap = len(waiting) - idle[pool]
+        for registration, waiting in queued.items():
+            gap = len(waiting) - idle[registration]
             report["queued"] += len(waiting)
             if gap > 0:
                 report["enqueued"] += self._fill(waiting, gap, now)
