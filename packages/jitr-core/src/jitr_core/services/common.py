@@ -11,7 +11,7 @@ from ..errors import GitHubError
 from ..github import GitHubAPI
 from ..messages import JobMessage, encode
 from ..model import IN_FLIGHT_RUNNER_STATES, JobState, Record, RecordQuery, RunnerState, runner_name_for
-from .records import JOB, REPO, RUNNER, JobView, RunnerView, Store
+from .records import JOB, REPO, RUNNER, JobView, RunnerView, Store, step, with_steps
 
 log = logging.getLogger("jitr.services")
 REPO_ACTIVITY_S = 24 * 3600
@@ -44,7 +44,8 @@ def requeue(store: Store, job: JobView, reason: str) -> bool:
         view = JobView(record)
         if view.state != JobState.QUEUED or view.attempt >= attempt:
             return None
-        return {"attempt": attempt, "launched_runner": None}
+        requeued = step("requeued", store.clock(), reason=reason, attempt=attempt)
+        return {"attempt": attempt, "launched_runner": None, **with_steps(record.data, requeued)}
 
     written = store.update(JOB, str(job.job_id), bump)
     if written is None or JobView(written).attempt != attempt or written.state != JobState.QUEUED:

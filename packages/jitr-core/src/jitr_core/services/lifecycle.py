@@ -20,7 +20,18 @@ from ..messages import LifecycleMessage, decode
 from ..model import JobState, Record, RunnerState, runner_name_for
 from ..routing import Router
 from .common import nudge_waiting, requeue, retire
-from .records import JOB, RUNNER, JobView, RunnerView, Store, job_can_move, new_job_data, runner_can_move
+from .records import (
+    JOB,
+    RUNNER,
+    JobView,
+    RunnerView,
+    Store,
+    job_can_move,
+    new_job_data,
+    runner_can_move,
+    step,
+    with_steps,
+)
 
 log = logging.getLogger("jitr.lifecycle")
 
@@ -71,7 +82,8 @@ class LifecycleService:
         self.store.create(JOB, str(message.job_id), JobState.QUEUED, pool=admission.pool.name, data=data)
         return self.store.job(message.job_id)
 
-    def _move_job(self, job_id: int, state: JobState, **data: object) -> Record | None:
+    def _move_job(self, job_id: int, state: JobState, event: dict[str, object], **data: object) -> Record | None:
+        """Move the job forward; the same write appends ``event`` to its timeline."""
         expires = (
             self.clock() + self.settings.finished_ttl_s if state in (JobState.COMPLETED, JobState.CANCELLED) else None
         )
@@ -79,7 +91,7 @@ class LifecycleService:
         def move(record: Record) -> dict[str, object] | None:
             if not job_can_move(record.state, state):
                 return None
-            return {"state": state, "expires_at": expires, **data}
+            return {"state": state, "expires_at": expires, **data, **with_steps(record.data, event)}
 
         return self.store.update(JOB, str(job_id), move)
 
@@ -98,7 +110,16 @@ class LifecycleService:
         name = message.runner_name or ""
         runner = self.store.runner(name) if name else None
         if job is not None:
-            self._move_job(job.job_id, JobState.RUNNING, runner_name=name, started_at=self.clock())
+            now = self.clock()
+            launched_at = runner.get("launched_at") if runner is not None else None
+            event = step(
+                "in_progress",
+                now,
+                runner=name or None,
+                launched_for=runner.job_id if runner is not None else None,
+                boot_s=round(now - float(launched_at), 3) if launched_at else None,
+            )
+            self._move_job(job.job_id, JobState.RUNNING, event, runner_name=name, started_at=now)
         if runner is None:
             return "not-our-runner"
         moved = self._move_runner(
@@ -106,6 +127,7 @@ class LifecycleService:
             RunnerState.BUSY,
             serving_job_id=message.job_id,
             github_runner_id=message.runner_id or runner.github_runner_id,
+            busy_at=self.clock(),
         )
         if runner.job_id != message.job_id and moved is not None and moved.state == RunnerState.BUSY:
             self._swap(runner, message.job_id)
@@ -130,7 +152,8 @@ class LifecycleService:
             def adopt(record: Record) -> dict[str, object] | None:
                 if record.state != JobState.QUEUED:
                     return None
-                return {"launched_runner": spare.name}
+                adopted = step("adopted", self.clock(), runner=spare.name, reason="runner-taken-by-another-job")
+                return {"launched_runner": spare.name, **with_steps(record.data, adopted)}
 
             self.store.update(JOB, str(job_a.job_id), adopt)
             self.store.update(RUNNER, spare.name, lambda record: _rebind(record, job_a.job_id))
@@ -141,7 +164,8 @@ class LifecycleService:
     def _finished(self, message: LifecycleMessage) -> str:
         name = message.runner_name or ""
         self._job_record(message)
-        self._move_job(message.job_id, JobState.COMPLETED, conclusion=message.conclusion, runner_name=name)
+        event = step("completed", self.clock(), runner=name or None, conclusion=message.conclusion)
+        self._move_job(message.job_id, JobState.COMPLETED, event, conclusion=message.conclusion, runner_name=name)
         runner = self.store.runner(name)
         if runner is None:
             return "not-our-runner"
@@ -155,7 +179,9 @@ class LifecycleService:
     def _cancelled(self, message: LifecycleMessage) -> str:
         """Completed with no runner: cancelled while queued. Its launched runner is surplus."""
         job = self.store.job(message.job_id)
-        self._move_job(message.job_id, JobState.CANCELLED, conclusion=message.conclusion or "cancelled")
+        conclusion = message.conclusion or "cancelled"
+        event = step("cancelled", self.clock(), conclusion=conclusion)
+        self._move_job(message.job_id, JobState.CANCELLED, event, conclusion=conclusion)
         surplus = self.store.runner(job.launched_runner) if job and job.launched_runner else None
         if surplus is None or surplus.state not in (RunnerState.CLAIMED, RunnerState.LAUNCHED):
             return "cancelled"

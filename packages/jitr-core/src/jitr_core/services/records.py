@@ -22,6 +22,9 @@ RUNNER = "runner"
 REPO = "repo"
 LEASE = "lease"
 
+TIMELINE_MAX = 40  # entries kept per job record; older ones are dropped and counted
+_TIMELINE_TEXT = 200  # characters kept of any string in an entry (error codes, names, reasons)
+
 _RUNNER_RANK = {
     RunnerState.CLAIMED: 0,
     RunnerState.LAUNCHED: 1,
@@ -65,8 +68,42 @@ class JobView:
     def scope_owner(self) -> str:
         return str(self.record.data.get("owner", ""))
 
+    @property
+    def timeline(self) -> list[dict[str, Any]]:
+        """The job's steps, oldest first (at most :data:`TIMELINE_MAX`; see ``timeline_dropped``)."""
+        entries = self.record.data.get("timeline") or []
+        return [dict(entry) for entry in entries if isinstance(entry, Mapping)]
+
     def get(self, key: str, default: Any = None) -> Any:
         return self.record.data.get(key, default)
+
+
+def step(event: str, at: float, **facts: Any) -> dict[str, Any]:
+    """One timeline entry: what happened (``event``), when (``t``, epoch seconds) and its facts.
+
+    Facts that are None are left out; strings are cut to a bounded length so that a record stays
+    small whatever a payload or a provider's error carried.
+    """
+    entry: dict[str, Any] = {"t": round(at, 3), "event": event}
+    for key, value in facts.items():
+        if value is None:
+            continue
+        entry[key] = value[:_TIMELINE_TEXT] if isinstance(value, str) else value
+    return entry
+
+
+def with_steps(data: Mapping[str, Any], *entries: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``timeline`` and ``timeline_dropped`` fields of a job record after appending ``entries``.
+
+    Meant to be merged into the write that already changes the record, so a step costs no round
+    trip of its own. Keeps the newest :data:`TIMELINE_MAX` entries and counts the dropped ones.
+    """
+    timeline = [*(data.get("timeline") or []), *entries]
+    dropped = int(data.get("timeline_dropped") or 0)
+    if len(timeline) > TIMELINE_MAX:
+        dropped += len(timeline) - TIMELINE_MAX
+        timeline = timeline[-TIMELINE_MAX:]
+    return {"timeline": timeline, "timeline_dropped": dropped}
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,4 +256,10 @@ def new_job_data(message: JobMessage | LifecycleMessage, private: bool, attempt:
         "attempt": attempt,
         "queued_at": message.received_at,
         "launched_runner": None,
+        **with_steps({}, step("received", message.received_at, via=_via(message))),
     }
+
+
+def _via(message: JobMessage | LifecycleMessage) -> str:
+    """How jitr first heard of a job: the job message's reason, or the lifecycle event's action."""
+    return message.reason if isinstance(message, JobMessage) else message.action

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from ..backend import Backend
 from ..errors import (
@@ -22,6 +23,7 @@ from ..errors import (
     PayloadError,
     PluginError,
     RetryLaterError,
+    StoreConflictError,
 )
 from ..github import GitHubAPI
 from ..logs import log_context, register_secret
@@ -40,7 +42,7 @@ from ..routing import Router
 from ..settings import Pool
 from ..startup import ScriptContext, ScriptTooLargeError
 from .common import in_flight, touch_repo
-from .records import JOB, RUNNER, JobView, RunnerView, Store, new_job_data
+from .records import JOB, RUNNER, JobView, RunnerView, Store, new_job_data, step, with_steps
 
 log = logging.getLogger("jitr.scaleup")
 
@@ -106,15 +108,28 @@ class ScaleupService:
             claim, recovered = self._claim(name, message, pool)
             if claim is None:
                 return "duplicate"
+            steps = [
+                step(
+                    "claimed",
+                    RunnerView(claim).claimed_at,
+                    attempt=message.attempt,
+                    runner=name,
+                    reason=message.reason,
+                    recovered=recovered or None,
+                )
+            ]
             try:
-                runner = self._launch(claim, recovered, message, pool)
+                runner = self._launch(claim, recovered, message, pool, steps)
+            except CapacityExhaustedError:
+                self._note(message.job_id, [*steps, step("retry", self.clock(), reason="no-capacity")])
+                raise
             except GitHubNotFoundError as exc:
                 self._abandon(claim, message)
                 raise PayloadError(
                     f"GitHub cannot serve {message.repository} through installation {message.installation_id} "
                     f"(not installed there, uninstalled or a wrong id); not retried: {exc}"
                 ) from None
-            self._link_job(message.job_id, message.attempt, runner.name)
+            self._link_job(message.job_id, message.attempt, runner.name, steps)
             return "recovered" if recovered else "launched"
 
     def _job(self, message: JobMessage, pool: Pool) -> JobView:
@@ -224,9 +239,14 @@ class ScaleupService:
         self.backend.delete(RUNNER, claim.key, expected_version=claim.version)
         raise self._cap_full(pool, pool_full=ahead_in_pool >= pool.max_runners)
 
-    def _launch(self, claim: Record, recovered: bool, message: JobMessage, pool: Pool) -> RunnerView:
+    def _launch(
+        self, claim: Record, recovered: bool, message: JobMessage, pool: Pool, steps: list[dict[str, Any]] | None = None
+    ) -> RunnerView:
+        """Mint, render, walk the chain and record the VM; the launch steps are appended to ``steps``."""
+        steps = [] if steps is None else steps
         runner = RunnerView(claim)
         if recovered and (existing := self._existing_vm(runner.name)) is not None:
+            steps.append(step("launch", self.clock(), outcome="found", vm_id=existing.vm_id))
             return self._record(claim, existing, github_runner_id=runner.github_runner_id)
         scope = self._scope(runner.scope)
         jit = self.github.generate_jit_config(scope, runner.name, sorted(pool.labels), pool.runner_group)
@@ -244,7 +264,7 @@ class ScaleupService:
         )
         try:
             script = self.backend.render_startup_script(context, self.backend.user_data_limit(provider))
-            result = self._walk_chain(runner.name, message, pool, script)
+            result = self._walk_chain(runner.name, message, pool, script, steps)
         except (CapacityExhaustedError, ScriptTooLargeError, PluginError):
             # nothing was launched: a retry must be able to claim again, and GitHub keep no registration
             self._release(claim, scope, jit.runner_id)
@@ -254,7 +274,9 @@ class ScaleupService:
         self.checkpoint("recorded")
         return recorded
 
-    def _walk_chain(self, name: str, message: JobMessage, pool: Pool, script: str) -> LaunchResult:
+    def _walk_chain(
+        self, name: str, message: JobMessage, pool: Pool, script: str, steps: list[dict[str, Any]]
+    ) -> LaunchResult:
         codes: list[str] = []
         for index, (machine_type, placement, spot) in enumerate(fallback_chain(pool)):
             request = LaunchRequest(
@@ -276,11 +298,17 @@ class ScaleupService:
                 },
                 options=pool.options,
             )
+            candidate = f"{machine_type}/{placement or '-'}/{'spot' if spot else 'on-demand'}"
+            at = self.clock()
             try:
-                return self.backend.launch_vm(request)
+                result = self.backend.launch_vm(request)
             except CapacityError as exc:
-                codes.append(f"{machine_type}/{placement or '-'}/{'spot' if spot else 'on-demand'}: {exc.code}")
+                steps.append(step("launch", at, candidate=candidate, outcome="no-capacity", code=exc.code))
+                codes.append(f"{candidate}: {exc.code}")
                 log.warning("no capacity; trying the next candidate", extra={"candidate": codes[-1]})
+                continue
+            steps.append(step("launch", at, candidate=candidate, outcome="launched", vm_id=result.vm_id))
+            return result
         raise CapacityExhaustedError(f"no capacity for pool {pool.name} on any candidate: {'; '.join(codes)}")
 
     def _existing_vm(self, name: str) -> LaunchResult | None:
@@ -323,21 +351,30 @@ class ScaleupService:
         log.info("vm launched", extra={"vm_id": result.vm_id, "machine_type": result.machine_type, "spot": result.spot})
         return RunnerView(written)
 
-    def _link_job(self, job_id: int, attempt: int, runner_name: str) -> None:
+    def _link_job(self, job_id: int, attempt: int, runner_name: str, steps: list[dict[str, Any]]) -> None:
         """Record the runner launched for the job, unless the job moved on while it launched.
 
         A runner can take another job before this write; the lifecycle function then gave this
         job a spare (``launched_runner`` set) or a new attempt. Overwriting either would leave
-        the job pointing at a runner that is busy elsewhere, and waiting for a repair.
+        the job pointing at a runner that is busy elsewhere, and waiting for a repair. The same
+        write appends the claim and launch ``steps`` to the job's timeline.
         """
 
         def link(record: Record) -> dict[str, object] | None:
             view = JobView(record)
+            timeline = with_steps(record.data, *steps)
             if view.state != JobState.QUEUED or view.attempt > attempt or view.launched_runner is not None:
-                return None
-            return {"launched_runner": runner_name}
+                return timeline if steps else None
+            return {"launched_runner": runner_name, **timeline}
 
         self.store.update(JOB, str(job_id), link)
+
+    def _note(self, job_id: int, steps: list[dict[str, Any]]) -> None:
+        """Append ``steps`` to a job's timeline (a launch that failed, so no other write carries them)."""
+        try:
+            self.store.update(JOB, str(job_id), lambda record: with_steps(record.data, *steps))
+        except StoreConflictError as exc:  # the timeline is best effort; the retry must go through
+            log.warning("timeline not written", extra={"reason": str(exc)})
 
     def _abandon(self, claim: Record, message: JobMessage) -> None:
         """Forget a claim and a fresh job record that a permanent GitHub error left, so a corrected
