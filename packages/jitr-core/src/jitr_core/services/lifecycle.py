@@ -117,7 +117,7 @@ class LifecycleService:
                 now,
                 runner=name or None,
                 launched_for=runner.job_id if runner is not None else None,
-                boot_s=round(now - float(launched_at), 3) if launched_at else None,
+                boot_s=round(max(0.0, now - float(launched_at)), 3) if launched_at else None,
             )
             self._move_job(job.job_id, JobState.RUNNING, event, runner_name=name, started_at=now)
         if runner is None:

@@ -96,9 +96,12 @@ def with_steps(data: Mapping[str, Any], *entries: Mapping[str, Any]) -> dict[str
     """The ``timeline`` and ``timeline_dropped`` fields of a job record after appending ``entries``.
 
     Meant to be merged into the write that already changes the record, so a step costs no round
-    trip of its own. Keeps the newest :data:`TIMELINE_MAX` entries and counts the dropped ones.
+    trip of its own. Entries are kept in time order; the newest :data:`TIMELINE_MAX` are kept and
+    the dropped ones counted.
     """
-    timeline = [*(data.get("timeline") or []), *entries]
+    # in time order: a step written late (the launch, linked after its runner already took a job)
+    # goes where it happened
+    timeline = sorted([*(data.get("timeline") or []), *entries], key=lambda entry: float(entry.get("t", 0.0)))
     dropped = int(data.get("timeline_dropped") or 0)
     if len(timeline) > TIMELINE_MAX:
         dropped += len(timeline) - TIMELINE_MAX

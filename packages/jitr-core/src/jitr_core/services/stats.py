@@ -92,7 +92,9 @@ def pool_stats(backend: Backend, now: float, window_s: float, pools: Sequence[st
                 continue
             pool["launches"]["spot" if data.get("spot") else "on_demand"] += 1
             if data.get("busy_at") is not None:
-                boot_ms.setdefault(record.pool, []).append((float(data["busy_at"]) - float(launched_at)) * 1000)
+                # a runner can take its job before the launch is recorded: that boot counts as 0
+                boot = max(0.0, float(data["busy_at"]) - float(launched_at))
+                boot_ms.setdefault(record.pool, []).append(boot * 1000)
     return {pool: _finish(pool, values, queue_ms, boot_ms) for pool, values in sorted(figures.items())}
 
 
