@@ -28,3 +28,35 @@ def test_text_status_escapes_control_characters_in_names(capsys, tmp_path: Path)
         "  job 41           queued    octo-org/api\\n  job 1 running injected\\x1b[2J attempt=1",
         "  dead letter on jobs      job=41 reason\\nwith a line break",
     ]
+
+
+def test_text_timeline_escapes_control_characters_in_names(capsys, tmp_path: Path) -> None:
+    config = tmp_path / "jitr.toml"
+    config.write_text(f'[embedded]\nstate_dir = "{tmp_path / "state"}"\n')
+    backend = Backend(create_plugin_manager(), Settings.from_toml(config))
+    hostile = "jitr-linux-41-1\n  injected\x1b[2J"
+    timeline = [
+        {"t": 1700000000.0, "event": "received", "via": "webhook"},
+        {
+            "t": 1700000000.25,
+            "event": "launch",
+            "candidate": "m7/zone-a/spot",
+            "outcome": "no-capacity",
+            "code": "E\r1",
+        },
+        {"t": 1700000001.5, "event": "in_progress\x07", "runner": hostile},
+    ]
+    data = {"repository": "octo-org/api\x1b]0;x", "attempt": 1, "launched_runner": hostile, "timeline": timeline}
+    data["timeline_dropped"] = 3
+    assert backend.create(Record("job", "41", "running", pool="linux", data=data))
+
+    assert main(["status", "--config", str(config), "--job", "41"]) == 0
+    out = capsys.readouterr().out
+
+    assert out.splitlines() == [
+        "job 41 running octo-org/api\\x1b]0;x pool=linux attempt=1 runner=jitr-linux-41-1\\n  injected\\x1b[2J",
+        "  (3 earlier steps dropped)",
+        "  2023-11-14 22:13:20.000Z    +0.000s received     via=webhook",
+        "  2023-11-14 22:13:20.250Z    +0.250s launch       candidate=m7/zone-a/spot outcome=no-capacity code=E\\r1",
+        "  2023-11-14 22:13:21.500Z    +1.500s in_progress\\x07 runner=jitr-linux-41-1\\n  injected\\x1b[2J",
+    ]

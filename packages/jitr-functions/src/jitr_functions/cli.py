@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -69,6 +70,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     settings = _settings(args.config)
     backend = Backend(create_plugin_manager(), settings)
+    if args.job is not None:
+        return _status_job(backend, args.job, args.json)
+    if args.pools:
+        return _status_pools(backend, settings, args.window, args.json)
     runners = [r for s in IN_FLIGHT_RUNNER_STATES for r in backend.query_all(RecordQuery("runner", s))]
     jobs = [r for s in OPEN_JOB_STATES for r in backend.query_all(RecordQuery("job", s))]
     status: dict[str, Any] = {
@@ -113,6 +118,85 @@ def cmd_status(args: argparse.Namespace) -> int:
     for letter in map(_printable, status["dead_letters"]):
         print(f"  dead letter on {letter['queue']:<9} job={letter['job_id']} {letter['reason']}")
     return 0
+
+
+def _status_job(backend: Any, job_id: int, as_json: bool) -> int:
+    from jitr_core.services.stats import job_timeline
+
+    job = job_timeline(backend, job_id)
+    if job is None:
+        print(f"jitr: no record of job {job_id} (unknown, or finished longer ago than finished_ttl_s)", file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps(job, indent=2))
+        return 0
+    head = _printable({k: v for k, v in job.items() if k != "timeline"})
+    print(
+        f"job {head['job_id']} {head['state']} {head['repository']} pool={head['pool']} "
+        f"attempt={head['attempt']} runner={head['runner']}"
+    )
+    if job["timeline_dropped"]:
+        print(f"  ({head['timeline_dropped']} earlier steps dropped)")
+    timeline = job["timeline"]
+    start = float(timeline[0]["t"]) if timeline else 0.0
+    for entry in timeline:
+        at = float(entry.get("t", 0.0))
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at)) + f".{int(at * 1000) % 1000:03d}Z"
+        facts = _printable({k: v for k, v in entry.items() if k not in ("t", "event")})
+        event = _printable({"event": entry.get("event", "")})["event"]
+        offset = f"+{at - start:.3f}s"
+        print(f"  {stamp} {offset:>10} {event:<12} {' '.join(f'{k}={v}' for k, v in facts.items())}".rstrip())
+    return 0
+
+
+def _status_pools(backend: Any, settings: Settings, window_s: float, as_json: bool) -> int:
+    from jitr_core.services.stats import pool_stats
+
+    pools = pool_stats(backend, time.time(), window_s, [pool.name for pool in settings.pools])
+    if as_json:
+        print(json.dumps({"window_s": window_s, "pools": pools}, indent=2))
+        return 0
+    print(f"pools over the last {_duration(window_s)}")
+    for name, figures in pools.items():
+        states = ", ".join(f"{state} {count}" for state, count in figures["states"].items())
+        launches = figures["launches"]
+        print(f"  {_printable({'pool': name})['pool']}: {figures['jobs']} jobs" + (f" ({states})" if states else ""))
+        print(f"    queue time   {_latency(figures['queue_ms'])}")
+        print(f"    boot time    {_latency(figures['boot_ms'])}")
+        print(
+            f"    launches     {launches['spot'] + launches['on_demand']}: spot {launches['spot']}, "
+            f"on-demand {launches['on_demand']} ({figures['spot_share']:.0%} spot); "
+            f"{figures['vms_in_flight']} VMs in flight"
+        )
+        for title, counts in (("launch failures", figures["launch_failures"]), ("requeues", figures["requeues"])):
+            if counts:
+                listed = ", ".join(f"{reason} {count}" for reason, count in _printable(counts).items())
+                print(f"    {title:<12} {listed}")
+    return 0
+
+
+def _latency(ms: dict[str, float]) -> str:
+    return f"p50 {ms['p50'] / 1000:.1f} s, p95 {ms['p95'] / 1000:.1f} s, p99 {ms['p99'] / 1000:.1f} s"
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def _window(text: str) -> float:
+    """A window such as ``90s``, ``30m``, ``1h`` or ``2d`` (a bare number is seconds), in seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1)
+    try:
+        value = float(number) * unit
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a duration such as 30m, 1h or 2d, found {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0, found {text}")
+    return value
 
 
 def _printable(row: dict[str, Any]) -> dict[str, str]:
@@ -192,6 +276,10 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="in-flight jobs and runners from the state store")
     s.add_argument("--config")
     s.add_argument("--json", action="store_true")
+    shown = s.add_mutually_exclusive_group()
+    shown.add_argument("--job", type=int, metavar="ID", help="one job's timeline instead")
+    shown.add_argument("--pools", action="store_true", help="per-pool figures over --window instead")
+    s.add_argument("--window", type=_window, default=3600.0, help="for --pools: 30m, 1h (default), 2d, ...")
     s.set_defaults(func=cmd_status)
     s = sub.add_parser("serve", help="run the control plane on this machine (embedded backend)")
     s.add_argument("--config", help="TOML settings file (default: JITR_* environment)")

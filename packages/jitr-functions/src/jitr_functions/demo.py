@@ -94,3 +94,13 @@ def _summary(report: dict[str, Any], out: Any) -> None:
             f"    {pool:<16} p50 {pool_latency['p50']} ms, p95 {pool_latency['p95']} ms, p99 {pool_latency['p99']} ms",
             file=out,
         )
+    print("  per pool           queue p50/p95     boot p50/p95      spot share  launch failures", file=out)
+    for pool, figures in report["pools"].items():
+        queue, boot = figures.get("queue_ms", {}), figures.get("boot_ms", {})
+        failures = sum(figures.get("launch_failures", {}).values())
+        share = figures.get("spot_share", 0.0)
+        print(
+            f"    {pool:<16} {queue.get('p50', 0.0):>6}/{queue.get('p95', 0.0):<6} ms "
+            f"{boot.get('p50', 0.0):>6}/{boot.get('p95', 0.0):<6} ms {share:>9.0%}  {failures}",
+            file=out,
+        )

@@ -23,6 +23,7 @@ from typing import IO, Any
 from jitr_core.errors import CapacityError, JitrError
 from jitr_core.hookspecs import hookimpl
 from jitr_core.model import LaunchRequest, LaunchResult, VMInfo
+from jitr_core.services.stats import pool_stats
 from jitr_core.settings import Settings
 from jitr_github.simulator import Faults, GitHubSimulator, SimulatorError
 
@@ -499,10 +500,22 @@ class Sandbox:
             "github_calls_per_job": round(calls / len(jobs), 3) if jobs else 0.0,
             "latency_ms": _percentiles(latencies),
             "queued_to_launch_ms": _percentiles(from_github),
-            "pools": {
-                pool: {"jobs": len(values), "latency_ms": _percentiles(values)}
-                for pool, values in sorted(by_pool.items())
-            },
+            "pools": self._pools_report(by_pool),
+        }
+
+    def _pools_report(self, latencies: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
+        """Per pool: the jobs counted in its webhook → launch latency and that latency, then the
+        figures ``jitr status --pools`` shows (over the whole run) from the store."""
+        assert self.app is not None
+        figures = pool_stats(self.app.backend, time.time(), float("inf"))
+        pools = sorted(set(latencies) | set(figures))
+        return {
+            pool: {
+                "jobs": len(latencies.get(pool, ())),
+                "latency_ms": _percentiles(latencies.get(pool, [])),
+                **{key: value for key, value in figures.get(pool, {}).items() if key != "jobs"},
+            }
+            for pool in pools
         }
 
 
