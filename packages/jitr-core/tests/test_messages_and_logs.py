@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from jitr_core.errors import JitrError, PayloadError
-from jitr_core.logs import JsonFormatter, log_context, register_secret
+from jitr_core.logs import JsonFormatter, log_context, log_line, register_secret
 from jitr_core.messages import JobMessage, LifecycleMessage, decode, encode
 from jitr_core.model import MAX_ATTEMPT, MAX_ID, MAX_NAME, runner_name_for
 
@@ -120,3 +120,55 @@ def test_secrets_that_json_escapes_are_still_redacted(secret: str) -> None:
     assert entry["message"] == "minted [REDACTED]" and entry["runner_name"] == "r-[REDACTED]"
     assert entry["report"] == {"nested": ["[REDACTED]", {"[REDACTED]": 1}]} and entry["obj"] == "[REDACTED]"
     assert "[REDACTED]" in entry["exception"]
+
+
+def _jitr_style_logger(name: str) -> tuple[logging.Logger, logging.StreamHandler[io.StringIO], io.StringIO]:
+    """A logger set up as configure_logging sets up "jitr" (its own JSON handler, not propagating)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler._jitr = True  # type: ignore[attr-defined]
+    parent = logging.getLogger(name)
+    parent.handlers[:] = [handler]
+    parent.propagate = False
+    parent.setLevel(logging.INFO)
+    return logging.getLogger(f"{name}.child"), handler, stream
+
+
+def test_log_line_writes_the_line_the_logging_module_would() -> None:
+    logger, _, stream = _jitr_style_logger("jitr-test-line")
+    register_secret("ghs_linesecrettoken456")
+    with log_context(delivery_id="d-1", job_id=7, action="queued"):
+        log_line(logger, logging.INFO, "routed", queue="jobs", reason="ghs_linesecrettoken456", labels=("a", "b"))
+        logger.info("routed", extra={"queue": "jobs", "reason": "ghs_linesecrettoken456", "labels": ("a", "b")})
+    fast, standard = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert list(fast) == list(standard)  # the same fields in the same order
+    assert {**fast, "time": None} == {**standard, "time": None}
+    assert fast["reason"] == "[REDACTED]" and fast["delivery_id"] == "d-1" and fast["queue"] == "jobs"
+
+
+def test_log_line_honours_levels_filters_and_other_handlers() -> None:
+    logger, handler, stream = _jitr_style_logger("jitr-test-line-rules")
+    logger.parent.setLevel(logging.WARNING)  # type: ignore[union-attr]
+    log_line(logger, logging.INFO, "below the level")
+    assert stream.getvalue() == ""
+    log_line(logger, logging.WARNING, "at the level")
+    assert json.loads(stream.getvalue())["level"] == "WARNING"
+
+    seen: list[logging.LogRecord] = []
+    handler.addFilter(lambda record: seen.append(record) or record.getMessage() != "dropped")
+    log_line(logger, logging.WARNING, "dropped", queue="jobs")
+    log_line(logger, logging.WARNING, "kept", queue="jobs")
+    assert [r.getMessage() for r in seen] == ["dropped", "kept"] and seen[1].queue == "jobs"  # type: ignore[attr-defined]
+    assert [json.loads(line)["message"] for line in stream.getvalue().splitlines()] == ["at the level", "kept"]
+    handler.filters.clear()
+
+    other = logging.StreamHandler(io.StringIO())
+    logger.addHandler(other)  # a second handler on the way: both get the record
+    log_line(logger, logging.ERROR, "twice", queue="jobs")
+    logger.removeHandler(other)
+    assert json.loads(stream.getvalue().splitlines()[-1])["message"] == "twice"
+    assert other.stream.getvalue() == "twice\n"
+
+    with pytest.raises(KeyError):  # a reserved name is refused as logging refuses it
+        log_line(logger, logging.ERROR, "clash", message="x")

@@ -42,6 +42,7 @@ class Backend:
         self.pm = pm
         self.settings = settings
         self._hook = pm.hook
+        self._enqueue = pm.hook.jitr_enqueue  # a hook's caller stays the same as plugins come and go
 
     def _answer(self, role: str, hook: str, result: T | None) -> T:
         if result is None:
@@ -73,8 +74,8 @@ class Backend:
 
     # queues
     def enqueue(self, queue: str, message: QueueMessage, delay_s: int = 0) -> str:
-        result: str = self._call("queue", "jitr_enqueue", queue=queue, message=message, delay_s=delay_s)
-        return result
+        result: str | None = self._enqueue(queue=queue, message=message, delay_s=delay_s, settings=self.settings)
+        return self._answer("queue", "jitr_enqueue", result)
 
     def receive(self, queue: str, max_messages: int = 10, visibility_timeout_s: int = 60) -> Sequence[ReceivedMessage]:
         result: Sequence[ReceivedMessage] = self._call(

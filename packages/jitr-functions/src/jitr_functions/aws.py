@@ -24,6 +24,7 @@ from .app import App, get_app
 
 log = logging.getLogger("jitr.lambda")
 _JSON = {"content-type": "application/json"}
+_BODY = json.JSONEncoder()  # json.dumps with its defaults, without its per-call check of them
 
 
 class EventError(JitrError):
@@ -70,8 +71,8 @@ def _invocation(context: Any, function: str) -> Iterator[App]:
         yield get_app()
 
 
-def _http_request(event: Any) -> tuple[str, dict[str, str], bytes | None]:
-    """Method, lower-cased headers and raw body bytes (None when the base64 body is invalid)."""
+def _http_request(event: Any) -> tuple[str, Mapping[Any, Any], bytes | None]:
+    """Method, headers (the service lower-cases them) and raw body bytes (None when the base64 body is invalid)."""
     if not isinstance(event, Mapping):
         raise _misrouted("webhook", "an HTTP request event", event)
     if event.get("version") == "2.0" and isinstance(event.get("requestContext"), Mapping):
@@ -83,7 +84,7 @@ def _http_request(event: Any) -> tuple[str, dict[str, str], bytes | None]:
         raw_headers = {k: ",".join(v) for k, v in multi.items()} if multi else (event.get("headers") or {})
     else:
         raise _misrouted("webhook", "an HTTP request event", event)
-    headers = {str(k).lower(): str(v) for k, v in raw_headers.items()}
+    headers: Mapping[Any, Any] = raw_headers
     text = event.get("body") or ""
     if not event.get("isBase64Encoded"):
         return method.upper(), headers, text.encode()
@@ -94,7 +95,11 @@ def _http_request(event: Any) -> tuple[str, dict[str, str], bytes | None]:
 
 
 def _http(status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> dict[str, Any]:
-    return {"statusCode": status, "headers": {**_JSON, **(headers or {})}, "body": json.dumps(body)}
+    return {
+        "statusCode": status,
+        "headers": {**_JSON, **headers} if headers else dict(_JSON),
+        "body": _BODY.encode(body),
+    }
 
 
 def _batch(

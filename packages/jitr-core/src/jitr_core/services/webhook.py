@@ -17,8 +17,8 @@ from typing import Any
 
 from ..backend import Backend
 from ..errors import JitrError, PayloadError, SignatureError
-from ..logs import log_context, register_secret
-from ..messages import JOBS_QUEUE, JobMessage, LifecycleMessage, encode
+from ..logs import log_context, log_line, register_secret
+from ..messages import JOBS_QUEUE, LIFECYCLE_QUEUE, JobMessage, LifecycleMessage, encode
 from ..model import WorkflowJob
 from ..routing import Router
 from ..webhook import WebhookEvent, inspect, lower_headers
@@ -32,6 +32,10 @@ SECRET_REFRESH_S = 60.0
 class WebhookResponse:
     status: int
     body: Mapping[str, Any] = field(default_factory=dict)
+
+
+# A routed delivery's answer, the same for every delivery to a queue (read-only, as every answer's body).
+_ROUTED = {queue: WebhookResponse(202, {"queued": queue}) for queue in (JOBS_QUEUE, LIFECYCLE_QUEUE)}
 
 
 class WebhookService:
@@ -64,17 +68,17 @@ class WebhookService:
             event = self._inspect(h, body)
         except PayloadError as exc:
             with log_context(delivery_id=delivery_id):
-                log.warning("rejected delivery", extra={"status": exc.status, "reason": str(exc)})
+                log_line(log, logging.WARNING, "rejected delivery", status=exc.status, reason=str(exc))
             return WebhookResponse(exc.status, {"error": str(exc)})
         job = event.job
         if job is None or event.queue is None:
             with log_context(delivery_id=delivery_id):
-                log.info("acknowledged", extra={"event": event.event, "action": event.action})
+                log_line(log, logging.INFO, "acknowledged", event=event.event, action=event.action)
             return WebhookResponse(200, {"ignored": f"{event.event} {event.action}".strip()})
         with log_context(delivery_id=delivery_id, job_id=job.job_id, action=job.action, repository=job.repository):
             reason = self._not_ours(job, event.queue)
             if reason:
-                log.info("job ignored", extra={"reason": reason})
+                log_line(log, logging.INFO, "job ignored", reason=reason)
                 return WebhookResponse(200, {"ignored": reason})
             try:
                 return self._route(event.delivery_id, job, event.queue, received_at)
@@ -113,5 +117,5 @@ class WebhookService:
             else LifecycleMessage.from_job(job, delivery_id, received_at)
         )
         self.backend.enqueue(queue, encode(message))
-        log.info("routed", extra={"queue": queue})
-        return WebhookResponse(202, {"queued": queue})
+        log_line(log, logging.INFO, "routed", queue=queue)
+        return _ROUTED.get(queue) or WebhookResponse(202, {"queued": queue})
