@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -14,6 +15,7 @@ import pytest
 from ..backend import Backend
 from ..errors import SecretNotFoundError
 from ..model import LaunchRequest, QueueMessage, ReceivedMessage, Record, RecordQuery
+from ..services.records import TIMELINE_MAX, step, with_steps
 from .environment import deadline_s
 
 
@@ -75,6 +77,20 @@ class StoreContract:
         assert loaded is not None
         assert loaded == replace(record, data=loaded.data)
         assert dict(loaded.data) == dict(record.data)
+
+    def test_a_full_job_timeline_round_trips_and_stays_small(self, backend: Backend) -> None:
+        """A job record at its timeline's bound, every string at its cut, fits every store's item limit."""
+        kind, at = _kind(), 1700000000.123
+        data: dict[str, object] = {"attempt": 3, "queued_at": at}
+        for i in range(TIMELINE_MAX + 3):
+            entry = step("launch", at + i, candidate="c" * 500, outcome="no-capacity", code="\x1b" + "e" * 500)
+            data.update(with_steps(data, entry))
+        assert len(json.dumps(data)) < 64 * 1024  # DynamoDB items ≤ 400 KB, Firestore documents ≤ 1 MiB
+        record = Record(kind, "42", state="queued", created_at=at, updated_at=at, data=data)
+        assert backend.create(record)
+        loaded = backend.load(kind, "42")
+        assert loaded is not None and dict(loaded.data) == data
+        assert loaded.data["timeline_dropped"] == 3 and len(loaded.data["timeline"]) == TIMELINE_MAX
 
     def test_replace_holds_only_at_the_expected_version(self, backend: Backend) -> None:
         kind, now = _kind(), time.time()
