@@ -164,7 +164,10 @@ def log_line(logger: logging.Logger, level: int, message: str, /, **fields: Any)
     if not logger.isEnabledFor(level):
         return
     handler = _direct_handler(logger, level)
-    if handler is None or not _STANDARD.isdisjoint(fields) or any(key[:1] == "_" for key in fields):
+    for key in fields:  # names a record refuses or the formatter leaves out: as the logging module does
+        if key in _STANDARD or key[:1] == "_":
+            handler = None
+    if handler is None:
         logger.log(level, message, extra=fields)
         return
     formatter = handler.formatter
