@@ -89,6 +89,9 @@ MAX_ATTEMPT = 9999  # jitr's launches of one job; keeps runner names within ever
 MAX_NAME = 63  # GCE instance names and DNS labels; EC2 tags and GitHub runner names allow more
 
 
+RUNNER_PREFIX = "jitr-"  # every runner jitr names starts so
+
+
 def runner_name_for(pool: str, job_id: int, attempt: int) -> str:
     """The runner (and VM) name for one launch of a job: deterministic, DNS- and label-safe.
 
@@ -99,7 +102,7 @@ def runner_name_for(pool: str, job_id: int, attempt: int) -> str:
     if not (0 <= job_id <= MAX_ID and 0 <= attempt <= MAX_ATTEMPT):
         raise ValueError(f"job id must be in 0..{MAX_ID} and attempt in 0..{MAX_ATTEMPT}, found {job_id}, {attempt}")
     safe_pool = _NAME_UNSAFE.sub("-", pool.lower()).strip("-")[:24] or "pool"
-    return f"jitr-{safe_pool}-{job_id}-{attempt}"
+    return f"{RUNNER_PREFIX}{safe_pool}-{job_id}-{attempt}"
 
 
 def idempotency_token(runner_name: str, candidate: int) -> str:

@@ -17,17 +17,17 @@ from jitr_core.backend import Backend
 from jitr_core.logs import configure_logging, register_secret
 from jitr_core.plugins import JitrPluginManager, create_plugin_manager
 from jitr_core.secret import Secret
-from jitr_core.services import (
-    LifecycleService,
-    RebalancerService,
-    ScaledownService,
-    ScaleupService,
-    WebhookService,
-)
 from jitr_core.settings import Settings
 
 if TYPE_CHECKING:
     from jitr_core.github import GitHubAPI
+    from jitr_core.services import (
+        LifecycleService,
+        RebalancerService,
+        ScaledownService,
+        ScaleupService,
+        WebhookService,
+    )
 
 # Queue-driven functions retry through their queue: a GitHub call gives up after a short, bounded
 # effort (a rate limit longer than a moment defers the message) instead of holding a worker, and
@@ -75,22 +75,32 @@ class App:
 
     @cached_property
     def webhook(self) -> WebhookService:
+        from jitr_core.services.webhook import WebhookService
+
         return WebhookService(self.backend, clock=self.clock)
 
     @cached_property
     def scaleup(self) -> ScaleupService:
+        from jitr_core.services.scaleup import ScaleupService
+
         return ScaleupService(self.backend, self.github, clock=self.clock)
 
     @cached_property
     def lifecycle(self) -> LifecycleService:
+        from jitr_core.services.lifecycle import LifecycleService
+
         return LifecycleService(self.backend, self.github, clock=self.clock)
 
     @cached_property
     def scaledown(self) -> ScaledownService:
+        from jitr_core.services.scaledown import ScaledownService
+
         return ScaledownService(self.backend, self.github, clock=self.clock)
 
     @cached_property
     def rebalancer(self) -> RebalancerService:
+        from jitr_core.services.rebalancer import RebalancerService
+
         return RebalancerService(self.backend, self.github, clock=self.clock)
 
 

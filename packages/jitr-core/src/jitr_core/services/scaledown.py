@@ -25,13 +25,21 @@ from typing import Any
 from ..backend import Backend
 from ..errors import GitHubError
 from ..github import GitHubAPI, GitHubRunner
-from ..model import IN_FLIGHT_RUNNER_STATES, JobState, Record, RecordQuery, RunnerState, Scope, VMInfo
+from ..model import (
+    IN_FLIGHT_RUNNER_STATES,
+    RUNNER_PREFIX,
+    JobState,
+    Record,
+    RecordQuery,
+    RunnerState,
+    Scope,
+    VMInfo,
+)
 from .common import in_flight, requeue, retire
 from .lease import lease
 from .records import JOB, REPO, RUNNER, JobView, RunnerView, Store
 
 log = logging.getLogger("jitr.scaledown")
-RUNNER_PREFIX = "jitr-"
 
 
 class ScaledownService:

@@ -19,10 +19,9 @@ from ..backend import Backend
 from ..errors import JitrError, PayloadError, SignatureError
 from ..logs import log_context, log_line, register_secret
 from ..messages import JOBS_QUEUE, LIFECYCLE_QUEUE, JobMessage, LifecycleMessage, encode
-from ..model import WorkflowJob
+from ..model import RUNNER_PREFIX, WorkflowJob
 from ..routing import Router
 from ..webhook import WebhookEvent, inspect, lower_headers
-from .scaledown import RUNNER_PREFIX
 
 log = logging.getLogger("jitr.webhook")
 SECRET_REFRESH_S = 60.0
