@@ -23,7 +23,8 @@ class Context:
 answer = aws.webhook(json.loads(sys.stdin.read()), Context())
 prefixes = ("jitr_github", "cryptography", "jwt", "requests", "urllib3", "boto3", "botocore",
             "jitr_core.services.scaleup", "jitr_core.services.lifecycle", "jitr_core.services.scaledown",
-            "jitr_core.services.rebalancer", "jitr_core.services.records", "jitr_core.github")
+            "jitr_core.services.rebalancer", "jitr_core.services.records", "jitr_core.github",
+            "tomllib", "difflib")
 loaded = sorted({m for m in sys.modules for p in prefixes if m == p or m.startswith(p + ".")})
 print(json.dumps({"status": answer["statusCode"], "body": json.loads(answer["body"]), "loaded": loaded}))
 """

@@ -8,11 +8,9 @@ Provider plugins read their own section (``[aws]`` / ``JITR_AWS_*``) through
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
-import tomllib
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -124,6 +122,8 @@ class Settings:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    import tomllib  # here: settings from the environment (every function) parse no TOML
+
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)
@@ -204,6 +204,8 @@ def _merge_env(data: dict[str, Any], env: Mapping[str, str]) -> set[tuple[str, .
 
 
 def _unknown(name: str, known: list[str]) -> str:
+    import difflib  # here: only a misspelt name needs it
+
     close = difflib.get_close_matches(name, known, n=1)
     hint = f"; did you mean {close[0]}?" if close else f"; known: {', '.join(sorted(known))}"
     return f"{name} is not a jitr setting{hint} (plugin settings are JITR_<PLUGIN>_<KEY>)"
