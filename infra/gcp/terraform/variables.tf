@@ -184,7 +184,11 @@ variable "pools" {
     The runner pools, rendered into JITR_POOLS as jitr reads it (docs/embedded-serve.md, [[pools]]).
     An attribute left null takes jitr's default. `zones` become the pool's `placements`: the
     zones scale-up walks, in order, on capacity errors (none: the first of `zones` above).
-    `options.log_shipping = false` turns off shipping the VM's logs to Cloud Logging.
+    `options.log_shipping = false` turns off shipping the VM's logs to Cloud Logging;
+    `options.network` / `options.subnetwork` put the pool's VMs on their own VPC network or
+    subnetwork instead of `network` / `subnetwork` below (a pool naming only its own network
+    takes that network's auto-mode subnetwork). The module's firewall rules are made on `network`
+    only: a pool on another VPC network needs that network's egress rules.
   EOT
   type = list(object({
     name               = string
@@ -204,6 +208,8 @@ variable "pools" {
     max_lifetime_s     = optional(number)
     options = optional(object({
       log_shipping = optional(bool)
+      network      = optional(string)
+      subnetwork   = optional(string)
     }))
   }))
 

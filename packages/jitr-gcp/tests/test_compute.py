@@ -109,6 +109,25 @@ def test_network_options_reach_the_interface(fake_compute: FakeCompute) -> None:
     assert "serviceAccounts" not in fake_compute.inserts[0]["body"]
 
 
+def test_a_pool_can_put_its_vms_on_its_own_network(fake_compute: FakeCompute) -> None:
+    settings = gcp_settings({"compute_endpoint": fake_compute.url, "network": "runners", "subnetwork": "ci"})
+    backend = gcp_backend(settings)
+    backend.launch_vm(request(options={"network": "gpu-vpc", "subnetwork": "gpu"}))
+    backend.launch_vm(request(options={"network": "projects/host/global/networks/shared"}))
+    backend.launch_vm(request(options={"subnetwork": "regions/us-central1/subnetworks/other"}))
+    nics = [insert["body"]["networkInterfaces"][0] for insert in fake_compute.inserts]
+    assert (nics[0]["network"], nics[0]["subnetwork"]) == (
+        "global/networks/gpu-vpc",
+        "regions/us-central1/subnetworks/gpu",
+    )
+    # its own network without a subnetwork: the network's auto-mode subnetwork, not [gcp]'s
+    assert nics[1]["network"] == "projects/host/global/networks/shared" and "subnetwork" not in nics[1]
+    assert (nics[2]["network"], nics[2]["subnetwork"]) == (
+        "global/networks/runners",
+        "regions/us-central1/subnetworks/other",
+    )
+
+
 def test_labels_are_rewritten_to_gce_rules(vm_backend: Backend, fake_compute: FakeCompute) -> None:
     vm_backend.launch_vm(request(labels={"Jitr-Repo": "Octo-Org/Hello.World", "9lives": "x" * 80}))
     labels = fake_compute.inserts[0]["body"]["labels"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,11 @@ def test_toml_errors_name_the_key_and_file(tmp_path: Path) -> None:
 def test_the_first_hook_call_reports_bad_settings() -> None:
     with pytest.raises(SettingsError, match="JITR_GCP_PROJECT is required"):
         gcp_backend(from_env()).enqueue("jobs", QueueMessage("{}"))
+
+
+@pytest.mark.parametrize(("key", "value"), [("network", "bad network!"), ("subnetwork", "regions/x/y/z")])
+def test_a_pools_own_network_is_checked_and_named(key: str, value: str) -> None:
+    pools = json.dumps([{"name": "gpu", "labels": ["self-hosted"], "machine_types": ["g2"], "options": {key: value}}])
+    settings = Settings.from_env({"JITR_PROVIDER": "gcp", "JITR_GCP_PROJECT": "ci-runners", "JITR_POOLS": pools})
+    with pytest.raises(SettingsError, match=rf"JITR_POOLS\[0\]\.options\.{key} must be"):
+        gcp_config(settings)

@@ -83,9 +83,10 @@ def _label_value(value: str) -> str:
 def instance_body(request: LaunchRequest, zone: str, cfg: GcpConfig) -> dict[str, Any]:
     """The ``Instance`` resource for one launch, as a mapping the SDK accepts."""
     image = request.image if "/" in request.image else f"global/images/{request.image}"
-    interface: dict[str, Any] = {"network": _network(cfg.network)}
-    if cfg.subnetwork:
-        interface["subnetwork"] = _subnetwork(cfg.subnetwork, zone)
+    network, subnetwork = pool_network(request.options, cfg)
+    interface: dict[str, Any] = {"network": _network(network)}
+    if subnetwork:
+        interface["subnetwork"] = _subnetwork(subnetwork, zone)
     if cfg.external_ip:
         interface["access_configs"] = [{"name": "External NAT", "type_": "ONE_TO_ONE_NAT"}]
     scheduling: dict[str, Any] = {
@@ -117,6 +118,18 @@ def instance_body(request: LaunchRequest, zone: str, cfg: GcpConfig) -> dict[str
     if cfg.service_account:
         body["service_accounts"] = [{"email": cfg.service_account, "scopes": list(cfg.scopes)}]
     return body
+
+
+def pool_network(options: Mapping[str, Any], cfg: GcpConfig) -> tuple[str, str]:
+    """(network, subnetwork) of a pool's VMs: its ``options.network``/``options.subnetwork``, else ``[gcp]``'s.
+
+    A pool that names its own network and no subnetwork takes that network's auto-mode subnetwork,
+    not ``[gcp] subnetwork`` (which belongs to the ``[gcp]`` network).
+    """
+    network, subnetwork = options.get("network"), options.get("subnetwork")  # checked by gcp_config
+    if network is None:
+        return cfg.network, str(subnetwork) if subnetwork is not None else cfg.subnetwork
+    return str(network), str(subnetwork or "")
 
 
 def _network(network: str) -> str:

@@ -27,6 +27,8 @@ _NAME = r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?"
 _RESOURCE = re.compile(rf"^{_NAME}$")
 _NETWORK = re.compile(rf"^(?:(?:projects/[a-z][-a-z0-9.:]*/)?global/networks/)?{_NAME}$")
 _SUBNETWORK = re.compile(rf"^(?:(?:projects/[a-z][-a-z0-9.:]*/)?regions/{_NAME}/subnetworks/)?{_NAME}$")
+_NETWORK_HINT = "a VPC network name or global/networks/NAME"
+_SUBNETWORK_HINT = "a subnetwork name or regions/R/subnetworks/NAME"
 _PUBSUB = r"(?!goog)[A-Za-z][A-Za-z0-9._~+%-]{2,254}"
 _EMAIL = re.compile(r"^(default|[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,})$")
 _SCOPE = re.compile(r"^https://www\.googleapis\.com/auth/[A-Za-z0-9._/-]+$")
@@ -115,7 +117,19 @@ def gcp_config(settings: Settings) -> GcpConfig:
         found = _parse(section, lambda key: settings.setting_name(PROVIDER, key))
         with _cache_lock:
             _cache[key] = found
+    _check_pool_networks(settings)
     return found
+
+
+def _check_pool_networks(settings: Settings) -> None:
+    """A pool's ``options.network``/``options.subnetwork`` (its own VPC) must name one."""
+    checks = (("network", _NETWORK, _NETWORK_HINT), ("subnetwork", _SUBNETWORK, _SUBNETWORK_HINT))
+    for index, pool in enumerate(settings.pools):
+        for key, pattern, hint in checks:
+            value = pool.options.get(key)
+            if value is not None and not (isinstance(value, str) and pattern.match(value)):
+                name = settings.setting_name("pools", index, "options", key)
+                raise SettingsError(f"{name} must be {hint}, found {value!r}")
 
 
 def _freeze(value: Any) -> Any:
@@ -136,8 +150,8 @@ def _parse(raw: Mapping[str, Any], name: Callable[[str], str]) -> GcpConfig:
     return GcpConfig(
         project=project,
         zones=r.words("zones", _ZONE, "zone names such as us-central1-a"),
-        network=r.text("network", "default", _NETWORK, "a VPC network name or global/networks/NAME"),
-        subnetwork=r.text("subnetwork", "", _SUBNETWORK, "a subnetwork name or regions/R/subnetworks/NAME"),
+        network=r.text("network", "default", _NETWORK, _NETWORK_HINT),
+        subnetwork=r.text("subnetwork", "", _SUBNETWORK, _SUBNETWORK_HINT),
         external_ip=r.boolean("external_ip", False),
         service_account=r.text("service_account", "", _EMAIL, "a service account email or 'default'"),
         scopes=r.words("scopes", _SCOPE, "OAuth scope URLs", default=(CLOUD_PLATFORM_SCOPE,)),
