@@ -191,6 +191,14 @@ def test_a_runner_leaving_flight_launches_a_job_waiting_for_its_cap_at_once(e2e_
     wait_completed(sandbox, [first, second], 60)
 
     assert second in _deferred(sandbox), "launched by its deferred message, not by the finishing runner"
+    # GitHub reports the jobs done before jitr's lifecycle has read it: a scale-down pass in
+    # between would retire the second runner (its VM gone, GitHub no longer listing it) instead
+    runners = [f"jitr-linux-{job}-1" for job in (first, second)]
+    wait_for(
+        lambda: all((r := record(sandbox, "runner", name)) and r.state == "finished" for name in runners),
+        60,
+        "both runners to be recorded finished",
+    )
     assert_vms_accounted(sandbox, [first, second], exact=True, scaledown=True)
 
 
