@@ -205,9 +205,10 @@ class HoldEnqueues:
 
 
 def _accepts(runtime: LocalRuntime) -> bool:
+    """Whether the server takes a new connection; a reset means it closed its listener mid-connect."""
     try:
         socket.create_connection(_address(runtime), timeout=deadline_s(5)).close()
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
         return False
     return True
 
