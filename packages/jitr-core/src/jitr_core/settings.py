@@ -12,7 +12,7 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,20 @@ _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+/-]{0,99}$")
 _OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}$")
 _REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$")
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@=+-]{0,254}$")
+# A machine type a job's label may choose: lower case, no path or shell characters, no "..".
+MACHINE_TYPE = re.compile(r"^(?!.*\.\.)[a-z0-9][a-z0-9._-]{0,63}$")
+# A pattern of accepted machine-type labels: the type grammar plus the wildcards * and ?, starting
+# with a literal character so that no pattern accepts every label.
+_TYPE_PATTERN = re.compile(r"^(?!.*\.\.)[a-z0-9][a-z0-9._*?-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class MachineSize:
+    """A machine type a ``cpu=N``/``ram=N`` label may resolve to, with its vCPUs and memory (GiB)."""
+
+    machine_type: str
+    cpu: int
+    ram_gib: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +62,8 @@ class Pool:
     arch: str = "x64"
     max_lifetime_s: int = 8 * 3600
     options: Mapping[str, Any] = field(default_factory=dict)
+    machine_type_labels: tuple[str, ...] = ()
+    machine_sizes: tuple[MachineSize, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,7 +374,64 @@ def _pool(r: _Reader, raw: Any, index: int) -> Pool:
         arch=r.choice(raw, "arch", default="x64", pattern=re.compile(r"^(x64|arm64)$"), path=path),
         max_lifetime_s=r.integer(raw, "max_lifetime_s", default=8 * 3600, low=300, path=path),
         options=dict(options),
+        machine_type_labels=_type_patterns(r, raw, path),
+        machine_sizes=_machine_sizes(r, raw, path),
     )
+
+
+def _type_patterns(r: _Reader, raw: Mapping[str, Any], path: tuple[str | int, ...]) -> tuple[str, ...]:
+    """The pool's ``machine_type_labels``: machine types or glob patterns (``*``, ``?``) a job's label may name."""
+    where = r.names.name(*path, "machine_type_labels")
+    value = raw.get("machine_type_labels", [])
+    if isinstance(value, str):
+        value = [w for w in (part.strip() for part in value.split(",")) if w]
+    if not isinstance(value, list):
+        raise SettingsError(f"{where} must be a list of machine types or patterns, found {type(value).__name__}")
+    for item in value:
+        if not isinstance(item, str) or not _TYPE_PATTERN.match(item):
+            raise SettingsError(
+                f"{where} has an invalid pattern {item!r}: use lower-case letters, digits, '.', '_', '-' and the "
+                "wildcards '*' and '?', starting with a letter or digit, without '..', at most 64 characters"
+            )
+    _no_duplicates(r, value, (*path, "machine_type_labels"))
+    return tuple(value)
+
+
+def _machine_sizes(r: _Reader, raw: Mapping[str, Any], path: tuple[str | int, ...]) -> tuple[MachineSize, ...]:
+    """The pool's ``machine_sizes``: the candidates ``cpu=N``/``ram=N`` labels resolve to."""
+    value = raw.get("machine_sizes", [])
+    where = r.names.name(*path, "machine_sizes")
+    if not isinstance(value, list):
+        raise SettingsError(
+            f"{where} must be a list of {{machine_type, cpu, ram}} tables, found {type(value).__name__}"
+        )
+    sizes = []
+    for i, entry in enumerate(value):
+        at = (*path, "machine_sizes", i)
+        if not isinstance(entry, dict) or set(entry) != {"machine_type", "cpu", "ram"}:
+            raise SettingsError(
+                f"{r.names.name(*at)} must be a table with exactly machine_type, cpu and ram, found {entry!r}"
+            )
+        machine_type = entry["machine_type"]
+        if not isinstance(machine_type, str) or not MACHINE_TYPE.match(machine_type):
+            raise SettingsError(
+                f"{r.names.name(*at, 'machine_type')} is not a machine type: use lower-case letters, digits, "
+                f"'.', '_', '-', starting with a letter or digit, without '..', at most 64 characters; "
+                f"found {machine_type!r}"
+            )
+        cpu = r.integer(entry, "cpu", default=0, low=1, path=at)
+        ram = r.integer(entry, "ram", default=0, low=1, path=at)
+        sizes.append(MachineSize(machine_type, cpu, ram))
+    _no_duplicates(r, [s.machine_type for s in sizes], (*path, "machine_sizes"))
+    return tuple(sizes)
+
+
+def _no_duplicates(r: _Reader, items: Sequence[str], path: tuple[str | int, ...]) -> None:
+    seen: set[str] = set()
+    for item in items:
+        if item in seen:
+            raise SettingsError(f"{r.names.name(*path)} lists {item!r} twice")
+        seen.add(item)
 
 
 class _Reader:

@@ -38,7 +38,7 @@ from ..model import (
     idempotency_token,
     runner_name_for,
 )
-from ..routing import Router
+from ..routing import Router, Sizing
 from ..settings import Pool
 from ..startup import ScriptContext, ScriptTooLargeError
 from .common import in_flight, touch_repo
@@ -47,12 +47,17 @@ from .records import JOB, RUNNER, JobView, RunnerView, Store, new_job_data, step
 log = logging.getLogger("jitr.scaleup")
 
 
-def fallback_chain(pool: Pool) -> Iterator[tuple[str, str | None, bool]]:
-    """(machine type, placement, spot) in the order to try: types × placements, then on-demand."""
+def fallback_chain(pool: Pool, sizing: Sizing | None = None) -> Iterator[tuple[str, str | None, bool]]:
+    """(machine type, placement, spot) in the order to try: types × placements, then on-demand.
+
+    The types are those the job's sizing labels chose, else the pool's; the placements, the
+    markets and the caps stay the pool's.
+    """
     placements: tuple[str | None, ...] = pool.placements or (None,)
     markets = (True, False) if pool.spot and pool.on_demand_fallback else (pool.spot,)
+    machine_types = sizing.machine_types if sizing is not None else pool.machine_types
     for spot in markets:
-        for machine_type in pool.machine_types:
+        for machine_type in machine_types:
             for placement in placements:
                 yield machine_type, placement, spot
 
@@ -91,7 +96,7 @@ class ScaleupService:
         if admission.pool is None:
             log.info("job ignored", extra={"reason": admission.reason})
             return "ignored"
-        pool = admission.pool
+        pool, sizing = admission.pool, admission.sizing
         job = self._job(message, pool)
         name = runner_name_for(pool.name, message.job_id, message.attempt)
         done = None
@@ -103,9 +108,9 @@ class ScaleupService:
             done = "stale-attempt"
         with log_context(runner_name=name):
             if done is not None:
-                return self._settle_leftover(name, message, pool) or done
+                return self._settle_leftover(name, message, pool, sizing) or done
             self.backend.check_startup_plugins()  # before a claim or a registration is made for nothing
-            claim, recovered = self._claim(name, message, pool)
+            claim, recovered = self._claim(name, message, pool, sizing)
             if claim is None:
                 return "duplicate"
             steps = [
@@ -118,8 +123,12 @@ class ScaleupService:
                     recovered=recovered or None,
                 )
             ]
+            if sizing is not None:
+                # which machine types came from the job's labels rather than the pool's defaults
+                types = list(sizing.machine_types)
+                steps.append(step("sized", self.clock(), labels=list(sizing.labels), machine_types=types))
             try:
-                runner = self._launch(claim, recovered, message, pool, steps)
+                runner = self._launch(claim, recovered, message, pool, steps, sizing)
             except CapacityExhaustedError:
                 self._note(message.job_id, [*steps, step("retry", self.clock(), reason="no-capacity")])
                 raise
@@ -146,7 +155,7 @@ class ScaleupService:
             raise RetryLaterError("job record vanished while being created", delay_s=5)
         return view
 
-    def _claim(self, name: str, message: JobMessage, pool: Pool) -> tuple[Record | None, bool]:
+    def _claim(self, name: str, message: JobMessage, pool: Pool, sizing: Sizing | None) -> tuple[Record | None, bool]:
         """Our claim on (job, attempt) and whether it was taken over from a crashed worker."""
         owner, _, repo = message.repository.partition("/")
         data = {
@@ -159,6 +168,7 @@ class ScaleupService:
             "vm_id": None,
             "github_runner_id": None,
             "claimed_at": self.clock(),
+            "sizing_labels": list(sizing.labels) if sizing is not None else None,
         }
         created = self._counted_claim(name, pool, data)
         if created is not None:
@@ -183,7 +193,7 @@ class ScaleupService:
         log.warning("taking over a stale claim", extra={"claim_age_s": round(age, 1)})
         return taken
 
-    def _settle_leftover(self, name: str, message: JobMessage, pool: Pool) -> str | None:
+    def _settle_leftover(self, name: str, message: JobMessage, pool: Pool, sizing: Sizing | None) -> str | None:
         """A redelivered message whose job no longer needs this launch: settle the claim it left.
 
         The claim of a worker that died may have been handed to another queued job in the
@@ -196,7 +206,7 @@ class ScaleupService:
         stand_in = self.store.job(leftover.job_id) if leftover.job_id != message.job_id else None
         if stand_in is not None and stand_in.state == JobState.QUEUED and stand_in.launched_runner == name:
             claim = self._take_over(leftover)
-            self._launch(claim, True, message, pool)
+            self._launch(claim, True, message, pool, sizing=sizing)
             return "resumed-for-another-job"
         claim = self._take_over(leftover)
         self._release(claim, RunnerView(claim).scope, RunnerView(claim).github_runner_id)
@@ -240,16 +250,26 @@ class ScaleupService:
         raise self._cap_full(pool, pool_full=ahead_in_pool >= pool.max_runners)
 
     def _launch(
-        self, claim: Record, recovered: bool, message: JobMessage, pool: Pool, steps: list[dict[str, Any]] | None = None
+        self,
+        claim: Record,
+        recovered: bool,
+        message: JobMessage,
+        pool: Pool,
+        steps: list[dict[str, Any]] | None = None,
+        sizing: Sizing | None = None,
     ) -> RunnerView:
-        """Mint, render, walk the chain and record the VM; the launch steps are appended to ``steps``."""
+        """Mint, render, walk the chain and record the VM; the launch steps are appended to ``steps``.
+
+        A sized job's runner is registered with its sizing labels too, or GitHub would not give it the job.
+        """
         steps = [] if steps is None else steps
         runner = RunnerView(claim)
         if recovered and (existing := self._existing_vm(runner.name)) is not None:
             steps.append(step("launch", self.clock(), outcome="found", vm_id=existing.vm_id))
             return self._record(claim, existing, github_runner_id=runner.github_runner_id)
         scope = self._scope(runner.scope)
-        jit = self.github.generate_jit_config(scope, runner.name, sorted(pool.labels), pool.runner_group)
+        labels = sorted(pool.labels | set(sizing.labels if sizing is not None else ()))
+        jit = self.github.generate_jit_config(scope, runner.name, labels, pool.runner_group)
         register_secret(jit.encoded.reveal())
         self.checkpoint("minted")
         claim = (
@@ -264,7 +284,7 @@ class ScaleupService:
         )
         try:
             script = self.backend.render_startup_script(context, self.backend.user_data_limit(provider))
-            result = self._walk_chain(runner.name, message, pool, script, steps)
+            result = self._walk_chain(runner.name, message, pool, script, steps, sizing)
         except (CapacityExhaustedError, ScriptTooLargeError, PluginError):
             # nothing was launched: a retry must be able to claim again, and GitHub keep no registration
             self._release(claim, scope, jit.runner_id)
@@ -275,10 +295,16 @@ class ScaleupService:
         return recorded
 
     def _walk_chain(
-        self, name: str, message: JobMessage, pool: Pool, script: str, steps: list[dict[str, Any]]
+        self,
+        name: str,
+        message: JobMessage,
+        pool: Pool,
+        script: str,
+        steps: list[dict[str, Any]],
+        sizing: Sizing | None = None,
     ) -> LaunchResult:
         codes: list[str] = []
-        for index, (machine_type, placement, spot) in enumerate(fallback_chain(pool)):
+        for index, (machine_type, placement, spot) in enumerate(fallback_chain(pool, sizing)):
             request = LaunchRequest(
                 runner_name=name,
                 pool=pool.name,
