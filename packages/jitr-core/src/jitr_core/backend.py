@@ -6,7 +6,7 @@ Services call this, never ``pm.hook`` directly, so a missing provider is reporte
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -23,6 +23,7 @@ from .model import (
     Record,
     RecordPage,
     RecordQuery,
+    VMIdentity,
     VMInfo,
     Written,
 )
@@ -71,6 +72,20 @@ class Backend:
         name = provider or self.settings.provider("vm")
         limit: int | None = self._hook.jitr_user_data_limit(provider=name, settings=self.settings)
         return limit
+
+    # VM identity
+    def verify_vm_identity(self, provider: str, proof: Mapping[str, str], audience: str) -> VMIdentity:
+        """The identity a VM of ``provider`` proved; raises IdentityError for a bad proof.
+
+        Raises NoProviderError (role ``vm``, naming ``provider``) when no plugin verifies that
+        provider's proofs, which the broker should answer as a refusal, not as a VM's fault.
+        """
+        result: VMIdentity | None = self._hook.jitr_verify_vm_identity(
+            provider=provider, proof=proof, audience=audience, settings=self.settings
+        )
+        if result is None:
+            raise NoProviderError("vm", provider, "jitr_verify_vm_identity", describe_broken(self.pm))
+        return result
 
     # queues
     def enqueue(self, queue: str, message: QueueMessage, delay_s: int = 0) -> str:

@@ -49,6 +49,19 @@ class SignatureError(PayloadError):
         super().__init__(message, status=401)
 
 
+class IdentityError(JitrError):
+    """A VM's identity proof is malformed, forged, expired or not from the expected account.
+
+    The message is a reason safe to log (what was wrong, never the proof, token or document
+    itself); the broker answers it with ``status`` (401).
+    """
+
+    def __init__(self, reason: str, status: int = 401) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
 class SecretNotFoundError(JitrError):
     """A secret the settings name does not exist or is empty."""
 

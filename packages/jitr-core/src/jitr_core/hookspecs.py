@@ -14,7 +14,7 @@ Use :class:`jitr_core.backend.Backend` to call them: it raises
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pluggy
 
@@ -28,6 +28,7 @@ from .model import (
     Record,
     RecordPage,
     RecordQuery,
+    VMIdentity,
     VMInfo,
     Written,
 )
@@ -84,6 +85,32 @@ def jitr_user_data_limit(provider: str, settings: Settings) -> int | None:
     a provider that answers nobody has no limit.
 
     Combines: first non-None result. Added in 0.1.1.
+    """
+
+
+# -- VM identity -------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def jitr_verify_vm_identity(
+    provider: str, proof: Mapping[str, str], audience: str, settings: Settings
+) -> VMIdentity | None:
+    """Verify the identity proof a VM of VM provider ``provider`` presents to the broker.
+
+    :param provider: the VM provider the caller claims (``aws``, ``gcp``, ``embedded``); answer
+        only when it is yours, else return None.
+    :param proof: the provider's proof, as strings: AWS ``{"document": <instance identity
+        document JSON>, "signature": <its base64 signature>}``; GCP ``{"token": <the metadata
+        server's identity JWT, format=full>}``; embedded ``{"token": <the per-VM token>}``.
+        Never log it or put it in an error.
+    :param audience: the broker's audience (its URL); a proof that names another audience is
+        refused (GCP tokens carry one; AWS documents and embedded tokens do not).
+    :raises IdentityError: the proof is malformed, oversized, forged, expired or from another
+        account/project; the message is safe to log.
+    Returns the verified :class:`~jitr_core.model.VMIdentity`. Verifiers check validity only:
+    replay is stopped by the broker, which answers each VM once through its own record write.
+
+    Combines: first non-None result. Added in 0.2.0.
     """
 
 

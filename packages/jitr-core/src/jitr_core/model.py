@@ -220,6 +220,24 @@ class VMInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class VMIdentity:
+    """Who a VM proved to be with its cloud identity, as a provider verified it.
+
+    The broker matches it against the runner record jitr wrote at launch before it answers the
+    VM's JIT config. ``vm_id`` is the provider's VM id (EC2 instance id, GCE instance id, the
+    embedded VM's id); ``zone`` the availability zone or GCE zone; ``account`` the AWS account
+    id or GCP project id (empty for the embedded provider); ``issued_at`` the epoch seconds at
+    which the proof was issued.
+    """
+
+    provider: str
+    vm_id: str
+    zone: str
+    account: str
+    issued_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class QueueMessage:
     """A message as sent to a queue: the versioned JSON body plus small string attributes."""
 
