@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import pluggy
 
 from .errors import NoProviderError, PluginError, SettingsError
+from .metrics import Metrics
 from .model import (
     Admission,
     LaunchRequest,
@@ -44,6 +45,8 @@ class Backend:
         self.settings = settings
         self._hook = pm.hook
         self._enqueue = pm.hook.jitr_enqueue  # a hook's caller stays the same as plugins come and go
+        emit = pm.hook.jitr_emit_metrics
+        self.metrics = Metrics(lambda samples: emit(samples=samples, settings=settings))
 
     def _answer(self, role: str, hook: str, result: T | None) -> T:
         if result is None:

@@ -9,7 +9,8 @@ answers. Results that can mean "absent" are wrapped (:class:`~jitr_core.model.Lo
 Use :class:`jitr_core.backend.Backend` to call them: it raises
 :class:`~jitr_core.errors.NoProviderError` naming the role when nobody answered.
 
-``jitr_render_startup_script`` is the one collecting hook: every implementation contributes.
+``jitr_render_startup_script`` and ``jitr_emit_metrics`` are collecting hooks: every
+implementation is called.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Mapping, Sequence
 
 import pluggy
 
+from .metrics import Sample
 from .model import (
     Admission,
     LaunchRequest,
@@ -294,4 +296,25 @@ def jitr_render_startup_script(context: ScriptContext) -> Sequence[Fragment] | F
     then ``order``, then plugin name, and joins them.
 
     Combines: all results. Added in 0.1.0.
+    """
+
+
+# -- metrics -----------------------------------------------------------------------------------
+
+
+@hookspec
+def jitr_emit_metrics(samples: Sequence[Sample], settings: Settings) -> None:
+    """Write a batch of metric samples where this backend's metrics are read.
+
+    :param samples: what the services recorded since the last flush, in order; names, kinds
+        and labels are :data:`jitr_core.metrics.CATALOGUE`'s and label values are already
+        sanitised. Called once per function invocation (Lambda, Cloud Run) or per sample
+        (``jitr serve``), never with an empty batch.
+    :param settings: the settings; emit only when this process's runtime is yours (a cloud
+        plugin: ``settings.provider("queue")`` is its own), otherwise do nothing.
+    Must not raise for a sample and must not do network I/O on the caller's time: write a log
+    line (CloudWatch EMF, a structured entry) or update an in-process registry. An exception
+    is logged by core and the batch is lost, never the work it describes.
+
+    Combines: every implementation is called; results are ignored. Added in 0.2.0.
     """
