@@ -229,7 +229,8 @@ def test_a_vm_sees_only_its_own_variables(
     embedded_backend.launch_vm(_request(f"env > {shlex.quote(str(env_file))}.tmp && mv {env_file}.tmp {env_file}\n"))
     assert _eventually(env_file.exists)
     env = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
-    assert set(env) <= {"PATH", "HOME", "JITR_VM_DIR", "JITR_RUNNER_NAME", "JITR_RUNNER_COMMAND", "PWD", "SHLVL", "_"}
+    own = {"PATH", "HOME", "JITR_VM_DIR", "JITR_RUNNER_NAME", "JITR_RUNNER_COMMAND", "JITR_VM_TOKEN"}
+    assert set(env) <= own | {"PWD", "SHLVL", "_"}
     assert env["JITR_RUNNER_NAME"] == "jitr-linux-1-1" and env["HOME"] == env["JITR_VM_DIR"]
     vm_dir = Path(env["JITR_VM_DIR"])
     assert vm_dir.parent == tmp_path / "state" / "vms" and (vm_dir.stat().st_mode & 0o777) == 0o700

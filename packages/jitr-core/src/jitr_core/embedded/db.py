@@ -46,6 +46,8 @@ _SCHEMA = (
         dir TEXT NOT NULL, state TEXT NOT NULL, created_at REAL NOT NULL, max_lifetime_s INTEGER NOT NULL,
         pid INTEGER, start_time TEXT, ended_at REAL, end_reason TEXT)""",
     "CREATE INDEX IF NOT EXISTS vms_by_state ON vms (state, ended_at)",
+    # the SHA-256 of each running local VM's identity token (see identity.py), never the token
+    "CREATE TABLE IF NOT EXISTS vm_tokens (vm_id TEXT PRIMARY KEY, digest TEXT NOT NULL, issued_at REAL NOT NULL)",
 )
 
 

@@ -5,8 +5,9 @@ Each answers only when the settings choose provider ``embedded`` for its role, a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+from ..errors import IdentityError
 from ..hookspecs import hookimpl
 from ..model import (
     LaunchRequest,
@@ -17,6 +18,7 @@ from ..model import (
     Record,
     RecordPage,
     RecordQuery,
+    VMIdentity,
     VMInfo,
     Written,
 )
@@ -49,6 +51,18 @@ def jitr_list_vms(settings: Settings) -> Sequence[VMInfo] | None:
     if settings.provider("vm") != PROVIDER:
         return None
     return open_embedded(settings).vms.list()
+
+
+@hookimpl(trylast=True)
+def jitr_verify_vm_identity(
+    provider: str, proof: Mapping[str, str], audience: str, settings: Settings
+) -> VMIdentity | None:
+    """A local VM's token, checked against the digest kept at its start (no audience: it names no URL)."""
+    if provider != PROVIDER:
+        return None
+    if settings.provider("vm") != PROVIDER:
+        raise IdentityError("embedded VMs are not in use here (the VM provider is not embedded)")
+    return open_embedded(settings).vms.identity(proof)
 
 
 @hookimpl(trylast=True)

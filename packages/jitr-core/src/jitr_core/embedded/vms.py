@@ -28,16 +28,18 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import CapacityError, LaunchError
-from ..model import LaunchRequest, LaunchResult, VMInfo
+from ..model import LaunchRequest, LaunchResult, VMIdentity, VMInfo
 from .config import EmbeddedConfig
 from .db import Database
+from .identity import FORGET as FORGET_TOKEN
+from .identity import TOKEN_ENV, issue_token, verify_token
 from .proc import alive, signal_group, start_time
 
 PROVIDER = "embedded"
@@ -169,6 +171,7 @@ class LocalVMs:
             "JITR_VM_DIR": str(row.dir),
             "JITR_RUNNER_NAME": request.runner_name,
             "JITR_RUNNER_COMMAND": self._config.runner_command,
+            TOKEN_ENV: issue_token(self._db, row.vm_id),
         }
         read_end, write_end = os.pipe()
         try:
@@ -199,6 +202,10 @@ class LocalVMs:
         if row is not None and row.state == RUNNING:
             self._stop([row], "terminated")
         return True
+
+    def identity(self, proof: Mapping[str, str]) -> VMIdentity:
+        """The running VM whose identity token ``proof["token"]`` is; IdentityError otherwise."""
+        return verify_token(self._db, proof)
 
     def list(self) -> list[VMInfo]:
         self.refresh()
@@ -249,8 +256,11 @@ class LocalVMs:
         _reap_children()
 
     def _end(self, row: VMRow, reason: str) -> bool:
-        """Mark ``row`` ended if it is still in the state it was read in."""
-        return self._db.write(_END, (time.time(), reason, row.vm_id, row.state)).rowcount == 1
+        """Mark ``row`` ended if it is still in the state it was read in; its identity token dies with it."""
+        ended = self._db.write(_END, (time.time(), reason, row.vm_id, row.state)).rowcount == 1
+        if ended:
+            self._db.write(FORGET_TOKEN, (row.vm_id,))
+        return ended
 
     def _row(self, vm_id: str) -> VMRow | None:
         rows = self._db.read(_BY_ID, (vm_id,))
