@@ -31,6 +31,7 @@ _KEY_NAME = re.compile(r"^[\x20-\x7e]{1,255}$")
 _DEVICE = re.compile(r"^/dev/[a-z0-9]{2,16}$")
 _TAG_KEY = re.compile(r"^[\w .:/=+@-]{1,128}$")
 _RESERVED_TAGS = ("managed-by", "Name")
+_INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]{0,31}\.[a-z0-9-]{1,31}$")  # family.size: c6i.4xlarge, m7i-flex.large
 
 # Keys that shape a VM; a pool's ``options`` may override each of them.
 VM_KEYS = (
@@ -137,6 +138,8 @@ def parse(settings: Settings) -> AwsConfig:
 
     for index, pool in enumerate(settings.pools):
         vm_shape(pool.options, _pool_namer(settings, index), VMShape())  # fail at start, not at launch
+    if settings.provider("vm") == PROVIDER:
+        _check_sizing_types(settings)
     return AwsConfig(
         region=_pattern(_REGION, "an AWS region such as eu-west-1")(region, name("region")),
         endpoint_url=get("endpoint_url", _pattern(_URL, "an http(s) URL")),
@@ -166,6 +169,21 @@ def vm_shape(values: Mapping[str, Any], name: Callable[[str], str], base: VMShap
         associate_public_ip=get("associate_public_ip", _boolean),
         root_device_name=get("root_device_name", _pattern(_DEVICE, "a device name such as /dev/xvda")),
     )
+
+
+def _check_sizing_types(settings: Settings) -> None:
+    """A pool's ``machine_sizes`` and wildcard-free ``machine_type_labels`` must be EC2 instance types."""
+    for index, pool in enumerate(settings.pools):
+        named = [("machine_sizes", i, size.machine_type) for i, size in enumerate(pool.machine_sizes)]
+        named += [
+            ("machine_type_labels", i, p)
+            for i, p in enumerate(pool.machine_type_labels)
+            if "*" not in p and "?" not in p
+        ]
+        for key, i, machine_type in named:
+            if not _INSTANCE_TYPE.match(machine_type):
+                where = settings.setting_name("pools", index, key, i)
+                raise SettingsError(f"{where} must be an EC2 instance type such as c6i.4xlarge, found {machine_type!r}")
 
 
 def _pool_namer(settings: Settings, index: int) -> Callable[[str], str]:

@@ -23,6 +23,7 @@ CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 
 _PROJECT = re.compile(r"^(?:[a-z][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _ZONE = re.compile(r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")
+_MACHINE_TYPE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")  # n2-standard-8, e2-custom-4-8192: no dots
 _NAME = r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?"
 _RESOURCE = re.compile(rf"^{_NAME}$")
 _NETWORK = re.compile(rf"^(?:(?:projects/[a-z][-a-z0-9.:]*/)?global/networks/)?{_NAME}$")
@@ -118,7 +119,25 @@ def gcp_config(settings: Settings) -> GcpConfig:
         with _cache_lock:
             _cache[key] = found
     _check_pool_networks(settings)
+    if settings.provider("vm") == PROVIDER:
+        _check_sizing_types(settings)
     return found
+
+
+def _check_sizing_types(settings: Settings) -> None:
+    """A pool's ``machine_sizes`` and ``machine_type_labels`` must be (or can match) GCE machine types."""
+    for index, pool in enumerate(settings.pools):
+        for i, size in enumerate(pool.machine_sizes):
+            if not _MACHINE_TYPE.match(size.machine_type):
+                name = settings.setting_name("pools", index, "machine_sizes", i)
+                raise SettingsError(
+                    f"{name} must be a GCE machine type such as n2-standard-8, found {size.machine_type!r}"
+                )
+        for i, pattern in enumerate(pool.machine_type_labels):
+            literal = pattern.replace("*", "a").replace("?", "a")
+            if not _MACHINE_TYPE.match(literal):
+                name = settings.setting_name("pools", index, "machine_type_labels", i)
+                raise SettingsError(f"{name} can match no GCE machine type (such as n2-standard-8), found {pattern!r}")
 
 
 def _check_pool_networks(settings: Settings) -> None:
