@@ -38,6 +38,9 @@ def test_the_wheel_metadata_is_complete(built: Artifacts, name: str) -> None:
     assert classifiers and not set(classifiers) - trove_classifiers.classifiers, "unknown classifier"
     python = {c.rsplit(" :: ", 1)[1] for c in classifiers if c.startswith("Programming Language :: Python :: 3.")}
     assert python == {"3.11", "3.12", "3.13"}
+    with zipfile.ZipFile(built.wheel(name)) as archive:
+        (license_file,) = [n for n in archive.namelist() if ".dist-info/" in n and n.endswith("/LICENSE")]
+        assert "Apache License" in archive.read(license_file).decode()
 
 
 @pytest.mark.parametrize("name", [*PACKAGES, "jitr-docker-mirror"])
@@ -49,5 +52,6 @@ def test_the_sdist_holds_the_sources_readme_and_changelog(built: Artifacts, name
         names = set(archive.getnames())
     assert {f"{stem}/pyproject.toml", f"{stem}/README.md", f"{stem}/PKG-INFO"} <= names
     assert any(n.startswith(f"{stem}/src/{name.replace('-', '_')}/") for n in names)
+    assert f"{stem}/LICENSE" in names
     if name in PACKAGES:
         assert f"{stem}/CHANGELOG.md" in names
