@@ -3,6 +3,7 @@ session, renders the READMEs)."""
 
 from __future__ import annotations
 
+import re
 import tarfile
 import tomllib
 import zipfile
@@ -55,3 +56,16 @@ def test_the_sdist_holds_the_sources_readme_and_changelog(built: Artifacts, name
     assert f"{stem}/LICENSE" in names
     if name in PACKAGES:
         assert f"{stem}/CHANGELOG.md" in names
+
+
+REPOSITORY_FILE = re.compile(r"https://github\.com/jitr/jitr/blob/main/([^)#\s]+)")
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_the_readme_links_work_where_the_index_shows_it(name: str) -> None:
+    """PyPI renders the README away from the checkout: a relative link there leads nowhere."""
+    readme = (ROOT / "packages" / name / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)]+)\)", readme)
+    assert [t for t in targets if not t.startswith(("https://", "#"))] == []
+    missing = [path for path in REPOSITORY_FILE.findall(readme) if not (ROOT / path).exists()]
+    assert missing == []
