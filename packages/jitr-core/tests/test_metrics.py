@@ -118,7 +118,7 @@ def test_the_buffer_is_bounded_and_says_what_it_dropped(
     collector = Collector()
     backend = _backend(collector)
     for _ in range(5):
-        backend.metrics.record("orphans_removed")
+        backend.metrics.record("ghosts_removed")
     with caplog.at_level(logging.WARNING, logger="jitr.metrics"):
         assert backend.metrics.flush() == 3
     assert [r.__dict__.get("dropped") for r in caplog.records] == [2]

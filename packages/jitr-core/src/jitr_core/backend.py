@@ -111,6 +111,7 @@ class Backend:
 
     def dead_letter(self, queue: str, message: QueueMessage, reason: str) -> bool:
         result: bool = self._call("queue", "jitr_dead_letter", queue=queue, message=message, reason=reason)
+        self.metrics.record("dead_letters", queue=queue)
         return result
 
     def dead_letters(self, queue: str) -> Sequence[ReceivedMessage]:

@@ -79,7 +79,7 @@ CATALOGUE: Mapping[str, Metric] = {
         ),
         Metric("jobs_received", Kind.COUNTER, ("pool",), "Queued jobs scaleup took on (first message of a job)."),
         Metric("jobs_launched", Kind.COUNTER, ("pool", "market"), "Runners launched for a job (spot or on_demand)."),
-        Metric("jobs_completed", Kind.COUNTER, ("pool", "conclusion"), "Jobs a jitr runner finished, by conclusion."),
+        Metric("jobs_completed", Kind.COUNTER, ("pool", "conclusion"), "Jobs jitr served that completed."),
         Metric(
             "queue_time_seconds",
             Kind.DISTRIBUTION,
@@ -115,8 +115,14 @@ CATALOGUE: Mapping[str, Metric] = {
         Metric("runner_no_job_exits", Kind.COUNTER, ("pool",), "Runners that exited without taking a job."),
         Metric("spot_interruptions", Kind.COUNTER, ("pool",), "Spot VMs the cloud reclaimed or warned of reclaiming."),
         Metric("job_reruns", Kind.COUNTER, ("pool",), "Jobs jitr asked GitHub to re-run after an interruption."),
-        Metric("ghosts_removed", Kind.COUNTER, ("pool",), "Runners scaledown retired (never took a job, idle, stuck)."),
-        Metric("orphans_removed", Kind.COUNTER, (), "VMs scaledown deleted that no runner record owns."),
+        Metric(
+            "runners_retired",
+            Kind.COUNTER,
+            ("pool", "reason"),
+            "Runners jitr removed before they finished a job (VM gone, never online, surplus, lifetime).",
+        ),
+        Metric("ghosts_removed", Kind.COUNTER, (), "GitHub runners of jitr's with no VM that scaledown deregistered."),
+        Metric("orphans_removed", Kind.COUNTER, ("pool",), "VMs scaledown deleted that no runner record owns."),
         Metric("dead_letters", Kind.COUNTER, ("queue",), "Messages put in a dead-letter queue by jitr."),
         Metric(
             "github_rate_limit_remaining",

@@ -73,6 +73,17 @@ class App:
                 )
             return self._github
 
+    def record_rate_limit(self) -> None:
+        """Record how many GitHub requests are left, once a GitHub client exists and has seen an answer."""
+        remaining = getattr(self._github, "rate_limit_remaining", None)
+        if isinstance(remaining, int):
+            self.backend.metrics.record("github_rate_limit_remaining", remaining)
+
+    def flush_metrics(self) -> None:
+        """End of an invocation: the GitHub rate limit seen, then every sample recorded, emitted once."""
+        self.record_rate_limit()
+        self.backend.metrics.flush()
+
     @cached_property
     def webhook(self) -> WebhookService:
         from jitr_core.services.webhook import WebhookService

@@ -22,9 +22,11 @@ from jitr_core.services.consume import Disposition, consume
 from jitr_core.settings import Settings
 
 from .app import App
+from .prometheus import PrometheusMetrics
 from .webhook_server import HttpLimits, WebhookServer, webhook_app
 
 log = logging.getLogger("jitr.serve")
+PROMETHEUS_PLUGIN = "serve-prometheus"
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +166,16 @@ class Workers:
         return self.jobs if queue == "jobs" else self.lifecycle
 
 
+def serve_metrics(app: App) -> PrometheusMetrics:
+    """``app``'s Prometheus plugin (registered once per app), fed each sample as it is recorded."""
+    plugin = app.pm.get_plugin(PROMETHEUS_PLUGIN)
+    if not isinstance(plugin, PrometheusMetrics):
+        plugin = PrometheusMetrics()
+        app.pm.register(plugin, PROMETHEUS_PLUGIN)
+    app.backend.metrics.immediate = True  # a long-running process: no invocation end to wait for
+    return plugin
+
+
 class LocalRuntime:
     """Runs the control plane in this process until :meth:`stop`."""
 
@@ -181,7 +193,8 @@ class LocalRuntime:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         limits = http or http_limits(app.settings)
-        self._server = WebhookServer(webhook_app(app), host, port, app.settings.max_body_bytes, limits)
+        self.metrics = serve_metrics(app)
+        self._server = WebhookServer(webhook_app(app, self.metrics), host, port, app.settings.max_body_bytes, limits)
         if workers is None:
             workers = Workers.from_settings(app.settings)
         self.workers = workers if isinstance(workers, Workers) else Workers(jobs=workers, lifecycle=workers)
@@ -202,8 +215,10 @@ class LocalRuntime:
         for queue, handle in handlers:
             for i in range(self.workers.of(queue)):
                 self._spawn(f"{queue}-{i}", self._worker, queue, handle)
-        self._spawn("scaledown", self._every, self.intervals.scaledown_s, lambda: self.app.scaledown.run())
-        self._spawn("rebalancer", self._every, self.intervals.rebalancer_s, lambda: self.app.rebalancer.run())
+        self._spawn("scaledown", self._every, "scaledown", self.intervals.scaledown_s, lambda: self.app.scaledown.run())
+        self._spawn(
+            "rebalancer", self._every, "rebalancer", self.intervals.rebalancer_s, lambda: self.app.rebalancer.run()
+        )
         log.info(
             "serving",
             extra={"url": self.url, "jobs_workers": self.workers.jobs, "lifecycle_workers": self.workers.lifecycle},
@@ -270,10 +285,11 @@ class LocalRuntime:
                 if found or self._stop.is_set():
                     seen.notify_all()
 
-    def _every(self, interval_s: float, run: Callable[[], object]) -> None:
+    def _every(self, function: str, interval_s: float, run: Callable[[], object]) -> None:
         while not self._stop.wait(interval_s):
             try:
                 report = run()
                 log.info("periodic run", extra={"report": report})
             except Exception:
                 log.exception("periodic run failed")
+                self.app.backend.metrics.record("function_errors", function=function)

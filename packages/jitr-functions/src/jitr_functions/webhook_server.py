@@ -26,8 +26,11 @@ from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask
 from waitress.utilities import RequestEntityTooLarge
 
+from .prometheus import CONTENT_TYPE
+
 if TYPE_CHECKING:
     from .app import App
+    from .prometheus import PrometheusMetrics
 
 log = logging.getLogger("jitr.serve.http")
 
@@ -75,8 +78,9 @@ def _headers(environ: Mapping[str, Any]) -> dict[str, str]:
     return headers
 
 
-def webhook_app(app: App) -> WsgiApp:
-    """``POST /webhook`` to the webhook service; ``GET /healthz`` (or ``/``); 404 for anything else."""
+def webhook_app(app: App, metrics: PrometheusMetrics | None = None) -> WsgiApp:
+    """``POST /webhook`` to the webhook service; ``GET /healthz`` (or ``/``); ``GET /metrics`` when
+    ``metrics`` is given; 404 for anything else."""
     limit = app.settings.max_body_bytes
 
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -86,14 +90,22 @@ def webhook_app(app: App) -> WsgiApp:
             if length > limit:
                 return _answer(start_response, 413, {"error": f"body exceeds {limit} bytes"})
             body = environ["wsgi.input"].read(length)
+            headers = _headers(environ)
             try:
-                response = app.webhook.handle(_headers(environ), body)
+                response = app.webhook.handle(headers, body)
             except Exception:
                 log.exception("webhook delivery failed")
                 return _answer(start_response, 500, {"error": "internal error; the delivery was not taken"})
+            if metrics is not None:
+                metrics.count_delivery(headers, response.status, response.body)
             return _answer(start_response, response.status, dict(response.body))
         if method in ("GET", "HEAD") and path in ("/healthz", ""):
             return _answer(start_response, 200, {"status": "ok"})
+        if method in ("GET", "HEAD") and path == "/metrics" and metrics is not None:
+            app.record_rate_limit()
+            data = metrics.render()
+            start_response("200 OK", [("Content-Type", CONTENT_TYPE), ("Content-Length", str(len(data)))])
+            return [data]
         if method == "POST":
             return _answer(start_response, 404, {"error": "not found; deliveries are taken at /webhook"})
         return _answer(start_response, 404, {"error": "not found"})

@@ -91,6 +91,7 @@ def retire(store: Store, github: GitHubAPI, runner: RunnerView, reason: str, for
     store.update(RUNNER, runner.name, mark)
     log.info("runner retired", extra={"runner_name": runner.name, "reason": reason})
     if left_flight:
+        store.backend.metrics.record("runners_retired", pool=left_flight[0], reason=reason)
         nudge_waiting(store, left_flight[0])
     return True
 

@@ -16,6 +16,7 @@ from ..errors import GitHubRateLimitError, JitrError, PayloadError, RetryLaterEr
 from ..model import QueueMessage
 
 log = logging.getLogger("jitr.consume")
+FUNCTIONS = {"jobs": "scaleup", "lifecycle": "lifecycle"}  # the function that consumes each queue
 
 
 class Disposition(Enum):
@@ -61,15 +62,21 @@ def consume(
         log.warning("message deferred by a GitHub rate limit", extra={"queue": queue, "delay_s": delay})
         return Outcome(Disposition.DONE, f"deferred: {exc}")
     except JitrError as exc:
+        _failed(backend, queue)
         if last_try:
             return _give_up(backend, queue, body, attributes, str(exc))
         log.warning("message will be retried", extra={"queue": queue, "reason": str(exc)})
         return Outcome(Disposition.RETRY, str(exc))
     except Exception as exc:
         log.exception("unexpected failure", extra={"queue": queue, "last_try": last_try})
+        _failed(backend, queue)
         if last_try:
             return _give_up(backend, queue, body, attributes, f"unexpected {type(exc).__name__}")
         return Outcome(Disposition.RETRY, f"unexpected {type(exc).__name__}")
+
+
+def _failed(backend: Backend, queue: str) -> None:
+    backend.metrics.record("function_errors", function=FUNCTIONS.get(queue, queue))
 
 
 def _give_up(backend: Backend, queue: str, body: str, attributes: Mapping[str, str] | None, reason: str) -> Outcome:

@@ -119,7 +119,9 @@ class LifecycleService:
                 launched_for=runner.job_id if runner is not None else None,
                 boot_s=round(max(0.0, now - float(launched_at)), 3) if launched_at else None,
             )
-            self._move_job(job.job_id, JobState.RUNNING, event, runner_name=name, started_at=now)
+            moved_job = self._move_job(job.job_id, JobState.RUNNING, event, runner_name=name, started_at=now)
+            if runner is not None and moved_job is not None and moved_job.data.get("started_at") == now:
+                self._time_start(moved_job, now, launched_at)
         if runner is None:
             return "not-our-runner"
         moved = self._move_runner(
@@ -133,6 +135,14 @@ class LifecycleService:
             self._swap(runner, message.job_id)
             return "took-another-jobs-runner"
         return "busy"
+
+    def _time_start(self, job: Record, now: float, launched_at: object) -> None:
+        """Queue time (queued → in_progress) and boot time (launched → in_progress) of a job jitr ran."""
+        queued_at = job.data.get("queued_at")
+        if isinstance(queued_at, (int, float)):
+            self.backend.metrics.record("queue_time_seconds", max(0.0, now - queued_at), pool=job.pool)
+        if isinstance(launched_at, (int, float)):
+            self.backend.metrics.record("boot_time_seconds", max(0.0, now - launched_at), pool=job.pool)
 
     def _swap(self, runner: RunnerView, taken_job_id: int) -> None:
         """``runner`` was launched for job A but took job B: give A the runner launched for B, if idle."""
@@ -164,8 +174,13 @@ class LifecycleService:
     def _finished(self, message: LifecycleMessage) -> str:
         name = message.runner_name or ""
         self._job_record(message)
-        event = step("completed", self.clock(), runner=name or None, conclusion=message.conclusion)
-        self._move_job(message.job_id, JobState.COMPLETED, event, conclusion=message.conclusion, runner_name=name)
+        now = self.clock()
+        event = step("completed", now, runner=name or None, conclusion=message.conclusion)
+        job = self._move_job(
+            message.job_id, JobState.COMPLETED, event, conclusion=message.conclusion, runner_name=name, completed_at=now
+        )
+        if job is not None and job.data.get("completed_at") == now:  # moved by this message, counted once
+            self.backend.metrics.record("jobs_completed", pool=job.pool, conclusion=message.conclusion or "unknown")
         runner = self.store.runner(name)
         if runner is None:
             return "not-our-runner"

@@ -72,6 +72,7 @@ class ScaledownService:
             if vm.runner_name not in tracked and now - vm.created_at > self.settings.ghost_grace_s:
                 self.backend.terminate_vm(vm.vm_id)
                 log.info("orphan vm terminated", extra={"vm_id": vm.vm_id, "runner_name": vm.runner_name})
+                self.backend.metrics.record("orphans_removed", pool=vm.pool)
                 report["orphan-vms"] += 1
         report["ghost-runners"] += self._reap_ghosts(github_runners, set(vm_by_runner), tracked)
         report["stuck-jobs"] += self._requeue_stuck(now)
@@ -196,6 +197,7 @@ class ScaledownService:
                     self.github.delete_runner(scope, ghost.id)
                     reaped += 1
                     log.info("ghost runner deregistered", extra={"runner_name": ghost.name})
+                    self.backend.metrics.record("ghosts_removed")
                 except GitHubError as exc:
                     log.warning("could not deregister ghost", extra={"runner_name": ghost.name, "reason": str(exc)})
         return reaped

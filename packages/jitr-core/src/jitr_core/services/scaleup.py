@@ -20,6 +20,7 @@ from ..errors import (
     CapacityExhaustedError,
     GitHubError,
     GitHubNotFoundError,
+    LaunchError,
     PayloadError,
     PluginError,
     RetryLaterError,
@@ -148,6 +149,7 @@ class ScaleupService:
         data = new_job_data(message, private=message.private, attempt=message.attempt)
         created = self.store.create(JOB, str(message.job_id), JobState.QUEUED, pool=pool.name, data=data)
         if created is not None:
+            self.backend.metrics.record("jobs_received", pool=pool.name)
             touch_repo(self.store, message.repository, message.owner, message.installation_id, message.private)
             return JobView(created)
         view = self.store.job(message.job_id)
@@ -326,13 +328,22 @@ class ScaleupService:
             )
             candidate = f"{machine_type}/{placement or '-'}/{'spot' if spot else 'on-demand'}"
             at = self.clock()
+            market, where = "spot" if spot else "on_demand", placement or "default"
+            metrics = self.backend.metrics
+            metrics.record("launch_attempts", pool=pool.name, machine_type=machine_type, placement=where, market=market)
             try:
                 result = self.backend.launch_vm(request)
             except CapacityError as exc:
+                metrics.record("launch_failures", pool=pool.name, reason="capacity", placement=where)
+                metrics.record("capacity_errors", machine_type=machine_type, zone=where)
                 steps.append(step("launch", at, candidate=candidate, outcome="no-capacity", code=exc.code))
                 codes.append(f"{candidate}: {exc.code}")
                 log.warning("no capacity; trying the next candidate", extra={"candidate": codes[-1]})
                 continue
+            except LaunchError:
+                metrics.record("launch_failures", pool=pool.name, reason="error", placement=where)
+                raise
+            metrics.record("jobs_launched", pool=pool.name, market=market)
             steps.append(step("launch", at, candidate=candidate, outcome="launched", vm_id=result.vm_id))
             return result
         raise CapacityExhaustedError(f"no capacity for pool {pool.name} on any candidate: {'; '.join(codes)}")
