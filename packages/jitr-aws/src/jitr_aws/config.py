@@ -28,9 +28,14 @@ _PROFILE_NAME = re.compile(r"^[\w+=,.@-]{1,128}$")
 _PROFILE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:instance-profile/[\w+=,.@/-]{1,512}$")
 _TEMPLATE = re.compile(r"^(lt-[0-9a-f]{8,17}|[A-Za-z0-9().\-/_]{3,128})(:(\$Latest|\$Default|\d+))?$")
 _KEY_NAME = re.compile(r"^[\x20-\x7e]{1,255}$")
+_PATH = re.compile(r"^[^\x00-\x1f]{1,4096}$")
 _DEVICE = re.compile(r"^/dev/[a-z0-9]{2,16}$")
 _TAG_KEY = re.compile(r"^[\w .:/=+@-]{1,128}$")
 _RESERVED_TAGS = ("managed-by", "Name")
+_ACCOUNT = re.compile(r"^\d{12}$")
+# How long after its launch (the identity document's pendingTime) a VM may prove itself: a cold
+# VM asks the broker within minutes of boot; the hour covers slow images and retries.
+IDENTITY_MAX_AGE_S = 3600
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]{0,31}\.[a-z0-9-]{1,31}$")  # family.size: c6i.4xlarge, m7i-flex.large
 
 # Keys that shape a VM; a pool's ``options`` may override each of them.
@@ -52,6 +57,9 @@ KNOWN_KEYS = (
     "lifecycle_dlq_url",
     "tags",
     "secret_cache_ttl_s",
+    "identity_accounts",
+    "identity_max_age_s",
+    "identity_certificates",
     *VM_KEYS,
 )
 
@@ -82,6 +90,11 @@ class AwsConfig:
     tags: tuple[tuple[str, str], ...] = ()
     secret_cache_ttl_s: int = 300
     vm: VMShape = VMShape()
+    # VM identity documents the broker accepts: from these accounts (default: jitr's own),
+    # launched at most this long ago, signed by a shipped certificate or one in this directory
+    identity_accounts: tuple[str, ...] = ()
+    identity_max_age_s: int = IDENTITY_MAX_AGE_S
+    identity_certificates: str | None = None
 
     def queue_url(self, queue: str) -> str:
         urls = {"jobs": self.jobs_queue_url, "lifecycle": self.lifecycle_queue_url}
@@ -151,6 +164,9 @@ def parse(settings: Settings) -> AwsConfig:
         tags=get("tags", _tags, ()),
         secret_cache_ttl_s=get("secret_cache_ttl_s", _seconds, 300),
         vm=vm_shape(section, name, VMShape()),
+        identity_accounts=get("identity_accounts", _accounts, ()),
+        identity_max_age_s=get("identity_max_age_s", _seconds, IDENTITY_MAX_AGE_S),
+        identity_certificates=get("identity_certificates", _pattern(_PATH, "a directory of <region>.pem files")),
     )
 
 
@@ -209,6 +225,14 @@ def _words(value: Any, name: str) -> list[Any]:
     if isinstance(value, (list, tuple)):
         return list(value)
     raise SettingsError(f"{name} must be a list or a comma-separated string, found {type(value).__name__}")
+
+
+def _accounts(value: Any, name: str) -> tuple[str, ...]:
+    accounts = [str(account).strip() for account in _words(value, name)]
+    for account in accounts:
+        if not _ACCOUNT.match(account):
+            raise SettingsError(f"{name} has an invalid AWS account id {account!r}; expected 12 digits")
+    return tuple(accounts)
 
 
 def _security_groups(value: Any, name: str) -> tuple[str, ...]:

@@ -7,7 +7,7 @@ costs no cloud SDK import.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from jitr_core.hookspecs import hookimpl
 from jitr_core.model import (
@@ -20,6 +20,7 @@ from jitr_core.model import (
     Record,
     RecordPage,
     RecordQuery,
+    VMIdentity,
     VMInfo,
     Written,
 )
@@ -66,6 +67,18 @@ def jitr_list_vms(settings: Settings) -> Sequence[VMInfo] | None:
 def jitr_user_data_limit(provider: str, settings: Settings) -> int | None:
     """EC2 user data: 16 KB before base64."""
     return USER_DATA_LIMIT if provider == PROVIDER else None
+
+
+@hookimpl
+def jitr_verify_vm_identity(
+    provider: str, proof: Mapping[str, str], audience: str, settings: Settings
+) -> VMIdentity | None:
+    """An EC2 instance identity document and its signature (they name no audience)."""
+    if provider != PROVIDER:
+        return None
+    from . import identity
+
+    return identity.verify(proof, aws_config(settings))
 
 
 @hookimpl

@@ -1,0 +1,258 @@
+"""EC2 instance identity verification: real RSA signatures, AWS's shipped certificates, hostile proofs."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import textwrap
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
+from jitr_aws.identity import shipped_keys
+from jitr_core.backend import Backend
+from jitr_core.errors import IdentityError, SettingsError
+from jitr_core.plugins import JitrPluginManager
+from jitr_core.settings import Settings
+
+ACCOUNT = "111122223333"
+REGION = "eu-west-1"
+AUDIENCE = "https://broker.example/"
+CERTIFICATES = Path(__file__).parents[1] / "src" / "jitr_aws" / "certificates"
+
+
+def _key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _certificate(key: rsa.RSAPrivateKey) -> bytes:
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "jitr test signer")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.fixture(scope="module")
+def signer() -> rsa.RSAPrivateKey:
+    return _key()
+
+
+@pytest.fixture
+def certificates(tmp_path: Path, signer: rsa.RSAPrivateKey) -> Path:
+    """A directory trusting the test signer for ``REGION`` (besides AWS's shipped certificate)."""
+    folder = tmp_path / "certificates"
+    folder.mkdir()
+    (folder / f"{REGION}.pem").write_bytes(_certificate(signer))
+    return folder
+
+
+def _document(**changes: Any) -> str:
+    """An instance identity document laid out as the metadata service serves it."""
+    pending = datetime.datetime.fromtimestamp(time.time() - 120, datetime.UTC)
+    fields = {
+        "accountId": ACCOUNT,
+        "architecture": "x86_64",
+        "availabilityZone": f"{REGION}b",
+        "imageId": "ami-0123456789abcdef0",
+        "instanceId": "i-0123456789abcdef0",
+        "instanceType": "m7i.large",
+        "pendingTime": pending.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "privateIp": "10.0.1.23",
+        "region": REGION,
+        "version": "2017-09-30",
+        **changes,
+    }
+    return json.dumps(fields, indent=2)
+
+
+def _sign(document: str, key: rsa.RSAPrivateKey) -> str:
+    signature = key.sign(document.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return "\n".join(textwrap.wrap(base64.b64encode(signature).decode(), 64))
+
+
+def _backend(plugin_manager: JitrPluginManager, **aws: Any) -> Backend:
+    section = {"region": REGION, "identity_accounts": [ACCOUNT], **aws}
+    settings = Settings.from_mapping({"provider": "embedded", "vm_provider": "aws", "aws": section})
+    return Backend(plugin_manager, settings)
+
+
+@pytest.fixture
+def backend(plugin_manager: JitrPluginManager, certificates: Path) -> Backend:
+    return _backend(plugin_manager, identity_certificates=str(certificates))
+
+
+def _refused(backend: Backend, proof: Mapping[str, Any], match: str | None = None) -> IdentityError:
+    with pytest.raises(IdentityError, match=match) as caught:
+        backend.verify_vm_identity("aws", proof, AUDIENCE)
+    message = str(caught.value)
+    for value in proof.values() if isinstance(proof, Mapping) else ():
+        if isinstance(value, str) and len(value) > 20:
+            assert value not in message
+            assert value.replace("\n", "")[:40] not in message
+    assert 'pendingTime": ' not in message and len(message) < 200
+    return caught.value
+
+
+def test_the_shipped_aws_certificates_parse_as_rsa_keys_per_region() -> None:
+    keys = shipped_keys()
+    assert {"us-east-1", "eu-west-1", "ap-northeast-1", "us-gov-west-1", "cn-north-1"} <= set(keys)
+    assert len(keys) >= 36
+    for region, found in keys.items():
+        assert len(found) == 1 and isinstance(found[0], rsa.RSAPublicKey), region
+    for path in CERTIFICATES.glob("*.pem"):
+        certificate = x509.load_pem_x509_certificate(path.read_bytes())
+        issuer = certificate.issuer.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value
+        assert issuer in ("Amazon Web Services LLC", "Amazon.com Inc."), path.name
+
+
+def test_a_signed_document_proves_the_instance(backend: Backend, signer: rsa.RSAPrivateKey) -> None:
+    document = _document()
+    identity = backend.verify_vm_identity("aws", {"document": document, "signature": _sign(document, signer)}, AUDIENCE)
+    assert (identity.provider, identity.vm_id, identity.zone, identity.account) == (
+        "aws",
+        "i-0123456789abcdef0",
+        f"{REGION}b",
+        ACCOUNT,
+    )
+    assert time.time() - 200 < identity.issued_at <= time.time() - 100
+
+
+def test_a_signature_on_one_line_verifies_too(backend: Backend, signer: rsa.RSAPrivateKey) -> None:
+    document = _document()
+    signature = _sign(document, signer).replace("\n", "")
+    assert backend.verify_vm_identity("aws", {"document": document, "signature": signature}, AUDIENCE)
+
+
+def test_a_tampered_document_is_refused(backend: Backend, signer: rsa.RSAPrivateKey) -> None:
+    document = _document()
+    signature = _sign(document, signer)
+    tampered = document.replace("i-0123456789abcdef0", "i-0fedcba9876543210")
+    _refused(backend, {"document": tampered, "signature": signature}, "does not verify")
+    relaid = json.dumps(json.loads(document))  # the same fields, other bytes
+    _refused(backend, {"document": relaid, "signature": signature}, "does not verify")
+
+
+def test_a_signature_by_another_key_is_refused(backend: Backend) -> None:
+    document = _document()
+    _refused(backend, {"document": document, "signature": _sign(document, _key())}, "does not verify")
+
+
+def test_the_test_signer_is_not_trusted_where_only_aws_signs(backend: Backend, signer: rsa.RSAPrivateKey) -> None:
+    document = _document(region="us-east-1", availabilityZone="us-east-1a")
+    _refused(backend, {"document": document, "signature": _sign(document, signer)}, "us-east-1 certificate")
+
+
+def test_a_region_without_a_certificate_is_refused(backend: Backend, signer: rsa.RSAPrivateKey) -> None:
+    document = _document(region="xx-nowhere-9", availabilityZone="xx-nowhere-9a")
+    _refused(backend, {"document": document, "signature": _sign(document, signer)}, "no certificate is known")
+
+
+def test_another_account_is_refused(backend: Backend, signer: rsa.RSAPrivateKey) -> None:
+    document = _document(accountId="999988887777")
+    _refused(backend, {"document": document, "signature": _sign(document, signer)}, "not an accepted account")
+
+
+@pytest.mark.parametrize(
+    ("pending_ago_s", "match"),
+    [(3600 + 60, "ago; at most 3600 s"), (-3600, "in the future")],
+)
+def test_a_document_launched_too_long_ago_or_in_the_future_is_refused(
+    backend: Backend, signer: rsa.RSAPrivateKey, pending_ago_s: float, match: str
+) -> None:
+    pending = datetime.datetime.fromtimestamp(time.time() - pending_ago_s, datetime.UTC)
+    document = _document(pendingTime=pending.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    _refused(backend, {"document": document, "signature": _sign(document, signer)}, match)
+
+
+def test_the_maximum_age_is_a_setting(
+    plugin_manager: JitrPluginManager, certificates: Path, signer: rsa.RSAPrivateKey
+) -> None:
+    backend = _backend(plugin_manager, identity_certificates=str(certificates), identity_max_age_s=60)
+    document = _document()  # launched 120 s ago
+    _refused(backend, {"document": document, "signature": _sign(document, signer)}, "at most 60 s")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"instanceId": "not-an-instance"},
+        {"instanceId": None},
+        {"accountId": 111122223333},
+        {"region": "EU WEST"},
+        {"pendingTime": "yesterday"},
+        {"pendingTime": "2026-01-01T00:00:00"},
+        {"availabilityZone": ""},
+    ],
+    ids=lambda change: repr(change)[:40],
+)
+def test_a_signed_document_with_malformed_fields_is_refused(
+    backend: Backend, signer: rsa.RSAPrivateKey, change: dict[str, Any]
+) -> None:
+    document = _document(**change)
+    _refused(backend, {"document": document, "signature": _sign(document, signer)})
+
+
+@pytest.mark.parametrize(
+    "proof",
+    [
+        {},
+        {"document": _document()},
+        {"signature": "AAAA"},
+        {"document": "{not json", "signature": "AAAA"},
+        {"document": "[1, 2]", "signature": "AAAA"},
+        {"document": _document(), "signature": "%%% not base64 %%%"},
+        {"document": _document(), "signature": ""},
+        {"document": _document(), "signature": 7},
+        {"document": _document() + " " * 10_000, "signature": "AAAA"},
+        {"document": _document(), "signature": "A" * 100_000},
+        ["document", "signature"],
+    ],
+    ids=lambda proof: repr(proof)[:30],
+)
+def test_malformed_and_oversized_proofs_are_refused(backend: Backend, proof: Any) -> None:
+    _refused(backend, proof)
+
+
+def test_the_default_account_is_the_one_jitr_runs_in(
+    plugin_manager: JitrPluginManager, moto_endpoint: str, certificates: Path, signer: rsa.RSAPrivateKey
+) -> None:
+    backend = _backend(
+        plugin_manager, identity_certificates=str(certificates), identity_accounts=[], endpoint_url=moto_endpoint
+    )
+    own = _document(accountId="123456789012")  # moto's account
+    assert backend.verify_vm_identity("aws", {"document": own, "signature": _sign(own, signer)}, AUDIENCE)
+    other = _document()
+    _refused(backend, {"document": other, "signature": _sign(other, signer)}, "not an accepted account")
+
+
+def test_bad_identity_settings_are_settings_errors(
+    plugin_manager: JitrPluginManager, tmp_path: Path, signer: rsa.RSAPrivateKey
+) -> None:
+    document = _document()
+    proof = {"document": document, "signature": _sign(document, signer)}
+    with pytest.raises(SettingsError, match="12 digits"):
+        _backend(plugin_manager, identity_accounts="1234").verify_vm_identity("aws", proof, AUDIENCE)
+    with pytest.raises(SettingsError, match="not a directory"):
+        missing = str(tmp_path / "missing")
+        _backend(plugin_manager, identity_certificates=missing).verify_vm_identity("aws", proof, AUDIENCE)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "us-east-1.pem").write_text("not a certificate")
+    with pytest.raises(SettingsError, match="no readable PEM"):
+        bad = str(tmp_path / "bad")
+        _backend(plugin_manager, identity_certificates=bad).verify_vm_identity("aws", proof, AUDIENCE)
