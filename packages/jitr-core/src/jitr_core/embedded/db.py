@@ -58,8 +58,7 @@ class Database:
         self.path = path
         self._local = threading.local()
         self._write_lock = threading.Lock()
-        self._enqueued = threading.Condition()
-        self._enqueue_count = 0
+        self._enqueued: dict[str, _Signal] = {}
         self._create_schema()
 
     def _connect(self) -> sqlite3.Connection:
@@ -127,16 +126,32 @@ class Database:
         """Busy past the timeout, disk full, I/O errors: worth a retry later."""
         return BackendError(f"embedded database {self.path} failed: {exc}")
 
-    def notify_enqueued(self) -> None:
-        with self._enqueued:
-            self._enqueue_count += 1
-            self._enqueued.notify_all()
+    def _signal(self, queue: str) -> _Signal:
+        return self._enqueued.get(queue) or self._enqueued.setdefault(queue, _Signal())
 
-    def enqueue_count(self) -> int:
-        """How many enqueues this process has made; pass it to :meth:`wait_enqueued`."""
-        return self._enqueue_count
+    def notify_enqueued(self, queue: str) -> None:
+        """Wake one waiter on ``queue``: one message needs one worker, not the whole pool."""
+        signal = self._signal(queue)
+        with signal.changed:
+            signal.count += 1
+            signal.changed.notify()
 
-    def wait_enqueued(self, seen: int, timeout_s: float) -> None:
-        """Sleep until this process enqueues past ``seen`` or ``timeout_s`` passes."""
-        with self._enqueued:
-            self._enqueued.wait_for(lambda: self._enqueue_count != seen, timeout_s)
+    def enqueue_count(self, queue: str) -> int:
+        """How many enqueues this process has made to ``queue``; pass it to :meth:`wait_enqueued`."""
+        return self._signal(queue).count
+
+    def wait_enqueued(self, queue: str, seen: int, timeout_s: float) -> None:
+        """Sleep until this process enqueues to ``queue`` past ``seen`` or ``timeout_s`` passes."""
+        signal = self._signal(queue)
+        with signal.changed:
+            signal.changed.wait_for(lambda: signal.count != seen, timeout_s)
+
+
+class _Signal:
+    """Enqueues to one queue in this process: a counter and the condition its waiters sleep on."""
+
+    __slots__ = ("changed", "count")
+
+    def __init__(self) -> None:
+        self.changed = threading.Condition()
+        self.count = 0

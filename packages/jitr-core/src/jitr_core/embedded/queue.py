@@ -48,7 +48,7 @@ class Queue:
             raise JitrError(f"a message delay must be 0 or more seconds, found {delay_s}")
         now = time.time()
         cursor = self._db.write(_ENQUEUE, (queue, message.body, _encode(message.attributes), now + delay_s, now))
-        self._db.notify_enqueued()
+        self._db.notify_enqueued(queue)
         return str(cursor.lastrowid)
 
     def receive(self, queue: str, max_messages: int, visibility_timeout_s: int) -> list[ReceivedMessage]:
@@ -109,7 +109,7 @@ class Queue:
         """
         deadline = time.monotonic() + timeout_s
         while True:
-            seen = self._db.enqueue_count()
+            seen = self._db.enqueue_count(queue)
             rows = self._db.read(_NEXT, (queue,))
             next_visible: float | None = rows[0][0]
             now = time.time()
@@ -119,7 +119,7 @@ class Queue:
             if remaining <= 0:
                 return False
             pause = min(remaining, POLL_S) if next_visible is None else min(remaining, POLL_S, next_visible - now)
-            self._db.wait_enqueued(seen, pause)
+            self._db.wait_enqueued(queue, seen, pause)
 
 
 def _encode(attributes: Mapping[str, str]) -> str:
