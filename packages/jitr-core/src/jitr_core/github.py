@@ -74,3 +74,6 @@ class GitHubAPI(Protocol):
 
     def redeliver_failed_deliveries(self, since: float) -> int:
         """Ask GitHub to redeliver the App's failed webhook deliveries since an epoch time; returns how many."""
+
+    def rerun_job(self, scope: Scope, job_id: int) -> None:
+        """Re-run a failed job (and its dependents) as a new run attempt; needs the App's ``actions: write``."""

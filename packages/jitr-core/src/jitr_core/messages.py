@@ -34,6 +34,7 @@ class JobMessage:
     delivery_id: str = ""
     received_at: float = 0.0
     reason: str = "webhook"
+    run_attempt: int = 1  # GitHub's attempt of the run (a re-run's jobs come with a higher one)
 
     @classmethod
     def from_job(cls, job: WorkflowJob, delivery_id: str, received_at: float) -> JobMessage:
@@ -47,6 +48,7 @@ class JobMessage:
             private=job.private,
             delivery_id=delivery_id,
             received_at=received_at,
+            run_attempt=job.run_attempt,
         )
 
 
@@ -66,6 +68,7 @@ class LifecycleMessage:
     conclusion: str | None = None
     delivery_id: str = ""
     received_at: float = 0.0
+    run_attempt: int = 1
 
     @classmethod
     def from_job(cls, job: WorkflowJob, delivery_id: str, received_at: float) -> LifecycleMessage:
@@ -82,6 +85,7 @@ class LifecycleMessage:
             conclusion=job.conclusion,
             delivery_id=delivery_id,
             received_at=received_at,
+            run_attempt=job.run_attempt,
         )
 
 

@@ -64,6 +64,7 @@ class Pool:
     options: Mapping[str, Any] = field(default_factory=dict)
     machine_type_labels: tuple[str, ...] = ()
     machine_sizes: tuple[MachineSize, ...] = ()
+    rerun_on_interruption: bool = False  # re-run a job GitHub failed because its spot VM was reclaimed
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,6 +377,7 @@ def _pool(r: _Reader, raw: Any, index: int) -> Pool:
         options=dict(options),
         machine_type_labels=_type_patterns(r, raw, path),
         machine_sizes=_machine_sizes(r, raw, path),
+        rerun_on_interruption=r.boolean(raw, "rerun_on_interruption", False, path),
     )
 
 

@@ -22,6 +22,7 @@ from typing import IO, Any
 
 from jitr_core.errors import CapacityError, JitrError
 from jitr_core.hookspecs import hookimpl
+from jitr_core.interruption import Interruption, encode_interruption
 from jitr_core.model import LaunchRequest, LaunchResult, VMInfo
 from jitr_core.services.stats import pool_stats
 from jitr_core.settings import Settings
@@ -143,6 +144,27 @@ class SimulatedVMs:
                     pass
         return True
 
+    def vm_of(self, runner_name: str) -> str | None:
+        with self._lock:
+            return next((v.vm_id for v in self._vms.values() if v.runner_name == runner_name), None)
+
+    def reclaim(self, runner_name: str) -> str:
+        """The cloud takes the runner's VM back (a spot reclaim): it stops, and a job it ran fails; its id."""
+        with self._lock:
+            vm = next((v for v in self._vms.values() if v.runner_name == runner_name), None)
+        if vm is None:
+            raise JitrError(f"no simulated VM runs runner {runner_name}")
+        vm.stop.set()
+        if vm.runner_id is not None:  # else the VM's thread sees the stop once it has connected
+            self._kill(vm.runner_id)
+        return vm.vm_id
+
+    def _kill(self, runner_id: int) -> None:
+        try:
+            self.sim.kill_runner(runner_id)
+        except SimulatorError:
+            pass  # already removed
+
     @hookimpl
     def jitr_list_vms(self, settings: Settings) -> Sequence[VMInfo] | None:
         if settings.provider("vm") != PROVIDER:
@@ -162,6 +184,8 @@ class SimulatedVMs:
                 return
             runner = self.sim.agent_connect(jit)
             vm.runner_id = runner.id
+            if vm.stop.is_set():  # reclaimed while it connected: GitHub sees it go offline
+                self._kill(runner.id)
             job = None
             while job is None and not vm.stop.is_set():
                 job = self.sim.agent_poll(runner.id, timeout=0.5)
@@ -427,6 +451,31 @@ class Sandbox:
     def _crash_point(self, step: str) -> None:
         if self._rng.random() < self.faults.crash:
             raise SimulatedCrash(f"worker died after step {step!r}")
+
+    def reclaim(self, runner_name: str, notices: int = 1, notice_first: bool = True) -> str:
+        """A spot reclaim of the runner's VM: ``notices`` interruption messages reach the lifecycle queue
+        (before the VM dies, as AWS warns, or after it, as GCE reports) and the VM stops; its id."""
+        if not isinstance(self.vms, SimulatedVMs):
+            raise JitrError(f"reclaims need the {PROVIDER!r} VM provider")
+        if notice_first:
+            self.notify_interruption(runner_name, self.vms.vm_of(runner_name), notices)
+        vm_id = self.vms.reclaim(runner_name)
+        if not notice_first:
+            self.notify_interruption(runner_name, vm_id, notices)
+        return vm_id
+
+    def notify_interruption(self, runner_name: str, vm_id: str | None = None, copies: int = 1) -> None:
+        """Deliver the interruption message of a reclaim (again, or late) to the lifecycle queue."""
+        notice = Interruption(
+            source="embedded", kind="interruption", notice_at=time.time(), vm_id=vm_id, runner_name=runner_name
+        )
+        for _ in range(copies):
+            self._app().backend.enqueue("lifecycle", encode_interruption(notice))
+
+    def _app(self) -> App:
+        if self.app is None:
+            raise JitrError("the sandbox is not started")
+        return self.app
 
     def stop(self) -> None:
         if self.runtime is not None:

@@ -378,6 +378,19 @@ class GitHubClient:
             runner_name=data.get("runner_name"),
         )
 
+    def rerun_job(self, scope: Scope, job_id: int) -> None:
+        """Re-run a completed job and its dependents as a new run attempt (a new job id).
+
+        Needs the App's ``actions: write`` permission: without it GitHub answers 403
+        (:class:`GitHubAuthError`); a job or run already running answers 409
+        (:class:`GitHubConflictError`). Rate limits and 5xx answers are retried by the transport.
+        """
+        if scope.repo is None:
+            raise GitHubError(f"jobs belong to a repository, got organisation scope {scope.owner!r}")
+        url = self._transport.url(f"{_base(scope)}/actions/jobs/{int(job_id)}/rerun")
+        self._transport.request("POST", url, self._credential(scope))
+        log.info("github job re-run requested", extra={"job_id": job_id, "scope": scope.full_name})
+
     # -- webhook deliveries -----------------------------------------------------------------
 
     @_answers

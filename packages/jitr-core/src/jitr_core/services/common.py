@@ -29,6 +29,7 @@ def job_message(job: JobView, attempt: int, reason: str, received_at: float) -> 
         attempt=attempt,
         received_at=received_at,
         reason=reason,
+        run_attempt=int(job.get("run_attempt", 1)),
     )
 
 

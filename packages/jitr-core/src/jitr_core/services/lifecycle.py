@@ -4,6 +4,10 @@ Keyed by runner name, tolerant of duplicates and of ``completed`` arriving befor
 ``in_progress`` (states only move forward). Because GitHub gives a job to any idle runner with
 matching labels, the runner that takes a job may have been launched for another one; then the
 two jobs swap runners in the records, and the job left without one gets a new launch.
+
+Spot interruption notices arrive on the same queue (see :mod:`jitr_core.interruption`): the
+runner is marked, a runner not yet serving its job is replaced (on-demand), and a job GitHub
+fails after its runner was interrupted is re-run when its pool opts in (:mod:`.rerun`).
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ from collections.abc import Callable
 from ..backend import Backend
 from ..errors import PayloadError
 from ..github import GitHubAPI
+from ..interruption import Interruption, interruption_in
 from ..logs import log_context
 from ..messages import LifecycleMessage, decode
 from ..model import JobState, Record, RunnerState, runner_name_for
 from ..routing import Router
-from .common import nudge_waiting, requeue, retire
+from .common import in_flight, nudge_waiting, requeue, retire
 from .records import (
     JOB,
     RUNNER,
@@ -32,6 +37,7 @@ from .records import (
     step,
     with_steps,
 )
+from .rerun import rerun_if_interrupted
 
 log = logging.getLogger("jitr.lifecycle")
 
@@ -48,6 +54,9 @@ class LifecycleService:
         self.router = Router(backend.settings)
 
     def handle(self, body: str | bytes) -> str:
+        interruption = interruption_in(body)
+        if interruption is not None:
+            return self._notice(interruption)
         message = decode(body)
         if not isinstance(message, LifecycleMessage):
             raise PayloadError("the lifecycle queue takes lifecycle messages, found a job message")
@@ -189,6 +198,9 @@ class LifecycleService:
         )
         if runner_can_move(runner.state, RunnerState.FINISHED) and moved is not None:
             nudge_waiting(self.store, moved.pool)  # its slot is free: a job waiting for the cap need not wait
+        if runner.get("interrupted_at") is not None and message.conclusion == "failure":
+            self._mark_job(message.job_id, runner, None)
+            return rerun_if_interrupted(self.store, self.github, message.job_id)
         return "finished"
 
     def _cancelled(self, message: LifecycleMessage) -> str:
@@ -202,6 +214,95 @@ class LifecycleService:
             return "cancelled"
         retire(self.store, self.github, surplus, reason="job-cancelled-while-queued")
         return "cancelled-runner-retired"
+
+    def _notice(self, notice: Interruption) -> str:
+        with log_context(vm_id=notice.vm_id, runner_name=notice.runner_name, action=f"spot-{notice.kind}"):
+            outcome = self._interrupted(notice)
+            log.info("lifecycle", extra={"outcome": outcome, "source": notice.source, "event_id": notice.event_id})
+            return outcome
+
+    def _interrupted(self, notice: Interruption) -> str:
+        """Mark the runner first, then read its job: a ``completed`` racing this notice reads the runner
+        after moving the job, so one of the two sees the other and the job is never left un-re-run."""
+        runner = self._runner_of(notice)
+        if runner is None:
+            return "not-our-vm"
+        if notice.kind == "rebalance":
+            self._note_job(
+                runner.get("serving_job_id") or runner.job_id, step("rebalance-recommended", notice.notice_at)
+            )
+            return "rebalance-noted"
+        first: list[bool] = [False]
+
+        def mark(record: Record) -> dict[str, object] | None:
+            first[0] = record.data.get("interrupted_at") is None
+            if not first[0]:
+                return None
+            return {"interrupted_at": notice.notice_at, "interruption": f"{notice.source}:{notice.kind}"}
+
+        marked = self.store.update(RUNNER, runner.name, mark)
+        if marked is None:
+            return "not-our-vm"
+        runner = RunnerView(marked)
+        if first[0]:
+            log.warning("spot vm interrupted", extra={"pool": runner.record.pool, "state": runner.state})
+        if runner.state in (RunnerState.CLAIMED, RunnerState.LAUNCHED):
+            return self._replace(runner)
+        if runner.state == RunnerState.RETIRED:
+            return "runner-retired"
+        job_id = int(runner.get("serving_job_id") or runner.job_id)
+        self._mark_job(job_id, runner, notice)
+        outcome = rerun_if_interrupted(self.store, self.github, job_id)
+        return outcome if outcome != "no-rerun" else ("interrupted" if first[0] else "duplicate-notice")
+
+    def _runner_of(self, notice: Interruption) -> RunnerView | None:
+        """The runner a notice is about: by name when it carries one, else by VM id (records, then the cloud)."""
+        if notice.runner_name:
+            runner = self.store.runner(notice.runner_name)
+            # a GCE notice's id is the numeric instance id, jitr's is zone/name: the name suffices
+            if runner is None or (notice.source != "gcp" and notice.vm_id not in (None, runner.vm_id)):
+                return None
+            return runner
+        for runner in in_flight(self.backend):
+            if runner.vm_id == notice.vm_id:
+                return runner
+        name = next((vm.runner_name for vm in self.backend.list_vms() if vm.vm_id == notice.vm_id), None)
+        return self.store.runner(name) if name else None
+
+    def _replace(self, runner: RunnerView) -> str:
+        """A runner reclaimed before it took its job: retire it and launch the job again, on-demand.
+
+        Retiring deregisters it first; GitHub refuses while it holds a job, and then the job's
+        ``completed`` (a failure) brings the re-run instead.
+        """
+        if not retire(self.store, self.github, runner, reason="spot-interrupted"):
+            return "interrupted-runner-busy"
+        job = self.store.job(runner.job_id)
+        if job is None or job.state != JobState.QUEUED:
+            return "interrupted-runner-retired"
+        if runner.name not in (job.launched_runner, runner_name_for(job.record.pool, job.job_id, job.attempt)):
+            return "interrupted-runner-retired"  # the job already has another runner on its way
+        entry = step("interrupted", self.clock(), runner=runner.name, reason="spot-interrupted-before-start")
+        self.store.update(
+            JOB, str(job.job_id), lambda record: {"prefer_on_demand": True, **with_steps(record.data, entry)}
+        )
+        requeue(self.store, job, reason="spot-interrupted")
+        return "interrupted-job-requeued"
+
+    def _mark_job(self, job_id: int, runner: RunnerView, notice: Interruption | None) -> None:
+        """Record on the job that its runner was interrupted (once), which makes a failure re-runnable."""
+        at = notice.notice_at if notice is not None else float(runner.get("interrupted_at") or self.clock())
+        entry = step("interrupted", at, runner=runner.name, notice=runner.get("interruption"))
+
+        def mark(record: Record) -> dict[str, object] | None:
+            if record.data.get("interrupted"):
+                return None
+            return {"interrupted": True, "interrupted_runner": runner.name, **with_steps(record.data, entry)}
+
+        self.store.update(JOB, str(job_id), mark)
+
+    def _note_job(self, job_id: int, entry: dict[str, object]) -> None:
+        self.store.update(JOB, str(job_id), lambda record: with_steps(record.data, entry))
 
 
 def _rebind(record: Record, job_id: int) -> dict[str, object] | None:

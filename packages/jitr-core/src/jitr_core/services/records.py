@@ -258,6 +258,7 @@ def new_job_data(message: JobMessage | LifecycleMessage, private: bool, attempt:
         "private": private,
         "attempt": attempt,
         "queued_at": message.received_at,
+        "run_attempt": message.run_attempt,
         "launched_runner": None,
         **with_steps({}, step("received", message.received_at, via=_via(message))),
     }

@@ -44,6 +44,7 @@ from ..settings import Pool
 from ..startup import ScriptContext, ScriptTooLargeError
 from .common import in_flight, touch_repo
 from .records import JOB, RUNNER, JobView, RunnerView, Store, new_job_data, step, with_steps
+from .rerun import prefers_on_demand
 
 log = logging.getLogger("jitr.scaleup")
 
@@ -306,7 +307,11 @@ class ScaleupService:
         sizing: Sizing | None = None,
     ) -> LaunchResult:
         codes: list[str] = []
+        # a job whose runner or previous attempt was interrupted skips spot, if the pool allows on-demand
+        on_demand = pool.spot and pool.on_demand_fallback and self._prefers_on_demand(message)
         for index, (machine_type, placement, spot) in enumerate(fallback_chain(pool, sizing)):
+            if on_demand and spot:
+                continue
             request = LaunchRequest(
                 runner_name=name,
                 pool=pool.name,
@@ -347,6 +352,10 @@ class ScaleupService:
             steps.append(step("launch", at, candidate=candidate, outcome="launched", vm_id=result.vm_id))
             return result
         raise CapacityExhaustedError(f"no capacity for pool {pool.name} on any candidate: {'; '.join(codes)}")
+
+    def _prefers_on_demand(self, message: JobMessage) -> bool:
+        job = self.store.job(message.job_id)
+        return job is not None and prefers_on_demand(self.store, job, message.run_id, message.run_attempt)
 
     def _existing_vm(self, name: str) -> LaunchResult | None:
         for vm in self.backend.list_vms():

@@ -66,6 +66,7 @@ class AdminApi:
             route("GET", "/jobs", self._jobs),
             route("GET", "/jobs/{job_id}", self._job),
             route("POST", "/jobs/{job_id}/cancel", self._cancel_job),
+            route("POST", "/jobs/{job_id}/approve", self._approve_job),
             route("GET", "/runners", self._runners),
             route("POST", "/runners/{runner_id}/kill", self._kill_runner),
             route("GET", "/deliveries", self._deliveries),
@@ -153,6 +154,7 @@ class AdminApi:
             name=body.get("name", "build"),
             run_id=body.get("run_id"),
             workflow_name=body.get("workflow_name", "CI"),
+            waiting=bool(body.get("waiting", False)),
         )
         return Response.json(201, {"job_id": job_id})
 
@@ -164,6 +166,9 @@ class AdminApi:
 
     def _cancel_job(self, req: Request) -> Response:
         return Response.json(200, job_json(self._sim.cancel_job(int(req.params["job_id"]))))
+
+    def _approve_job(self, req: Request) -> Response:
+        return Response.json(200, job_json(self._sim.approve_job(int(req.params["job_id"]))))
 
     def _runners(self, req: Request) -> Response:
         runners = self._sim.runners(req.query.get("owner"), req.query.get("repo"))

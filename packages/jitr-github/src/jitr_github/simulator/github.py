@@ -186,6 +186,10 @@ class GitHubSimulator:
         if self._rest is not None:
             self._rest.faults = faults
 
+    def set_actions_write(self, granted: bool) -> None:
+        """Grant or withdraw the App's ``actions: write`` permission: without it a re-run answers 403."""
+        self._require_started().actions_write = granted
+
     def set_webhook(self, url: str | None, secret: str | None) -> None:
         """Where the App's webhook deliveries go and the secret that signs them (None: no delivery)."""
         self._webhook_secret = secret
@@ -229,9 +233,21 @@ class GitHubSimulator:
         run_id: int | None = None,
         workflow_name: str = "CI",
         head_branch: str = "main",
+        waiting: bool = False,
     ) -> int:
-        """Queue a job in a new workflow run (or in ``run_id``) and send its ``queued`` webhook; the job id."""
-        return self._world.queue_job(repository, labels, name, run_id, workflow_name, head_branch).id
+        """Queue a job in a new workflow run (or in ``run_id``) and send its ``queued`` webhook; the job id.
+
+        ``waiting``: the job waits (an environment's approval, webhook ``waiting``) until :meth:`approve_job`.
+        """
+        return self._world.queue_job(repository, labels, name, run_id, workflow_name, head_branch, waiting).id
+
+    def approve_job(self, job_id: int) -> Job:
+        """Approve a waiting job: it becomes ``queued`` (with webhook)."""
+        return self._world.approve_job(job_id)
+
+    def rerun_job(self, job_id: int) -> Job:
+        """Re-run a completed job as GitHub's ``POST .../jobs/{id}/rerun`` does: the new job, in attempt + 1."""
+        return self._world.rerun_job(job_id)
 
     def cancel_job(self, job_id: int) -> Job:
         """Cancel a queued or running job (``completed``/``cancelled``, with webhook)."""

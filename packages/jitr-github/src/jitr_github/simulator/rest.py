@@ -93,6 +93,7 @@ class RestApi:
         self._label_ids: dict[str, int] = {}
         self._jwts: deque[str] = deque(maxlen=10000)
         self._jit_configs: deque[str] = deque(maxlen=10000)
+        self.actions_write = True  # the App's "actions: write" permission, which re-runs need
         self.routes: list[Route] = [
             route("POST", "/app/installations/{installation_id}/access_tokens", self._access_token, "jwt"),
             route("GET", "/repos/{owner}/{repo}/installation", self._repo_installation, "jwt"),
@@ -111,6 +112,7 @@ class RestApi:
             route("GET", "/repos/{owner}/{repo}/actions/runs", self._runs, "token"),
             route("GET", "/repos/{owner}/{repo}/actions/runs/{run_id}/jobs", self._run_jobs, "token"),
             route("GET", "/repos/{owner}/{repo}/actions/jobs/{job_id}", self._job, "token"),
+            route("POST", "/repos/{owner}/{repo}/actions/jobs/{job_id}/rerun", self._rerun_job, "token"),
             route("GET", "/orgs/{org}/actions/runner-groups", self._runner_groups, "token"),
             route("GET", "/rate_limit", self._rate_limit, "any"),
             route("POST", "/app-manifests/{code}/conversions", self._convert_manifest, "none"),
@@ -494,6 +496,22 @@ class RestApi:
         if job.repository.lower() != repo.full_name.lower():
             raise HttpError(404, "Not Found")
         return Response.json(200, self._shapes.job(job))
+
+    def _rerun_job(self, req: Request, caller: Caller) -> Response:
+        repo, _ = self._repo_for(req, caller)
+        if not self.actions_write:
+            raise HttpError(403, "Resource not accessible by integration")
+        try:
+            job = self._world.job(_int(req.params["job_id"]))
+        except SimulatorError:
+            raise HttpError(404, "Not Found") from None
+        if job.repository.lower() != repo.full_name.lower():
+            raise HttpError(404, "Not Found")
+        try:
+            self._world.rerun_job(job.id)
+        except SimulatorError as exc:
+            raise HttpError(exc.status, str(exc)) from None
+        return Response.json(201, {})
 
     # -- rate limit -------------------------------------------------------------------------
 

@@ -348,7 +348,9 @@ class World:
         run_id: int | None,
         workflow_name: str,
         head_branch: str,
+        waiting: bool = False,
     ) -> Job:
+        """Queue a job; ``waiting`` holds it (an environment awaiting approval) until :meth:`approve_job`."""
         repo_name = repository.partition("/")[2]
         with self._lock:
             repo = self._repos.get(repository.lower())
@@ -390,22 +392,74 @@ class World:
             )
             self._jobs[job.id] = job
             run.job_ids.append(job.id)
-            self._queued.setdefault(self._queue_key(job), {})[job.id] = None
-            self._refresh_run(run)
-            self._notify("queued", job)
-            for runner_id in self._idle:
-                runner = self._runners[runner_id]
-                if self._can_take(runner, job):
-                    self._assign(runner, job)
-                    break
+            if waiting:
+                job.status = "waiting"
+                self._refresh_run(run)
+                self._notify("waiting", job)
+            else:
+                self._enqueue(job)
             return dataclasses.replace(job)
+
+    def approve_job(self, job_id: int) -> Job:
+        """A waiting job's environment is approved: it becomes ``queued`` (with webhook)."""
+        with self._lock:
+            job = self._job(job_id)
+            if job.status != "waiting":
+                raise SimulatorError(f"job {job_id} is {job.status}, not waiting", 409)
+            job.status = "queued"
+            self._enqueue(job)
+            return dataclasses.replace(job)
+
+    def rerun_job(self, job_id: int) -> Job:
+        """Re-run a completed job of the run's latest attempt: a new job (new id) in attempt + 1.
+
+        GitHub refuses (409 here) while the run is still going and for a job of an older attempt.
+        """
+        with self._lock:
+            job = self._job(job_id)
+            run = self._runs[job.run_id]
+            if job.status != "completed" or run.status != "completed":
+                raise SimulatorError(f"job {job_id} cannot be re-run while its workflow run is running", 409)
+            if job.run_attempt != run.run_attempt:
+                raise SimulatorError(f"job {job_id} belongs to attempt {job.run_attempt}, not the latest", 409)
+            run.run_attempt += 1
+            now = self._clock()
+            again = dataclasses.replace(
+                job,
+                id=next(self._next_job),
+                run_attempt=run.run_attempt,
+                created_at=now,
+                started_at=now,
+                status="queued",
+                conclusion=None,
+                completed_at=None,
+                runner_id=None,
+                runner_name=None,
+                runner_group_id=None,
+                runner_group_name=None,
+            )
+            self._jobs[again.id] = again
+            run.job_ids.append(again.id)
+            self._enqueue(again)
+            return dataclasses.replace(again)
+
+    def _enqueue(self, job: Job) -> None:
+        """Make a job ``queued``: webhook, then an idle runner with matching labels takes it."""
+        self._queued.setdefault(self._queue_key(job), {})[job.id] = None
+        self._refresh_run(self._runs[job.run_id])
+        self._notify("queued", job)
+        for runner_id in self._idle:
+            runner = self._runners[runner_id]
+            if self._can_take(runner, job):
+                self._assign(runner, job)
+                break
 
     def cancel_job(self, job_id: int) -> Job:
         with self._lock:
             job = self._job(job_id)
             if job.status == "completed":
                 raise SimulatorError(f"job {job_id} is already completed ({job.conclusion})", 409)
-            if job.status == "queued":
+            if job.status in ("queued", "waiting"):
                 self._unqueue(job)
             else:
                 runner = self._runners.get(job.runner_id or 0)
@@ -607,13 +661,20 @@ class World:
                 del self._queued[key]
 
     def _refresh_run(self, run: Run) -> None:
-        statuses = [self._jobs[i].status for i in run.job_ids]
+        newest: dict[str, int] = {}
+        for i in run.job_ids:
+            job = self._jobs[i]
+            newest[job.name] = max(newest.get(job.name, 0), job.run_attempt)
+        current = [i for i in run.job_ids if self._jobs[i].run_attempt == newest[self._jobs[i].name]]
+        statuses = [self._jobs[i].status for i in current]
         if "in_progress" in statuses:
             run.status, run.conclusion = "in_progress", None
         elif "queued" in statuses:
             run.status, run.conclusion = "queued", None
+        elif "waiting" in statuses:
+            run.status, run.conclusion = "waiting", None
         else:
-            conclusions = {self._jobs[i].conclusion for i in run.job_ids}
+            conclusions = {self._jobs[i].conclusion for i in current}
             run.status = "completed"
             run.conclusion = next((c for c in ("failure", "cancelled") if c in conclusions), "success")
         run.updated_at = self._clock()
