@@ -5,13 +5,16 @@ pieces (metadata, self-deletion); the embedded local-process provider supplies i
 so these fragments skip it. The JIT config reaches the runner through the environment
 (``ACTIONS_RUNNER_INPUT_JITCONFIG``), never through argv where ``ps`` would show it. A runner
 tarball is run only when its SHA-256 matches the pin (:mod:`jitr_core.runner_checksums`); an
-image whose marker names the same runner version downloads nothing.
+image whose marker names the same runner version downloads nothing. In a broker-mode pool the
+script carries no config: it pulls it from the broker (:mod:`jitr_core.broker_script`) with the
+proof the cloud plugin's ``jitr_identity_proof`` prints.
 """
 
 from __future__ import annotations
 
 import re
 
+from .broker_script import BROKER, broker_prelude, fetch_fragment
 from .errors import JitrError
 from .hookspecs import hookimpl
 from .runner_checksums import pinned_sha256
@@ -72,8 +75,9 @@ echo "jitr: runner exited with status $jitr_exit"
 def jitr_render_startup_script(context: ScriptContext) -> list[Fragment] | None:
     if context.provider == "embedded":
         return None
+    brokered = context.handoff == BROKER
     jit = context.jit_config.reveal()
-    if not _BASE64.match(jit):
+    if not brokered and not _BASE64.match(jit):
         raise JitrError("the JIT config is not base64; refusing to place it in a script")
     runner_dir = "/opt/actions-runner"
     sha256 = context.runner_sha256 or pinned_sha256(context.runner_version, context.pool.arch)
@@ -89,7 +93,7 @@ def jitr_render_startup_script(context: ScriptContext) -> list[Fragment] | None:
             f"export JITR_RUNNER_DIR={shell_quote(runner_dir)}",
             f"export JITR_RUNNER_SHA256={sha256}",
             f"export JITR_MAX_LIFETIME={int(context.max_lifetime_s)}",
-            f"ACTIONS_RUNNER_INPUT_JITCONFIG={shell_b64(jit)}",
+            broker_prelude(context) if brokered else f"ACTIONS_RUNNER_INPUT_JITCONFIG={shell_b64(jit)}",
         ]
     )
     watchdog = '( sleep "$JITR_MAX_LIFETIME"; echo "jitr: maximum lifetime reached"; jitr_teardown ) &'
@@ -98,5 +102,6 @@ def jitr_render_startup_script(context: ScriptContext) -> list[Fragment] | None:
         Fragment("prelude", prelude, order=10, source="core"),
         Fragment("install", watchdog, order=0, source="core"),
         Fragment("install", install.strip(), order=50, source="core"),
+        *([fetch_fragment("core")] if brokered else []),
         Fragment("run", _RUN.replace("__USER__", RUNNER_USER).strip(), order=50, source="core"),
     ]

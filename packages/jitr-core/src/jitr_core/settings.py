@@ -26,6 +26,10 @@ _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+/-]{0,99}$")
 _OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}$")
 _REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$")
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@=+-]{0,254}$")
+_HANDOFF = re.compile(r"^(metadata|broker)$")
+# The broker's URL enters startup scripts (quoted): an http(s) URL without spaces or quotes.
+_BROKER_URL = re.compile(r"^(https?://[A-Za-z0-9._~:/?#@!$&()*+,;=%-]{1,2000})?$")
+_AUDIENCE = re.compile(r"^[A-Za-z0-9._~:/?#@!$&()*+,;=%-]{1,2000}$")
 # A machine type a job's label may choose: lower case, no path or shell characters, no "..".
 MACHINE_TYPE = re.compile(r"^(?!.*\.\.)[a-z0-9][a-z0-9._-]{0,63}$")
 # A pattern of accepted machine-type labels: the type grammar plus the wildcards * and ?, starting
@@ -62,6 +66,7 @@ class Pool:
     arch: str = "x64"
     max_lifetime_s: int = 8 * 3600
     options: Mapping[str, Any] = field(default_factory=dict)
+    handoff: str = "metadata"  # how a VM gets its JIT config: "broker" (pulled) or "metadata" (in the script)
     machine_type_labels: tuple[str, ...] = ()
     machine_sizes: tuple[MachineSize, ...] = ()
     rerun_on_interruption: bool = False  # re-run a job GitHub failed because its spot VM was reclaimed
@@ -87,6 +92,8 @@ class Settings:
     rebalance_grace_s: int = 60
     finished_ttl_s: int = 7 * 86400
     max_body_bytes: int = 1024 * 1024
+    broker_url: str = ""
+    broker_audience: str = ""
     log_level: str = "INFO"
     secrets: Mapping[str, str] = field(default_factory=dict)
     sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -166,6 +173,8 @@ _SCALARS = (
     "delivery_ttl_s",  # no longer used: accepted with a warning (see _RETIRED)
     "finished_ttl_s",
     "max_body_bytes",
+    "broker_url",
+    "broker_audience",
     "log_level",
     "vm_provider",
     "queue_provider",
@@ -310,6 +319,13 @@ def _build(data: dict[str, Any], names: _Names, source: str) -> Settings:
             raise SettingsError(f"{names.name(key)} is not a setting; known: {sorted(reserved)}")
     sections = {k: dict(v) for k, v in data.items() if k not in reserved and isinstance(v, dict)}
     api_url = str(github.get("api_url", "https://api.github.com")).rstrip("/")
+    broker_url = r.choice(data, "broker_url", default="", pattern=_BROKER_URL)
+    brokered = [pool.name for pool in pools if pool.handoff == "broker"]
+    if brokered and not broker_url:
+        raise SettingsError(
+            f"pools {brokered} hand the JIT config over through the broker: set {names.name('broker_url')} "
+            "to the broker's URL (the VMs call it), or set their handoff to 'metadata'"
+        )
     if not api_url.startswith(("https://", "http://")):
         raise SettingsError(f"{names.name('github', 'api_url')} must be an http(s) URL, found {api_url!r}")
     return Settings(
@@ -329,6 +345,8 @@ def _build(data: dict[str, Any], names: _Names, source: str) -> Settings:
         rebalance_grace_s=r.integer(data, "rebalance_grace_s", default=60, low=0),
         finished_ttl_s=r.integer(data, "finished_ttl_s", default=7 * 86400, low=60),
         max_body_bytes=r.integer(data, "max_body_bytes", default=1024 * 1024, low=1024),
+        broker_url=broker_url,
+        broker_audience=r.choice(data, "broker_audience", default=broker_url, pattern=_AUDIENCE) if broker_url else "",
         log_level=r.choice(data, "log_level", default="INFO", pattern=re.compile(r"^(DEBUG|INFO|WARNING|ERROR)$")),
         secrets=secrets,
         sections=sections,
@@ -375,6 +393,7 @@ def _pool(r: _Reader, raw: Any, index: int) -> Pool:
         arch=r.choice(raw, "arch", default="x64", pattern=re.compile(r"^(x64|arm64)$"), path=path),
         max_lifetime_s=r.integer(raw, "max_lifetime_s", default=8 * 3600, low=300, path=path),
         options=dict(options),
+        handoff=r.choice(raw, "handoff", default="metadata", pattern=_HANDOFF, path=path),
         machine_type_labels=_type_patterns(r, raw, path),
         machine_sizes=_machine_sizes(r, raw, path),
         rerun_on_interruption=r.boolean(raw, "rerun_on_interruption", False, path),

@@ -39,6 +39,8 @@ class ScriptContext:
 
     ``runner_sha256`` pins the runner tarball's digest; empty means the pinned table of
     :mod:`jitr_core.runner_checksums` for ``runner_version`` and the pool's architecture.
+    With ``handoff`` ``"broker"`` the script holds no secret: ``jit_config`` is empty and the VM
+    pulls its config from ``broker_url`` with its cloud identity, giving up after ``broker_deadline_s``.
     """
 
     runner_name: str
@@ -49,6 +51,9 @@ class ScriptContext:
     max_lifetime_s: int
     env: Mapping[str, str] = field(default_factory=dict)
     runner_sha256: str = ""
+    handoff: str = "metadata"
+    broker_url: str = ""
+    broker_deadline_s: int = 600
 
 
 class ScriptTooLargeError(JitrError):

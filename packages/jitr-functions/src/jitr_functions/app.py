@@ -22,6 +22,7 @@ from jitr_core.settings import Settings
 if TYPE_CHECKING:
     from jitr_core.github import GitHubAPI
     from jitr_core.services import (
+        BrokerService,
         LifecycleService,
         RebalancerService,
         ScaledownService,
@@ -107,6 +108,12 @@ class App:
         from jitr_core.services.scaledown import ScaledownService
 
         return ScaledownService(self.backend, self.github, clock=self.clock)
+
+    @cached_property
+    def broker(self) -> BrokerService:
+        from jitr_core.services.broker import BrokerService
+
+        return BrokerService(self.backend, self.github, clock=self.clock)
 
     @cached_property
     def rebalancer(self) -> RebalancerService:

@@ -63,9 +63,11 @@ class HttpLimits:
                 raise ValueError(f"{name} must be more than 0, found {getattr(self, name)}")
 
 
-def _answer(start_response: Callable[..., Any], status: int, body: Mapping[str, object]) -> list[bytes]:
+def _answer(
+    start_response: Callable[..., Any], status: int, body: Mapping[str, object], extra: Mapping[str, str] | None = None
+) -> list[bytes]:
     data = json.dumps(body).encode()
-    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data))), *(extra or {}).items()]
     start_response(f"{status} {HTTPStatus(status).phrase}", headers)
     return [data]
 
@@ -79,8 +81,8 @@ def _headers(environ: Mapping[str, Any]) -> dict[str, str]:
 
 
 def webhook_app(app: App, metrics: PrometheusMetrics | None = None) -> WsgiApp:
-    """``POST /webhook`` to the webhook service; ``GET /healthz`` (or ``/``); ``GET /metrics`` when
-    ``metrics`` is given; 404 for anything else."""
+    """``POST /webhook`` to the webhook service, ``POST /broker`` to the broker; ``GET /healthz`` (or
+    ``/``); ``GET /metrics`` when ``metrics`` is given; 404 for anything else."""
     limit = app.settings.max_body_bytes
 
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -99,6 +101,8 @@ def webhook_app(app: App, metrics: PrometheusMetrics | None = None) -> WsgiApp:
             if metrics is not None:
                 metrics.count_delivery(headers, response.status, response.body)
             return _answer(start_response, response.status, dict(response.body))
+        if method == "POST" and path == "/broker":
+            return _broker(app, environ, start_response)
         if method in ("GET", "HEAD") and path in ("/healthz", ""):
             return _answer(start_response, 200, {"status": "ok"})
         if method in ("GET", "HEAD") and path == "/metrics" and metrics is not None:
@@ -111,6 +115,22 @@ def webhook_app(app: App, metrics: PrometheusMetrics | None = None) -> WsgiApp:
         return _answer(start_response, 404, {"error": "not found"})
 
     return application
+
+
+def _broker(app: App, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    """A VM asking for its JIT config; an error of jitr's own is a 500 the VM retries."""
+    from jitr_core.services.broker import MAX_REQUEST_BYTES
+
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    if length > MAX_REQUEST_BYTES:
+        return _answer(start_response, 413, {"error": f"the request exceeds {MAX_REQUEST_BYTES} bytes"})
+    body = environ["wsgi.input"].read(length)
+    try:
+        answer = app.broker.handle(body)
+    except Exception:
+        log.exception("broker request failed")
+        return _answer(start_response, 500, {"error": "internal error; retry"})
+    return _answer(start_response, answer.status, answer.body, answer.headers)
 
 
 class _JsonErrorTask(ErrorTask):

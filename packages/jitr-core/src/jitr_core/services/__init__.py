@@ -1,4 +1,4 @@
-"""The five functions of the control plane, written once against the hooks and the GitHub protocol.
+"""The functions of the control plane, written once against the hooks and the GitHub protocol.
 
 Each service's module is imported on first use, so a function imports only its own (the webhook
 function, on every cold start, none of the others).
@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .broker import BrokerAnswer, BrokerService
     from .lifecycle import LifecycleService
     from .rebalancer import RebalancerService
     from .scaledown import ScaledownService
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
     from .webhook import WebhookResponse, WebhookService
 
 _MODULES = {
+    "BrokerAnswer": "broker",
+    "BrokerService": "broker",
     "LifecycleService": "lifecycle",
     "RebalancerService": "rebalancer",
     "ScaledownService": "scaledown",
@@ -26,6 +29,8 @@ _MODULES = {
 }
 
 __all__ = [
+    "BrokerAnswer",
+    "BrokerService",
     "LifecycleService",
     "RebalancerService",
     "ScaledownService",

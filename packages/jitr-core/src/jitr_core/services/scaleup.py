@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..backend import Backend
+from ..broker_script import BROKER
 from ..errors import (
     CapacityError,
     CapacityExhaustedError,
@@ -40,9 +41,12 @@ from ..model import (
     runner_name_for,
 )
 from ..routing import Router, Sizing
+from ..secret import Secret
 from ..settings import Pool
 from ..startup import ScriptContext, ScriptTooLargeError
+from .broker import WAITING
 from .common import in_flight, touch_repo
+from .exits import candidate_key, relaunch_order
 from .records import JOB, RUNNER, JobView, RunnerView, Store, new_job_data, step, with_steps
 from .rerun import prefers_on_demand
 
@@ -106,6 +110,8 @@ class ScaleupService:
             done = "job-finished"
         elif job.state == JobState.RUNNING:
             done = "job-running"
+        elif job.state == JobState.DEAD_LETTERED:
+            done = "job-dead-lettered"
         elif job.attempt > message.attempt:
             done = "stale-attempt"
         with log_context(runner_name=name):
@@ -130,7 +136,7 @@ class ScaleupService:
                 types = list(sizing.machine_types)
                 steps.append(step("sized", self.clock(), labels=list(sizing.labels), machine_types=types))
             try:
-                runner = self._launch(claim, recovered, message, pool, steps, sizing)
+                runner = self._launch(claim, recovered, message, pool, steps, sizing, job.get("relaunch_after"))
             except CapacityExhaustedError:
                 self._note(message.job_id, [*steps, step("retry", self.clock(), reason="no-capacity")])
                 raise
@@ -260,8 +266,12 @@ class ScaleupService:
         pool: Pool,
         steps: list[dict[str, Any]] | None = None,
         sizing: Sizing | None = None,
+        after: str | None = None,
     ) -> RunnerView:
         """Mint, render, walk the chain and record the VM; the launch steps are appended to ``steps``.
+
+        ``after`` names the candidate a runner of this job exited on without taking it: the chain
+        resumes past it (see :func:`.exits.relaunch_order`).
 
         A sized job's runner is registered with its sizing labels too, or GitHub would not give it the job.
         """
@@ -272,28 +282,45 @@ class ScaleupService:
             return self._record(claim, existing, github_runner_id=runner.github_runner_id)
         scope = self._scope(runner.scope)
         labels = sorted(pool.labels | set(sizing.labels if sizing is not None else ()))
-        jit = self.github.generate_jit_config(scope, runner.name, labels, pool.runner_group)
-        register_secret(jit.encoded.reveal())
-        self.checkpoint("minted")
+        if pool.handoff == BROKER:  # the VM pulls a config minted when it asks (services/broker.py)
+            encoded, runner_id = Secret(""), None
+            handoff: dict[str, Any] = {"handoff": WAITING, "runner_labels": labels, "runner_group": pool.runner_group}
+        else:
+            jit = self.github.generate_jit_config(scope, runner.name, labels, pool.runner_group)
+            register_secret(jit.encoded.reveal())
+            self.checkpoint("minted")
+            encoded, runner_id, handoff = jit.encoded, jit.runner_id, {}
         claim = (
             self.store.write(
-                claim, installation_id=scope.installation_id, github_runner_id=jit.runner_id, claimed_at=self.clock()
+                claim,
+                installation_id=scope.installation_id,
+                github_runner_id=runner_id,
+                claimed_at=self.clock(),
+                **handoff,
             )
             or claim
         )
         provider = self.settings.provider("vm")
         context = ScriptContext(
-            runner.name, pool, provider, jit.encoded, self.settings.runner_version, pool.max_lifetime_s
+            runner.name,
+            pool,
+            provider,
+            encoded,
+            self.settings.runner_version,
+            pool.max_lifetime_s,
+            handoff=pool.handoff,
+            broker_url=self.settings.broker_url,
+            broker_deadline_s=self.settings.boot_timeout_s,
         )
         try:
             script = self.backend.render_startup_script(context, self.backend.user_data_limit(provider))
-            result = self._walk_chain(runner.name, message, pool, script, steps, sizing)
+            result = self._walk_chain(runner.name, message, pool, script, steps, sizing, after)
         except (CapacityExhaustedError, ScriptTooLargeError, PluginError):
             # nothing was launched: a retry must be able to claim again, and GitHub keep no registration
-            self._release(claim, scope, jit.runner_id)
+            self._release(claim, scope, runner_id)
             raise
         self.checkpoint("launched")
-        recorded = self._record(claim, result, github_runner_id=jit.runner_id)
+        recorded = self._record(claim, result, github_runner_id=runner_id)
         self.checkpoint("recorded")
         return recorded
 
@@ -305,11 +332,12 @@ class ScaleupService:
         script: str,
         steps: list[dict[str, Any]],
         sizing: Sizing | None = None,
+        after: str | None = None,
     ) -> LaunchResult:
         codes: list[str] = []
         # a job whose runner or previous attempt was interrupted skips spot, if the pool allows on-demand
         on_demand = pool.spot and pool.on_demand_fallback and self._prefers_on_demand(message)
-        for index, (machine_type, placement, spot) in enumerate(fallback_chain(pool, sizing)):
+        for index, (machine_type, placement, spot) in relaunch_order(list(fallback_chain(pool, sizing)), after):
             if on_demand and spot:
                 continue
             request = LaunchRequest(
@@ -331,7 +359,7 @@ class ScaleupService:
                 },
                 options=pool.options,
             )
-            candidate = f"{machine_type}/{placement or '-'}/{'spot' if spot else 'on-demand'}"
+            candidate = candidate_key(machine_type, placement, spot)
             at = self.clock()
             market, where = "spot" if spot else "on_demand", placement or "default"
             metrics = self.backend.metrics

@@ -1,0 +1,220 @@
+"""The broker: a VM proves who it is with its cloud identity and gets its runner's JIT config, once.
+
+Steps: read the request (runner name, provider, proof; small and strict); verify the identity
+through the VM provider's plugin, for the deployment's ``broker_audience``; load the runner
+record and check that jitr launched this VM for it and that it still waits for its config; take
+the handoff with a conditional write (``handoff`` waiting → minting), so that of concurrent,
+duplicated or replayed calls one alone goes on; mint the JIT config; write ``handed`` with the
+runner id; answer the config. The config is in no record, log line or message: only the answer
+to that one call carries it.
+
+A crash between taking the handoff and writing ``handed`` leaves ``minting``: once that is older
+than ``claim_timeout_s``, the VM's retry takes it over and mints again under the same runner name
+(GitHub replaces the registration), so one runner serves the job. A crash after ``handed`` and
+before the answer leaves a VM without a config: its retries get 410, it gives up and ends, and
+scaledown retires the runner and re-enqueues the job like a VM that never came online.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..backend import Backend
+from ..errors import GitHubError, IdentityError, NoProviderError
+from ..github import GitHubAPI
+from ..logs import register_secret
+from ..model import MAX_NAME, Record, RunnerState, Scope, VMIdentity
+from ..secret import Secret
+from .records import RUNNER, RunnerView, Store
+
+log = logging.getLogger("jitr.broker")
+
+MAX_REQUEST_BYTES = 16 * 1024  # an AWS identity document and its signature take about 2 KB
+RETRY_AFTER_S = 5
+WAITING, MINTING, HANDED = "waiting", "minting", "handed"
+_NAME = re.compile(rf"^[a-z0-9-]{{1,{MAX_NAME}}}$")
+_PROVIDER = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+_PROOF_KEY = re.compile(r"^[a-z_]{1,32}$")
+_BASE64 = re.compile(r"^[A-Za-z0-9+/=]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAnswer:
+    """What to answer the VM; ``jit_config`` (set only on 200) goes into the body and nowhere else."""
+
+    status: int
+    reason: str
+    runner_name: str = ""
+    jit_config: Secret | None = None
+    retry_after_s: int | None = None
+
+    @property
+    def body(self) -> dict[str, Any]:
+        if self.jit_config is not None:
+            return {"runner_name": self.runner_name, "jit_config": self.jit_config.reveal()}
+        return {"error": self.reason, "runner_name": self.runner_name}
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)} if self.retry_after_s is not None else {}
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    runner_name: str
+    provider: str
+    proof: Mapping[str, str] = field(repr=False)
+
+
+class _Refusal(Exception):
+    def __init__(self, status: int, reason: str, retry_after_s: int | None = None) -> None:
+        super().__init__(reason)
+        self.answer = BrokerAnswer(status, reason, retry_after_s=retry_after_s)
+
+
+class BrokerService:
+    """Answers VMs' requests for their JIT config."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        github: GitHubAPI,
+        clock: Callable[[], float] = time.time,
+        checkpoint: Callable[[str], None] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.settings = backend.settings
+        self.github = github
+        self.store = Store(backend, clock)
+        self.clock = clock
+        self.checkpoint = checkpoint or (lambda step: None)
+
+    def handle(self, body: bytes) -> BrokerAnswer:
+        """One VM request; every answer is logged once, with the runner name and the reason only."""
+        name = ""
+        try:
+            request = _parse(body)
+            name = request.runner_name
+            answer = self._answer(request)
+        except _Refusal as refusal:
+            answer = refusal.answer
+        answer = BrokerAnswer(answer.status, answer.reason, name, answer.jit_config, answer.retry_after_s)
+        level = logging.INFO if answer.status in (200, 409, 503) else logging.WARNING
+        log.log(level, "broker", extra={"runner_name": name or None, "status": answer.status, "reason": answer.reason})
+        return answer
+
+    def _answer(self, request: _Request) -> BrokerAnswer:
+        identity = self._verify(request)
+        record = self.backend.load(RUNNER, request.runner_name)
+        if record is None:
+            raise _Refusal(404, "no such runner")
+        runner = RunnerView(record)
+        handoff = runner.get("handoff")
+        if handoff is None:
+            raise _Refusal(403, "this runner takes its config from its startup script, not from the broker")
+        if runner.vm_id is None and runner.state == RunnerState.CLAIMED:
+            raise _Refusal(409, "the launch of this VM is not recorded yet; retry", RETRY_AFTER_S)
+        if runner.vm_id != identity.vm_id or runner.get("provider") != identity.provider:
+            raise _Refusal(403, "this VM is not the one jitr launched for this runner")
+        if handoff == HANDED:
+            raise _Refusal(410, "this runner's config was handed over already")
+        if runner.state != RunnerState.LAUNCHED:
+            raise _Refusal(403, f"this runner no longer waits for its config (it is {runner.state})")
+        taken = self._take(record)
+        return self._mint(taken)
+
+    def _verify(self, request: _Request) -> VMIdentity:
+        try:
+            return self.backend.verify_vm_identity(request.provider, request.proof, self.settings.broker_audience)
+        except IdentityError as exc:
+            raise _Refusal(exc.status, f"identity refused: {exc.reason}") from None
+        except NoProviderError:
+            raise _Refusal(401, f"identity refused: no verifier for provider {request.provider!r}") from None
+
+    def _take(self, record: Record) -> Record:
+        """Move the handoff to ``minting`` at the version read: the one call that wins goes on."""
+        runner = RunnerView(record)
+        if runner.get("handoff") == MINTING:
+            age = self.clock() - float(runner.get("handoff_at") or 0.0)
+            if age < self.settings.claim_timeout_s:
+                wait = max(1, min(RETRY_AFTER_S, int(self.settings.claim_timeout_s - age) + 1))
+                raise _Refusal(409, "this runner's config is being handed over; retry", wait)
+            log.warning("taking over a handoff that stopped", extra={"runner_name": runner.name, "age_s": round(age)})
+        taken = self.store.write(record, handoff=MINTING, handoff_at=self.clock())
+        if taken is None:
+            raise _Refusal(409, "this runner changed while its config was asked for; retry", 1)
+        self.checkpoint("taken")
+        return taken
+
+    def _mint(self, taken: Record) -> BrokerAnswer:
+        runner = RunnerView(taken)
+        try:
+            scope = self._scope(runner.scope)
+            labels = [str(label) for label in runner.get("runner_labels") or ()]
+            group = str(runner.get("runner_group") or "Default")
+            jit = self.github.generate_jit_config(scope, runner.name, labels, group)
+        except GitHubError as exc:
+            self.store.write(taken, handoff=WAITING)  # a lost write leaves minting, taken over later
+            log.warning("JIT config not minted", extra={"runner_name": runner.name, "reason": str(exc)})
+            raise _Refusal(503, "GitHub could not register the runner now; retry", RETRY_AFTER_S) from None
+        register_secret(jit.encoded.reveal())
+        self.checkpoint("minted")
+        if not _BASE64.match(jit.encoded.reveal()):
+            self._unregister(scope, jit.runner_id, runner.name)
+            raise _Refusal(503, "GitHub answered a JIT config that is not base64", RETRY_AFTER_S)
+        handed = self.store.write(
+            taken,
+            handoff=HANDED,
+            handed_at=self.clock(),
+            github_runner_id=jit.runner_id,
+            installation_id=scope.installation_id,
+        )
+        if handed is None:
+            current = self.store.runner(runner.name)
+            if current is None or current.get("handoff") != HANDED:
+                self._unregister(scope, jit.runner_id, runner.name)
+            raise _Refusal(410, "this runner changed while its config was minted; it is not handed over")
+        self.checkpoint("handed")
+        return BrokerAnswer(200, "handed", runner.name, jit.encoded)
+
+    def _scope(self, scope: Scope) -> Scope:
+        if scope.installation_id is not None:
+            return scope
+        return Scope(self.github.installation_for(scope.owner, scope.repo), scope.owner, scope.repo)
+
+    def _unregister(self, scope: Scope, runner_id: int, name: str) -> None:
+        try:
+            self.github.delete_runner(scope, runner_id)
+        except GitHubError as exc:
+            log.warning("could not remove an unused registration", extra={"runner_name": name, "reason": str(exc)})
+
+
+def _parse(body: bytes) -> _Request:
+    """The request, or a 400/413 refusal saying what is wrong (never echoing the proof)."""
+    if len(body) > MAX_REQUEST_BYTES:
+        raise _Refusal(413, f"the request exceeds {MAX_REQUEST_BYTES} bytes")
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        raise _Refusal(400, "the request is not JSON") from None
+    if not isinstance(data, dict) or set(data) != {"runner_name", "provider", "proof"}:
+        raise _Refusal(400, "the request is a JSON object with exactly runner_name, provider and proof")
+    name, provider, proof = data["runner_name"], data["provider"], data["proof"]
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise _Refusal(400, "runner_name is not a runner name")
+    if not isinstance(provider, str) or not _PROVIDER.match(provider):
+        raise _Refusal(400, "provider is not a provider name")
+    if (
+        not isinstance(proof, dict)
+        or not proof
+        or len(proof) > 8
+        or not all(isinstance(k, str) and _PROOF_KEY.match(k) and isinstance(v, str) for k, v in proof.items())
+    ):
+        raise _Refusal(400, "proof is an object of a few named strings")
+    return _Request(name, provider, proof)

@@ -1,0 +1,318 @@
+"""The broker handoff end to end on ``jitr serve``: local-process VMs pull their JIT config.
+
+A deployment here is the embedded backend with real local VMs (each runs its startup script and
+then the simulator's runner agent), the local runtime's HTTP server with ``POST /broker``, and
+the GitHub simulator over HTTP. The VM proves who it is with the per-VM token of the embedded
+provider. Checked: a job completes; the rendered script holds no secret; the config reaches the
+runner's environment and no file, record, log line or message; a forged token gets 401; a second
+call, and concurrent duplicate calls, get the config handed once; a crash between minting and
+answering leaves one runner for the job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import socket
+import sys
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e_support import LABELS, QUIET, post, wait_for
+from jitr_core.settings import Settings
+from jitr_functions.app import App, build_app
+from jitr_functions.local import LocalRuntime
+from jitr_functions.sandbox import SimulatedCrash
+from jitr_github.simulator import GitHubSimulator
+from jitr_github.simulator.jitconfig import decode_jit_config
+
+SECRET = "whsec-broker-test-0123456789"
+AGENT = f"{sys.executable} -m jitr_github.simulator.agent --job-seconds 0.2 --wait-seconds 30"
+# The runner: notes a digest of the config it was given and whether the VM token reached it.
+RUNNER_COMMAND = (
+    'printf %s "${ACTIONS_RUNNER_INPUT_JITCONFIG:-}" | sha256sum | cut -d" " -f1 > runner-config.sha256; '
+    '[ -z "${JITR_VM_TOKEN:-}" ] || echo leaked > runner-token-leaked; '
+    f"exec {AGENT}"
+)
+JSON = {"Content-Type": "application/json"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Deployment:
+    app: App
+    runtime: LocalRuntime
+    sim: GitHubSimulator
+    dir: Path
+    log: io.StringIO
+
+    @property
+    def broker(self) -> str:
+        return self.runtime.url + "/broker"
+
+    def runner(self, name: str) -> Any:
+        return self.app.backend.load("runner", name)
+
+    def runners(self) -> list[Any]:
+        from jitr_core.model import RecordQuery
+
+        states = ("claimed", "launched", "busy", "finished", "retired")
+        return [r for s in states for r in self.app.backend.query_all(RecordQuery("runner", s))]
+
+    def vm_rows(self) -> list[tuple[Any, ...]]:
+        import sqlite3
+
+        conn = sqlite3.connect(f"file:{self.dir / 'state' / 'jitr.sqlite3'}?mode=ro", uri=True, timeout=30)
+        try:
+            return conn.execute("SELECT vm_id, runner_name, dir, state, pid FROM vms").fetchall()
+        finally:
+            conn.close()
+
+    def jit_configs(self) -> list[str]:
+        return [s for s in self.sim.secrets_issued() if _is_jit_config(s)]
+
+
+def _is_jit_config(value: str) -> bool:
+    try:
+        decode_jit_config(value)
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
+    started: list[Deployment] = []
+
+    def start(broker_url: str | None = None, **extra: Any) -> Deployment:
+        sim = GitHubSimulator()
+        api_url = sim.start()
+        sim.add_installation("octo-org", repos=["api", "web"])
+        (tmp_path / "webhook_secret").write_text(SECRET)
+        (tmp_path / "app.pem").write_text(sim.private_key_pem)
+        port = _free_port()
+        data: dict[str, Any] = {
+            "provider": "embedded",
+            "github": {"app_id": str(sim.app_id), "api_url": api_url},
+            "secrets": {
+                "webhook_secret": f"file:{tmp_path / 'webhook_secret'}",
+                "github_app_private_key": f"file:{tmp_path / 'app.pem'}",
+            },
+            "embedded": {
+                "state_dir": str(tmp_path / "state"),
+                "runner_command": RUNNER_COMMAND,
+                "launch_grace_s": 1,
+                "terminate_grace_s": 1,
+            },
+            "pools": [
+                {"name": "linux", "labels": LABELS, "machine_types": ["local"], "max_runners": 10, "handoff": "broker"}
+            ],
+            "broker_url": broker_url or f"http://127.0.0.1:{port}/broker",
+            "boot_timeout_s": 60,
+            "claim_timeout_s": 2,
+            "ghost_grace_s": 2,
+            "stuck_after_s": 60,
+            "rebalance_grace_s": 0,
+            **extra,
+        }
+        log = io.StringIO()
+        app = build_app(Settings.from_mapping(data, source="broker-test"), environ={}, log_stream=log)
+        runtime = LocalRuntime(app, port=port, workers=2, intervals=QUIET).start()
+        sim.set_webhook(runtime.url + "/webhook", SECRET)
+        deployment = Deployment(app, runtime, sim, tmp_path, log)
+        started.append(deployment)
+        return deployment
+
+    yield start
+    for d in reversed(started):
+        for vm in d.app.backend.list_vms():
+            if vm.running:
+                d.app.backend.terminate_vm(vm.vm_id)
+        d.runtime.stop(timeout_s=5.0)
+        d.sim.stop()
+
+
+def _vm_token(d: Deployment, runner_name: str) -> tuple[str, str]:
+    """(vm id, token) of the running VM of ``runner_name``, read from its process's environment."""
+
+    def running() -> tuple[str, int] | None:
+        for vm_id, name, _, state, pid in d.vm_rows():
+            if name == runner_name and state == "running" and pid:
+                return vm_id, int(pid)
+        return None
+
+    vm_id, pid = wait_for(running, 60, f"the VM of {runner_name} to run")
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    token = next(v.split(b"=", 1)[1].decode() for v in environ if v.startswith(b"JITR_VM_TOKEN="))
+    return vm_id, token
+
+
+def _ask(d: Deployment, runner_name: str, token: str, provider: str = "embedded") -> tuple[int, dict[str, Any]]:
+    body = json.dumps({"runner_name": runner_name, "provider": provider, "proof": {"token": token}}).encode()
+    return post(d.broker, body, JSON)
+
+
+def _launched(d: Deployment) -> Any:
+    return wait_for(
+        lambda: next((r for r in d.runners() if r.state == "launched" and r.data.get("vm_id")), None),
+        60,
+        "a runner launched in broker mode",
+    )
+
+
+def test_a_broker_mode_job_completes_with_the_config_only_in_the_runner_environment(deployment):
+    d = deployment()
+    job = d.sim.queue_job("octo-org/api", LABELS, name="brokered")
+
+    wait_for(lambda: d.sim.job(job).status == "completed", 90, "the job to complete", detail=d.log.getvalue)
+
+    [runner] = [r for r in d.runners() if r.data.get("job_id") == job]
+    assert runner.data["handoff"] == "handed" and runner.data["github_runner_id"] is not None
+    [config] = d.jit_configs()
+    [(_, _, vm_dir, _, _)] = d.vm_rows()
+    vm = Path(vm_dir)
+    script = (vm / "startup.sh").read_text()
+    assert "jitr_fetch_jit_config" in script and d.broker in script
+    assert config not in script and "base64 -d" not in script  # the script holds no secret
+    # the runner process got it in its environment, and nothing of the VM's identity
+    assert (vm / "runner-config.sha256").read_text().strip() == hashlib.sha256(config.encode()).hexdigest()
+    assert not (vm / "runner-token-leaked").exists()
+    # ...and it is nowhere else: the VM's output, the records, the database files, the log lines
+    d.runtime.stop(timeout_s=5.0)
+    surfaces = {
+        "vm output": (vm / "vm.log").read_text(),
+        "records": json.dumps([r.data for r in d.runners()]),
+        "log": d.log.getvalue(),
+    }
+    for path in (d.dir / "state").glob("jitr.sqlite3*"):
+        surfaces[path.name] = path.read_bytes().decode("latin-1")
+    assert not [name for name, text in surfaces.items() if config in text]
+    lines = [json.loads(line) for line in d.log.getvalue().splitlines() if line.startswith("{")]
+    broker_lines = [line for line in lines if line.get("message") == "broker"]
+    assert [(line.get("runner_name"), line.get("status"), line.get("reason")) for line in broker_lines] == [
+        (runner.key, 200, "handed")
+    ]
+
+
+def test_forged_replayed_and_duplicate_calls_get_nothing(deployment):
+    """The VM cannot reach the broker (its URL points nowhere): the test plays the VM with its token."""
+    d = deployment(broker_url=f"http://127.0.0.1:{_free_port()}/broker")
+    job = d.sim.queue_job("octo-org/api", LABELS, name="played")
+    runner = _launched(d)
+    assert runner.data["handoff"] == "waiting" and runner.data["github_runner_id"] is None
+    vm_id, token = _vm_token(d, runner.key)
+
+    forged = f"{vm_id}.{'A' * 43}"
+    status, answer = _ask(d, runner.key, forged)
+    assert status == 401 and "identity refused" in answer["error"]
+    assert forged not in d.log.getvalue()
+    assert _ask(d, runner.key, token, provider="gcp")[0] == 401  # another provider's verifier refuses it
+    assert _ask(d, "jitr-linux-1-1", token)[0] == 404  # a valid VM asking for a runner that does not exist
+    request = {"runner_name": runner.key, "provider": "embedded", "proof": {"token": token}}
+    hostile = [
+        b"{not json",
+        b"\xff\xfe",
+        b"[]",
+        json.dumps({"runner_name": runner.key}).encode(),
+        json.dumps({**request, "runner_name": "x; touch /tmp/pwned"}).encode(),
+        json.dumps({**request, "provider": "../aws"}).encode(),
+        json.dumps({**request, "proof": {"token": 5}}).encode(),
+        json.dumps({**request, "proof": [token]}).encode(),
+        json.dumps({**request, "extra": 1}).encode(),
+    ]
+    for body in hostile:
+        status, answer = post(d.broker, body, JSON)
+        assert status == 400 and token not in json.dumps(answer), (body, answer)
+    assert post(d.broker, b"x" * 20_000, JSON)[0] == 413
+
+    answers: list[tuple[int, dict[str, Any]]] = []
+    barrier = threading.Barrier(8)
+
+    def call() -> None:
+        barrier.wait(10)
+        answers.append(_ask(d, runner.key, token))
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    statuses = Counter(status for status, _ in answers)
+    assert statuses[200] == 1 and statuses[200] + statuses[409] + statuses[410] == 8, answers
+    [config] = [answer["jit_config"] for status, answer in answers if status == 200]
+    assert config in d.jit_configs() and len(d.jit_configs()) == 1  # minted once
+    assert all("jit_config" not in answer for status, answer in answers if status != 200)
+
+    status, answer = _ask(d, runner.key, token)  # the same identity again, later: a replay
+    assert status == 410 and "jit_config" not in answer
+    assert d.runner(runner.key).data["handoff"] == "handed"
+    assert config not in d.log.getvalue() and token not in d.log.getvalue()
+    assert d.sim.job(job).status == "queued"  # nobody ran the config the test took
+
+
+def _crash_once(at: str) -> Callable[[str], None]:
+    crashed: list[str] = []
+    lock = threading.Lock()
+
+    def checkpoint(step: str) -> None:
+        with lock:
+            if step != at or crashed:
+                return
+            crashed.append(step)
+        raise SimulatedCrash(f"broker died after step {step!r}")
+
+    return checkpoint
+
+
+def test_a_crash_between_minting_and_answering_still_gives_the_job_one_runner(deployment):
+    """The VM retries; once the stopped handoff is older than claim_timeout_s it gets a fresh config."""
+    d = deployment()
+    d.app.broker.checkpoint = _crash_once("minted")
+    job = d.sim.queue_job("octo-org/api", LABELS, name="minted-then-crashed")
+
+    wait_for(lambda: d.sim.job(job).status == "completed", 90, "the job to complete", detail=d.log.getvalue)
+
+    assert len(d.vm_rows()) == 1  # one VM, which got its config on a retry
+    first, second = d.jit_configs()
+    [(_, _, vm_dir, _, _)] = d.vm_rows()
+    assert (Path(vm_dir) / "runner-config.sha256").read_text().strip() == hashlib.sha256(second.encode()).hexdigest()
+    [runner] = d.runners()
+    assert runner.data["handoff"] == "handed"
+    # the registration minted before the crash was replaced under the same name, not left behind
+    wait_for(lambda: not [r for r in d.sim.runners() if r.name == runner.key], 30, "no registration left")
+    assert first not in d.log.getvalue() and second not in d.log.getvalue()
+
+
+def test_a_crash_after_handing_leaves_a_vm_that_gives_up_and_a_new_attempt(deployment):
+    """The answer is lost after the record says handed: retries get 410, the VM ends, scaledown repairs."""
+    d = deployment(boot_timeout_s=30)
+    d.app.broker.checkpoint = _crash_once("handed")
+    job = d.sim.queue_job("octo-org/api", LABELS, name="handed-then-crashed")
+
+    def done() -> bool:
+        d.app.scaledown.run()
+        return d.sim.job(job).status == "completed"
+
+    wait_for(done, 120, "the job to complete on a new attempt", step_s=0.5, detail=d.log.getvalue)
+
+    names = Counter(name for _, name, _, _, _ in d.vm_rows())
+    assert set(names.values()) == {1} and len(names) == 2, names  # one VM per attempt
+    by_name = {r.key: r for r in d.runners()}
+    assert by_name[f"jitr-linux-{job}-1"].state == "retired"
+    assert by_name[f"jitr-linux-{job}-2"].data["handoff"] == "handed"
+    wait_for(
+        lambda: by_name[f"jitr-linux-{job}-2"].key in {r.key for r in d.runners() if r.state == "finished"},
+        60,
+        "the second runner to finish",
+    )
