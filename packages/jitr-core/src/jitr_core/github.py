@@ -48,6 +48,20 @@ class QueuedJob:
     created_at: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class GitHubJob:
+    """Where one workflow job stands on GitHub: ``status`` (queued, in_progress, completed...) and
+    the runner that took it, if any."""
+
+    job_id: int
+    run_id: int
+    status: str
+    conclusion: str | None
+    labels: tuple[str, ...]
+    runner_id: int | None
+    runner_name: str | None
+
+
 class GitHubAPI(Protocol):
     """The GitHub operations the control plane performs, per App installation."""
 
@@ -71,6 +85,9 @@ class GitHubAPI(Protocol):
         Runs created after ``created_before`` (epoch seconds) are skipped without reading their
         jobs: they are young enough to still be on their way through the webhook pipeline.
         """
+
+    def get_job(self, scope: Scope, job_id: int) -> GitHubJob:
+        """One workflow job of the scope's repository (asked only about jobs whose runner looks lost)."""
 
     def redeliver_failed_deliveries(self, since: float) -> int:
         """Ask GitHub to redeliver the App's failed webhook deliveries since an epoch time; returns how many."""

@@ -21,6 +21,7 @@ class JobState(StrEnum):
     RUNNING = "running"  # some runner took it
     COMPLETED = "completed"  # finished with a runner
     CANCELLED = "cancelled"  # finished before any runner took it
+    DEAD_LETTERED = "dead-lettered"  # its runners kept exiting without taking it; jitr stopped launching
 
 
 class RunnerState(StrEnum):
@@ -217,6 +218,8 @@ class VMInfo:
     provider: str
     created_at: float
     running: bool = True
+    # what the startup script reported as the runner exited: "job" (it ran one), "no-job", or None
+    runner_exit: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

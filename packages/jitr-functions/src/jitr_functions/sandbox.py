@@ -71,6 +71,7 @@ class VMFaults:
 
     capacity: float = 0.0  # chance a candidate has no capacity
     never_boots: float = 0.0  # chance a VM never starts its runner
+    no_job_exits: int = 0  # the first this many VMs end at once without taking a job (a bad image)
     job_seconds: tuple[float, float] = (0.05, 0.3)
 
 
@@ -83,6 +84,7 @@ class _VM:
     stop: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
     runner_id: int | None = None
+    runner_exit: str | None = None  # "no-job" once it ended without taking one, as its script reports
 
 
 class SimulatedVMs:
@@ -123,6 +125,8 @@ class SimulatedVMs:
             vm = _VM(f"sim-{len(self._vms) + 1:06d}", request.runner_name, request.pool, time.time())
             self._by_token[request.idempotency_token] = vm
             self._vms[vm.vm_id] = vm
+            if len(self._vms) <= self.faults.no_job_exits:
+                vm.runner_exit = "no-job"
             self.launches[request.runner_name] += 1
             self.launched_at.setdefault(request.runner_name, vm.created_at)
         boots = not self._draw(self.faults.never_boots)
@@ -171,14 +175,17 @@ class SimulatedVMs:
             return None
         with self._lock:
             vms = list(self._vms.values())
+        # an ended VM is listed only with its exit report, as a cloud lists a deleted VM's tags a while
         return [
-            VMInfo(v.vm_id, v.runner_name, v.pool, PROVIDER, v.created_at, running=not v.done.is_set())
+            VMInfo(v.vm_id, v.runner_name, v.pool, PROVIDER, v.created_at, not v.done.is_set(), v.runner_exit)
             for v in vms
-            if not v.done.is_set()
+            if not v.done.is_set() or v.runner_exit is not None
         ]
 
     def _run(self, vm: _VM, jit: str, boots: bool) -> None:
         try:
+            if vm.runner_exit == "no-job":
+                return  # the agent never starts: its JIT config is never used
             if not boots:
                 vm.stop.wait()
                 return

@@ -14,14 +14,13 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import quote, urlencode
 
 import requests
 from jitr_core.errors import GitHubConflictError, GitHubError, GitHubNotFoundError
-from jitr_core.github import GitHubRunner, JitConfig, QueuedJob
+from jitr_core.github import GitHubJob, GitHubRunner, JitConfig, QueuedJob
 from jitr_core.model import Scope
 from jitr_core.secret import Secret
 from requests.adapters import HTTPAdapter
@@ -53,19 +52,6 @@ def _answers(method: Callable[P, R]) -> Callable[P, R]:
             ) from None
 
     return checked
-
-
-@dataclass(frozen=True, slots=True)
-class JobState:
-    """Where one workflow job stands on GitHub."""
-
-    job_id: int
-    run_id: int
-    status: str
-    conclusion: str | None
-    labels: tuple[str, ...]
-    runner_id: int | None
-    runner_name: str | None
 
 
 class GitHubClient:
@@ -361,14 +347,14 @@ class GitHubClient:
         return queued
 
     @_answers
-    def get_job(self, scope: Scope, job_id: int) -> JobState:
+    def get_job(self, scope: Scope, job_id: int) -> GitHubJob:
         """One workflow job of the scope's repository."""
         if scope.repo is None:
             raise GitHubError(f"jobs belong to a repository, got organisation scope {scope.owner!r}")
         data = self._get(
             self._transport.url(f"{_base(scope)}/actions/jobs/{int(job_id)}"), self._credential(scope)
         ).data
-        return JobState(
+        return GitHubJob(
             job_id=int(data["id"]),
             run_id=int(data["run_id"]),
             status=str(data["status"]),

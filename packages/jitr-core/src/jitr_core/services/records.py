@@ -32,7 +32,14 @@ _RUNNER_RANK = {
     RunnerState.FINISHED: 3,
     RunnerState.RETIRED: 3,
 }
-_JOB_RANK = {JobState.QUEUED: 0, JobState.RUNNING: 1, JobState.COMPLETED: 2, JobState.CANCELLED: 2}
+# a dead-lettered job still moves on if some runner takes it after all
+_JOB_RANK = {
+    JobState.QUEUED: 0,
+    JobState.DEAD_LETTERED: 1,
+    JobState.RUNNING: 2,
+    JobState.COMPLETED: 3,
+    JobState.CANCELLED: 3,
+}
 
 
 def runner_can_move(old: str, new: RunnerState) -> bool:
@@ -251,6 +258,7 @@ def new_job_data(message: JobMessage | LifecycleMessage, private: bool, attempt:
     """The data of a job record first written from a queue message."""
     return {
         "run_id": message.run_id,
+        "run_attempt": message.run_attempt,
         "repository": message.repository,
         "owner": message.owner,
         "installation_id": message.installation_id,
@@ -258,7 +266,6 @@ def new_job_data(message: JobMessage | LifecycleMessage, private: bool, attempt:
         "private": private,
         "attempt": attempt,
         "queued_at": message.received_at,
-        "run_attempt": message.run_attempt,
         "launched_runner": None,
         **with_steps({}, step("received", message.received_at, via=_via(message))),
     }

@@ -4,6 +4,8 @@
 - a VM past its pool's maximum lifetime: terminated, busy or not (the hard limit);
 - a VM with no in-flight runner record (an orphan) after the grace period: terminated;
 - a runner record whose VM is gone (spot reclaim, crash): retired, its queued job re-enqueued;
+- a runner that exited without taking a job (:mod:`.exits`): counted, its job re-launched once
+  on the next candidate, then dead-lettered;
 - a GitHub runner of ours with no VM (a ghost) after the grace period: deregistered;
 - a queued job whose runner is gone, older than ``stuck_after_s``: re-enqueued with attempt + 1;
 - an idle runner whose job was taken by another runner or superseded by a newer attempt (surplus);
@@ -36,6 +38,7 @@ from ..model import (
     VMInfo,
 )
 from .common import in_flight, requeue, retire
+from .exits import NoJobExits
 from .lease import lease
 from .records import JOB, REPO, RUNNER, JobView, RunnerView, Store
 
@@ -51,6 +54,7 @@ class ScaledownService:
         self.github = github
         self.store = Store(backend, clock)
         self.clock = clock
+        self.exits = NoJobExits(backend, github, self.store)
 
     def run(self) -> dict[str, Any]:
         with lease(self.store, "scaledown", ttl_s=240) as held:
@@ -62,11 +66,14 @@ class ScaledownService:
         now = self.clock()
         report: Counter[str] = Counter()
         runners = list(in_flight(self.backend))
-        vms = {vm.vm_id: vm for vm in self.backend.list_vms() if vm.running}
+        listed = self.backend.list_vms()
+        vms = {vm.vm_id: vm for vm in listed if vm.running}
         vm_by_runner = {vm.runner_name: vm for vm in vms.values()}
+        ended = {vm.runner_name: vm for vm in listed if not vm.running}  # with what the runner reported
         github_runners = self._github_runners(runners, report)
         for runner in runners:
-            report[self._check_runner(runner, vm_by_runner.get(runner.name), github_runners, now)] += 1
+            vm = vm_by_runner.get(runner.name)
+            report[self._check_runner(runner, vm, github_runners, now, ended.get(runner.name))] += 1
         tracked = {r.name for r in runners}
         for vm in vms.values():
             if vm.runner_name not in tracked and now - vm.created_at > self.settings.ghost_grace_s:
@@ -111,7 +118,12 @@ class ScaledownService:
         return scopes
 
     def _check_runner(
-        self, runner: RunnerView, vm: VMInfo | None, github: dict[Scope, list[GitHubRunner]], now: float
+        self,
+        runner: RunnerView,
+        vm: VMInfo | None,
+        github: dict[Scope, list[GitHubRunner]],
+        now: float,
+        ended: VMInfo | None = None,
     ) -> str:
         if vm is not None and runner.vm_id is None:
             runner = self._note_vm(runner, vm)
@@ -134,6 +146,8 @@ class ScaledownService:
         if on_github is not None and on_github.busy:
             return "ok"
         if vm is None and now - launched_at > self.settings.ghost_grace_s:
+            if (exited := self.exits.check(runner, ended)) is not None:
+                return exited
             if retire(self.store, self.github, runner, reason="vm-gone", force=seen is None):
                 self._requeue_job(runner, "vm-gone")
                 return "vm-gone"

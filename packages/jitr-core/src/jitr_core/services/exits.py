@@ -1,0 +1,197 @@
+"""Runners that exit without taking a job: detected by scaledown, re-launched once, then dead-lettered.
+
+A bad image, a broken network or a rejected JIT config makes a runner exit at once; its VM
+deletes itself and, to the rest of scaledown, the runner is merely gone. This module tells such
+an exit apart with facts every backend has, and no permission given to the runner:
+
+- the runner never went busy (no ``in_progress`` named it: its record is still ``launched``)
+  and its VM is gone;
+- the job's record still waits for this runner;
+- the startup script did not report that a job ran (``VMInfo.runner_exit``, where the provider
+  can read it back after the VM ended);
+- GitHub, asked about this one job, still shows it not picked up by this runner.
+
+Only such suspects cost a GitHub call, so the calls follow failures, not jobs. The first exit
+re-launches the job with a new runner on the candidate after the one that failed in the pool's
+fallback chain; the second moves the job to ``dead-lettered`` and puts its message in the jobs
+queue's dead letters with the reason. Each exit is written on the job record under the runner's
+name first, so overlapping or repeated scaledown passes count it once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from ..backend import Backend
+from ..errors import GitHubError
+from ..github import GitHubAPI, GitHubJob
+from ..messages import encode
+from ..model import JobState, Record, RunnerState, Scope, VMInfo
+from .common import job_message, requeue, retire
+from .records import JOB, JobView, RunnerView, Store, job_can_move, step, with_steps
+
+log = logging.getLogger("jitr.scaledown")
+
+RELAUNCHES = 1  # no-job exits a job survives; the next one dead-letters it
+_NOT_PICKED_UP = frozenset({"queued", "waiting", "pending", "requested"})  # GitHub job statuses
+
+Candidate = tuple[str, str | None, bool]
+
+
+def candidate_key(machine_type: str, placement: str | None, spot: bool) -> str:
+    """How a launch candidate is named in timelines and on job records: ``type/placement/market``."""
+    return f"{machine_type}/{placement or '-'}/{'spot' if spot else 'on-demand'}"
+
+
+def relaunch_order(chain: Sequence[Candidate], failed: str | None) -> list[tuple[int, Candidate]]:
+    """(index, candidate) in the order to try after a runner on ``failed`` exited without a job.
+
+    The chain resumes after the failed candidate and wraps round, leaving it out; a chain of one
+    candidate keeps it (there is nothing else to try). Indexes stay those of the full chain, so
+    the cloud idempotency tokens do not change.
+    """
+    indexed = list(enumerate(chain))
+    keys = [candidate_key(*candidate) for candidate in chain]
+    if failed is None or failed not in keys or len(chain) < 2:
+        return indexed
+    at = keys.index(failed)
+    return indexed[at + 1 :] + indexed[:at]
+
+
+class NoJobExits:
+    """The no-job-exit check of one scaledown pass."""
+
+    def __init__(self, backend: Backend, github: GitHubAPI, store: Store) -> None:
+        self.backend = backend
+        self.github = github
+        self.store = store
+
+    def check(self, runner: RunnerView, ended: VMInfo | None) -> str | None:
+        """Handle ``runner`` (its VM gone) if it exited without a job; None leaves it to the usual path."""
+        if runner.state != RunnerState.LAUNCHED or (ended is not None and ended.runner_exit == "job"):
+            return None
+        job = self.store.job(runner.job_id)
+        if job is None or job.state != JobState.QUEUED or job.launched_runner not in (runner.name, None):
+            return None
+        seen = self._github_job(job, runner)
+        if seen is None:
+            return None
+        if seen.runner_name == runner.name:
+            return self._ran_unseen(job, runner, seen)
+        if seen.status not in _NOT_PICKED_UP:
+            return None  # another runner took it: the usual path retires this one
+        evidence = f"GitHub shows the job {seen.status}"
+        reported = ended is not None and ended.runner_exit == "no-job"
+        reason = "startup script reported no job" if reported else "VM gone without the runner going busy"
+        reason = f"{reason}; {evidence}"
+        candidate = candidate_key(
+            str(runner.get("machine_type") or "?"), runner.get("placement"), bool(runner.get("spot", False))
+        )
+        noted, exits = self._note(job, runner.name, candidate, reason)
+        mine = next((e for e in exits if e.get("runner") == runner.name), None)
+        if mine is None:
+            return None  # the job moved on meanwhile: nothing to re-launch
+        if noted:
+            self.backend.metrics.record("runner_no_job_exits", pool=runner.record.pool)
+            log.warning(
+                "runner exited without taking a job",
+                extra={"runner_name": runner.name, "job_id": job.job_id, "candidate": candidate, "reason": reason},
+            )
+        outcome = "no-job-exits" if noted else "ok"
+        if not retire(self.store, self.github, runner, reason="no-job-exit"):
+            return outcome  # GitHub refused the deregistration: the next pass sees the runner again
+        fresh = self.store.job(job.job_id)
+        # the attempt written with the exit: a pass that finds the job re-launched since does nothing
+        if fresh is None or fresh.state != JobState.QUEUED or fresh.attempt != mine.get("attempt"):
+            return outcome
+        if len(exits) > RELAUNCHES:
+            self._dead_letter(fresh, exits)
+        else:
+            requeue(self.store, fresh, "no-job-exit")
+        return outcome
+
+    def _github_job(self, job: JobView, runner: RunnerView) -> GitHubJob | None:
+        """The job as GitHub has it (one call), or None when it cannot be asked."""
+        owner, _, repo = str(job.get("repository") or "").partition("/")
+        installation = job.get("installation_id") or runner.scope.installation_id
+        if not repo or installation is None:
+            return None
+        try:
+            return self.github.get_job(Scope(installation, owner, repo), job.job_id)
+        except GitHubError as exc:
+            log.warning("could not read the job of a lost runner", extra={"job_id": job.job_id, "reason": str(exc)})
+            return None
+
+    def _ran_unseen(self, job: JobView, runner: RunnerView, seen: GitHubJob) -> str:
+        """The runner took its job but its webhooks were lost: not an exit to count, nor a job to
+        launch again. The job record catches up with what GitHub says."""
+        retire(self.store, self.github, runner, reason="job-ran-unseen")
+        state = JobState.COMPLETED if seen.status == "completed" else JobState.RUNNING
+        now = self.store.clock()
+        expires = now + self.backend.settings.finished_ttl_s if state == JobState.COMPLETED else None
+        event = "completed" if state == JobState.COMPLETED else "in_progress"
+        entry = step(event, now, runner=runner.name, conclusion=seen.conclusion, via="github")
+
+        def catch_up(record: Record) -> dict[str, object] | None:
+            if not job_can_move(record.state, state):
+                return None
+            return {
+                "state": state,
+                "expires_at": expires,
+                "runner_name": runner.name,
+                "conclusion": seen.conclusion,
+                **with_steps(record.data, entry),
+            }
+
+        self.store.update(JOB, str(job.job_id), catch_up)
+        return "ran-unseen"
+
+    def _note(self, job: JobView, name: str, candidate: str, reason: str) -> tuple[bool, list[dict[str, Any]]]:
+        """Write the exit on the job record once; (whether this call wrote it, every exit so far)."""
+        wrote: list[bool] = []
+        now = self.store.clock()
+
+        def note(record: Record) -> dict[str, object] | None:
+            wrote.clear()
+            exits = [dict(e) for e in record.data.get("no_job_exits") or []]
+            if record.state != JobState.QUEUED or any(e.get("runner") == name for e in exits):
+                return None
+            wrote.append(True)
+            entry = step("no-job-exit", now, runner=name, candidate=candidate, reason=reason)
+            attempt = JobView(record).attempt
+            exits.append({"runner": name, "candidate": candidate, "attempt": attempt, "reason": entry["reason"]})
+            return {"no_job_exits": exits, "relaunch_after": candidate, **with_steps(record.data, entry)}
+
+        written = self.store.update(JOB, str(job.job_id), note)
+        exits = [dict(e) for e in (written.data.get("no_job_exits") or [])] if written is not None else []
+        return bool(wrote), exits
+
+    def _dead_letter(self, job: JobView, exits: list[dict[str, Any]]) -> None:
+        """Stop launching for the job and leave its message, with the reason, in the dead letters."""
+        tried = ", ".join(f"{e.get('runner')} on {e.get('candidate')}" for e in exits)
+        reason = f"runners exited {len(exits)} times without taking the job ({tried}): {exits[-1].get('reason')}"
+        now = self.store.clock()
+        expires = now + self.backend.settings.finished_ttl_s
+        moved: list[bool] = []
+
+        def bury(record: Record) -> dict[str, object] | None:
+            moved.clear()
+            if record.state != JobState.QUEUED:
+                return None
+            moved.append(True)
+            entry = step("dead-lettered", now, reason=reason)
+            return {
+                "state": JobState.DEAD_LETTERED,
+                "expires_at": expires,
+                "dead_letter_reason": entry["reason"],
+                **with_steps(record.data, entry),
+            }
+
+        self.store.update(JOB, str(job.job_id), bury)
+        if not moved:
+            return  # another pass buried it
+        message = encode(job_message(job, job.attempt, "no-job-exit", now))
+        self.backend.dead_letter("jobs", message, reason)
+        log.error("job dead-lettered", extra={"job_id": job.job_id, "reason": reason})

@@ -1,0 +1,169 @@
+"""Runners that exit without taking a job (a bad image, a rejected JIT config): detected by
+scaledown, counted once, re-launched once on the next candidate, then dead-lettered.
+
+The fault is a simulated VM whose agent never starts: it ends at once, its JIT config unused,
+and reports ``no-job`` the way a startup script tags its VM before deleting it. Scaledown runs
+by hand (periodic functions never tick), until the condition under test holds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from e2e_support import (
+    POOL,
+    QUIET,
+    dead_letters,
+    describe,
+    queue_jobs,
+    record,
+    running_vms,
+    set_faults,
+    wait_completed,
+    wait_for,
+)
+from jitr_core.hookspecs import hookimpl
+from jitr_core.services import ScaledownService
+from jitr_core.settings import Settings
+from jitr_functions.sandbox import SandboxFaults, VMFaults
+
+REPO = "octo-org/api"
+GET_JOB = "GET /repos/{owner}/{repo}/actions/jobs/{job_id}"
+
+
+def _exits(sandbox, job: int) -> list[dict]:
+    return list(record(sandbox, "job", job).data.get("no_job_exits") or [])
+
+
+def _scaledown_until(sandbox, predicate, what: str, job: int) -> None:
+    def passed() -> bool:
+        sandbox.app.scaledown.run()
+        return bool(predicate())
+
+    wait_for(passed, 60, what, step_s=0.2, detail=lambda: describe(sandbox, [job]))
+
+
+def _candidate(sandbox, name: str) -> tuple[str, str]:
+    data = record(sandbox, "runner", name).data
+    return data["machine_type"], data["placement"]
+
+
+def test_a_runner_that_exits_without_a_job_is_relaunched_on_the_next_candidate(e2e_sandbox):
+    sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET, faults=SandboxFaults(vms=VMFaults(no_job_exits=1)))
+    [job] = queue_jobs(sandbox, 1, [REPO])
+    first, second = f"jitr-linux-{job}-1", f"jitr-linux-{job}-2"
+    wait_for(lambda: first in sandbox.vms.launches and not running_vms(sandbox), 60, "the first VM to end")
+    sandbox.sim.reset_call_counts()
+
+    _scaledown_until(sandbox, lambda: _exits(sandbox, job), "the no-job exit to be detected", job)
+    wait_completed(sandbox, [job], 60)
+
+    assert sandbox.sim.job(job).runner_name == second
+    assert record(sandbox, "runner", first).data["retired_reason"] == "no-job-exit"
+    assert _candidate(sandbox, second) != _candidate(sandbox, first)  # not the candidate that failed
+    assert _candidate(sandbox, second) == ("m7.large", "zone-b")  # the next one in the chain
+    [exit_] = _exits(sandbox, job)
+    assert exit_["runner"] == first and "no job" in exit_["reason"] and "queued" in exit_["reason"]
+    events = [entry["event"] for entry in record(sandbox, "job", job).data["timeline"]]
+    assert "no-job-exit" in events and events.index("no-job-exit") < events.index("in_progress")
+    assert sandbox.sim.call_counts().get(GET_JOB) == 1  # one GitHub call, for the suspect only
+    assert dict(sandbox.vms.launches) == {first: 1, second: 1}
+    assert not dead_letters(sandbox, "jobs")
+
+
+def test_a_second_no_job_exit_dead_letters_the_job_with_the_reason(e2e_sandbox):
+    sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET, faults=SandboxFaults(vms=VMFaults(no_job_exits=2)))
+    [job] = queue_jobs(sandbox, 1, [REPO])
+    first, second = f"jitr-linux-{job}-1", f"jitr-linux-{job}-2"
+
+    _scaledown_until(
+        sandbox, lambda: record(sandbox, "job", job).state == "dead-lettered", "the job to be dead-lettered", job
+    )
+
+    [(body, reason)] = dead_letters(sandbox, "jobs")
+    assert f'"job_id":{job}' in body.replace(" ", "")
+    assert "2 times without taking the job" in reason and first in reason and second in reason
+    assert [e["runner"] for e in _exits(sandbox, job)] == [first, second]
+    timeline = record(sandbox, "job", job).data["timeline"]
+    assert timeline[-1]["event"] == "dead-lettered" and "without taking the job" in timeline[-1]["reason"]
+    # neither scaledown nor the rebalancer launches for it again, though GitHub still has it queued
+    for _ in range(3):
+        sandbox.app.scaledown.run()
+        sandbox.app.rebalancer.run()
+    assert sandbox.sim.job(job).status == "queued"
+    assert dict(sandbox.vms.launches) == {first: 1, second: 1}
+    assert record(sandbox, "job", job).state == "dead-lettered"
+    assert len(dead_letters(sandbox, "jobs")) == 1
+
+
+def test_a_runner_that_ran_its_job_unseen_is_not_counted(e2e_sandbox):
+    """Every webhook is lost: the runner takes its job and ends without jitr seeing it busy.
+    GitHub, asked about the job, names this runner: not a no-job exit, and no re-launch."""
+    sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET)
+    wait_completed(sandbox, queue_jobs(sandbox, 1, [REPO]), 60)  # the repository is known to be active
+    set_faults(sandbox, drop_webhook=1.0)
+    [job] = queue_jobs(sandbox, 1, [REPO])
+    name = f"jitr-linux-{job}-1"
+    sandbox.app.rebalancer.run()  # the lost queued webhook: the rebalancer finds the job
+    wait_completed(sandbox, [job], 60)
+    assert record(sandbox, "runner", name).state == "launched"  # jitr never saw it busy
+
+    _scaledown_until(
+        sandbox, lambda: record(sandbox, "runner", name).state == "retired", "the runner to be retired", job
+    )
+
+    assert not _exits(sandbox, job)
+    assert record(sandbox, "runner", name).data["retired_reason"] == "job-ran-unseen"
+    assert sandbox.vms.launches[name] == 1 and f"jitr-linux-{job}-2" not in sandbox.vms.launches
+    assert record(sandbox, "job", job).state == "completed"  # caught up with GitHub
+    assert not dead_letters(sandbox, "jobs")
+
+
+class Together:
+    """Holds each scaledown pass at its VM listing until both passes are there, so they surely overlap."""
+
+    def __init__(self) -> None:
+        self.barrier: threading.Barrier | None = None
+
+    @hookimpl(tryfirst=True)
+    def jitr_list_vms(self, settings: Settings) -> None:
+        if self.barrier is not None:
+            self.barrier.wait(30)
+
+
+def test_overlapping_scaledown_passes_count_an_exit_once(e2e_sandbox):
+    """Two passes at once, as if the lease had expired under a slow one, and more after: one
+    exit written, one re-launch."""
+    together = Together()
+    sandbox = e2e_sandbox(
+        pools=[POOL],
+        intervals=QUIET,
+        faults=SandboxFaults(vms=VMFaults(no_job_exits=1)),
+        extra_plugins=[("e2e-together", together)],
+    )
+    [job] = queue_jobs(sandbox, 1, [REPO])
+    first, second = f"jitr-linux-{job}-1", f"jitr-linux-{job}-2"
+    wait_for(lambda: first in sandbox.vms.launches and not running_vms(sandbox), 60, "the first VM to end")
+    app = sandbox.app
+    grace = app.backend.settings.ghost_grace_s
+    wait_for(lambda: time.time() - record(sandbox, "runner", first).data["launched_at"] > grace, 60, "the grace")
+
+    together.barrier = threading.Barrier(2)
+    reports: list[dict] = []
+    # past the lease: each pass runs as if it held it
+    passes = [ScaledownService(app.backend, app.github) for _ in range(2)]
+    threads = [threading.Thread(target=lambda s=s: reports.append(s._run())) for s in passes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    together.barrier = None
+    for _ in range(3):
+        app.scaledown.run()
+    wait_completed(sandbox, [job], 60)
+
+    assert sum(r.get("no-job-exits", 0) for r in reports) == 1, reports
+    assert len(_exits(sandbox, job)) == 1
+    assert record(sandbox, "job", job).data["attempt"] == 2
+    assert dict(sandbox.vms.launches) == {first: 1, second: 1}
