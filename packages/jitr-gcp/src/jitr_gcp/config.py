@@ -36,6 +36,9 @@ _SCOPE = re.compile(r"^https://www\.googleapis\.com/auth/[A-Za-z0-9._/-]+$")
 _COLLECTION = re.compile(r"^(?!__.*__$)[A-Za-z0-9_-][A-Za-z0-9_.-]{0,1499}$")
 _DATABASE = re.compile(r"^(\(default\)|[a-z][a-z0-9-]{2,61}[a-z0-9])$")
 _URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]+)?/?$")
+_CERTS_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]+)?/[!-~]*$")
+# Google's keys for the identity tokens of GCE instances, as {key id: PEM certificate}
+GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,8 @@ class GcpConfig:
     compute_endpoint: str
     secretmanager_endpoint: str
     secret_cache_ttl_s: int
+    # where the broker fetches Google's keys for VM identity tokens (a fake key server in tests)
+    identity_certs_url: str = GOOGLE_CERTS_URL
 
     def queue(self, name: str) -> QueueNames:
         """The resources of logical queue ``name``; anything but ``jobs``/``lifecycle`` is a caller bug."""
@@ -96,6 +101,7 @@ _KNOWN_KEYS = frozenset(
         "compute_endpoint",
         "secretmanager_endpoint",
         "secret_cache_ttl_s",
+        "identity_certs_url",
         *(
             f"{q}_{part}"
             for q in QUEUES
@@ -184,6 +190,7 @@ def _parse(raw: Mapping[str, Any], name: Callable[[str], str]) -> GcpConfig:
         compute_endpoint=r.text("compute_endpoint", "", _URL, "an http(s) URL such as http://127.0.0.1:8080"),
         secretmanager_endpoint=r.text("secretmanager_endpoint", "", _URL, "an http(s) URL"),
         secret_cache_ttl_s=r.integer("secret_cache_ttl_s", 300, low=0, high=86400),
+        identity_certs_url=r.text("identity_certs_url", GOOGLE_CERTS_URL, _CERTS_URL, "an http(s) URL"),
     )
 
 

@@ -7,7 +7,7 @@ service on first call, so the webhook (which only publishes) never loads the Com
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from jitr_core.hookspecs import hookimpl
 from jitr_core.model import (
@@ -19,6 +19,7 @@ from jitr_core.model import (
     Record,
     RecordPage,
     RecordQuery,
+    VMIdentity,
     VMInfo,
     Written,
 )
@@ -70,6 +71,18 @@ def jitr_list_vms(settings: Settings) -> Sequence[VMInfo] | None:
 def jitr_user_data_limit(provider: str, settings: Settings) -> int | None:
     """GCE metadata: 256 KB per value."""
     return USER_DATA_LIMIT if provider == PROVIDER else None
+
+
+@hookimpl
+def jitr_verify_vm_identity(
+    provider: str, proof: Mapping[str, str], audience: str, settings: Settings
+) -> VMIdentity | None:
+    """A GCE instance's Google-signed identity token (format=full) for the broker's audience."""
+    if provider != PROVIDER:
+        return None
+    from . import identity
+
+    return identity.verify(proof, audience, gcp_config(settings))
 
 
 # -- queues ------------------------------------------------------------------------------------
