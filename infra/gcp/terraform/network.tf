@@ -1,19 +1,15 @@
-# Firewall rules for the runner VMs, which run as the runner service account (jitr sets no network
-# tags, so the rules target that account): egress to HTTPS, HTTP and DNS, nothing else out, nothing
-# in. The metadata server (169.254.169.254) is always reachable. Runners get no external IP unless
+# Firewall rules for the runner VMs, on every network they use (networks.tf). They run as the
+# runner service account (jitr sets no network tags, so the rules target that account): egress to
+# HTTPS, HTTP and DNS, nothing else out, nothing in. The metadata server (169.254.169.254) is always reachable. Runners get no external IP unless
 # external_ip is set: the subnetwork needs Cloud NAT to reach GitHub.
 
-locals {
-  runner_network = startswith(var.network, "projects/") || startswith(var.network, "global/") ? var.network : "projects/${var.project_id}/global/networks/${var.network}"
-}
-
 resource "google_compute_firewall" "runner_egress" {
-  count = var.manage_firewall ? 1 : 0
+  for_each = local.firewall_networks
 
   project                 = var.project_id
-  name                    = "${local.prefix}-runner-allow-egress"
+  name                    = "${local.prefix}-runner-allow-egress-${each.value}"
   description             = "jitr runners: HTTPS, HTTP and DNS out."
-  network                 = local.runner_network
+  network                 = each.key
   direction               = "EGRESS"
   priority                = 1000
   destination_ranges      = var.runner_egress_ranges
@@ -36,12 +32,12 @@ resource "google_compute_firewall" "runner_egress" {
 }
 
 resource "google_compute_firewall" "runner_deny_egress" {
-  count = var.manage_firewall ? 1 : 0
+  for_each = local.firewall_networks
 
   project                 = var.project_id
-  name                    = "${local.prefix}-runner-deny-egress"
+  name                    = "${local.prefix}-runner-deny-egress-${each.value}"
   description             = "jitr runners: no other egress."
-  network                 = local.runner_network
+  network                 = each.key
   direction               = "EGRESS"
   priority                = 65000
   destination_ranges      = ["0.0.0.0/0"]
@@ -59,12 +55,12 @@ resource "google_compute_firewall" "runner_deny_egress" {
 }
 
 resource "google_compute_firewall" "runner_deny_ingress" {
-  count = var.manage_firewall ? 1 : 0
+  for_each = local.firewall_networks
 
   project                 = var.project_id
-  name                    = "${local.prefix}-runner-deny-ingress"
+  name                    = "${local.prefix}-runner-deny-ingress-${each.value}"
   description             = "jitr runners: no ingress (they only connect out to GitHub)."
-  network                 = local.runner_network
+  network                 = each.key
   direction               = "INGRESS"
   priority                = 1000
   source_ranges           = ["0.0.0.0/0"]

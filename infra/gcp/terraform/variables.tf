@@ -188,7 +188,7 @@ variable "pools" {
     `options.network` / `options.subnetwork` put the pool's VMs on their own VPC network or
     subnetwork instead of `network` / `subnetwork` below (a pool naming only its own network
     takes that network's auto-mode subnetwork). The module's firewall rules are made on `network`
-    only: a pool on another VPC network needs that network's egress rules.
+    and on every pool's own network.
   EOT
   type = list(object({
     name               = string

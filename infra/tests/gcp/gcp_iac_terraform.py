@@ -1,5 +1,5 @@
 """Reading the GCP module and its example: HCL parsed with python-hcl2, and the module's variable-only
-files (variables.tf, settings.tf, permissions.tf) evaluated by ``terraform console`` with the
+files (variables.tf, settings.tf, permissions.tf, networks.tf) evaluated by ``terraform console`` with the
 example's values, so the settings and grants tested are the ones Terraform would compute."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ EXAMPLE = ROOT / "examples" / "gcp"
 INDEXES = ROOT / "packages" / "jitr-gcp" / "src" / "jitr_gcp" / "firestore.indexes.json"
 # The module's files that reference variables and locals only (no resource or data source), so
 # `terraform console` can evaluate them without the Google provider.
-PROVIDERLESS = ("variables.tf", "settings.tf", "permissions.tf")
+PROVIDERLESS = ("variables.tf", "settings.tf", "permissions.tf", "networks.tf")
 _VAR_REF = re.compile(r"^\$\{var\.([a-z_][a-z0-9_]*)\}$")
 
 

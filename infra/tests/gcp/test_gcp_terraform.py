@@ -202,6 +202,25 @@ def test_runners_get_no_external_ip_and_a_closed_firewall() -> None:
         assert rule["target_service_accounts"] == ['${google_service_account.this["runner"].email}']
 
 
+def test_firewall_rules_cover_every_network_a_pool_uses() -> None:
+    """A pool on its own VPC network gets the same closed firewall as the module's network."""
+    for name in ("runner_egress", "runner_deny_egress", "runner_deny_ingress"):
+        rule = resources()[("google_compute_firewall", name)]
+        assert rule["for_each"] == "${local.firewall_networks}" and rule["network"] == "${each.key}"
+        assert unquote(rule["name"]).endswith("-${each.value}")
+    inputs = example_inputs()
+    project, pool = inputs["project_id"], inputs["pools"][0]
+    other = {**pool, "name": "isolated", "options": {"network": "build-vpc"}}
+    shared = {**pool, "name": "shared", "options": {"network": f"projects/{project}/global/networks/build-vpc"}}
+    networks = evaluate("local.firewall_networks", {**inputs, "network": "default", "pools": [pool, other, shared]})
+    assert set(networks) == {
+        f"projects/{project}/global/networks/default",
+        f"projects/{project}/global/networks/build-vpc",
+    }
+    assert len(set(networks.values())) == 2 and all(len(suffix) == 6 for suffix in networks.values())
+    assert evaluate("local.firewall_networks", {**inputs, "manage_firewall": False}) == {}
+
+
 def _module_variables() -> dict[str, Any]:
     return load(MODULE / "variables.tf")
 
