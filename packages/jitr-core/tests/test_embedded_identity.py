@@ -12,6 +12,8 @@ import pytest
 from jitr_core.backend import Backend
 from jitr_core.errors import IdentityError, NoProviderError
 from jitr_core.model import LaunchRequest, LaunchResult
+from jitr_core.plugins import create_plugin_manager
+from jitr_core.settings import Settings
 from jitr_core.testing.environment import wait_until
 
 AUDIENCE = "http://127.0.0.1:8080/broker"
@@ -118,3 +120,10 @@ def test_malformed_and_oversized_proofs_are_refused(embedded_backend: Backend, p
 def test_another_providers_proof_is_not_the_embedded_providers_to_answer(embedded_backend: Backend) -> None:
     with pytest.raises(NoProviderError, match="jitr_verify_vm_identity"):
         embedded_backend.verify_vm_identity("aws", {"document": "{}", "signature": "x"}, AUDIENCE)
+
+
+def test_embedded_tokens_are_refused_where_the_vm_provider_is_another(embedded_section: dict[str, Any]) -> None:
+    settings = Settings.from_mapping({"provider": "embedded", "vm_provider": "aws", "embedded": embedded_section})
+    backend = Backend(create_plugin_manager(load_entry_points=False, environ={}), settings)
+    with pytest.raises(IdentityError, match="not in use"):
+        backend.verify_vm_identity("embedded", {"token": f"local-0000000000000000.{'x' * 43}"}, AUDIENCE)
