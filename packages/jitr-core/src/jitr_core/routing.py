@@ -115,8 +115,8 @@ class Router:
             return Admission(None, f"{repository} is not in the allowed owners or repositories")
         pool, sizing = self.route(labels)
         if pool is None:
-            wanted = frozenset(label.lower() for label in labels)
-            return Admission(None, f"no pool serves labels {sorted(wanted)}{self._sizing_hint(wanted)}")
+            hint = self._sizing_hint(frozenset(label.lower() for label in labels))
+            return Admission(None, f"no pool serves labels {sorted(label.lower() for label in labels)}{hint}")
         if not private and not pool.allow_public:
             return Admission(None, f"{repository} is public and pool {pool.name!r} does not allow public repositories")
         return Admission(pool, sizing=sizing)

@@ -31,10 +31,10 @@ _HANDOFF = re.compile(r"^(metadata|broker)$")
 _BROKER_URL = re.compile(r"^(https?://[A-Za-z0-9._~:/?#@!$&()*+,;=%-]{1,2000})?$")
 _AUDIENCE = re.compile(r"^[A-Za-z0-9._~:/?#@!$&()*+,;=%-]{1,2000}$")
 # A machine type a job's label may choose: lower case, no path or shell characters, no "..".
-MACHINE_TYPE = re.compile(r"^(?!.*\.\.)[a-z0-9][a-z0-9._-]{0,63}$")
+MACHINE_TYPE = re.compile(r"^(?!.*\.\.)[a-z0-9][a-z0-9._-]{0,63}\Z")
 # A pattern of accepted machine-type labels: the type grammar plus the wildcards * and ?, starting
 # with a literal character so that no pattern accepts every label.
-_TYPE_PATTERN = re.compile(r"^(?!.*\.\.)[a-z0-9][a-z0-9._*?-]{0,63}$")
+_TYPE_PATTERN = re.compile(r"^(?!.*\.\.)[a-z0-9][a-z0-9._*?-]{0,63}\Z")
 
 
 @dataclass(frozen=True, slots=True)
