@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from jitr_core.hookspecs import hookimpl
+from jitr_core.metrics import Sample
 from jitr_core.model import (
     Admission,
     LaunchRequest,
@@ -220,3 +221,12 @@ def jitr_store_secret(name: str, reference: str, value: Secret, settings: Settin
 @hookimpl
 def jitr_render_startup_script(context: ScriptContext) -> Sequence[Fragment] | None:
     return fragments.fragments(context)
+
+
+@hookimpl
+def jitr_emit_metrics(samples: Sequence[Sample], settings: Settings) -> None:
+    """On AWS (the queues are SQS, so the functions run on Lambda): CloudWatch EMF lines on stdout."""
+    if _mine(settings, "queue"):
+        from .metrics import write_emf
+
+        write_emf(samples)

@@ -66,9 +66,17 @@ def rebalancer(event: Any, context: Any) -> dict[str, Any]:
 
 @contextmanager
 def _invocation(context: Any, function: str) -> Iterator[App]:
-    """The app (built on the container's first invocation), with the request id bound to every log line."""
+    """The app (built on the container's first invocation), with the request id bound to every log line;
+    the metrics recorded are written once, as the invocation ends."""
     with log_context(function=function, aws_request_id=getattr(context, "aws_request_id", None)):
-        yield get_app()
+        app = get_app()
+        try:
+            yield app
+        except Exception:
+            app.backend.metrics.record("function_errors", function=function)
+            raise
+        finally:
+            app.flush_metrics()
 
 
 def _http_request(event: Any) -> tuple[str, Mapping[Any, Any], bytes | None]:
