@@ -150,6 +150,9 @@ def test_every_operation_answers_with_documented_shapes(
         job_id=job_id,
     )
     assert (job["status"], job["conclusion"]) == ("completed", "failure")
+    rerun = "/repos/{owner}/{repo}/actions/jobs/{job_id}/rerun"
+    caller.call("POST", rerun, 201, token, owner="octo-org", repo="octo-repo", job_id=job_id)
+    caller.call("POST", rerun, 409, token, owner="octo-org", repo="octo-repo", job_id=job_id)
 
     caller.call(
         "DELETE",

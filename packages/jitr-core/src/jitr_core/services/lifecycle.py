@@ -246,6 +246,7 @@ class LifecycleService:
         runner = RunnerView(marked)
         if first[0]:
             log.warning("spot vm interrupted", extra={"pool": runner.record.pool, "state": runner.state})
+            self.backend.metrics.record("spot_interruptions", pool=runner.record.pool)
         if runner.state in (RunnerState.CLAIMED, RunnerState.LAUNCHED):
             return self._replace(runner)
         if runner.state == RunnerState.RETIRED:

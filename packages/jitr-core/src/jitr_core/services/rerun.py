@@ -69,6 +69,7 @@ def rerun_if_interrupted(store: Store, github: GitHubAPI, job_id: int) -> str:
         log.warning("job not re-run", extra={"job_id": job_id, "pool": pool.name, "reason": reason})
         return "rerun-refused"
     _settle(store, job_id, "done")
+    store.backend.metrics.record("job_reruns", pool=pool.name)
     log.info("interrupted job re-run", extra={"job_id": job_id, "pool": pool.name})
     return "rerun"
 
