@@ -17,6 +17,7 @@ from e2e_support import (
     POOL,
     QUIET,
     NoCapacity,
+    describe,
     queue_jobs,
     record,
     runner_records,
@@ -24,9 +25,11 @@ from e2e_support import (
     wait_completed,
     wait_for,
 )
+from jitr_core.errors import CapacityError
 from jitr_core.hookspecs import hookimpl
 from jitr_core.model import LaunchRequest
 from jitr_core.settings import Settings
+from jitr_functions.sandbox import RECORDING
 
 SIZED_POOL: dict[str, Any] = {
     **POOL,
@@ -146,3 +149,50 @@ def test_a_label_outside_the_allow_list_is_ignored_at_the_webhook_and_never_reac
     assert all(record(sandbox, "job", job_id) is None for job_id in refused)
     assert all(sandbox.sim.job(job_id).status == "queued" for job_id in refused)
     assert sandbox.log_text().count("does not accept") >= len(hostile)
+
+
+class HoldUnsizedLaunches:
+    """Refuses launches on the pool's own machine types until released: a sized job queued later launches first."""
+
+    def __init__(self) -> None:
+        self.refused = 0
+        self.released = threading.Event()
+
+    @hookimpl(tryfirst=True)
+    def jitr_launch_vm(self, request: LaunchRequest, settings: Settings) -> None:
+        if request.machine_type in POOL["machine_types"] and not self.released.is_set():
+            self.refused += 1
+            raise CapacityError(f"no {request.machine_type} in {request.placement}", "InsufficientCapacity")
+
+
+def test_a_sized_job_whose_runner_an_unsized_job_took_gets_a_sized_runner_again(e2e_sandbox):
+    """The sized runner takes the older unsized job; the unsized job's runner lacks the sizing label,
+    so the sized job is not handed it (it would wait for ever) but launched for again."""
+    hold = HoldUnsizedLaunches()
+    sandbox = e2e_sandbox(
+        pools=[SIZED_POOL],
+        intervals=QUIET,
+        vm_provider=RECORDING,
+        boot_s=None,
+        extra_plugins=[("e2e-hold", hold)],
+    )
+    [plain] = queue_jobs(sandbox, 1)
+    wait_for(lambda: hold.refused > 0, 30, "the unsized job's first launch to be refused")
+    [sized] = queue_jobs(sandbox, 1, labels=[*LABELS, "c6i.4xlarge"])
+    wait_for(lambda: len(sandbox.vms.launches) == 1, 60, "the sized job to be launched for")
+    hold.released.set()
+    wait_for(
+        lambda: len(sandbox.vms.launches) == 2,
+        60,
+        "both jobs to be launched for",
+        detail=lambda: describe(sandbox, [plain, sized]),
+    )
+    sandbox.vms.boot()  # the sized runner, launched first, connects first and takes the older job
+
+    wait_completed(sandbox, [plain, sized], 60)
+
+    runners = {r.key: r for r in runner_records(sandbox)}
+    served = {int(r.data["serving_job_id"]): r for r in runners.values() if r.data.get("serving_job_id")}
+    assert served[plain].data["sizing_labels"] == ["c6i.4xlarge"], describe(sandbox, [plain, sized])
+    assert served[sized].data["sizing_labels"] == ["c6i.4xlarge"]
+    assert any(s["event"] == "requeued" for s in timeline(sandbox, sized))

@@ -166,7 +166,8 @@ class LifecycleService:
         spare = self.store.runner(spare_name) if spare_name else None
         # a claim whose worker died launches nothing: adopt it only while it may still be alive
         live = spare is not None and spare.is_live(self.clock(), self.settings.claim_timeout_s)
-        if spare is not None and live and spare.state in (RunnerState.CLAIMED, RunnerState.LAUNCHED):
+        fits = spare is not None and self._fits(spare, job_a)
+        if spare is not None and live and fits and spare.state in (RunnerState.CLAIMED, RunnerState.LAUNCHED):
 
             def adopt(record: Record) -> dict[str, object] | None:
                 if record.state != JobState.QUEUED:
@@ -179,6 +180,18 @@ class LifecycleService:
             log.info("jobs swapped runners", extra={"runner_name": runner.name, "spare": spare.name})
             return
         requeue(self.store, job_a, reason="runner-taken-by-another-job")
+
+    def _fits(self, spare: RunnerView, job: JobView) -> bool:
+        """Whether GitHub can give ``job`` to ``spare``: its pool's and sizing labels hold all of the job's.
+
+        A runner registered with a sizing label (``c6i.4xlarge``) may take a job of its pool that
+        asked for none; the runner launched for that job lacks the label and never gets the sized one.
+        """
+        pool = next((p for p in self.settings.pools if p.name == spare.record.pool), None)
+        if pool is None:
+            return False
+        registered = pool.labels | {str(label) for label in spare.get("sizing_labels") or ()}
+        return {str(label).lower() for label in job.get("labels") or ()} <= registered
 
     def _finished(self, message: LifecycleMessage) -> str:
         name = message.runner_name or ""
