@@ -139,6 +139,14 @@ def test_a_signature_on_one_line_verifies_too(backend: Backend, signer: rsa.RSAP
     assert backend.verify_vm_identity("aws", {"document": document, "signature": signature}, AUDIENCE)
 
 
+def test_a_document_whose_trailing_newline_a_shell_dropped_verifies(
+    backend: Backend, signer: rsa.RSAPrivateKey
+) -> None:
+    document = _document() + "\n"
+    proof = {"document": document.rstrip("\n"), "signature": _sign(document, signer)}
+    assert backend.verify_vm_identity("aws", proof, AUDIENCE).vm_id == "i-0123456789abcdef0"
+
+
 def test_a_tampered_document_is_refused(backend: Backend, signer: rsa.RSAPrivateKey) -> None:
     document = _document()
     signature = _sign(document, signer)

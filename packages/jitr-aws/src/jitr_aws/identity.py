@@ -62,7 +62,10 @@ def verify_identity_document(
     signature = _signature(proof_field(proof, "signature", MAX_SIGNATURE_CHARS, "AWS"))
     document = _document(text)
     region = _text(document, "region", _REGION)
-    if not any(_verifies(key, signature, text.encode()) for key in keys.get(region, ())):
+    # A shell's $(...) drops the document's trailing newline, if it has one: the signed bytes
+    # are tried with and without it (the fields read are the same either way).
+    signed = (text.encode(), text.encode() + b"\n")
+    if not any(_verifies(key, signature, data) for key in keys.get(region, ()) for data in signed):
         if region not in keys:
             raise IdentityError(f"no certificate is known for region {region} (see [aws] identity_certificates)")
         raise IdentityError(f"the identity document's signature does not verify with the {region} certificate")
