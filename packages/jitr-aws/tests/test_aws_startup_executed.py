@@ -66,9 +66,12 @@ def sandbox(tmp_path: Path, cloud: FakeCloud, image: str) -> Sandbox:
     return box
 
 
-def assert_terminated(outcome: Outcome, cloud: FakeCloud) -> None:
+def assert_terminated(outcome: Outcome, cloud: FakeCloud, runner_exit: str = "no-job") -> None:
+    """The instance tags itself with the exit report, then terminates itself."""
     assert outcome.called("aws") == [
-        f"aws ec2 terminate-instances --region {cloud.region} --instance-ids {cloud.instance_id}"
+        f"aws ec2 create-tags --region {cloud.region} --resources {cloud.instance_id}"
+        f" --tags Key=jitr-runner-exit,Value={runner_exit}",
+        f"aws ec2 terminate-instances --region {cloud.region} --instance-ids {cloud.instance_id}",
     ]
     assert outcome.calls[-1] == "shutdown -h now"
     tokens = cloud.requests_to(IMDS_HOST, "PUT")
@@ -122,6 +125,15 @@ def test_a_download_that_differs_from_the_pin_tears_down_without_running(tmp_pat
     assert "does not match its pinned SHA-256 04cf0be1" in outcome.log
     assert not (box.root / "opt/actions-runner/run.sh").exists()
     assert_terminated(outcome, cloud)
+
+
+def test_a_runner_that_ran_a_job_reports_it(tmp_path: Path, cloud: FakeCloud) -> None:
+    box = sandbox(tmp_path, cloud, "same")
+    (box.state / "run.job").touch()  # the agent ran a job: its Worker log is in _diag
+    outcome = box.run(render("x64"))
+    assert "jitr: runner exit report: job" in outcome.log
+    assert_terminated(outcome, cloud, runner_exit="job")
+    outcome.assert_never_shown(JIT, "jit-secret-do-not-leak")
 
 
 def test_the_watchdog_tears_down_at_the_lifetime(tmp_path: Path, cloud: FakeCloud) -> None:

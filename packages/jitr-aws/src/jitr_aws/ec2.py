@@ -28,6 +28,7 @@ T = TypeVar("T")
 MANAGED_BY_TAG = ("managed-by", "jitr")
 RUNNER_TAG = "jitr-runner"
 POOL_TAG = "jitr-pool"
+RUNNER_EXIT_TAG = "jitr-runner-exit"  # the startup script's exit report: "job" or "no-job"
 TOKEN_TAG = "jitr-client-token"  # noqa: S105 - a tag key, not a password
 LAUNCH_ATTEMPTS = 3
 LISTED_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
@@ -142,25 +143,36 @@ def terminate(vm_id: str, config: AwsConfig) -> bool:
 
 
 def list_vms(config: AwsConfig) -> list[VMInfo]:
-    """Every instance of this deployment that is not terminated, across all pages.
+    """Every instance of this deployment not yet terminated, across all pages.
 
     An instance is ours when it is tagged ``managed-by=jitr`` and carries every configured extra
     tag (``[aws] tags``), so two deployments in one account and region that differ in a tag (a
     deployment name) never see, and so never reap, each other's VMs.
+
+    Terminated instances are listed too (not running) when their startup script tagged them with
+    its exit report, which EC2 keeps readable for about an hour after termination.
     """
     ec2 = client("ec2", config)
-    filters = [
+    ours = [
         {"Name": f"tag:{MANAGED_BY_TAG[0]}", "Values": [MANAGED_BY_TAG[1]]},
-        {"Name": "instance-state-name", "Values": list(LISTED_STATES)},
         *({"Name": f"tag:{key}", "Values": [value]} for key, value in _deployment_tags(config).items()),
     ]
+    listings = (
+        [*ours, {"Name": "instance-state-name", "Values": list(LISTED_STATES)}],
+        [
+            *ours,
+            {"Name": "instance-state-name", "Values": ["terminated"]},
+            {"Name": "tag-key", "Values": [RUNNER_EXIT_TAG]},
+        ],
+    )
     vms: list[VMInfo] = []
     try:
-        for page in ec2.get_paginator("describe_instances").paginate(
-            Filters=filters, PaginationConfig={"PageSize": 1000}
-        ):
-            for reservation in page.get("Reservations", []):
-                vms.extend(_vm_info(instance) for instance in reservation.get("Instances", []))
+        for filters in listings:
+            for page in ec2.get_paginator("describe_instances").paginate(
+                Filters=filters, PaginationConfig={"PageSize": 1000}
+            ):
+                for reservation in page.get("Reservations", []):
+                    vms.extend(_vm_info(instance) for instance in reservation.get("Instances", []))
     except (ClientError, BotoCoreError) as exc:
         raise backend_error("EC2", "DescribeInstances", exc, "managed instances") from exc
     return vms
@@ -175,6 +187,7 @@ def _vm_info(instance: Mapping[str, Any]) -> VMInfo:
         provider=PROVIDER,
         created_at=instance["LaunchTime"].timestamp(),
         running=instance["State"]["Name"] in RUNNING_STATES,
+        runner_exit=tags.get(RUNNER_EXIT_TAG) if tags.get(RUNNER_EXIT_TAG) in ("job", "no-job") else None,
     )
 
 

@@ -3,7 +3,9 @@
 Core contributes the runner install and run, the lifetime watchdog and the ``jitr_teardown`` trap;
 these fragments only add what is EC2's. The instance is launched with
 ``InstanceInitiatedShutdownBehavior=terminate``, so ``shutdown`` alone deletes it; the CLI call,
-when the image has the AWS CLI and the instance profile allows it, makes that immediate. Nothing
+when the image has the AWS CLI and the instance profile allows it, makes that immediate. Before
+it, the teardown tags the instance ``jitr-runner-exit=job|no-job`` (core's exit report), which
+the runner role may write on its own instance only. Nothing
 here is rendered from untrusted input: the values are read from instance metadata at boot.
 
 Where the image has the CloudWatch agent (the jitr image installs it without starting it), the
@@ -11,12 +13,16 @@ startup log and the runner's ``_diag`` logs are shipped to the log group ``/jitr
 ``<runner>/startup`` and ``<runner>/runner-diag``, so a failed boot can be read after the VM is
 gone; the teardown stops the agent first, which flushes what it has read. A pool turns this off
 with ``options.log_shipping = false``.
+
+In a broker-mode pool, ``jitr_identity_proof`` prints the instance identity document and its
+signature, read with a fresh IMDSv2 token on each call, for core's fetch of the JIT config.
 """
 
 from __future__ import annotations
 
 import json
 
+from jitr_core.broker_script import BROKER
 from jitr_core.startup import Fragment, ScriptContext, shell_b64
 
 from .config import PROVIDER
@@ -36,9 +42,27 @@ unset jitr_imds_token
 export JITR_INSTANCE_ID JITR_REGION
 """
 
+IDENTITY_PROOF = """\
+# The broker's proof of who this instance is: the identity document and AWS's signature of it
+jitr_identity_proof() {
+  local token document signature
+  token="$(curl -fsS --max-time 5 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' "$jitr_imds/api/token")" \
+    || return 1
+  document="$(curl -fsS --max-time 5 -H "X-aws-ec2-metadata-token: $token" \
+    "$jitr_imds/dynamic/instance-identity/document")" || return 1
+  signature="$(curl -fsS --max-time 5 -H "X-aws-ec2-metadata-token: $token" \
+    "$jitr_imds/dynamic/instance-identity/signature")" || return 1
+  jq -cn --arg document "$document" --arg signature "$signature" '{document: $document, signature: $signature}'
+}
+"""
+
 TEARDOWN = """\
-# EC2: delete this instance (shutdown terminates it: InstanceInitiatedShutdownBehavior=terminate)
+# EC2: tag this instance with the runner's exit report (terminated instances stay listed with their
+# tags for about an hour, where scaledown reads it), then delete it (shutdown terminates it too:
+# InstanceInitiatedShutdownBehavior=terminate)
 if [ -n "${JITR_INSTANCE_ID:-}" ] && [ -n "${JITR_REGION:-}" ] && command -v aws >/dev/null 2>&1; then
+  aws ec2 create-tags --region "$JITR_REGION" --resources "$JITR_INSTANCE_ID" \\
+    --tags "Key=jitr-runner-exit,Value=${JITR_RUNNER_EXIT:-no-job}" >/dev/null 2>&1 || true
   aws ec2 terminate-instances --region "$JITR_REGION" --instance-ids "$JITR_INSTANCE_ID" >/dev/null 2>&1 || true
 fi
 shutdown -h now || poweroff -f || true
@@ -94,6 +118,8 @@ def fragments(context: ScriptContext) -> list[Fragment] | None:
         Fragment("prelude", PRELUDE, order=20, source=SOURCE),
         Fragment("teardown", TEARDOWN, order=90, source=SOURCE),
     ]
+    if context.handoff == BROKER:
+        out.append(Fragment("prelude", IDENTITY_PROOF, order=25, source=SOURCE))
     if log_shipping_enabled(context):
         config = shell_b64(json.dumps(log_agent_config(context), separators=(",", ":")))
         out += [

@@ -71,6 +71,20 @@ echo "jitr: runner exited with status $jitr_exit"
 """
 
 
+# The exit report: the runner agent starts a Worker, which writes _diag/Worker_*.log, for each job
+# it runs. Computed in the teardown, so the watchdog and a failed install report too; each cloud's
+# teardown publishes JITR_RUNNER_EXIT where the control plane reads it (a tag, a label).
+_EXIT_REPORT = r"""
+if compgen -G "${JITR_RUNNER_DIR}/_diag/Worker_*.log" >/dev/null; then
+  JITR_RUNNER_EXIT=job
+else
+  JITR_RUNNER_EXIT=no-job
+fi
+export JITR_RUNNER_EXIT
+echo "jitr: runner exit report: ${JITR_RUNNER_EXIT}"
+"""
+
+
 @hookimpl(trylast=True)
 def jitr_render_startup_script(context: ScriptContext) -> list[Fragment] | None:
     if context.provider == "embedded":
@@ -104,4 +118,5 @@ def jitr_render_startup_script(context: ScriptContext) -> list[Fragment] | None:
         Fragment("install", install.strip(), order=50, source="core"),
         *([fetch_fragment("core")] if brokered else []),
         Fragment("run", _RUN.replace("__USER__", RUNNER_USER).strip(), order=50, source="core"),
+        Fragment("teardown", _EXIT_REPORT.strip(), order=10, source="core"),
     ]

@@ -12,7 +12,8 @@ answers every host the script talks to, by its ``Host`` header: the GitHub relea
 the EC2 instance metadata service (IMDSv2 token flow), the GCE metadata server
 (``Metadata-Flavor: Google``) and the Compute API's instance delete.
 
-The fake runner tarball's ``run.sh`` records its argv and environment; ``sudo`` passes on only
+The fake runner tarball's ``run.sh`` records its argv and environment, and leaves the ``_diag``
+log of a job run when ``<state>/run.job`` exists (else it exits as a runner that took no job); ``sudo`` passes on only
 the variables named by ``--preserve-env``, as sudo does. Every fake appends ``name args`` to
 ``calls.log``. The ``shutdown`` fake only records: :meth:`Sandbox.run` ends the script's process
 group once the teardown has shut down, as the power-off would.
@@ -117,6 +118,7 @@ _RUN_SH = """#!/bin/bash
 printf '%s\\n' "$0" "$@" > "$JITR_SANDBOX/run.argv"
 env > "$JITR_SANDBOX/run.env"
 printf '%s\\n' "run.sh $*" >> "$JITR_SANDBOX/calls.log"
+if [ -f "$JITR_SANDBOX/run.job" ]; then mkdir -p _diag && touch _diag/Worker_20260101-000000-utc.log; fi
 if [ -f "$JITR_SANDBOX/run.block" ]; then exec sleep 86400; fi
 exit 0
 """
