@@ -188,24 +188,31 @@ variable "pools" {
     `options.network` / `options.subnetwork` put the pool's VMs on their own VPC network or
     subnetwork instead of `network` / `subnetwork` below (a pool naming only its own network
     takes that network's auto-mode subnetwork). The module's firewall rules are made on `network`
-    and on every pool's own network.
+    and on every pool's own network. `machine_type_labels` and `machine_sizes` let a job pick its
+    machine type by label (docs/embedded-serve.md, "Sizing from labels").
   EOT
   type = list(object({
-    name               = string
-    labels             = list(string)
-    machine_types      = list(string)
-    image              = string
-    zones              = optional(list(string))
-    spot               = optional(bool)
-    on_demand_fallback = optional(bool)
-    disk_gb            = optional(number)
-    max_runners        = optional(number)
-    runner_group       = optional(string)
-    org_scope          = optional(bool)
-    priority           = optional(number)
-    allow_public       = optional(bool)
-    arch               = optional(string)
-    max_lifetime_s     = optional(number)
+    name                = string
+    labels              = list(string)
+    machine_types       = list(string)
+    image               = string
+    zones               = optional(list(string))
+    spot                = optional(bool)
+    on_demand_fallback  = optional(bool)
+    disk_gb             = optional(number)
+    max_runners         = optional(number)
+    runner_group        = optional(string)
+    org_scope           = optional(bool)
+    priority            = optional(number)
+    allow_public        = optional(bool)
+    arch                = optional(string)
+    max_lifetime_s      = optional(number)
+    machine_type_labels = optional(list(string))
+    machine_sizes = optional(list(object({
+      machine_type = string
+      cpu          = number
+      ram          = number
+    })))
     options = optional(object({
       log_shipping = optional(bool)
       network      = optional(string)
