@@ -41,6 +41,8 @@ locals {
         spot = p.spot, on_demand_fallback = p.on_demand_fallback, org_scope = p.org_scope, allow_public = p.allow_public
       } : k => v if v != null },
       { for k, v in { runner_group = p.runner_group, arch = p.arch } : k => v if v != null },
+      p.machine_type_labels == null ? {} : { machine_type_labels = p.machine_type_labels },
+      p.machine_sizes == null ? {} : { machine_sizes = p.machine_sizes },
       length(local.pool_options[p.name]) == 0 ? {} : { options = local.pool_options[p.name] },
     )
   ]

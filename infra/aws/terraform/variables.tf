@@ -299,7 +299,9 @@ variable "pools" {
     on_demand_fallback, runner_group, org_scope, priority, allow_public, arch (x64/arm64),
     max_lifetime_s; and launch settings that replace the deployment's for this pool:
     launch_template, security_group_ids, instance_profile, key_name, associate_public_ip,
-    root_device_name, log_shipping. See docs/aws-configuration.md.
+    root_device_name, log_shipping; machine_type_labels and machine_sizes let a job pick its
+    instance type by label (docs/embedded-serve.md, "Sizing from labels"). See
+    docs/aws-configuration.md.
   EOT
   type = list(object({
     name                = string
@@ -317,6 +319,12 @@ variable "pools" {
     allow_public        = optional(bool)
     arch                = optional(string)
     max_lifetime_s      = optional(number)
+    machine_type_labels = optional(list(string))
+    machine_sizes = optional(list(object({
+      machine_type = string
+      cpu          = number
+      ram          = number
+    })))
     launch_template     = optional(string)
     security_group_ids  = optional(list(string))
     instance_profile    = optional(string)
@@ -440,6 +448,20 @@ variable "permissions_boundary_arn" {
   description = "A permissions boundary for every IAM role this module creates (null: none)."
   type        = string
   default     = null
+}
+
+# -- spot interruptions ---------------------------------------------------------------------------
+
+variable "spot_interruptions" {
+  description = "Route EC2 Spot Instance Interruption Warnings to the lifecycle queue (an EventBridge rule and a queue policy), so jitr marks interrupted runners and re-runs their jobs where a pool sets rerun_on_interruption. With kms_key_arn, the key's policy must also let events.amazonaws.com use it (kms:GenerateDataKey, kms:Decrypt)."
+  type        = bool
+  default     = true
+}
+
+variable "rebalance_recommendations" {
+  description = "Route EC2 Instance Rebalance Recommendations too: jitr notes them on the job's timeline only."
+  type        = bool
+  default     = false
 }
 
 # -- alarms ----------------------------------------------------------------------------------------

@@ -254,3 +254,31 @@ run "neither_secret_nor_its_arn" {
   variables { webhook_secret = null }
   expect_failures = [aws_secretsmanager_secret.webhook]
 }
+
+run "pool_sizing_labels_render" {
+  command = apply
+
+  variables {
+    pools = [{
+      name                = "linux"
+      labels              = ["self-hosted", "linux"]
+      machine_types       = ["m7i.large"]
+      subnet_ids          = ["subnet-0aaaaaaaaaaaaaaaa"]
+      image               = "ami-0123456789abcdef0"
+      machine_type_labels = ["c6i.*", "m7i.2xlarge"]
+      machine_sizes       = [{ machine_type = "c6i.2xlarge", cpu = 8, ram = 16 }]
+    }]
+  }
+
+  assert {
+    condition = jsondecode(aws_lambda_function.function["scaleup"].environment[0].variables.JITR_POOLS) == [
+      {
+        name                = "linux", labels = ["self-hosted", "linux"], machine_types = ["m7i.large"],
+        placements          = ["subnet-0aaaaaaaaaaaaaaaa"], image = "ami-0123456789abcdef0",
+        machine_type_labels = ["c6i.*", "m7i.2xlarge"],
+        machine_sizes       = [{ machine_type = "c6i.2xlarge", cpu = 8, ram = 16 }]
+      },
+    ]
+    error_message = "JITR_POOLS must carry the pool's machine_type_labels and machine_sizes"
+  }
+}
