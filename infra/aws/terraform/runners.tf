@@ -38,6 +38,17 @@ locals {
       Action   = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogGroups", "logs:DescribeLogStreams"]
       Resource = ["${local.arn_prefix}:logs:${local.region}:${local.account}:log-group:/jitr/*"]
     }] : [],
+    [{
+      # The teardown's exit report (did the runner run a job?): one tag, on this instance only.
+      Sid      = "TagSelfWithExitReport"
+      Effect   = "Allow"
+      Action   = ["ec2:CreateTags"]
+      Resource = ["${local.ec2_arn}:instance/*"]
+      Condition = {
+        StringEquals                = { "aws:ARN" = "$${ec2:SourceInstanceARN}" }
+        "ForAllValues:StringEquals" = { "aws:TagKeys" = ["jitr-runner-exit"] }
+      }
+    }],
     var.runner_self_terminate ? [{
       # The teardown's `aws ec2 terminate-instances` on itself: this instance only.
       Sid       = "TerminateSelf"

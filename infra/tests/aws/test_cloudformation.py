@@ -494,6 +494,7 @@ def test_runner_role_may_only_terminate_its_own_instance_and_ship_logs(stack: St
     statements = stack_role_statements(stack.client("iam"), role)
     assert allowed_actions(statements) == {
         "ec2:TerminateInstances",
+        "ec2:CreateTags",
         "logs:CreateLogGroup",
         "logs:CreateLogStream",
         "logs:PutLogEvents",
@@ -506,6 +507,9 @@ def test_runner_role_may_only_terminate_its_own_instance_and_ship_logs(stack: St
         "ec2:ResourceTag/jitr:deployment": stack.prefix,
         "aws:ARN": "${ec2:SourceInstanceARN}",
     }
+    (tag,) = _statements_for(statements, "ec2:CreateTags")
+    assert tag["Condition"]["StringEquals"]["aws:ARN"] == "${ec2:SourceInstanceARN}"
+    assert tag["Condition"]["ForAllValues:StringEquals"] == {"aws:TagKeys": ["jitr-runner-exit"]}
     for statement in _statements_for(statements, "logs:PutLogEvents"):
         assert all(r.endswith(":log-group:/jitr/*") for r in _resources(statement))
     (group,) = stack.client("logs").describe_log_groups(logGroupNamePrefix="/jitr/")["logGroups"]
@@ -513,9 +517,9 @@ def test_runner_role_may_only_terminate_its_own_instance_and_ship_logs(stack: St
     trust = stack.client("iam").get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]
     trust = json.loads(trust) if isinstance(trust, str) else trust
     assert trust["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
-    # Log shipping off: the role has nothing but self-termination.
+    # Log shipping off: the role has nothing but self-termination and the exit report.
     off = _resolver({**stack.parameters, "RunnerLogShipping": "false"})
-    assert {s["Sid"] for s in template_statements(off, "RunnerRole")} == {"TerminateSelf"}
+    assert {s["Sid"] for s in template_statements(off, "RunnerRole")} == {"TerminateSelf", "TagSelfWithExitReport"}
 
 
 def test_each_role_allows_exactly_what_its_function_calls(

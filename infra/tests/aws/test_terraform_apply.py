@@ -214,6 +214,23 @@ def test_periodic_functions_are_scheduled_without_retries(deployment: Deployment
         assert [s["Principal"] for s in policy["Statement"]] == [{"Service": "events.amazonaws.com"}]
 
 
+def test_spot_interruption_warnings_reach_the_lifecycle_queue(deployment: Deployment) -> None:
+    events, sqs = deployment.client("events"), deployment.client("sqs")
+    rule = events.describe_rule(Name=f"{PREFIX}-spot-interruption")
+    assert json.loads(rule["EventPattern"]) == {
+        "source": ["aws.ec2"],
+        "detail-type": ["EC2 Spot Instance Interruption Warning"],
+    }
+    queue_url = sqs.get_queue_url(QueueName=f"{PREFIX}-lifecycle")["QueueUrl"]
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn", "Policy"])["Attributes"]
+    [target] = events.list_targets_by_rule(Rule=rule["Name"])["Targets"]
+    assert target["Arn"] == attributes["QueueArn"]
+    [statement] = json.loads(attributes["Policy"])["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage" and statement["Resource"] == attributes["QueueArn"]
+    assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": rule["Arn"]}}
+
+
 def test_table_is_jitrs_table_definition(deployment: Deployment) -> None:
     ddb = deployment.client("dynamodb")
     name = deployment.outputs["table_name"]
@@ -234,7 +251,9 @@ def test_table_is_jitrs_table_definition(deployment: Deployment) -> None:
     assert backups["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"] == "ENABLED"
 
 
-def test_runners_get_a_closed_security_group_and_a_role_that_only_ships_logs(deployment: Deployment) -> None:
+def test_runners_get_a_closed_security_group_and_a_role_that_ships_logs_and_tags_itself(
+    deployment: Deployment,
+) -> None:
     ec2, iam = deployment.client("ec2"), deployment.client("iam")
     group_id = deployment.outputs["runner_security_group_id"]
 
@@ -247,9 +266,15 @@ def test_runners_get_a_closed_security_group_and_a_role_that_only_ships_logs(dep
     profile = iam.get_instance_profile(InstanceProfileName=deployment.outputs["runner_instance_profile"])
     [role] = profile["InstanceProfile"]["Roles"]
     assert role["RoleName"] == f"{PREFIX}-runner"
-    [statement] = role_statements(deployment.endpoint, role["RoleName"], REGION)
-    assert statement["Resource"] == ["arn:aws:logs:eu-west-1:123456789012:log-group:/jitr/*"]
-    assert not any(a.startswith("ec2:") for a in statement["Action"])
+    statements = {s["Sid"]: s for s in role_statements(deployment.endpoint, role["RoleName"], REGION)}
+    assert set(statements) == {"ShipRunnerLogs", "TagSelfWithExitReport"}
+    logs = statements["ShipRunnerLogs"]
+    assert logs["Resource"] == ["arn:aws:logs:eu-west-1:123456789012:log-group:/jitr/*"]
+    assert not any(a.startswith("ec2:") for a in logs["Action"])
+    tag = statements["TagSelfWithExitReport"]
+    assert tag["Action"] in (["ec2:CreateTags"], "ec2:CreateTags")
+    assert tag["Condition"]["StringEquals"] == {"aws:ARN": "${ec2:SourceInstanceARN}"}
+    assert tag["Condition"]["ForAllValues:StringEquals"] == {"aws:TagKeys": ["jitr-runner-exit"]}
 
 
 def test_alarms_watch_the_dead_letter_queues_and_every_function(deployment: Deployment) -> None:
