@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import stat
 import subprocess
@@ -116,3 +117,47 @@ def test_without_metadata_the_script_still_shuts_down(tmp_path: Path) -> None:
     result = subprocess.run(["bash", "-c", _own_script()], env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert calls.read_text().splitlines() == ["shutdown -h now"]
+
+
+def _broker_context() -> ScriptContext:
+    pool = Pool("linux", frozenset({"self-hosted"}), ("m7i.large",), handoff="broker")
+    return ScriptContext(
+        "jitr-linux-1-1", pool, "aws", Secret(""), "2.336.0", 3600, handoff="broker", broker_url="https://b.example/x"
+    )
+
+
+def test_a_broker_mode_script_holds_no_secret_and_passes_shellcheck(plugin_manager: JitrPluginManager) -> None:
+    backend = Backend(plugin_manager, Settings.from_mapping({"provider": "aws"}))
+    script = backend.render_startup_script(_broker_context(), USER_DATA_LIMIT)
+    assert "jitr_identity_proof" in script and "jitr_fetch_jit_config" in script
+    assert "ACTIONS_RUNNER_INPUT_JITCONFIG=\"$(printf %s '" not in script and "instance-identity/signature" in script
+    _shellcheck(script)
+
+
+def test_the_identity_proof_is_the_document_and_signature_read_with_imds_v2(tmp_path: Path) -> None:
+    require_tool("jq", "apt-get install jq")
+    document = '{\n  "instanceId" : "i-0123456789abcdef0",\n  "region" : "eu-west-1"\n}'
+    calls = tmp_path / "calls.log"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (tmp_path / "document").write_text(document)
+    _stub(
+        bin_dir,
+        "curl",
+        f'echo "curl $*" >> {calls}'
+        + f"""
+case "$*" in
+  *"-X PUT"*) echo imds-token ;;
+  *instance-identity/document*) cat {tmp_path / "document"} ;;
+  *instance-identity/signature*) printf 'c2lnbmF0dXJl\\nbW9yZQ==' ;;
+esac""",
+    )
+    own = [f for f in fragments(_broker_context()) or [] if f.phase == "prelude"]
+    script = assemble([*own, Fragment("run", f"jitr_identity_proof > {tmp_path / 'proof'}")])
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    result = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    proof = json.loads((tmp_path / "proof").read_text())
+    assert proof == {"document": document, "signature": "c2lnbmF0dXJl\nbW9yZQ=="}
+    asked = calls.read_text()
+    assert "X-aws-ec2-metadata-token: imds-token" in asked and "/latest/dynamic/instance-identity/document" in asked

@@ -28,7 +28,7 @@ def test_main_exposes_the_five_targets_from_jitr_functions_gcp(gcp_bundle: Path)
     assert [(node.module, sorted(a.name for a in node.names)) for node in imports] == [
         ("jitr_functions.gcp", sorted(TARGETS))
     ]
-    assert sorted(TARGETS) == ["lifecycle", "rebalancer", "scaledown", "scaleup", "webhook"]
+    assert sorted(TARGETS) == ["broker", "lifecycle", "rebalancer", "scaledown", "scaleup", "webhook"]
 
 
 def test_jitr_and_every_installed_plugin_are_vendored_as_wheels(gcp_bundle: Path) -> None:

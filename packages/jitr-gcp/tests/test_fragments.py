@@ -128,3 +128,55 @@ def test_a_hostile_runner_name_stays_data(tmp_path: Path) -> None:
     assert not (tmp_path / "pwned").exists()
     [delete] = [c for c in calls if "-X DELETE" in c]
     assert delete.endswith(f"/instances/{hostile}")
+
+
+def _broker_context() -> ScriptContext:
+    pool = Pool(name="linux", labels=frozenset({"self-hosted"}), machine_types=("e2-standard-2",), handoff="broker")
+    return ScriptContext(
+        "jitr-linux-42-1",
+        pool,
+        "gcp",
+        Secret(""),
+        "2.336.0",
+        3600,
+        handoff="broker",
+        broker_url="https://broker-abc-ew.a.run.app",
+        broker_audience="https://broker-abc-ew.a.run.app/?x=1&y=2",
+    )
+
+
+def test_a_broker_mode_script_holds_no_secret_and_is_shellcheck_clean(tmp_path: Path) -> None:
+    pm = create_plugin_manager(
+        environ={"JITR_DISABLE_PLUGINS": "embedded"}, extra=[("gcp", plugin)], load_entry_points=False
+    )
+    script = Backend(pm, gcp_settings()).render_startup_script(_broker_context(), limit_bytes=256 * 1024)
+    assert "jitr_identity_proof" in script and "jitr_fetch_jit_config" in script
+    assert "ACTIONS_RUNNER_INPUT_JITCONFIG=\"$(printf %s '" not in script
+    path = tmp_path / "startup.sh"
+    path.write_text(script)
+    _shellcheck(path)
+
+
+def test_the_identity_proof_asks_a_full_token_for_the_broker_audience(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stub = bin_dir / "curl"
+    stub.write_text(
+        '#!/bin/bash\necho "curl $*" >> "$JITR_TEST_LOG"\n'
+        'case "${*: -1}" in *identity\\?audience=*) echo -n "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJ4In0.c2ln" ;; '
+        "*) exit 22 ;; esac\n"
+    )
+    stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
+    own = [f for f in fragments.fragments(_broker_context()) if f.phase == "prelude"]
+    path = tmp_path / "proof.sh"
+    path.write_text(assemble([*own, Fragment("run", "jitr_identity_proof > proof.json", source="test")]))
+    log = tmp_path / "calls.log"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "JITR_TEST_LOG": str(log)}
+    result = subprocess.run(["bash", str(path)], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "proof.json").read_text() == '{"token":"eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJ4In0.c2ln"}'
+    [asked] = [c for c in log.read_text().splitlines() if "identity?" in c]
+    assert asked.endswith(
+        "instance/service-accounts/default/identity?audience=https%3A%2F%2Fbroker-abc-ew.a.run.app%2F%3Fx%3D1%26y%3D2"
+        "&format=full"
+    )

@@ -53,6 +53,7 @@ class ScriptContext:
     runner_sha256: str = ""
     handoff: str = "metadata"
     broker_url: str = ""
+    broker_audience: str = ""
     broker_deadline_s: int = 600
 
 

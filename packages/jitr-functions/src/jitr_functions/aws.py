@@ -1,4 +1,5 @@
-"""AWS Lambda handlers: ``jitr_functions.aws.webhook``, ``.scaleup``, ``.lifecycle``, ``.scaledown``, ``.rebalancer``.
+"""AWS Lambda handlers: ``jitr_functions.aws.webhook``, ``.scaleup``, ``.lifecycle``, ``.scaledown``, ``.rebalancer``,
+``.broker``.
 
 Each translates one platform event into one core call on the process-wide app (built on the
 first invocation, the container's cold start). Importing this module costs no cloud SDK and no
@@ -44,6 +45,18 @@ def webhook(event: Any, context: Any) -> dict[str, Any]:
         return _http(response.status, response.body)
 
 
+def broker(event: Any, context: Any) -> dict[str, Any]:
+    """A VM's request (function URL or API Gateway) → its JIT config, once; refusals are 4xx, a retry 409/503."""
+    with _invocation(context, "broker") as app:
+        method, _, body = _http_request(event, "broker")
+        if method != "POST":
+            return _http(405, {"error": f"the broker is asked with POST, found {method}"}, {"allow": "POST"})
+        if body is None:
+            return _http(400, {"error": "the body is not valid base64"})
+        answer = app.broker.handle(body)
+        return _http(answer.status, answer.body, answer.headers)
+
+
 def scaleup(event: Any, context: Any) -> dict[str, Any]:
     """A batch from the jobs queue → one scaleup per message; retried messages as batch item failures."""
     return _batch(event, context, "scaleup", "jobs", lambda app: app.scaleup.handle)
@@ -79,10 +92,10 @@ def _invocation(context: Any, function: str) -> Iterator[App]:
             app.flush_metrics()
 
 
-def _http_request(event: Any) -> tuple[str, Mapping[Any, Any], bytes | None]:
+def _http_request(event: Any, function: str = "webhook") -> tuple[str, Mapping[Any, Any], bytes | None]:
     """Method, headers (the service lower-cases them) and raw body bytes (None when the base64 body is invalid)."""
     if not isinstance(event, Mapping):
-        raise _misrouted("webhook", "an HTTP request event", event)
+        raise _misrouted(function, "an HTTP request event", event)
     if event.get("version") == "2.0" and isinstance(event.get("requestContext"), Mapping):
         method = str(event["requestContext"].get("http", {}).get("method", ""))
         raw_headers = event.get("headers") or {}
@@ -91,7 +104,7 @@ def _http_request(event: Any) -> tuple[str, Mapping[Any, Any], bytes | None]:
         multi = event.get("multiValueHeaders") or {}
         raw_headers = {k: ",".join(v) for k, v in multi.items()} if multi else (event.get("headers") or {})
     else:
-        raise _misrouted("webhook", "an HTTP request event", event)
+        raise _misrouted(function, "an HTTP request event", event)
     headers: Mapping[Any, Any] = raw_headers
     text = event.get("body") or ""
     if not event.get("isBase64Encoded"):

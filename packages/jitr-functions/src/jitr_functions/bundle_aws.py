@@ -38,7 +38,7 @@ from jitr_core.errors import JitrError
 
 from .bundle_plugins import canonical, installed_plugins, resolve_exclusions, verify_plugins, warn_unknown
 
-FUNCTIONS = ("webhook", "scaleup", "lifecycle", "scaledown", "rebalancer")
+FUNCTIONS = ("webhook", "scaleup", "lifecycle", "scaledown", "rebalancer", "broker")
 HANDLERS = tuple(f"jitr_functions.aws.{name}" for name in FUNCTIONS)
 RUNTIMES = ("3.12", "3.13")
 PLATFORMS = {"x86_64": "manylinux2014_x86_64", "arm64": "manylinux2014_aarch64"}

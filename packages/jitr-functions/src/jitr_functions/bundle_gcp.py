@@ -31,7 +31,7 @@ from jitr_core.errors import JitrError
 
 from .bundle_plugins import installed_plugins, resolve_exclusions, verify_plugins, warn_unknown
 
-TARGETS = ("webhook", "scaleup", "lifecycle", "scaledown", "rebalancer")
+TARGETS = ("webhook", "scaleup", "lifecycle", "scaledown", "rebalancer", "broker")
 ROOTS = ("jitr-functions", "functions-framework")
 REQUIRED_PLUGINS = ("jitr-gcp",)  # the functions' backend: leaving it out would deploy functions that cannot work
 MAIN_PY = f'''"""Cloud Run function targets written by ``jitr bundle gcp``; deploy each with ``--entry-point``."""

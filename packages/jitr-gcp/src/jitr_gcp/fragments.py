@@ -12,12 +12,18 @@ log and the runner's ``_diag`` logs go to Cloud Logging (logs ``jitr_startup`` a
 ``jitr_runner_diag`` of the instance, labelled ``jitr-pool`` and ``jitr-runner``), so a failed
 boot can be read after the VM is gone; the teardown stops the agent first, which flushes it. A
 pool turns this off with ``options.log_shipping = false``.
+
+In a broker-mode pool, ``jitr_identity_proof`` prints an identity token of the instance's service
+account for the broker's audience, in the full format (instance id, zone and project), fresh on
+each call, for core's fetch of the JIT config.
 """
 
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 
+from jitr_core.broker_script import BROKER
 from jitr_core.startup import Fragment, ScriptContext, shell_b64, shell_quote
 
 SOURCE = "jitr-gcp"
@@ -43,6 +49,17 @@ jitr_gcp_delete_self() {
     "https://compute.googleapis.com/compute/v1/projects/${JITR_GCP_PROJECT}/zones/${JITR_GCP_ZONE}/instances/${JITR_GCP_INSTANCE}"
 }
 echo "jitr: GCE instance ${JITR_GCP_INSTANCE} in ${JITR_GCP_ZONE} (${JITR_GCP_PROJECT})"
+"""
+
+_IDENTITY_PROOF = """\
+# The broker's proof of who this instance is: a full-format identity token for the broker's audience
+jitr_identity_proof() {
+  local token
+  token="$(jitr_gcp_metadata "instance/service-accounts/default/identity?audience=%(audience)s&format=full")" \
+    || return 1
+  case "${token}" in "" | *[!A-Za-z0-9._-]*) return 1 ;; esac
+  printf '{"token":"%%s"}' "${token}"
+}
 """
 
 _TEARDOWN = """\
@@ -114,6 +131,9 @@ def fragments(context: ScriptContext) -> list[Fragment]:
         Fragment("prelude", prelude, order=20, source=SOURCE),
         Fragment("teardown", _TEARDOWN, order=90, source=SOURCE),
     ]
+    if context.handoff == BROKER:
+        audience = quote(context.broker_audience or context.broker_url, safe="")
+        out.append(Fragment("prelude", _IDENTITY_PROOF % {"audience": audience}, order=25, source=SOURCE))
     if log_shipping_enabled(context):
         out += [
             Fragment(

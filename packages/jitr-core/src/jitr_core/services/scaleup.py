@@ -310,6 +310,7 @@ class ScaleupService:
             pool.max_lifetime_s,
             handoff=pool.handoff,
             broker_url=self.settings.broker_url,
+            broker_audience=self.settings.broker_audience,
             broker_deadline_s=self.settings.boot_timeout_s,
         )
         try:

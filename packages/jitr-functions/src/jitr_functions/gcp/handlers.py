@@ -1,9 +1,10 @@
-"""The five Cloud Run function targets: each turns one request into one core call.
+"""The Cloud Run function targets: each turns one request into one core call.
 
 ``webhook`` answers GitHub; ``scaleup`` and ``lifecycle`` take Pub/Sub deliveries (Eventarc
 CloudEvents or push envelopes) and answer 2xx to acknowledge or 503 to have Pub/Sub redeliver;
 ``scaledown`` and ``rebalancer`` run once per Cloud Scheduler call, whether it comes over HTTP
-or through a Pub/Sub topic. The app is built on an instance's first request (its cold start).
+or through a Pub/Sub topic; ``broker`` answers a VM its JIT config, once. The app is built on
+an instance's first request (its cold start).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import functions_framework
 from jitr_core.logs import log_context
 from jitr_core.messages import JOBS_QUEUE, LIFECYCLE_QUEUE
 from jitr_core.model import QueueMessage
-from jitr_core.services.consume import Disposition, consume
+from jitr_core.services.consume import FUNCTIONS, Disposition, consume
 from jitr_gcp.pubsub import NOT_BEFORE
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -54,6 +55,27 @@ def webhook(request: flask.Request) -> flask.Response:
 
 
 @functions_framework.http
+def broker(request: flask.Request) -> flask.Response:
+    """A VM's request for its JIT config, proven with its identity token: 200 once, 4xx refusals, 409/503 retries."""
+    from jitr_core.services.broker import MAX_REQUEST_BYTES
+
+    app = get_app()
+    with _request_context(app, dict(request.headers.items())):
+        if request.method != "POST":
+            return _not_post(request)
+        request.max_content_length = MAX_REQUEST_BYTES
+        try:
+            body = request.get_data(cache=False)
+        except RequestEntityTooLarge:
+            request.max_content_length = None
+            return _answer(413, {"error": f"the request exceeds {MAX_REQUEST_BYTES} bytes"})
+        answer = app.broker.handle(body)
+        response = _answer(answer.status, answer.body)
+        response.headers.update(answer.headers)
+        return response
+
+
+@functions_framework.http
 def scaleup(request: flask.Request) -> flask.Response:
     """Jobs-queue messages: launch at most one runner VM per job attempt."""
     return _deliver(request, JOBS_QUEUE, lambda app: app.scaleup.handle)
@@ -84,7 +106,7 @@ def _deliver(request: flask.Request, queue: str, handler: Callable[[App], Callab
     app = get_app()
     headers = dict(request.headers.items())
     raw = request.get_data(cache=False)
-    with _request_context(app, headers):
+    with _request_context(app, headers), _metrics(app, FUNCTIONS[queue]):
         try:
             delivery = events.parse(headers, raw)
         except events.MalformedEvent as exc:
@@ -105,6 +127,7 @@ def _deliver(request: flask.Request, queue: str, handler: Callable[[App], Callab
                 outcome = consume(app.backend, queue, delivery.body, handler(app), delivery.attributes)
             except Exception:  # dead-lettering or re-sending failed: let Pub/Sub deliver it again
                 log.exception("message could not be settled; Pub/Sub will redeliver", extra={"queue": queue})
+                app.backend.metrics.record("function_errors", function=FUNCTIONS[queue])
                 return _answer(503, {"retry": "the message could not be settled"})
             if outcome.disposition is Disposition.RETRY:
                 return _answer(503, {"retry": outcome.detail})
@@ -130,11 +153,12 @@ def _periodic(request: flask.Request, name: str, run: Callable[[App], Mapping[st
     raw = request.get_data(cache=False)
     event_id = request.headers.get("ce-id") or _message_id(headers, raw)
     job = request.headers.get("X-CloudScheduler-JobName")
-    with _request_context(app, headers), log_context(event_id=event_id, scheduler_job=job):
+    with _request_context(app, headers), _metrics(app, name), log_context(event_id=event_id, scheduler_job=job):
         try:
             report = run(app)
         except Exception:
             log.exception(f"{name} run failed")
+            app.backend.metrics.record("function_errors", function=name)
             return _answer(500, {"error": f"{name} run failed"})
         log.info(f"{name} run", extra={"report": report})
         return _answer(200, {"report": report})
@@ -166,6 +190,18 @@ def _request_context(app: App, headers: Mapping[str, str]) -> Iterator[None]:
         fields[TRACE_FIELD] = f"projects/{project}/traces/{trace}"
     with log_context(**fields):
         yield
+
+
+@contextmanager
+def _metrics(app: App, function: str) -> Iterator[None]:
+    """Count an error the request did not handle, and write the request's metrics once, as it ends."""
+    try:
+        yield
+    except Exception:
+        app.backend.metrics.record("function_errors", function=function)
+        raise
+    finally:
+        app.flush_metrics()
 
 
 def _not_post(request: flask.Request) -> flask.Response:
