@@ -34,6 +34,7 @@ UNSUPPORTED_BY_MOTO = frozenset(
         "AWS::Lambda::EventInvokeConfig",
         "AWS::Lambda::Url",
         "AWS::SecretsManager::Secret",
+        "AWS::SQS::QueuePolicy",
     }
 )
 _SHORT_FORMS = (

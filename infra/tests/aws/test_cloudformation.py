@@ -368,6 +368,23 @@ def test_schedules_invoke_the_periodic_functions_once(stack: Stack, functions: d
         assert grant["Condition"]["ArnLike"]["AWS:SourceArn"] == rule["Arn"]
 
 
+def test_spot_interruption_warnings_reach_the_lifecycle_queue(stack: Stack) -> None:
+    events, sqs = stack.client("events"), stack.client("sqs")
+    rule = events.describe_rule(Name=f"{stack.prefix}-spot-interruption")
+    assert json.loads(rule["EventPattern"]) == {
+        "source": ["aws.ec2"],
+        "detail-type": ["EC2 Spot Instance Interruption Warning"],
+    }
+    (target,) = events.list_targets_by_rule(Rule=rule["Name"])["Targets"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=stack.outputs["LifecycleQueueUrl"], AttributeNames=["QueueArn"])
+    assert target["Arn"] == queue_arn["Attributes"]["QueueArn"]
+    # moto lacks AWS::SQS::QueuePolicy: the template's statement is checked as written
+    policy = load_template()["Resources"]["LifecycleQueuePolicy"]
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"} and statement["Action"] == "sqs:SendMessage"
+    assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["SpotInterruptionRule", "Arn"]}}}
+
+
 def test_table_is_jitrs_table_definition(stack: Stack) -> None:
     name = stack.outputs["TableName"]
     wanted = table_definition(name)
