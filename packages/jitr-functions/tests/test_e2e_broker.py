@@ -316,3 +316,19 @@ def test_a_crash_after_handing_leaves_a_vm_that_gives_up_and_a_new_attempt(deplo
         60,
         "the second runner to finish",
     )
+
+
+def test_a_vm_that_never_reaches_the_broker_is_retired_and_its_job_launched_again(deployment):
+    """Like a VM whose runner never came online: nothing was registered, the job gets a new launch."""
+    d = deployment(broker_url=f"http://127.0.0.1:{_free_port()}/broker", boot_timeout_s=3)
+    job = d.sim.queue_job("octo-org/api", LABELS, name="unreachable-broker")
+    first = _launched(d)
+
+    def relaunched() -> bool:
+        d.app.scaledown.run()
+        return d.runner(first.key).state == "retired" and len(d.vm_rows()) >= 2
+
+    wait_for(relaunched, 90, "the first runner retired and the job launched again", step_s=0.5)
+    assert d.jit_configs() == []  # no VM asked, so nothing was ever registered on GitHub
+    assert d.sim.job(job).status == "queued"
+    assert d.runner(first.key).data["handoff"] == "waiting"

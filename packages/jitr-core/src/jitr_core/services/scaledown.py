@@ -1,6 +1,7 @@
 """The scaledown function (every 5 minutes): reap what is stale, orphaned or ghostly.
 
-- a runner whose VM never came online within the boot timeout: retired, its job re-enqueued;
+- a runner whose VM never came online within the boot timeout: retired, its job re-enqueued (a
+  broker-mode VM that never asked the broker for its config is one: nothing is registered for it);
 - a VM past its pool's maximum lifetime: terminated, busy or not (the hard limit);
 - a VM with no in-flight runner record (an orphan) after the grace period: terminated;
 - a runner record whose VM is gone (spot reclaim, crash): retired, its queued job re-enqueued;
