@@ -138,7 +138,7 @@ def test_a_google_signed_token_proves_the_instance(backend: Backend, google: Sig
     identity = backend.verify_vm_identity("gcp", {"token": google.token()}, AUDIENCE)
     assert (identity.provider, identity.vm_id, identity.zone, identity.account) == (
         "gcp",
-        "4567890123456789012",
+        "us-central1-a/jitr-linux-1-1",
         "us-central1-a",
         PROJECT,
     )
@@ -160,7 +160,7 @@ def test_a_key_google_rotated_in_is_fetched_again(listed: KeyServer, google: Sig
     with listed.lock:
         listed.certificates[rotated.kid] = rotated.certificate()
     identity = verify_identity_token({"token": rotated.token()}, AUDIENCE, PROJECT, listed.certs_url, keys)
-    assert identity.vm_id == "4567890123456789012"
+    assert identity.vm_id == "us-central1-a/jitr-linux-1-1"
 
 
 def test_an_unlisted_key_id_does_not_refetch_within_the_refresh_interval(listed: KeyServer, google: Signer) -> None:
@@ -247,3 +247,12 @@ def test_an_unreachable_key_server_is_a_backend_error_not_a_refusal(key_server: 
         verify_identity_token({"token": google.token()}, AUDIENCE, PROJECT, key_server.url + "/missing", keys)
     with pytest.raises(BackendError, match="could not fetch Google's keys"):
         verify_identity_token({"token": google.token()}, AUDIENCE, PROJECT, "http://127.0.0.1:9/certs", keys)
+
+
+def test_the_vm_id_is_jitrs_zone_and_name_of_the_instance_and_a_bad_name_is_refused(
+    backend: Backend, google: Signer
+) -> None:
+    base = {"instance_id": "1", "zone": "us-central1-a", "project_id": PROJECT}
+    for name in (None, "", "../other", "Jitr-Upper", "x" * 64):
+        compute = {**base, "instance_name": name} if name is not None else base
+        _refused(backend, {"token": google.token(google={"compute_engine": compute})}, "compute_engine.instance_name")

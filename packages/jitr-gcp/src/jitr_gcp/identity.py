@@ -5,9 +5,11 @@ The proof is ``{"token": <the JWT from instance/service-accounts/default/identit
 (``[gcp] identity_certs_url``, fetched over HTTP and cached for their ``Cache-Control`` max-age),
 its expiry (an hour after issue) and that its ``aud`` is the broker's audience. This module adds
 the issuer (``accounts.google.com``) and the ``google.compute_engine`` claims that only
-``format=full`` tokens carry: the instance id, zone and project, which must be the configured
-``[gcp] project``. A token is valid for its whole hour, so it cannot stop replay: the broker
-does, answering each VM once through its own record write.
+``format=full`` tokens carry: the instance's name, zone and project, which must be the configured
+``[gcp] project``. The identity's VM id is jitr's id of the instance, ``ZONE/NAME`` (as
+:func:`jitr_gcp.compute.vm_id` writes it into the runner record the broker compares it with).
+A token is valid for its whole hour, so it cannot stop replay: the broker does, answering each
+VM once through its own record write.
 
 Refusals are :class:`~jitr_core.errors.IdentityError` with reasons of this module's wording:
 google-auth's own messages may quote the token and are never passed on.
@@ -41,7 +43,7 @@ CLOCK_SKEW_S = 60  # GCE instances and Google keep their clocks in sync
 
 _JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 _MAX_AGE = re.compile(r"max-age=(\d+)")
-_INSTANCE = re.compile(r"^\d{1,20}$")
+_INSTANCE_NAME = re.compile(r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$")
 _ZONE = re.compile(r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")
 _PROJECT = re.compile(r"^(?:[a-z][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _REASONS = (  # google-auth's ValueError wording -> a reason safe to log
@@ -140,10 +142,11 @@ def verify_identity_token(
     issued_at = claims.get("iat")
     if isinstance(issued_at, bool) or not isinstance(issued_at, (int, float)):
         raise IdentityError("the identity token has no issue time")
+    zone = _claim(compute, "zone", _ZONE)
     return VMIdentity(
         PROVIDER,
-        vm_id=_claim(compute, "instance_id", _INSTANCE),
-        zone=_claim(compute, "zone", _ZONE),
+        vm_id=f"{zone}/{_claim(compute, 'instance_name', _INSTANCE_NAME)}",  # compute.vm_id's form
+        zone=zone,
         account=found,
         issued_at=float(issued_at),
     )
