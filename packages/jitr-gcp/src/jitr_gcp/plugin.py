@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from jitr_core.hookspecs import hookimpl
+from jitr_core.metrics import Sample
 from jitr_core.model import (
     LaunchRequest,
     LaunchResult,
@@ -208,3 +209,12 @@ def jitr_render_startup_script(context: ScriptContext) -> Sequence[Fragment] | N
     if context.provider != PROVIDER:
         return None
     return fragments.fragments(context)
+
+
+@hookimpl
+def jitr_emit_metrics(samples: Sequence[Sample], settings: Settings) -> None:
+    """On GCP (the queues are Pub/Sub, so the functions run on Cloud Run): structured log entries on stdout."""
+    if settings.provider("queue") == PROVIDER:
+        from .metrics import write_entries
+
+        write_entries(samples)
