@@ -48,9 +48,7 @@ def spot_pool(rerun: bool) -> dict[str, Any]:
 
 def start(e2e_sandbox: Any, rerun: bool, **vm_faults: Any) -> Any:
     faults = SandboxFaults(vms=VMFaults(job_seconds=LONG_JOB, **vm_faults))
-    return e2e_sandbox(
-        pools=[spot_pool(rerun)], installations={"octo-org": ["api"]}, intervals=QUIET, faults=faults
-    )
+    return e2e_sandbox(pools=[spot_pool(rerun)], installations={"octo-org": ["api"]}, intervals=QUIET, faults=faults)
 
 
 def attempts_of(sandbox: Any, job_id: int) -> list[Any]:
@@ -82,6 +80,7 @@ def busy_runner(sandbox: Any, job_id: int) -> str:
 
 def redeliver_completed(sandbox: Any, job_id: int) -> None:
     """The ``completed`` webhook again, under a new delivery id (GitHub does send duplicates)."""
+
     def completed() -> list[Any]:
         return [d for d in sandbox.sim.deliveries() if d.job_id == job_id and d.action == "completed" and d.ok]
 
