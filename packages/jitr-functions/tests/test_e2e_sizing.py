@@ -9,6 +9,7 @@ and a label outside the allow-list never reaches the cloud.
 
 from __future__ import annotations
 
+import base64
 import threading
 from typing import Any
 
@@ -29,7 +30,7 @@ from jitr_core.errors import CapacityError
 from jitr_core.hookspecs import hookimpl
 from jitr_core.model import LaunchRequest
 from jitr_core.settings import Settings
-from jitr_functions.sandbox import RECORDING
+from jitr_functions.sandbox import _JIT_IN_SCRIPT, RECORDING
 
 SIZED_POOL: dict[str, Any] = {
     **POOL,
@@ -66,6 +67,16 @@ def timeline(sandbox: Any, job_id: int) -> list[dict[str, Any]]:
     rec = record(sandbox, "job", job_id)
     assert rec is not None
     return list(rec.data.get("timeline") or [])
+
+
+def job_state(sandbox: Any, job_id: int) -> str | None:
+    rec = record(sandbox, "job", job_id)
+    return rec.state if rec is not None else None
+
+
+def job_attempt(sandbox: Any, job_id: int) -> int | None:
+    rec = record(sandbox, "job", job_id)
+    return int(rec.data["attempt"]) if rec is not None else None
 
 
 def test_a_labelled_job_launches_the_labelled_type_and_a_plain_job_the_pools(e2e_sandbox):
@@ -167,32 +178,52 @@ class HoldUnsizedLaunches:
 
 def test_a_sized_job_whose_runner_an_unsized_job_took_gets_a_sized_runner_again(e2e_sandbox):
     """The sized runner takes the older unsized job; the unsized job's runner lacks the sizing label,
-    so the sized job is not handed it (it would wait for ever) but launched for again."""
+    so the sized job is not handed it (it would wait for ever) but launched for again.
+
+    The sized runner is driven here as the runner agent would, so that its job finishes only once
+    jitr has acted on its ``in_progress``.
+    """
     hold = HoldUnsizedLaunches()
+    launches = Launches()
     sandbox = e2e_sandbox(
         pools=[SIZED_POOL],
         intervals=QUIET,
         vm_provider=RECORDING,
         boot_s=None,
-        extra_plugins=[("e2e-hold", hold)],
+        extra_plugins=[("e2e-hold", hold), ("e2e-launches", launches)],
     )
     [plain] = queue_jobs(sandbox, 1)
     wait_for(lambda: hold.refused > 0, 30, "the unsized job's first launch to be refused")
     [sized] = queue_jobs(sandbox, 1, labels=[*LABELS, "c6i.4xlarge"])
     wait_for(lambda: len(sandbox.vms.launches) == 1, 60, "the sized job to be launched for")
     hold.released.set()
+    wait_for(lambda: len(sandbox.vms.launches) == 2, 60, "the unsized job to be launched for")
+    [sized_launch] = [r for r in launches.requests if r.machine_type == "c6i.4xlarge"]
+    jit = _JIT_IN_SCRIPT.search(sized_launch.startup_script)
+    assert jit is not None
+
+    agent = sandbox.sim.agent_connect(base64.b64decode(jit.group(1)).decode())
+    taken = sandbox.sim.agent_poll(agent.id)
+    assert taken is not None and taken.id == plain  # the older job, which the sized runner's labels cover
     wait_for(
-        lambda: len(sandbox.vms.launches) == 2,
+        lambda: job_attempt(sandbox, sized) == 2,
         60,
-        "both jobs to be launched for",
+        "the sized job to be launched for again",
         detail=lambda: describe(sandbox, [plain, sized]),
     )
-    sandbox.vms.boot()  # the sized runner, launched first, connects first and takes the older job
+    sandbox.sim.agent_finish(agent.id)
+    sandbox.vms.boot()
 
     wait_completed(sandbox, [plain, sized], 60)
+    wait_for(
+        lambda: all(job_state(sandbox, job_id) == "completed" for job_id in (plain, sized)),
+        60,
+        "jitr to record both jobs completed",
+        detail=lambda: describe(sandbox, [plain, sized]),
+    )
 
-    runners = {r.key: r for r in runner_records(sandbox)}
-    served = {int(r.data["serving_job_id"]): r for r in runners.values() if r.data.get("serving_job_id")}
-    assert served[plain].data["sizing_labels"] == ["c6i.4xlarge"], describe(sandbox, [plain, sized])
-    assert served[sized].data["sizing_labels"] == ["c6i.4xlarge"]
-    assert any(s["event"] == "requeued" for s in timeline(sandbox, sized))
+    served = {int(r.data["serving_job_id"]): r for r in runner_records(sandbox) if r.data.get("serving_job_id")}
+    assert served[plain].key == sized_launch.runner_name
+    assert served[sized].data["sizing_labels"] == ["c6i.4xlarge"] and served[sized].key.endswith("-2")
+    [requeued] = [s for s in timeline(sandbox, sized) if s["event"] == "requeued"]
+    assert requeued["reason"] == "runner-taken-by-another-job"
