@@ -62,7 +62,10 @@ def test_the_insert_carries_spot_scheduling_labels_metadata_and_no_external_ip(
         "jitr-job": "123456",
         "jitr-attempt": "1",
     }
-    assert body["metadata"]["items"] == [{"key": "startup-script", "value": SCRIPT}]
+    assert body["metadata"]["items"] == [
+        {"key": "startup-script", "value": SCRIPT},
+        {"key": "enable-guest-attributes", "value": "TRUE"},  # where the teardown leaves its exit report
+    ]
     assert body["scheduling"] == {
         "provisioningModel": "SPOT",
         "instanceTerminationAction": "DELETE",

@@ -73,7 +73,9 @@ def sandbox(tmp_path: Path, cloud: FakeCloud, image: str) -> Sandbox:
     return box
 
 
-def assert_deleted(outcome: Outcome, cloud: FakeCloud) -> None:
+def assert_deleted(outcome: Outcome, cloud: FakeCloud, runner_exit: str = "no-job") -> None:
+    """The VM writes its exit report as a guest attribute, then deletes itself."""
+    assert cloud.guest_attributes == {"jitr/runner-exit": runner_exit}
     deletes = cloud.requests_to(COMPUTE_HOST, "DELETE")
     assert [d["path"] for d in deletes] == [
         f"/compute/v1/projects/{cloud.gce_project}/zones/{cloud.gce_zone}/instances/{RUNNER}"
@@ -112,6 +114,18 @@ def test_every_image_path_runs_the_runner_once_and_deletes_the_vm(
         config = (box.root / "etc/google-cloud-ops-agent/config.yaml").read_text()
         assert "include_paths: [/var/log/jitr-startup.log]" in config
         assert f'static_value: "{RUNNER}"' in config and 'static_value: "linux"' in config
+
+
+def test_a_runner_that_ran_a_job_reports_it_before_the_vm_deletes_itself(tmp_path: Path, cloud: FakeCloud) -> None:
+    box = sandbox(tmp_path, cloud, "same")
+    (box.state / "run.job").touch()  # the agent ran a job: its Worker log is in _diag
+    outcome = box.run(render("x64"))
+    assert "jitr: runner exit report: job" in outcome.log
+    assert_deleted(outcome, cloud, runner_exit="job")
+    [put] = cloud.requests_to(GCE_METADATA_HOST, "PUT")
+    assert put["path"] == "/computeMetadata/v1/instance/guest-attributes/jitr/runner-exit"
+    assert cloud.requests.index(put) < cloud.requests.index(cloud.requests_to(COMPUTE_HOST, "DELETE")[0])
+    outcome.assert_never_shown(JIT, "jit-secret-do-not-leak")
 
 
 def test_a_download_that_differs_from_the_pin_tears_down_without_running(tmp_path: Path, cloud: FakeCloud) -> None:

@@ -15,6 +15,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("jitr.gcp.compute")
 
 MANAGED_LABEL = ("managed-by", "jitr")
+EXIT_REPORT = ("jitr", "runner-exit")  # namespace and key of the guest attribute the teardown writes
 # Error codes (operation errors) and reasons (synchronous errors) that mean "no room for this
 # candidate here": another machine type, zone or provisioning model may still work.
 CAPACITY_CODES = frozenset(
@@ -100,7 +102,12 @@ def instance_body(request: LaunchRequest, zone: str, cfg: GcpConfig) -> dict[str
         "name": request.runner_name,
         "machine_type": f"zones/{zone}/machineTypes/{request.machine_type}",
         "labels": gce_labels(request),
-        "metadata": {"items": [{"key": "startup-script", "value": request.startup_script}]},
+        "metadata": {
+            "items": [
+                {"key": "startup-script", "value": request.startup_script},
+                {"key": "enable-guest-attributes", "value": "TRUE"},  # the teardown's exit report
+            ]
+        },
         "disks": [
             {
                 "boot": True,
@@ -306,7 +313,11 @@ def terminate(vm: str, cfg: GcpConfig) -> bool:
 
 
 def list_vms(cfg: GcpConfig) -> list[VMInfo]:
-    """Every instance labelled ``managed-by=jitr`` in the project, all zones, all pages."""
+    """Every instance labelled ``managed-by=jitr`` in the project, all zones, all pages.
+
+    An instance that is no longer running carries the exit report its startup script left as a
+    guest attribute, read with one call per such instance (they are few: a VM deletes itself).
+    """
     from google.api_core import exceptions
     from google.cloud import compute_v1
 
@@ -314,13 +325,38 @@ def list_vms(cfg: GcpConfig) -> list[VMInfo]:
         project=cfg.project, filter=f"labels.{MANAGED_LABEL[0]}={MANAGED_LABEL[1]}", max_results=500
     )
     try:
-        return [
+        vms = [
             _vm_info(instance, scope)
             for scope, scoped in _instances(cfg).aggregated_list(request=request, timeout=cfg.operation_timeout_s)
             for instance in scoped.instances
         ]
     except (exceptions.GoogleAPICallError, OSError) as exc:
         raise BackendError(f"GCE could not list jitr instances: {_text(exc)}") from None
+    return [vm if vm.running else replace(vm, runner_exit=_runner_exit(cfg, vm.vm_id)) for vm in vms]
+
+
+def _runner_exit(cfg: GcpConfig, vm: str) -> str | None:
+    """The ``jitr/runner-exit`` guest attribute of a stopped instance: "job", "no-job" or None.
+
+    The query reads the ``jitr/`` namespace; GCE answers 404 when the instance has none."""
+    from google.api_core import exceptions
+    from google.cloud import compute_v1
+
+    zone, _, name = vm.partition("/")
+    request = compute_v1.GetGuestAttributesInstanceRequest(
+        project=cfg.project, zone=zone, instance=name, query_path=f"{EXIT_REPORT[0]}/"
+    )
+    try:
+        answer = _instances(cfg).get_guest_attributes(request=request, timeout=cfg.operation_timeout_s)
+    except exceptions.NotFound:
+        return None
+    except (exceptions.GoogleAPICallError, OSError) as exc:  # the report is a hint: listing goes on
+        log.warning("could not read a runner's exit report", extra={"vm_id": vm, "reason": _text(exc)})
+        return None
+    for item in answer.query_value.items:
+        if (item.namespace, item.key) == EXIT_REPORT and item.value in ("job", "no-job"):
+            return str(item.value)
+    return None
 
 
 def _vm_info(instance: compute_v1.Instance, scope: str) -> VMInfo:

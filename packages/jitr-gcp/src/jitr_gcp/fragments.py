@@ -63,6 +63,11 @@ jitr_identity_proof() {
 """
 
 _TEARDOWN = """\
+# The runner's exit report (core's JITR_RUNNER_EXIT) as a guest attribute of this instance: the
+# metadata server takes it from this VM alone, with no permission; scaledown reads it from an
+# instance that is still listed (one left stopped when it could not delete itself)
+curl -sf --max-time 5 -X PUT --data "${JITR_RUNNER_EXIT:-no-job}" -H 'Metadata-Flavor: Google' \\
+  "${JITR_GCP_METADATA}/instance/guest-attributes/jitr/runner-exit" >/dev/null || true
 if ! jitr_gcp_delete_self; then
   echo "jitr: deleting this instance through the Compute API failed; powering off for scaledown to delete" >&2
 fi

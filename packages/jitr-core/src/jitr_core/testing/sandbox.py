@@ -168,6 +168,7 @@ class FakeCloud:
     imds_token: str = "imds-token-1"  # noqa: S105 - a fake metadata token
     gce_token: str = "ya29.sandbox-token"  # noqa: S105 - a fake access token
     requests: list[dict[str, str]] = field(default_factory=list)
+    guest_attributes: dict[str, str] = field(default_factory=dict)  # GCE: path under guest-attributes/ → value
     port: int = 0
 
     def serve_release(self, version: str, arch: str, data: bytes) -> None:
@@ -176,7 +177,9 @@ class FakeCloud:
     def requests_to(self, host: str, method: str | None = None) -> list[dict[str, str]]:
         return [r for r in list(self.requests) if r["host"] == host and (method is None or r["method"] == method)]
 
-    def answer(self, method: str, host: str, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    def answer(
+        self, method: str, host: str, path: str, headers: dict[str, str], sent: bytes = b""
+    ) -> tuple[int, bytes]:
         self.requests.append({"method": method, "host": host, "path": path, **headers})
         if host == GITHUB_HOST and method == "GET":
             body = self.releases.get(path)
@@ -184,7 +187,7 @@ class FakeCloud:
         if host == IMDS_HOST:
             return self._imds(method, path, headers)
         if host == GCE_METADATA_HOST:
-            return self._gce_metadata(path, headers)
+            return self._gce_metadata(method, path, headers, sent)
         if host == COMPUTE_HOST and method == "DELETE":
             expected = f"/compute/v1/projects/{self.gce_project}/zones/{self.gce_zone}/instances/"
             if headers.get("authorization") != f"Bearer {self.gce_token}":
@@ -207,9 +210,13 @@ class FakeCloud:
         }
         return (200, values[path].encode()) if path in values else (404, b"")
 
-    def _gce_metadata(self, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    def _gce_metadata(self, method: str, path: str, headers: dict[str, str], sent: bytes) -> tuple[int, bytes]:
         if headers.get("metadata-flavor") != "Google":
             return 403, b"Missing Metadata-Flavor:Google header."
+        guest = "/computeMetadata/v1/instance/guest-attributes/"
+        if method == "PUT" and path.startswith(guest):
+            self.guest_attributes[path.removeprefix(guest)] = sent.decode(errors="replace")
+            return 200, b""
         token = json.dumps({"access_token": self.gce_token, "expires_in": 3599, "token_type": "Bearer"})
         values = {
             "/computeMetadata/v1/instance/name": self.gce_instance,
@@ -229,11 +236,10 @@ def fake_cloud(cloud: FakeCloud | None = None) -> Iterator[FakeCloud]:
     class Handler(BaseHTTPRequestHandler):
         def _handle(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
-            if length:
-                self.rfile.read(length)
+            sent = self.rfile.read(length) if length else b""
             host = (self.headers.get("Host") or "").split(":")[0]
             headers = {k.lower(): v for k, v in self.headers.items()}
-            status, body = served.answer(self.command, host, self.path, headers)
+            status, body = served.answer(self.command, host, self.path, headers, sent)
             self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

@@ -33,6 +33,7 @@ _ROUTES = [
     ("POST", re.compile(_ZONAL + r"/instances$"), "insert"),
     ("GET", re.compile(_ZONAL + r"/instances/(?P<n>[^/]+)$"), "get"),
     ("DELETE", re.compile(_ZONAL + r"/instances/(?P<n>[^/]+)$"), "delete"),
+    ("GET", re.compile(_ZONAL + r"/instances/(?P<n>[^/]+)/getGuestAttributes$"), "guest_attributes"),
     ("GET", re.compile(_PROJECT + r"/aggregated/instances$"), "aggregated"),
     ("GET", re.compile(_ZONAL + r"/operations/(?P<n>[^/]+)$"), "poll"),
     ("POST", re.compile(_ZONAL + r"/operations/(?P<n>[^/]+)/wait$"), "poll"),
@@ -62,6 +63,7 @@ class FakeCompute(JsonServer):
         self.operations: dict[tuple[str, str], dict[str, Any]] = {}
         self.request_ids: dict[str, tuple[str, str]] = {}
         self.inserts: list[dict[str, Any]] = []
+        self.guest: dict[tuple[str, str], dict[str, str]] = {}  # (zone, name) → "namespace/key" → value
         self.faults: dict[tuple[str, str | None], Fault] = {}
         self.page_limit = 500  # GCE's largest maxResults; lower it to force pagination
         self._ids = itertools.count(4_600_000_000_000_000_000)
@@ -94,6 +96,11 @@ class FakeCompute(JsonServer):
         """Move an instance to another state, as a guest shutdown or a preemption would."""
         with self.lock:
             self.instances[(zone, name)]["status"] = status
+
+    def set_guest_attribute(self, zone: str, name: str, path: str, value: str) -> None:
+        """Write a guest attribute (``namespace/key``), as the VM does through its metadata server."""
+        with self.lock:
+            self.guest.setdefault((zone, name), {})[path] = value
 
     def instance_count(self, name: str) -> int:
         with self.lock:
@@ -236,9 +243,23 @@ class FakeCompute(JsonServer):
     def _delete(self, args: dict[str, str], query: dict[str, str], body: Any) -> tuple[int, Any]:
         self._get(args, query, body)
         del self.instances[(args["z"], args["n"])]
+        self.guest.pop((args["z"], args["n"]), None)
         operation = self._new_operation(args["z"], "delete", args["n"])
         operation.update(status="DONE", progress=100, endTime=_now())
         return 200, operation
+
+    def _guest_attributes(self, args: dict[str, str], query: dict[str, str], body: Any) -> tuple[int, Any]:
+        self._get(args, query, body)
+        path = query.get("queryPath", "")
+        namespace = path.rstrip("/").split("/", 1)[0]
+        items = []
+        for full, value in sorted(self.guest.get((args["z"], args["n"]), {}).items()):
+            ns, _, key = full.partition("/")
+            if ns == namespace:
+                items.append({"namespace": ns, "key": key, "value": value})
+        if not items:
+            raise ApiError(404, f"The resource 'guestAttributes/{path}' was not found", "notFound")
+        return 200, {"kind": "compute#guestAttributes", "queryPath": path, "queryValue": {"items": items}}
 
     def _aggregated(self, args: dict[str, str], query: dict[str, str], body: Any) -> tuple[int, Any]:
         wanted: tuple[str, str] | None = None
