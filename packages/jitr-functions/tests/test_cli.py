@@ -114,6 +114,20 @@ def test_render_startup_script_is_valid_shell(capsys, config, tmp_path, provider
     subprocess.run([require_tool("shellcheck", "apt-get install shellcheck"), str(script)], check=True)
 
 
+@pytest.mark.parametrize("provider", _providers())
+def test_a_broker_mode_pool_renders_a_script_with_no_config(capsys, config, tmp_path, provider):
+    text = config.read_text().replace("max_runners = 4", 'max_runners = 4\nhandoff = "broker"')
+    config.write_text('broker_url = "https://broker.example/jitr"\n' + text)
+    code, out, _ = _run(
+        capsys, "render-startup-script", "--pool", "linux", "--config", str(config), "--provider", provider
+    )
+    assert code == 0 and "jitr_fetch_jit_config" in out and "https://broker.example/jitr" in out
+    assert "UFJFVklFVy1OT1QtQS1SRUFMLUNPTkZJRw" not in out
+    script = tmp_path / "startup.sh"
+    script.write_text(out)
+    subprocess.run([require_tool("shellcheck", "apt-get install shellcheck"), str(script)], check=True)
+
+
 def test_render_startup_script_names_an_unknown_pool(capsys, config):
     code, _, err = _run(capsys, "render-startup-script", "--pool", "nope", "--config", str(config))
     assert code == 2 and "unknown pool 'nope'" in err

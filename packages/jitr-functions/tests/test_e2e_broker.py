@@ -12,6 +12,7 @@ answering leaves one runner for the job.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import json
 import socket
@@ -22,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from e2e_support import LABELS, QUIET, post, wait_for
@@ -29,7 +31,7 @@ from jitr_core.settings import Settings
 from jitr_functions.app import App, build_app
 from jitr_functions.local import LocalRuntime
 from jitr_functions.sandbox import SimulatedCrash
-from jitr_github.simulator import GitHubSimulator
+from jitr_github.simulator import Faults, GitHubSimulator
 from jitr_github.simulator.jitconfig import decode_jit_config
 
 SECRET = "whsec-broker-test-0123456789"
@@ -332,3 +334,27 @@ def test_a_vm_that_never_reaches_the_broker_is_retired_and_its_job_launched_agai
     assert d.jit_configs() == []  # no VM asked, so nothing was ever registered on GitHub
     assert d.sim.job(job).status == "queued"
     assert d.runner(first.key).data["handoff"] == "waiting"
+
+
+def test_a_github_failure_answers_503_with_retry_after_and_the_next_call_gets_the_config(deployment):
+    d = deployment(broker_url=f"http://127.0.0.1:{_free_port()}/broker")
+    d.sim.queue_job("octo-org/api", LABELS, name="github-down")
+    runner = _launched(d)
+    _, token = _vm_token(d, runner.key)
+    body = json.dumps({"runner_name": runner.key, "provider": "embedded", "proof": {"token": token}})
+    d.sim.faults = Faults(seed=3, http_5xx=1.0)
+
+    parts = urlsplit(d.broker)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        conn.request("POST", parts.path, body=body, headers=JSON)
+        response = conn.getresponse()
+        answer = json.loads(response.read())
+    finally:
+        conn.close()
+    assert response.status == 503 and int(response.getheader("Retry-After")) > 0, answer
+    assert "jit_config" not in answer and d.runner(runner.key).data["handoff"] == "waiting"
+
+    d.sim.faults = Faults(seed=4)
+    status, answer = _ask(d, runner.key, token)
+    assert status == 200 and answer["jit_config"] in d.jit_configs()

@@ -54,9 +54,13 @@ def cmd_render(args: argparse.Namespace) -> int:
         runner_name_for(pool.name, 0, 1),
         pool,
         provider,
-        Secret("UFJFVklFVy1OT1QtQS1SRUFMLUNPTkZJRw=="),
+        Secret("" if pool.handoff == "broker" else "UFJFVklFVy1OT1QtQS1SRUFMLUNPTkZJRw=="),
         settings.runner_version,
         pool.max_lifetime_s,
+        handoff=pool.handoff,
+        broker_url=settings.broker_url,
+        broker_audience=settings.broker_audience,
+        broker_deadline_s=settings.boot_timeout_s,
     )
     sys.stdout.write(Backend(create_plugin_manager(), settings).render_startup_script(context))
     return 0
