@@ -130,6 +130,10 @@ class BrokerService:
         return self._mint(taken)
 
     def _verify(self, request: _Request) -> VMIdentity:
+        # jitr launches this deployment's VMs with one provider: another one's proof can match no
+        # runner, and its verifier (configured for nothing here) is not asked
+        if request.provider != self.settings.provider("vm"):
+            raise _Refusal(401, f"identity refused: this deployment's VMs are not {request.provider} VMs")
         try:
             return self.backend.verify_vm_identity(request.provider, request.proof, self.settings.broker_audience)
         except IdentityError as exc:
