@@ -19,8 +19,12 @@ locals {
       "compute.subnetworks.use",             # the runner subnetwork (auto-mode or named)
       "compute.zoneOperations.get",          # zoneOperations.wait on the insert
     ]
-    lifecycle  = ["compute.instances.delete"] # a surplus runner's VM
-    scaledown  = ["compute.instances.delete", "compute.instances.list"]
+    lifecycle = ["compute.instances.delete"] # a surplus runner's VM
+    scaledown = [
+      "compute.instances.delete",
+      "compute.instances.getGuestAttributes", # a stopped runner VM's exit report (did it run a job?)
+      "compute.instances.list",
+    ]
     rebalancer = []
   }
   # Added to scaleup's role when runner VMs get an external IP.
