@@ -1,4 +1,4 @@
-"""Interruption notices as the lifecycle queue receives them: EventBridge, Cloud Logging, jitr's own form."""
+"""Interruption notices as the lifecycle queue gets them (EventBridge, Cloud Logging, jitr's own); the opt-in."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from jitr_core.errors import PayloadError
+from jitr_core.errors import PayloadError, SettingsError
 from jitr_core.interruption import Interruption, encode_interruption, interruption_in
+from jitr_core.settings import Settings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "interruptions"
 
@@ -108,3 +109,11 @@ def test_malformed_or_foreign_notices_say_what_is_wrong(body, says):
         interruption_in(body)
     assert says in str(caught.value)
     assert len(str(caught.value)) < 400
+
+
+def test_rerun_on_interruption_is_off_unless_a_pool_opts_in() -> None:
+    pool = {"name": "linux", "labels": ["self-hosted"], "machine_types": ["m7i.large"]}
+    assert Settings.from_mapping({"pools": [pool]}).pools[0].rerun_on_interruption is False
+    assert Settings.from_mapping({"pools": [{**pool, "rerun_on_interruption": True}]}).pools[0].rerun_on_interruption
+    with pytest.raises(SettingsError, match=r"rerun_on_interruption must be true or false"):
+        Settings.from_env({"JITR_POOLS": json.dumps([{**pool, "rerun_on_interruption": "sometimes"}])})
