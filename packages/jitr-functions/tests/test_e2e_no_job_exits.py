@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 
 from e2e_support import (
     POOL,
@@ -24,12 +25,31 @@ from e2e_support import (
     wait_for,
 )
 from jitr_core.hookspecs import hookimpl
+from jitr_core.metrics import Sample
 from jitr_core.services import ScaledownService
 from jitr_core.settings import Settings
 from jitr_functions.sandbox import SandboxFaults, VMFaults
 
 REPO = "octo-org/api"
 GET_JOB = "GET /repos/{owner}/{repo}/actions/jobs/{job_id}"
+
+
+class NoJobExitSamples:
+    """Keeps the ``runner_no_job_exits`` samples the services emit, as a metrics backend would."""
+
+    def __init__(self) -> None:
+        self.samples: list[Sample] = []
+        self._lock = threading.Lock()
+
+    @hookimpl
+    def jitr_emit_metrics(self, samples: Sequence[Sample], settings: Settings) -> None:
+        with self._lock:
+            self.samples += [s for s in samples if s.name == "runner_no_job_exits"]
+
+    def counted(self, sandbox) -> list[tuple[tuple[str, str], ...]]:
+        sandbox.app.backend.metrics.flush()
+        with self._lock:
+            return [s.labels for s in self.samples for _ in range(int(s.value))]
 
 
 def _exits(sandbox, job: int) -> list[dict]:
@@ -50,7 +70,13 @@ def _candidate(sandbox, name: str) -> tuple[str, str]:
 
 
 def test_a_runner_that_exits_without_a_job_is_relaunched_on_the_next_candidate(e2e_sandbox):
-    sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET, faults=SandboxFaults(vms=VMFaults(no_job_exits=1)))
+    metrics = NoJobExitSamples()
+    sandbox = e2e_sandbox(
+        pools=[POOL],
+        intervals=QUIET,
+        faults=SandboxFaults(vms=VMFaults(no_job_exits=1)),
+        extra_plugins=[("e2e-metrics", metrics)],
+    )
     [job] = queue_jobs(sandbox, 1, [REPO])
     first, second = f"jitr-linux-{job}-1", f"jitr-linux-{job}-2"
     wait_for(lambda: first in sandbox.vms.launches and not running_vms(sandbox), 60, "the first VM to end")
@@ -68,6 +94,7 @@ def test_a_runner_that_exits_without_a_job_is_relaunched_on_the_next_candidate(e
     events = [entry["event"] for entry in record(sandbox, "job", job).data["timeline"]]
     assert "no-job-exit" in events and events.index("no-job-exit") < events.index("in_progress")
     assert sandbox.sim.call_counts().get(GET_JOB) == 1  # one GitHub call, for the suspect only
+    assert metrics.counted(sandbox) == [(("pool", "linux"),)]
     assert dict(sandbox.vms.launches) == {first: 1, second: 1}
     assert not dead_letters(sandbox, "jobs")
 
@@ -135,12 +162,12 @@ class Together:
 def test_overlapping_scaledown_passes_count_an_exit_once(e2e_sandbox):
     """Two passes at once, as if the lease had expired under a slow one, and more after: one
     exit written, one re-launch."""
-    together = Together()
+    together, metrics = Together(), NoJobExitSamples()
     sandbox = e2e_sandbox(
         pools=[POOL],
         intervals=QUIET,
         faults=SandboxFaults(vms=VMFaults(no_job_exits=1)),
-        extra_plugins=[("e2e-together", together)],
+        extra_plugins=[("e2e-together", together), ("e2e-metrics", metrics)],
     )
     [job] = queue_jobs(sandbox, 1, [REPO])
     first, second = f"jitr-linux-{job}-1", f"jitr-linux-{job}-2"
@@ -164,6 +191,7 @@ def test_overlapping_scaledown_passes_count_an_exit_once(e2e_sandbox):
     wait_completed(sandbox, [job], 60)
 
     assert sum(r.get("no-job-exits", 0) for r in reports) == 1, reports
+    assert len(metrics.counted(sandbox)) == 1
     assert len(_exits(sandbox, job)) == 1
     assert record(sandbox, "job", job).data["attempt"] == 2
     assert dict(sandbox.vms.launches) == {first: 1, second: 1}
