@@ -273,8 +273,10 @@ class LifecycleService:
         """The runner a notice is about: by name when it carries one, else by VM id (records, then the cloud)."""
         if notice.runner_name:
             runner = self.store.runner(notice.runner_name)
-            # a GCE notice's id is the numeric instance id, jitr's is zone/name: the name suffices
-            if runner is None or (notice.source != "gcp" and notice.vm_id not in (None, runner.vm_id)):
+            # a GCE notice's id is the numeric instance id, jitr's is zone/name: the name suffices; a VM
+            # not recorded yet (launched, its id not written) is the named runner's
+            known = runner.vm_id if runner is not None and notice.source != "gcp" else None
+            if runner is None or None not in (known, notice.vm_id) and known != notice.vm_id:
                 return None
             return runner
         for runner in in_flight(self.backend):
