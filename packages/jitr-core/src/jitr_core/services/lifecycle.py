@@ -276,7 +276,7 @@ class LifecycleService:
             # a GCE notice's id is the numeric instance id, jitr's is zone/name: the name suffices; a VM
             # not recorded yet (launched, its id not written) is the named runner's
             known = runner.vm_id if runner is not None and notice.source != "gcp" else None
-            if runner is None or None not in (known, notice.vm_id) and known != notice.vm_id:
+            if runner is None or (None not in (known, notice.vm_id) and known != notice.vm_id):
                 return None
             return runner
         for runner in in_flight(self.backend):
