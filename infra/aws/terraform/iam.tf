@@ -57,6 +57,7 @@ locals {
       lifecycle  = ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"]
       scaledown  = ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Query"]
       rebalancer = ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:Query"]
+      broker     = ["dynamodb:GetItem", "dynamodb:PutItem"]
       } : kind => {
       Sid      = "Store"
       Effect   = "Allow"
@@ -150,6 +151,7 @@ locals {
   )
 
   function_statements = {
+    broker     = [local.statement.app_key, local.store.broker]
     webhook    = [local.statement.webhook_secret, local.sqs_send.webhook]
     scaleup    = concat([local.statement.app_key, local.store.scaleup, local.sqs_consume.scaleup, local.sqs_send.scaleup], local.launch)
     lifecycle  = [local.statement.app_key, local.store.lifecycle, local.sqs_consume.lifecycle, local.sqs_send.lifecycle, local.statement.describe, local.statement.terminate]

@@ -7,14 +7,16 @@ locals {
   partition = data.aws_partition.current.partition
   region    = data.aws_region.current.name
 
-  # The five functions: one zip, each with its handler and the defaults of docs/aws-deploy.md.
-  function_defaults = {
+  # The five functions, and the broker when a pool pulls its JIT config from it (handoff =
+  # "broker"): one zip, each with its handler and the defaults of docs/aws-deploy.md.
+  broker_enabled = anytrue([for p in var.pools : p.handoff == "broker"])
+  function_defaults = merge({
     webhook    = { timeout_s = 10, memory_mb = 256 }
     scaleup    = { timeout_s = 60, memory_mb = 512 }
     lifecycle  = { timeout_s = 60, memory_mb = 256 }
     scaledown  = { timeout_s = 240, memory_mb = 512 }
     rebalancer = { timeout_s = 55, memory_mb = 512 }
-  }
+  }, local.broker_enabled ? { broker = { timeout_s = 30, memory_mb = 512 } } : {})
   functions = {
     for kind, defaults in local.function_defaults : kind => {
       name                 = "${var.name_prefix}-${kind}"
@@ -40,7 +42,7 @@ locals {
       { for k, v in {
         spot = p.spot, on_demand_fallback = p.on_demand_fallback, org_scope = p.org_scope, allow_public = p.allow_public
       } : k => v if v != null },
-      { for k, v in { runner_group = p.runner_group, arch = p.arch } : k => v if v != null },
+      { for k, v in { runner_group = p.runner_group, arch = p.arch, handoff = p.handoff } : k => v if v != null },
       p.machine_type_labels == null ? {} : { machine_type_labels = p.machine_type_labels },
       p.machine_sizes == null ? {} : { machine_sizes = p.machine_sizes },
       length(local.pool_options[p.name]) == 0 ? {} : { options = local.pool_options[p.name] },
@@ -76,5 +78,5 @@ locals {
     JITR_AWS_INSTANCE_PROFILE           = aws_iam_instance_profile.runner.name
     JITR_AWS_ASSOCIATE_PUBLIC_IP        = var.runner_associate_public_ip ? "true" : "false"
     JITR_AWS_TAGS                       = join(",", [for k in sort(keys(local.runner_tags)) : "${k}=${local.runner_tags[k]}"])
-  })
+  }, local.broker_enabled ? { JITR_BROKER_URL = local.broker_url } : {})
 }

@@ -3,6 +3,11 @@ output "webhook_url" {
   value       = local.webhook_url
 }
 
+output "broker_url" {
+  description = "The URL runner VMs of a handoff = \"broker\" pool pull their JIT config from (null when no pool does)."
+  value       = local.broker_url
+}
+
 output "function_names" {
   description = "The functions' names, by kind (webhook, scaleup, lifecycle, scaledown, rebalancer)."
   value       = { for kind, f in aws_lambda_function.function : kind => f.function_name }

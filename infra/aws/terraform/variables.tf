@@ -300,8 +300,10 @@ variable "pools" {
     max_lifetime_s; and launch settings that replace the deployment's for this pool:
     launch_template, security_group_ids, instance_profile, key_name, associate_public_ip,
     root_device_name, log_shipping; machine_type_labels and machine_sizes let a job pick its
-    instance type by label (docs/embedded-serve.md, "Sizing from labels"). See
-    docs/aws-configuration.md.
+    instance type by label (docs/embedded-serve.md, "Sizing from labels"); handoff ("metadata",
+    the default, or "broker": the VMs pull their JIT config from the broker function, which is
+    created with its URL when a pool uses it; docs/embedded-serve.md, "The JIT config handoff").
+    See docs/aws-configuration.md.
   EOT
   type = list(object({
     name                = string
@@ -332,11 +334,16 @@ variable "pools" {
     associate_public_ip = optional(bool)
     root_device_name    = optional(string)
     log_shipping        = optional(bool)
+    handoff             = optional(string)
   }))
 
   validation {
     condition     = length(var.pools) > 0
     error_message = "pools must have at least one pool."
+  }
+  validation {
+    condition     = alltrue([for p in var.pools : contains(["metadata", "broker"], coalesce(p.handoff, "metadata"))])
+    error_message = "a pool's handoff is \"metadata\" or \"broker\"."
   }
   validation {
     condition     = length(distinct([for p in var.pools : p.name])) == length(var.pools)
@@ -482,4 +489,18 @@ variable "function_error_threshold" {
   description = "Errors of one function within 5 minutes that fire its alarm."
   type        = number
   default     = 1
+}
+
+variable "no_job_exit_threshold" {
+  description = "Runners exiting without a job within 15 minutes that fire the no-job-exits alarm (the runner_no_job_exits metric)."
+  type        = number
+  default     = 2
+}
+
+# -- metrics ---------------------------------------------------------------------------------------
+
+variable "create_dashboard" {
+  description = "Create a CloudWatch dashboard (named name_prefix) of jitr's metrics (docs/metrics.md)."
+  type        = bool
+  default     = true
 }

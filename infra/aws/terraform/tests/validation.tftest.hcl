@@ -282,3 +282,59 @@ run "pool_sizing_labels_render" {
     error_message = "JITR_POOLS must carry the pool's machine_type_labels and machine_sizes"
   }
 }
+
+run "a_broker_pool_gets_the_broker_function_behind_an_http_api" {
+  command = apply
+
+  variables {
+    pools = [{
+      name          = "linux"
+      labels        = ["self-hosted", "linux"]
+      machine_types = ["m7i.large"]
+      subnet_ids    = ["subnet-0aaaaaaaaaaaaaaaa"]
+      image         = "ami-0123456789abcdef0"
+      handoff       = "broker"
+    }]
+  }
+
+  override_resource {
+    target = aws_apigatewayv2_api.broker[0]
+    values = { api_endpoint = "https://brk123.execute-api.eu-west-1.amazonaws.com", execution_arn = "arn:aws:execute-api:eu-west-1:123456789012:brk123" }
+  }
+
+  assert {
+    condition     = aws_lambda_function.function["broker"].handler == "jitr_functions.aws.broker"
+    error_message = "the broker function runs jitr_functions.aws.broker"
+  }
+  assert {
+    condition = alltrue([
+      for f in aws_lambda_function.function : f.environment[0].variables.JITR_BROKER_URL == "https://brk123.execute-api.eu-west-1.amazonaws.com/broker"
+    ])
+    error_message = "every function's settings name the broker's URL (scaleup renders it into the scripts)"
+  }
+  assert {
+    condition     = jsondecode(aws_lambda_function.function["scaleup"].environment[0].variables.JITR_POOLS)[0].handoff == "broker"
+    error_message = "JITR_POOLS carries the pool's handoff"
+  }
+  assert {
+    condition     = aws_apigatewayv2_route.broker[0].route_key == "POST /broker" && output.broker_url == "https://brk123.execute-api.eu-west-1.amazonaws.com/broker"
+    error_message = "the broker is POST /broker on its HTTP API, and its URL an output"
+  }
+}
+
+run "metadata_pools_get_no_broker" {
+  command = plan
+
+  assert {
+    condition     = length(aws_apigatewayv2_api.broker) == 0 && !contains(keys(aws_lambda_function.function), "broker")
+    error_message = "without a broker-mode pool there is no broker function or endpoint"
+  }
+}
+
+run "an_unknown_handoff_is_refused" {
+  command = plan
+  variables {
+    pools = [{ name = "a", labels = ["self-hosted"], machine_types = ["m7i.large"], subnet_ids = ["subnet-0a"], image = "ami-0a", handoff = "ssm" }]
+  }
+  expect_failures = [var.pools]
+}
