@@ -53,7 +53,13 @@ class NoJobExitSamples:
 
 
 def _exits(sandbox, job: int) -> list[dict]:
-    return list(record(sandbox, "job", job).data.get("no_job_exits") or [])
+    rec = record(sandbox, "job", job)
+    return list(rec.data.get("no_job_exits") or []) if rec is not None else []
+
+
+def _state(sandbox, job: int) -> str | None:
+    rec = record(sandbox, "job", job)
+    return rec.state if rec is not None else None  # None until scaleup wrote the record
 
 
 def _scaledown_until(sandbox, predicate, what: str, job: int) -> None:
@@ -104,9 +110,7 @@ def test_a_second_no_job_exit_dead_letters_the_job_with_the_reason(e2e_sandbox):
     [job] = queue_jobs(sandbox, 1, [REPO])
     first, second = f"jitr-linux-{job}-1", f"jitr-linux-{job}-2"
 
-    _scaledown_until(
-        sandbox, lambda: record(sandbox, "job", job).state == "dead-lettered", "the job to be dead-lettered", job
-    )
+    _scaledown_until(sandbox, lambda: _state(sandbox, job) == "dead-lettered", "the job to be dead-lettered", job)
 
     [(body, reason)] = dead_letters(sandbox, "jobs")
     assert f'"job_id":{job}' in body.replace(" ", "")

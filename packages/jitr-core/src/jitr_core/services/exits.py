@@ -5,7 +5,7 @@ deletes itself and, to the rest of scaledown, the runner is merely gone. This mo
 an exit apart with facts every backend has, and no permission given to the runner:
 
 - the runner never went busy (no ``in_progress`` named it: its record is still ``launched``)
-  and its VM is gone;
+  and its VM is gone, with no spot interruption notice on its record;
 - the job's record still waits for this runner;
 - the startup script did not report that a job ran (``VMInfo.runner_exit``, where the provider
   can read it back after the VM ended);
@@ -72,6 +72,8 @@ class NoJobExits:
         """Handle ``runner`` (its VM gone) if it exited without a job; None leaves it to the usual path."""
         if runner.state != RunnerState.LAUNCHED or (ended is not None and ended.runner_exit == "job"):
             return None
+        if runner.get("interrupted_at") is not None:
+            return None  # a spot reclaim, not a runner failure: lifecycle re-launches it
         job = self.store.job(runner.job_id)
         if job is None or job.state != JobState.QUEUED or job.launched_runner not in (runner.name, None):
             return None
