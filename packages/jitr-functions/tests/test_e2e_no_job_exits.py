@@ -2,12 +2,16 @@
 scaledown, counted once, re-launched once on the next candidate, then dead-lettered.
 
 The fault is a simulated VM whose agent never starts: it ends at once, its JIT config unused,
-and reports ``no-job`` the way a startup script tags its VM before deleting it. Scaledown runs
-by hand (periodic functions never tick), until the condition under test holds.
+and reports ``no-job`` the way a startup script tags its VM before deleting it; and, with the
+embedded VM provider's local processes, a runner command that exits at once (the process exit is
+all that backend reports). Scaledown runs by hand (periodic functions never tick), until the
+condition under test holds. A dead letter here is what ``jitr status`` lists.
 """
 
 from __future__ import annotations
 
+import shlex
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -199,3 +203,56 @@ def test_overlapping_scaledown_passes_count_an_exit_once(e2e_sandbox):
     assert len(_exits(sandbox, job)) == 1
     assert record(sandbox, "job", job).data["attempt"] == 2
     assert dict(sandbox.vms.launches) == {first: 1, second: 1}
+
+
+# -- real local processes: the embedded VM provider, its runner command as the fault ---------------
+
+AGENT = f"{sys.executable} -m jitr_github.simulator.agent --job-seconds 0.1 --wait-seconds 30"
+LOCAL_POOL = {**POOL, "machine_types": ["local-a", "local-b"], "placements": []}
+
+
+def _local_sandbox(e2e_sandbox, runner_command: str):
+    """A sandbox whose VMs are local processes (``[embedded] runner_command``), not simulated ones."""
+    return e2e_sandbox(
+        pools=[LOCAL_POOL],
+        intervals=QUIET,
+        settings={
+            "vm_provider": "embedded",
+            "embedded": {"runner_command": runner_command, "launch_grace_s": "1", "terminate_grace_s": "1"},
+        },
+    )
+
+
+def _local_candidate(sandbox, name: str) -> str:
+    return record(sandbox, "runner", name).data["machine_type"]
+
+
+def test_a_local_runner_command_that_exits_at_once_is_relaunched_then_completes(e2e_sandbox, tmp_path):
+    """The first process exits without running the agent (as a rejected JIT config would); the
+    second runs it. The process exit is all the embedded backend reports."""
+    once = tmp_path / "failed-once"
+    sandbox = _local_sandbox(e2e_sandbox, f"mkdir {shlex.quote(str(once))} 2>/dev/null && exit 0; exec {AGENT}")
+    [job] = queue_jobs(sandbox, 1, [REPO])
+    first, second = f"jitr-linux-{job}-1", f"jitr-linux-{job}-2"
+    wait_for(once.exists, 60, "the first runner command to exit")
+
+    _scaledown_until(sandbox, lambda: _exits(sandbox, job), "the no-job exit to be detected", job)
+    wait_completed(sandbox, [job], 60)
+
+    assert sandbox.sim.job(job).runner_name == second
+    assert (_local_candidate(sandbox, first), _local_candidate(sandbox, second)) == ("local-a", "local-b")
+    assert "VM gone without the runner going busy" in _exits(sandbox, job)[0]["reason"]
+    assert not dead_letters(sandbox, "jobs")
+    _scaledown_until(sandbox, lambda: not running_vms(sandbox), "every local VM to end", job)
+
+
+def test_a_local_runner_command_that_always_exits_dead_letters_the_job(e2e_sandbox):
+    sandbox = _local_sandbox(e2e_sandbox, "exit 0")
+    [job] = queue_jobs(sandbox, 1, [REPO])
+
+    _scaledown_until(sandbox, lambda: _state(sandbox, job) == "dead-lettered", "the job to be dead-lettered", job)
+
+    [(_, reason)] = dead_letters(sandbox, "jobs")
+    assert f"jitr-linux-{job}-1 on local-a/-/spot" in reason and f"jitr-linux-{job}-2 on local-b/-/spot" in reason
+    assert sandbox.sim.job(job).status == "queued"
+    assert not running_vms(sandbox)
