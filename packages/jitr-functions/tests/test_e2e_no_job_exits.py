@@ -155,6 +155,25 @@ def test_a_runner_that_ran_its_job_unseen_is_not_counted(e2e_sandbox):
     assert not dead_letters(sandbox, "jobs")
 
 
+def test_when_github_cannot_be_asked_the_usual_repair_applies_and_nothing_is_counted(e2e_sandbox):
+    """GitHub refuses the job read (a 404 from a repository the App lost): no exit is written and
+    the runner goes the way of any vanished VM, its job launched again."""
+    sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET, faults=SandboxFaults(vms=VMFaults(no_job_exits=1)))
+    [job] = queue_jobs(sandbox, 1, [REPO])
+    first = f"jitr-linux-{job}-1"
+    wait_for(lambda: first in sandbox.vms.launches and not running_vms(sandbox), 60, "the first VM to end")
+    sandbox.sim.fail_next(1, 404, path_contains=f"/actions/jobs/{job}")
+
+    _scaledown_until(
+        sandbox, lambda: record(sandbox, "runner", first).state == "retired", "the runner to be retired", job
+    )
+    wait_completed(sandbox, [job], 60)
+
+    assert record(sandbox, "runner", first).data["retired_reason"] == "vm-gone"
+    assert not _exits(sandbox, job)
+    assert not dead_letters(sandbox, "jobs")
+
+
 class Together:
     """Holds each scaledown pass at its VM listing until both passes are there, so they surely overlap."""
 
