@@ -11,6 +11,7 @@ locals {
     "firestore.googleapis.com",
     "iam.googleapis.com",
     "logging.googleapis.com",
+    "monitoring.googleapis.com", # the dashboard and alert policies of metrics.tf
     "pubsub.googleapis.com",
     "run.googleapis.com",
     "secretmanager.googleapis.com",

@@ -396,3 +396,34 @@ variable "schedule_time_zone" {
   type        = string
   default     = "Etc/UTC"
 }
+
+# -- metrics ---------------------------------------------------------------------------------------
+
+variable "create_dashboard" {
+  description = "Create a Cloud Monitoring dashboard of jitr's metrics (docs/metrics.md)."
+  type        = bool
+  default     = true
+}
+
+variable "create_alerts" {
+  description = "Create alert policies on dead letters and on runners exiting without a job."
+  type        = bool
+  default     = true
+}
+
+variable "alert_notification_channels" {
+  description = "Notification channel ids (projects/P/notificationChannels/N) the alert policies notify."
+  type        = list(string)
+  default     = []
+}
+
+variable "no_job_exit_threshold" {
+  description = "Runners of one pool exiting without a job within 15 minutes that fire the no-job-exits alert."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.no_job_exit_threshold >= 1
+    error_message = "no_job_exit_threshold must be at least 1."
+  }
+}

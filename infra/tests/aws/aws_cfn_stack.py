@@ -33,6 +33,7 @@ UNSUPPORTED_BY_MOTO = frozenset(
         "AWS::CloudWatch::Alarm",
         "AWS::Lambda::EventInvokeConfig",
         "AWS::Lambda::Url",
+        "AWS::Logs::MetricFilter",
         "AWS::SecretsManager::Secret",
         "AWS::SQS::QueuePolicy",
     }

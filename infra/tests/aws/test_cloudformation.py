@@ -616,7 +616,7 @@ def test_alarms_watch_every_dead_letter_queue_and_function() -> None:
     resources = load_template()["Resources"]
     watched = set()
     for resource in resources.values():
-        if resource["Type"] != "AWS::CloudWatch::Alarm":
+        if resource["Type"] != "AWS::CloudWatch::Alarm" or resource["Properties"]["Namespace"] == "jitr":
             continue
         properties = resource["Properties"]
         (dimension,) = properties["Dimensions"]
@@ -627,6 +627,20 @@ def test_alarms_watch_every_dead_letter_queue_and_function() -> None:
         "JobsDeadLetterQueue",
         "LifecycleDeadLetterQueue",
     }
+
+
+def test_an_alarm_watches_runners_exiting_without_a_job_over_every_pool() -> None:
+    resources = load_template()["Resources"]
+    alarms = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    [alarm] = [a for a in alarms if a["Namespace"] == "jitr"]
+    assert alarm["MetricName"] == "runner_no_job_exits" and "Dimensions" not in alarm  # the total jitr publishes
+    assert alarm["Threshold"] == {"Ref": "NoJobExitThreshold"}
+
+
+def test_the_dashboard_is_created(stack: Stack) -> None:
+    cloudwatch = stack.client("cloudwatch")
+    body = json.loads(cloudwatch.get_dashboard(DashboardName=stack.prefix)["DashboardBody"])
+    assert {w["properties"]["region"] for w in body["widgets"]} == {REGION}
 
 
 def test_secrets_given_as_values_are_created_and_read_by_the_right_roles() -> None:

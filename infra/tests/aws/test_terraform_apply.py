@@ -40,6 +40,7 @@ from aws_flow import (
 from aws_terraform import Workspace, moto_override, write_tfvars
 from conftest import REGION, Network
 from jitr_aws.dynamodb import table_definition, ttl_specification
+from jitr_core.metrics import CATALOGUE
 from jitr_core.settings import Settings
 from jitr_github.simulator import GitHubSimulator
 
@@ -280,12 +281,39 @@ def test_runners_get_a_closed_security_group_and_a_role_that_ships_logs_and_tags
 def test_alarms_watch_the_dead_letter_queues_and_every_function(deployment: Deployment) -> None:
     alarms = deployment.client("cloudwatch").describe_alarms(AlarmNamePrefix=f"{PREFIX}-")["MetricAlarms"]
 
-    watched = sorted((a["Namespace"], a["MetricName"], a["Dimensions"][0]["Value"]) for a in alarms)
+    watched = sorted(
+        ((a["Namespace"], a["MetricName"], a["Dimensions"][0]["Value"] if a["Dimensions"] else None) for a in alarms),
+        key=str,
+    )
 
     assert watched == sorted(
         [("AWS/SQS", "ApproximateNumberOfMessagesVisible", f"{PREFIX}-{q}-dlq") for q in ("jobs", "lifecycle")]
         + [("AWS/Lambda", "Errors", f"{PREFIX}-{kind}") for kind in KINDS]
+        + [("jitr", "runner_no_job_exits", None)],  # the total over the pools
+        key=str,
     )
+
+
+def test_metric_filters_count_the_webhooks_delivery_line_and_the_dashboard_shows_every_metric(
+    deployment: Deployment,
+) -> None:
+    group = f"/aws/lambda/{PREFIX}-webhook"
+    filters = deployment.client("logs").describe_metric_filters(logGroupName=group)["metricFilters"]
+    counted = {m.name: m for m in CATALOGUE.values() if m.log_message}
+    assert sorted(f["metricTransformations"][0]["metricName"] for f in filters) == sorted(counted)
+    for found in filters:
+        metric = counted[found["metricTransformations"][0]["metricName"]]
+        assert f'($.message = "{metric.log_message}")' in found["filterPattern"]
+        assert found["metricTransformations"][0]["metricNamespace"] == "jitr"
+
+    body = json.loads(deployment.client("cloudwatch").get_dashboard(DashboardName=PREFIX)["DashboardBody"])
+    titles = [widget["properties"]["title"] for widget in body["widgets"]]
+    assert sorted(titles) == sorted(CATALOGUE)
+    for widget in body["widgets"]:
+        metric = CATALOGUE[widget["properties"]["title"]]
+        dimensions = ",".join(["jitr", *metric.labels])
+        for [query] in widget["properties"]["metrics"]:
+            assert query["expression"].startswith(f"SEARCH('{{{dimensions}}} MetricName=\"{metric.name}\"'")
 
 
 def test_log_groups_have_retention(deployment: Deployment) -> None:
