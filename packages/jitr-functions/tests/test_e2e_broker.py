@@ -358,3 +358,18 @@ def test_a_github_failure_answers_503_with_retry_after_and_the_next_call_gets_th
     d.sim.faults = Faults(seed=4)
     status, answer = _ask(d, runner.key, token)
     assert status == 200 and answer["jit_config"] in d.jit_configs()
+
+
+def test_a_vm_that_asks_before_its_launch_is_recorded_waits_for_it(deployment):
+    """scaleup dies after launching the VM and before recording it: the VM is told to retry (409)
+    until the redelivered message finds the VM and records it, then gets its config."""
+    d = deployment()
+    d.app.scaleup.checkpoint = _crash_once("launched")
+    job = d.sim.queue_job("octo-org/api", LABELS, name="launched-then-crashed")
+
+    wait_for(lambda: d.sim.job(job).status == "completed", 90, "the job to complete", detail=d.log.getvalue)
+
+    assert len(d.vm_rows()) == 1 and len(d.jit_configs()) == 1
+    lines = [json.loads(line) for line in d.log.getvalue().splitlines() if line.startswith("{")]
+    statuses = [line["status"] for line in lines if line.get("message") == "broker"]
+    assert statuses[-1] == 200 and set(statuses[:-1]) == {409}, statuses

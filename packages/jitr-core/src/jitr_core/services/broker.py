@@ -118,14 +118,17 @@ class BrokerService:
         handoff = runner.get("handoff")
         if handoff is None:
             raise _Refusal(403, "this runner takes its config from its startup script, not from the broker")
-        if runner.vm_id is None and runner.state == RunnerState.CLAIMED:
-            raise _Refusal(409, "the launch of this VM is not recorded yet; retry", RETRY_AFTER_S)
-        if runner.vm_id != identity.vm_id or runner.get("provider") != identity.provider:
+        recorded = runner.vm_id is not None
+        if recorded and (runner.vm_id != identity.vm_id or runner.get("provider") != identity.provider):
             raise _Refusal(403, "this VM is not the one jitr launched for this runner")
         if handoff == HANDED:
             raise _Refusal(410, "this runner's config was handed over already")
-        if runner.state != RunnerState.LAUNCHED:
+        if runner.state not in (RunnerState.CLAIMED, RunnerState.LAUNCHED):
             raise _Refusal(403, f"this runner no longer waits for its config (it is {runner.state})")
+        if runner.state == RunnerState.CLAIMED or not recorded:
+            # a VM that boots before its launch is written down (or whose worker died after
+            # launching it, until a redelivery takes the claim over) asks again
+            raise _Refusal(409, "the launch of this VM is not recorded yet; retry", RETRY_AFTER_S)
         taken = self._take(record)
         return self._mint(taken)
 
