@@ -53,7 +53,7 @@ def test_one_line_per_label_set_with_counters_summed_and_observations_listed() -
     assert linux["pool"] == "linux" and linux["runner_no_job_exits"] == 2 and linux["spot_interruptions"] == 1
     assert linux["queue_time_seconds"] == [3.5, 7.25]
     [directive] = linux["_aws"]["CloudWatchMetrics"]
-    assert directive["Namespace"] == "jitr" and directive["Dimensions"] == [["pool"]]
+    assert directive["Namespace"] == "jitr" and directive["Dimensions"] == [["pool"], []]  # per pool, and the total
     assert {m["Name"]: m["Unit"] for m in directive["Metrics"]} == {
         "runner_no_job_exits": "Count",
         "spot_interruptions": "Count",

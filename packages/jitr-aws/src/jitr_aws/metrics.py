@@ -4,6 +4,8 @@ CloudWatch Logs turns each EMF line into metric data points in the ``jitr`` name
 extra dependency and no API call. A batch (one invocation's samples) becomes one line per label
 set: every metric sharing those dimensions goes in that line, counters summed, a distribution's
 observations as a value array (at most 100 per line, as EMF allows), a gauge's last value.
+Each labelled metric is also published without dimensions, the total over its label sets, which
+the alarms watch whatever the pools are called.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def _line(labels: tuple[tuple[str, str], ...], metrics: dict[str, list[float]], 
             "CloudWatchMetrics": [
                 {
                     "Namespace": NAMESPACE,
-                    "Dimensions": [[key for key, _ in labels]],
+                    "Dimensions": [[key for key, _ in labels], []] if labels else [[]],
                     "Metrics": [{"Name": name, "Unit": CATALOGUE[name].unit} for name in metrics],
                 }
             ],
