@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import http.client
+import re
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
 from e2e_support import POOL, QUIET, NoCapacity, queue_jobs, record, wait_completed, wait_for
 from jitr_core.metrics import CATALOGUE, Kind
 from jitr_functions.local import serve_metrics
@@ -100,3 +103,12 @@ def test_hostile_label_values_cannot_break_the_exposition(e2e_sandbox: Any) -> N
     assert all(value == 1 for (name, _), value in scraped.items() if name == "jitr_runner_no_job_exits_total")
     assert _get(sandbox, "/metrics", "HEAD")[0] == 200
     assert _get(sandbox, "/nothing-here")[0] == 404
+
+
+def test_the_metrics_page_lists_exactly_the_catalogue() -> None:
+    page = Path(__file__).resolve().parents[3] / "docs" / "metrics.md"
+    if not page.is_file():
+        pytest.skip(f"no {page}: the package is installed without its repository")
+    rows = re.findall(r"^\| `([a-z_]+)` \| (\w+) \| ([^|]+) \|", page.read_text(), re.MULTILINE)
+    listed = {name: (kind, re.findall(r"`([a-z_]+)`", labels)) for name, kind, labels in rows}
+    assert listed == {m.name: (m.kind.value, list(m.labels)) for m in CATALOGUE.values()}
