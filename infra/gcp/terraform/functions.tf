@@ -2,7 +2,7 @@
 # its own service account. All are HTTP functions (they answer anything but POST with 405).
 
 resource "google_cloudfunctions2_function" "this" {
-  #checkov:skip=CKV_GCP_124:Only the webhook allows all ingress (GitHub calls it from the internet); the other four take internal traffic only (Pub/Sub push, Cloud Scheduler).
+  #checkov:skip=CKV_GCP_124:Only the webhook (GitHub calls it from the internet) and the broker (runner VMs call it) allow all ingress; the others take internal traffic only (Pub/Sub push, Cloud Scheduler).
   for_each = local.functions
 
   project     = var.project_id
@@ -31,7 +31,7 @@ resource "google_cloudfunctions2_function" "this" {
     max_instance_count    = lookup(var.max_instances, each.key, each.value.max_instances)
     # GitHub calls the webhook from the internet; Pub/Sub push and Cloud Scheduler of the same
     # project count as internal traffic.
-    ingress_settings                 = each.key == "webhook" ? "ALLOW_ALL" : "ALLOW_INTERNAL_ONLY"
+    ingress_settings                 = contains(["webhook", "broker"], each.key) ? "ALLOW_ALL" : "ALLOW_INTERNAL_ONLY"
     all_traffic_on_latest_revision   = true
     environment_variables            = local.function_environment
     max_instance_request_concurrency = 1
@@ -41,6 +41,10 @@ resource "google_cloudfunctions2_function" "this" {
     precondition {
       condition     = length(var.zones) > 0 || alltrue([for pool in var.pools : length(coalesce(pool.zones, [])) > 0])
       error_message = "every pool needs zones, or zones (JITR_GCP_ZONES) must name the default zone."
+    }
+    precondition {
+      condition     = !local.broker_enabled || var.project_number != null
+      error_message = "a pool with handoff = \"broker\" needs project_number (the broker's URL is built from it)."
     }
   }
 
@@ -58,6 +62,18 @@ resource "google_cloud_run_service_iam_member" "webhook_public" {
   project  = var.project_id
   location = var.region
   service  = google_cloudfunctions2_function.this["webhook"].service_config[0].service
+  role     = "roles/run.invoker"
+  member   = "allUsers"
+}
+
+# Runner VMs call the broker without a Google identity on the request: the broker verifies the
+# VM's identity token in the body (audience, project, signature) before anything else.
+resource "google_cloud_run_service_iam_member" "broker_public" {
+  #checkov:skip=CKV_GCP_102:Runner VMs send their identity token in the request body, which the broker verifies itself.
+  count    = local.broker_enabled ? 1 : 0
+  project  = var.project_id
+  location = var.region
+  service  = google_cloudfunctions2_function.this["broker"].service_config[0].service
   role     = "roles/run.invoker"
   member   = "allUsers"
 }

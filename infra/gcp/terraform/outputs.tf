@@ -1,3 +1,8 @@
+output "broker_url" {
+  description = "The URL runner VMs of a handoff = \"broker\" pool pull their JIT config from (null when no pool does)."
+  value       = local.broker_url
+}
+
 output "webhook_url" {
   description = "The GitHub App's webhook URL (the webhook function's URL)."
   value       = google_cloudfunctions2_function.this["webhook"].service_config[0].uri

@@ -26,6 +26,7 @@ locals {
       "compute.instances.list",
     ]
     rebalancer = []
+    broker     = []
   }
   # Added to scaleup's role when runner VMs get an external IP.
   external_ip_permissions = ["compute.subnetworks.useExternalIp"]
@@ -39,6 +40,7 @@ locals {
     lifecycle  = ["datastore.entities.create", "datastore.entities.delete", "datastore.entities.get", "datastore.entities.list", "datastore.entities.update"]
     scaledown  = ["datastore.entities.create", "datastore.entities.delete", "datastore.entities.get", "datastore.entities.list", "datastore.entities.update"]
     rebalancer = ["datastore.entities.create", "datastore.entities.delete", "datastore.entities.get", "datastore.entities.list", "datastore.entities.update"]
+    broker     = ["datastore.entities.get", "datastore.entities.update"] # reads a runner record, hands its config over once
   }
 
   # Topics each function publishes to (roles/pubsub.publisher on the topic: pubsub.topics.publish).
@@ -48,6 +50,7 @@ locals {
     lifecycle  = ["jobs", "lifecycle", "lifecycle-dead-letter"] # the next waiting job; delayed retries; poison messages
     scaledown  = ["jobs"]                                       # stuck jobs
     rebalancer = ["jobs"]                                       # jobs without a runner
+    broker     = []
   }
 
   # Secrets each function reads (roles/secretmanager.secretAccessor on the secret).
@@ -57,6 +60,7 @@ locals {
     lifecycle  = ["github_app_private_key"]
     scaledown  = ["github_app_private_key"]
     rebalancer = ["github_app_private_key"]
+    broker     = local.broker_enabled ? ["github_app_private_key"] : [] # mints the JIT config (deployed with a broker-mode pool)
   }
 
   custom_roles = {

@@ -7,15 +7,21 @@ locals {
   prefix = var.name_prefix
   labels = merge(var.labels, { "managed-by" = "jitr" })
 
-  # The five targets of `jitr bundle gcp` (jitr_functions.gcp): entry point, timeout (s) and
-  # the instance limit used when max_instances does not name the function.
-  functions = {
+  # The five targets of `jitr bundle gcp` (jitr_functions.gcp), and the broker when a pool pulls
+  # its JIT config from it (handoff = "broker"): entry point, timeout (s) and the instance limit
+  # used when max_instances does not name the function.
+  broker_enabled = anytrue([for pool in var.pools : pool.handoff == "broker"])
+  # Cloud Run's deterministic URL of the broker function's service (SERVICE-PROJECT_NUMBER.REGION),
+  # known before the function exists: every function's settings carry it, scaleup renders it into
+  # the runners' startup scripts.
+  broker_url = local.broker_enabled ? "https://${local.prefix}-broker-${var.project_number}.${var.region}.run.app" : null
+  functions = merge({
     webhook    = { entry_point = "webhook", timeout_s = 10, max_instances = 20 }
     scaleup    = { entry_point = "scaleup", timeout_s = 300, max_instances = 20 }
     lifecycle  = { entry_point = "lifecycle", timeout_s = 120, max_instances = 10 }
     scaledown  = { entry_point = "scaledown", timeout_s = 300, max_instances = 1 }
     rebalancer = { entry_point = "rebalancer", timeout_s = 60, max_instances = 1 }
-  }
+  }, local.broker_enabled ? { broker = { entry_point = "broker", timeout_s = 60, max_instances = 20 } } : {})
   # Queue topic -> the function its push subscription delivers to.
   queues = { jobs = "scaleup", lifecycle = "lifecycle" }
   # Scheduled function -> cron schedule.
@@ -60,6 +66,7 @@ locals {
         max_lifetime_s      = pool.max_lifetime_s
         machine_type_labels = pool.machine_type_labels
         machine_sizes       = pool.machine_sizes
+        handoff             = pool.handoff
         options             = pool.options == null ? null : { for option, setting in pool.options : option => setting if setting != null }
       } : key => value if value != null
     }
@@ -92,6 +99,7 @@ locals {
       JITR_GCP_FIRESTORE_COLLECTION               = var.firestore_collection
     },
     var.subnetwork == null ? {} : { JITR_GCP_SUBNETWORK = var.subnetwork },
+    local.broker_enabled ? { JITR_BROKER_URL = local.broker_url } : {},
     var.github_api_url == null ? {} : { JITR_GITHUB_API_URL = var.github_api_url },
     var.extra_settings,
   )

@@ -10,6 +10,17 @@ variable "project_id" {
   }
 }
 
+variable "project_number" {
+  description = "The project's number: required when a pool has handoff = \"broker\", for the broker function's Cloud Run URL (https://<name_prefix>-broker-<project number>.<region>.run.app), which the runners call."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.project_number == null || can(regex("^[0-9]{6,20}$", var.project_number))
+    error_message = "project_number is the project's number (digits), not its id."
+  }
+}
+
 variable "region" {
   description = "Region of the Cloud Run functions, the Cloud Scheduler jobs and the source bucket (us-central1)."
   type        = string
@@ -213,6 +224,7 @@ variable "pools" {
       cpu          = number
       ram          = number
     })))
+    handoff = optional(string)
     options = optional(object({
       log_shipping = optional(bool)
       network      = optional(string)
@@ -223,6 +235,10 @@ variable "pools" {
   validation {
     condition     = length(var.pools) > 0
     error_message = "pools must list at least one pool."
+  }
+  validation {
+    condition     = alltrue([for pool in var.pools : contains(["metadata", "broker"], coalesce(pool.handoff, "metadata"))])
+    error_message = "a pool's handoff is \"metadata\" (the default) or \"broker\"."
   }
   validation {
     condition     = length(distinct([for pool in var.pools : pool.name])) == length(var.pools)

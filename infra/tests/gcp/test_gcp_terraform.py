@@ -19,6 +19,7 @@ from gcp_iac_terraform import (
     EXAMPLE,
     INDEXES,
     MODULE,
+    TerraformError,
     blocks,
     evaluate,
     example_inputs,
@@ -139,7 +140,7 @@ def test_the_functions_are_jitr_functions_targets() -> None:
     from jitr_functions.bundle_gcp import TARGETS
 
     functions = evaluate("local.functions", example_inputs())
-    # the broker target (broker-mode pools) is in the bundle; this module does not deploy it yet
+    # the broker target is deployed with a broker-mode pool only (test below)
     assert {name: f["entry_point"] for name, f in functions.items()} == {t: t for t in TARGETS if t != "broker"}
     function = resources()[("google_cloudfunctions2_function", "this")]
     build = function["build_config"][0]
@@ -229,3 +230,39 @@ def _module_variables() -> dict[str, Any]:
 def _required(doc: Path) -> set[str]:
     """Keys of table rows whose second column is "required" (``| `key` | required | ...``)."""
     return {m.group(1) for m in re.finditer(r"^\| `([a-z_]+)` \| required \|", doc.read_text(), re.MULTILINE)}
+
+
+def _brokered() -> dict[str, Any]:
+    inputs = example_inputs()
+    pools = [{**inputs["pools"][0], "handoff": "broker"}, *inputs["pools"][1:]]
+    return {**inputs, "pools": pools, "project_number": "123456789012"}
+
+
+def test_a_broker_mode_pool_gets_the_broker_function_its_url_and_its_grants() -> None:
+    from jitr_functions.bundle_gcp import TARGETS
+
+    inputs = _brokered()
+    functions = evaluate("local.functions", inputs)
+    assert {name: f["entry_point"] for name, f in functions.items()} == {t: t for t in TARGETS}
+    url = f"https://jitr-broker-123456789012.{inputs['region']}.run.app"
+    environment = evaluate("local.function_environment", inputs)
+    settings = Settings.from_env(environment)  # a broker-mode pool loads only with the broker's URL
+    assert settings.broker_url == url and settings.pools[0].handoff == "broker"
+    roles = evaluate("local.custom_roles", inputs)
+    assert roles["broker"] == ["datastore.entities.get", "datastore.entities.update"]
+    assert evaluate("local.reads_secrets", inputs)["broker"] == ["github_app_private_key"]
+    assert evaluate("local.publishes", inputs)["broker"] == []
+    public = resources()[("google_cloud_run_service_iam_member", "broker_public")]
+    assert unquote(public["member"]) == "allUsers" and "broker" in public["service"]
+
+
+def test_without_a_broker_mode_pool_nothing_is_granted_to_a_broker() -> None:
+    grants = evaluate("local.secret_grants", example_inputs())
+    assert not [key for key in grants if key.startswith("broker/")]
+    assert "broker" not in evaluate("local.custom_roles", example_inputs())
+
+
+def test_a_handoff_outside_metadata_and_broker_is_refused() -> None:
+    inputs = example_inputs()
+    with pytest.raises(TerraformError, match="handoff"):
+        evaluate("local.functions", {**inputs, "pools": [{**inputs["pools"][0], "handoff": "ssm"}]})
