@@ -168,7 +168,9 @@ def invoke(
         done = subprocess.run(command, input=json.dumps(payload), capture_output=True, text=True, timeout=120,
                               env={**deployment.env, "PATH": os.environ.get("PATH", "")}, check=False)  # fmt: skip
         assert done.returncode == 0, done.stderr
-        answer: dict[str, Any] = json.loads(done.stdout)
+        *metric_lines, last = done.stdout.splitlines()  # the handler's EMF metric lines, then the driver's answer
+        assert all("_aws" in json.loads(line) for line in metric_lines), metric_lines
+        answer: dict[str, Any] = json.loads(last)
         assert answer["origin"].startswith(str(bundle_dir))
         return answer
 
