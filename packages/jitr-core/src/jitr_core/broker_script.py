@@ -6,7 +6,10 @@ with the runner's name to the broker, retrying network errors, 5xx, 409 and 429 
 backoff until a deadline, and keeps the config only in the shell variable
 ``ACTIONS_RUNNER_INPUT_JITCONFIG`` (no file, no argv; the run step exports it to the runner
 alone). A refusal (401, 403, 404, 410, 400, 413) ends the script: the VM is not one jitr is
-waiting for, or its config was handed already, and asking again would not change that.
+waiting for, or its config was handed already, and asking again would not change that. A warm
+VM (its name is its warm name) gets 204 while no job claimed it: it asks again at once, until the
+deadline (its boot, its maximum idle time and one held call); the 200 then names the runner it
+became, which replaces ``JITR_RUNNER_NAME``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from .startup import Fragment, ScriptContext, shell_quote
 BROKER = "broker"
 _FETCH = r"""
 jitr_fetch_jit_config() {
-  local deadline=$((SECONDS + JITR_BROKER_DEADLINE)) delay=1 proof answer status body
+  local deadline=$((SECONDS + JITR_BROKER_DEADLINE)) delay=1 proof answer status body name
   while :; do
     if proof="$(jitr_identity_proof)"; then
       answer="$(printf '{"runner_name":"%s","provider":"%s","proof":%s}' \
@@ -30,10 +33,16 @@ jitr_fetch_jit_config() {
           ACTIONS_RUNNER_INPUT_JITCONFIG="$(printf '%s' "$body" \
             | sed -n 's/.*"jit_config": *"\([A-Za-z0-9+\/=]*\)".*/\1/p')"
           if [ -n "$ACTIONS_RUNNER_INPUT_JITCONFIG" ]; then
-            echo "jitr: JIT config received from the broker"
+            name="$(printf '%s' "$body" | sed -n 's/.*"runner_name": *"\([a-z0-9-]*\)".*/\1/p')"
+            export JITR_RUNNER_NAME="${name:-$JITR_RUNNER_NAME}"
+            echo "jitr: JIT config received from the broker for runner $JITR_RUNNER_NAME"
             return 0
           fi
           echo "jitr: the broker's answer holds no JIT config; retrying" >&2
+          ;;
+        204)
+          delay=1
+          if [ "$SECONDS" -lt "$deadline" ]; then continue; fi
           ;;
         400 | 401 | 403 | 404 | 410 | 413)
           body="$(printf '%s' "$body" | tr -cd '[:print:]' | head -c 300)"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,9 @@ from typing import Any
 from .errors import SettingsError
 
 ROLES = ("vm", "queue", "store", "secrets")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # time.struct_time.tm_wday order
+MAX_WARM_WINDOWS = 16
+WARM_HOLD_MAX_S = 25  # under the broker function's timeout (29 s on API Gateway, 30 s on Lambda)
 ARCHES = ("x64", "arm64")
 _POOL_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+/-]{0,99}$")
@@ -47,6 +51,19 @@ class MachineSize:
 
 
 @dataclass(frozen=True, slots=True)
+class WarmWindow:
+    """Hours (UTC, ``start_hour`` ≤ hour < ``end_hour``) of some weekdays when a pool keeps ``count`` warm VMs."""
+
+    days: frozenset[str]
+    start_hour: int
+    end_hour: int
+    count: int
+
+    def covers(self, weekday: str, hour: int) -> bool:
+        return weekday in self.days and self.start_hour <= hour < self.end_hour
+
+
+@dataclass(frozen=True, slots=True)
 class Pool:
     """A class of runners: which jobs it serves (labels) and what VM each gets."""
 
@@ -70,6 +87,20 @@ class Pool:
     machine_type_labels: tuple[str, ...] = ()
     machine_sizes: tuple[MachineSize, ...] = ()
     rerun_on_interruption: bool = False  # re-run a job GitHub failed because its spot VM was reclaimed
+    warm: int = 0  # booted VMs waiting at the broker for a job (outside any window); broker pools only
+    warm_windows: tuple[WarmWindow, ...] = ()  # first matching window's count replaces ``warm``
+    warm_max_idle_s: int = 3600  # a warm VM waiting longer is retired (and replaced while wanted)
+
+    @property
+    def keeps_warm(self) -> bool:
+        """Whether the pool ever keeps warm VMs (some count above 0)."""
+        return self.warm > 0 or any(w.count > 0 for w in self.warm_windows)
+
+    def warm_wanted(self, now: float) -> int:
+        """Warm VMs wanted at ``now`` (epoch seconds): the first window covering it, else ``warm``."""
+        moment = time.gmtime(now)
+        weekday, hour = WEEKDAYS[moment.tm_wday], moment.tm_hour
+        return next((w.count for w in self.warm_windows if w.covers(weekday, hour)), self.warm)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +125,7 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     broker_url: str = ""
     broker_audience: str = ""
+    warm_hold_s: int = 20  # how long the broker holds a warm VM's call waiting for a job
     log_level: str = "INFO"
     secrets: Mapping[str, str] = field(default_factory=dict)
     sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -175,6 +207,7 @@ _SCALARS = (
     "max_body_bytes",
     "broker_url",
     "broker_audience",
+    "warm_hold_s",
     "log_level",
     "vm_provider",
     "queue_provider",
@@ -347,6 +380,7 @@ def _build(data: dict[str, Any], names: _Names, source: str) -> Settings:
         max_body_bytes=r.integer(data, "max_body_bytes", default=1024 * 1024, low=1024),
         broker_url=broker_url,
         broker_audience=r.choice(data, "broker_audience", default=broker_url, pattern=_AUDIENCE) if broker_url else "",
+        warm_hold_s=_warm_hold(r, data),
         log_level=r.choice(data, "log_level", default="INFO", pattern=re.compile(r"^(DEBUG|INFO|WARNING|ERROR)$")),
         secrets=secrets,
         sections=sections,
@@ -376,6 +410,7 @@ def _pool(r: _Reader, raw: Any, index: int) -> Pool:
     image = raw.get("image", "")
     if image and not _SAFE_VALUE.match(str(image)):
         raise SettingsError(f"{r.names.name(*path, 'image')} has characters outside [A-Za-z0-9._:/@=+-]: {image!r}")
+    max_runners = r.integer(raw, "max_runners", default=10, low=0, path=path)
     return Pool(
         name=name,
         labels=labels,
@@ -385,7 +420,7 @@ def _pool(r: _Reader, raw: Any, index: int) -> Pool:
         on_demand_fallback=r.boolean(raw, "on_demand_fallback", True, path),
         disk_gb=r.integer(raw, "disk_gb", default=30, low=8, path=path),
         placements=r.words(raw, "placements", _SAFE_VALUE, path=path),
-        max_runners=r.integer(raw, "max_runners", default=10, low=0, path=path),
+        max_runners=max_runners,
         runner_group=str(raw.get("runner_group", "Default")),
         org_scope=r.boolean(raw, "org_scope", False, path),
         priority=r.integer(raw, "priority", default=0, low=-1000, path=path),
@@ -397,7 +432,67 @@ def _pool(r: _Reader, raw: Any, index: int) -> Pool:
         machine_type_labels=_type_patterns(r, raw, path),
         machine_sizes=_machine_sizes(r, raw, path),
         rerun_on_interruption=r.boolean(raw, "rerun_on_interruption", False, path),
+        **_warm(r, raw, path, max_runners),
     )
+
+
+def _warm_hold(r: _Reader, data: Mapping[str, Any]) -> int:
+    hold = r.integer(data, "warm_hold_s", default=20, low=1)
+    if hold > WARM_HOLD_MAX_S:
+        raise SettingsError(
+            f"{r.names.name('warm_hold_s')} must be at most {WARM_HOLD_MAX_S} (the broker function's timeout), "
+            f"found {hold}"
+        )
+    return hold
+
+
+def _warm(r: _Reader, raw: Mapping[str, Any], path: tuple[str | int, ...], max_runners: int) -> dict[str, Any]:
+    """A pool's ``warm``, ``warm_windows`` and ``warm_max_idle_s``: counts within the pool's cap, broker pools only."""
+    warm = r.integer(raw, "warm", default=0, low=0, path=path)
+    windows = _warm_windows(r, raw, path)
+    idle = r.integer(raw, "warm_max_idle_s", default=3600, low=60, path=path)
+    counts = [("warm", warm)] + [(f"warm_windows[{i}].count", w.count) for i, w in enumerate(windows)]
+    for key, count in counts:
+        if count > max_runners:
+            raise SettingsError(
+                f"{r.names.name(*path, key)} ({count}) exceeds the pool's max_runners ({max_runners}): "
+                "warm VMs count against the caps"
+            )
+    if any(count for _, count in counts) and raw.get("handoff", "metadata") != "broker":
+        raise SettingsError(
+            f"{r.names.name(*path, 'warm')}: warm VMs wait at the broker for their JIT config; "
+            "set the pool's handoff to 'broker' (and broker_url), or remove warm and warm_windows"
+        )
+    return {"warm": warm, "warm_windows": windows, "warm_max_idle_s": idle}
+
+
+def _warm_windows(r: _Reader, raw: Mapping[str, Any], path: tuple[str | int, ...]) -> tuple[WarmWindow, ...]:
+    value = raw.get("warm_windows", [])
+    where = r.names.name(*path, "warm_windows")
+    if not isinstance(value, list) or len(value) > MAX_WARM_WINDOWS:
+        raise SettingsError(
+            f"{where} must be a list of at most {MAX_WARM_WINDOWS} {{days, start_hour, end_hour, count}} tables"
+        )
+    windows = []
+    for i, entry in enumerate(value):
+        at = (*path, "warm_windows", i)
+        if not isinstance(entry, dict) or set(entry) != {"days", "start_hour", "end_hour", "count"}:
+            raise SettingsError(
+                f"{r.names.name(*at)} must be a table of exactly days, start_hour, end_hour, count; found {entry!r}"
+            )
+        days = entry["days"]
+        if not isinstance(days, list) or not days or not all(isinstance(d, str) and d in WEEKDAYS for d in days):
+            raise SettingsError(
+                f"{r.names.name(*at, 'days')} must be a non-empty list of {list(WEEKDAYS)}, found {days!r}"
+            )
+        start = r.integer(entry, "start_hour", default=0, low=0, path=at)
+        end = r.integer(entry, "end_hour", default=0, low=1, path=at)
+        if start >= end or end > 24:
+            raise SettingsError(
+                f"{r.names.name(*at)}: hours are UTC with 0 <= start_hour < end_hour <= 24, found {start} to {end}"
+            )
+        windows.append(WarmWindow(frozenset(days), start, end, r.integer(entry, "count", default=0, low=0, path=at)))
+    return tuple(windows)
 
 
 def _type_patterns(r: _Reader, raw: Mapping[str, Any], path: tuple[str | int, ...]) -> tuple[str, ...]:

@@ -99,6 +99,11 @@ def http_limits(settings: Settings, **given: float | None) -> HttpLimits:
             what = "a whole number >= 1" if kind is int else "a number of seconds > 0"
             raise SettingsError(f"{settings.setting_name('serve', key)} must be {what}, found {raw!r}")
         values[field] = value
+    if "threads" not in values:
+        # each warm VM's call to the broker holds a thread for up to warm_hold_s: more threads, so
+        # webhooks never queue behind them
+        warm = sum(max([p.warm, *(w.count for w in p.warm_windows)]) for p in settings.pools)
+        values["threads"] = HttpLimits().threads + warm
     return HttpLimits(**values)
 
 

@@ -130,6 +130,9 @@ def _broker(app: App, environ: dict[str, Any], start_response: Callable[..., Any
     except Exception:
         log.exception("broker request failed")
         return _answer(start_response, 500, {"error": "internal error; retry"})
+    if answer.status == 204:  # a warm VM's poll with no job yet: no body
+        start_response("204 No Content", [("Content-Length", "0")])
+        return []
     return _answer(start_response, answer.status, answer.body, answer.headers)
 
 

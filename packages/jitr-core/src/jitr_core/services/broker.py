@@ -13,6 +13,12 @@ than ``claim_timeout_s``, the VM's retry takes it over and mints again under the
 (GitHub replaces the registration), so one runner serves the job. A crash after ``handed`` and
 before the answer leaves a VM without a config: its retries get 410, it gives up and ends, and
 scaledown retires the runner and re-enqueues the job like a VM that never came online.
+
+A warm VM (:mod:`.warm`) asks under its warm name: the broker holds the call up to
+``warm_hold_s``, checking its record, and answers 204 (ask again) if no job claimed it by then.
+Once a job's runner claim took the VM and recorded it as that runner's VM, the same call goes on
+as above for that runner (taken, minted, handed, the warm record deleted) and the answer names
+the runner.
 """
 
 from __future__ import annotations
@@ -32,11 +38,14 @@ from ..logs import register_secret
 from ..model import MAX_NAME, Record, RunnerState, Scope, VMIdentity
 from ..secret import Secret
 from .records import RUNNER, RunnerView, Store
+from .warm import ASSIGNED, WARM, is_warm_name
+from .warm import WAITING as WARM_WAITING
 
 log = logging.getLogger("jitr.broker")
 
 MAX_REQUEST_BYTES = 16 * 1024  # an AWS identity document and its signature take about 2 KB
 RETRY_AFTER_S = 5
+WARM_CHECK_S = 0.1  # how often a held warm VM's call reads its record (one small read)
 WAITING, MINTING, HANDED = "waiting", "minting", "handed"
 _NAME = re.compile(rf"^[a-z0-9-]{{1,{MAX_NAME}}}$")
 _PROVIDER = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
@@ -94,6 +103,7 @@ class BrokerService:
         self.store = Store(backend, clock)
         self.clock = clock
         self.checkpoint = checkpoint or (lambda step: None)
+        self.sleep: Callable[[float], None] = time.sleep
 
     def handle(self, body: bytes) -> BrokerAnswer:
         """One VM request; every answer is logged once, with the runner name and the reason only."""
@@ -104,13 +114,21 @@ class BrokerService:
             answer = self._answer(request)
         except _Refusal as refusal:
             answer = refusal.answer
-        answer = BrokerAnswer(answer.status, answer.reason, name, answer.jit_config, answer.retry_after_s)
+        runner_name = answer.runner_name or name
+        answer = BrokerAnswer(answer.status, answer.reason, runner_name, answer.jit_config, answer.retry_after_s)
+        if answer.status == 204:
+            return answer  # a warm VM's empty poll: logged by its launch and its assignment instead
         level = logging.INFO if answer.status in (200, 409, 503) else logging.WARNING
-        log.log(level, "broker", extra={"runner_name": name or None, "status": answer.status, "reason": answer.reason})
+        extra = {"runner_name": runner_name or None, "status": answer.status, "reason": answer.reason}
+        if runner_name != name:
+            extra["warm_vm"] = name
+        log.log(level, "broker", extra=extra)
         return answer
 
     def _answer(self, request: _Request) -> BrokerAnswer:
         identity = self._verify(request)
+        if is_warm_name(request.runner_name):
+            return self._warm(request.runner_name, identity)
         record = self.backend.load(RUNNER, request.runner_name)
         if record is None:
             raise _Refusal(404, "no such runner")
@@ -131,6 +149,42 @@ class BrokerService:
             raise _Refusal(409, "the launch of this VM is not recorded yet; retry", RETRY_AFTER_S)
         taken = self._take(record)
         return self._mint(taken)
+
+    def _warm(self, name: str, identity: VMIdentity) -> BrokerAnswer:
+        """Hold a warm VM's call until a job's runner holds the VM, then hand that runner's config."""
+        deadline = self.clock() + self.settings.warm_hold_s
+        while True:
+            warm = self.backend.load(WARM, name)
+            if warm is None or warm.state not in (WARM_WAITING, ASSIGNED):
+                raise _Refusal(410, "this warm VM left its pool")
+            vm_id = warm.data.get("vm_id")
+            if vm_id is None:
+                raise _Refusal(409, "the launch of this warm VM is not recorded yet; retry", RETRY_AFTER_S)
+            if vm_id != identity.vm_id or warm.data.get("provider") != identity.provider:
+                raise _Refusal(403, "this VM is not the warm VM jitr launched under this name")
+            runner = self._assigned(warm)
+            if runner is not None:
+                break
+            if self.clock() >= deadline:
+                return BrokerAnswer(204, "no job yet; ask again")
+            self.sleep(WARM_CHECK_S)
+        if runner.get("handoff") == HANDED:
+            raise _Refusal(410, "this runner's config was handed over already")
+        answer = self._mint(self._take(runner.record))
+        self.backend.delete(WARM, name, expected_version=warm.version)  # else scaledown's upkeep drops it
+        return answer
+
+    def _assigned(self, warm: Record) -> RunnerView | None:
+        """The runner a job's claim recorded on this warm VM, once that runner holds it."""
+        if warm.state != ASSIGNED:
+            return None
+        record = self.backend.load(RUNNER, str(warm.data.get("runner_name") or ""))
+        if record is None:
+            return None
+        runner = RunnerView(record)
+        if runner.state != RunnerState.LAUNCHED or runner.vm_id != warm.data.get("vm_id"):
+            return None
+        return runner
 
     def _verify(self, request: _Request) -> VMIdentity:
         # jitr launches this deployment's VMs with one provider: another one's proof can match no

@@ -11,7 +11,9 @@
 - a queued job whose runner is gone, older than ``stuck_after_s``: re-enqueued with attempt + 1;
 - an idle runner whose job was taken by another runner or superseded by a newer attempt (surplus);
 - expired records purged (embedded store);
-- a store's own runner counts (DynamoDB's cap counters) set back to the records if they drifted.
+- a store's own runner counts (DynamoDB's cap counters) set back to the records if they drifted;
+- warm pools (:mod:`.warm`): dead and idle warm VMs retired, each pool filled to (or cut back
+  to) the count its windows want now, assignments whose claim died settled.
 
 A runner that GitHub reports busy is never removed before its maximum lifetime. Reads are
 indexed queries on in-flight states, so their cost follows the work in flight, not history.
@@ -42,6 +44,7 @@ from .common import in_flight, requeue, retire
 from .exits import NoJobExits
 from .lease import lease
 from .records import JOB, REPO, RUNNER, JobView, RunnerView, Store
+from .warm import WARM, WARM_STATES, WarmPools
 
 log = logging.getLogger("jitr.scaledown")
 
@@ -71,13 +74,24 @@ class ScaledownService:
         vms = {vm.vm_id: vm for vm in listed if vm.running}
         vm_by_runner = {vm.runner_name: vm for vm in vms.values()}
         ended = {vm.runner_name: vm for vm in listed if not vm.running}  # with what the runner reported
+        ended_by_id = {vm.vm_id: vm for vm in listed if not vm.running}
         github_runners = self._github_runners(runners, report)
         for runner in runners:
-            vm = vm_by_runner.get(runner.name)
-            report[self._check_runner(runner, vm, github_runners, now, ended.get(runner.name))] += 1
-        tracked = {r.name for r in runners}
+            # a runner given a warm VM holds a VM named for the warm VM: found by its id
+            vm = vm_by_runner.get(runner.name) or (vms.get(runner.vm_id) if runner.vm_id else None)
+            gone = ended.get(runner.name) or (ended_by_id.get(runner.vm_id) if runner.vm_id else None)
+            report[self._check_runner(runner, vm, github_runners, now, gone)] += 1
+        report.update(WarmPools(self.backend, self.store).upkeep(now, vms))
+        # read after the listing, warm records first: a warm VM a job took meanwhile (its warm record
+        # deleted once its runner holds it) is found under its runner, and a warm VM's age says
+        # nothing about when a job took it
+        warm = {r.key for state in WARM_STATES for r in self.backend.query_all(RecordQuery(WARM, state, limit=500))}
+        tracked = {r.name for r in runners} | warm
+        runner_vms = {r.vm_id for r in in_flight(self.backend) if r.vm_id}
         for vm in vms.values():
-            if vm.runner_name not in tracked and now - vm.created_at > self.settings.ghost_grace_s:
+            if vm.runner_name in tracked or vm.vm_id in runner_vms:
+                continue
+            if now - vm.created_at > self.settings.ghost_grace_s:
                 self.backend.terminate_vm(vm.vm_id)
                 log.info("orphan vm terminated", extra={"vm_id": vm.vm_id, "runner_name": vm.runner_name})
                 self.backend.metrics.record("orphans_removed", pool=vm.pool)

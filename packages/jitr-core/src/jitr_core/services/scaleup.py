@@ -5,6 +5,11 @@ against the claims ranked before ours; mint the JIT config; render the script; l
 the pool's fallback chain with idempotency tokens derived from the runner name; record the VM.
 A crash between any two steps is repaired by the queue's redelivery: the claim is found, the
 existing VM (if any) is found by name, and a second JIT registration replaces the stale one.
+
+In a pool with warm VMs (:mod:`.warm`) the claim first takes a waiting warm VM and records it as
+the runner's VM (the broker, holding that VM's call, then mints its config); the pool is refilled
+after the job is linked, so the refill never delays the assignment. With no warm VM left the job
+launches cold as above.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from .common import in_flight, touch_repo
 from .exits import candidate_key, relaunch_order
 from .records import JOB, RUNNER, JobView, RunnerView, Store, new_job_data, step, with_steps
 from .rerun import prefers_on_demand
+from .warm import WarmPools
 
 log = logging.getLogger("jitr.scaleup")
 
@@ -86,6 +92,7 @@ class ScaleupService:
         self.router = Router(backend.settings)
         self.checkpoint = checkpoint or (lambda step: None)
         self.claim_timeout_s = backend.settings.claim_timeout_s
+        self.warm = WarmPools(backend, self.store)
 
     def handle(self, body: str | bytes) -> str:
         """Process one message; returns what happened. Raises PayloadError for poison, others to retry."""
@@ -147,6 +154,9 @@ class ScaleupService:
                     f"(not installed there, uninstalled or a wrong id); not retried: {exc}"
                 ) from None
             self._link_job(message.job_id, message.attempt, runner.name, steps)
+            if runner.get("warm_vm") is not None:
+                self._refill(pool)
+                return "assigned-warm"
             return "recovered" if recovered else "launched"
 
     def _job(self, message: JobMessage, pool: Pool) -> JobView:
@@ -282,6 +292,10 @@ class ScaleupService:
             return self._record(claim, existing, github_runner_id=runner.github_runner_id)
         scope = self._scope(runner.scope)
         labels = sorted(pool.labels | set(sizing.labels if sizing is not None else ()))
+        if pool.keeps_warm and sizing is None:  # a sized job needs its own machine type: cold
+            warm = (recovered and self.warm.assigned_to(pool, runner.name)) or self.warm.claim(pool, runner.name)
+            if warm:
+                return self._assign_warm(claim, warm, scope, labels, pool, steps)
         if pool.handoff == BROKER:  # the VM pulls a config minted when it asks (services/broker.py)
             encoded, runner_id = Secret(""), None
             handoff: dict[str, Any] = {"handoff": WAITING, "runner_labels": labels, "runner_group": pool.runner_group}
@@ -324,6 +338,44 @@ class ScaleupService:
         recorded = self._record(claim, result, github_runner_id=runner_id)
         self.checkpoint("recorded")
         return recorded
+
+    def _assign_warm(
+        self, claim: Record, warm: Record, scope: Scope, labels: list[str], pool: Pool, steps: list[dict[str, Any]]
+    ) -> RunnerView:
+        """Make the warm VM this claim's VM; its held broker call then mints the runner's config."""
+        claim = (
+            self.store.write(
+                claim,
+                installation_id=scope.installation_id,
+                claimed_at=self.clock(),
+                handoff=WAITING,
+                runner_labels=labels,
+                runner_group=pool.runner_group,
+                warm_vm=warm.key,
+            )
+            or claim
+        )
+        d = warm.data
+        result = LaunchResult(
+            str(d["vm_id"]),
+            str(d.get("provider")),
+            str(d.get("machine_type") or ""),
+            d.get("placement"),
+            bool(d.get("spot")),
+        )
+        self.checkpoint("warm-assigned")
+        recorded = self._record(claim, result, github_runner_id=None, warm_vm=warm.key)
+        market = "spot" if result.spot else "on_demand"
+        self.backend.metrics.record("jobs_launched", pool=pool.name, market=market)
+        steps.append(step("launch", self.clock(), outcome="warm", vm_id=result.vm_id, warm_vm=warm.key))
+        return recorded
+
+    def _refill(self, pool: Pool) -> None:
+        """Replace the warm VM just taken; a failure is left to scaledown's upkeep, the job is served."""
+        try:
+            self.warm.replenish(pool, self.clock())
+        except Exception as exc:  # the job is served: its message must not be retried for the pool
+            log.warning("warm pool not refilled", extra={"pool": pool.name, "reason": str(exc)})
 
     def _walk_chain(
         self,
@@ -399,10 +451,13 @@ class ScaleupService:
         installation = self.github.installation_for(scope.owner, owner_repo)
         return Scope(installation, scope.owner, scope.repo)
 
-    def _record(self, claim: Record, result: LaunchResult, github_runner_id: int | None) -> RunnerView:
+    def _record(
+        self, claim: Record, result: LaunchResult, github_runner_id: int | None, warm_vm: str | None = None
+    ) -> RunnerView:
         now = self.clock()
 
         facts: dict[str, object] = {
+            **({"warm_vm": warm_vm} if warm_vm else {}),
             "vm_id": result.vm_id,
             "provider": result.provider,
             "machine_type": result.machine_type,

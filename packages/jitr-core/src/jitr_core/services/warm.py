@@ -1,0 +1,255 @@
+"""Warm pools: booted broker-mode VMs that wait at the broker for a job.
+
+A warm VM has a record of kind ``warm`` (key: its name ``jitr-<pool>-warm-<hex>``, which no
+runner name can take, as runner names end in ``-<job>-<attempt>``):
+
+- ``waiting``: launched (``vm_id`` set once the launch is written) and long-polling the broker;
+- ``assigned``: a job's runner claim took it (``runner_name``); the runner record now holds the
+  VM (``vm_id``) and the broker mints that runner's JIT config when the VM next asks;
+- ``retiring``: scaledown took it out of the pool; its VM is terminated and the record deleted.
+
+Every move out of ``waiting`` is a conditional write at the version read, so of a scaleup and
+another scaleup (or scaledown) racing for one VM exactly one wins: two jobs never get one VM,
+and a warm VM just assigned is never retired. The record goes once the broker hands the config
+over (the runner record owns the VM from then on).
+
+Warm VMs count against the caps: a pool is filled only into the headroom its in-flight runners
+and waiting warm VMs leave under the pool's and the global ``max_runners``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from ..backend import Backend
+from ..errors import CapacityError, JitrError
+from ..model import LaunchRequest, LaunchResult, Record, RecordQuery, VMInfo, idempotency_token
+from ..secret import Secret
+from ..settings import Pool
+from ..startup import ScriptContext
+from .common import in_flight
+from .records import Store
+
+log = logging.getLogger("jitr.warm")
+
+WARM = "warm"
+WAITING, ASSIGNED, RETIRING = "waiting", "assigned", "retiring"
+WARM_STATES = (WAITING, ASSIGNED, RETIRING)
+_NAME_UNSAFE = re.compile(r"[^a-z0-9-]+")
+_WARM_NAME = re.compile(r"^jitr-[a-z0-9-]{1,24}-warm-[0-9a-f]{10}$")
+
+
+def warm_name(pool: str) -> str:
+    """A fresh name for a warm VM of ``pool``; not secret (it is the VM's name in the cloud)."""
+    safe_pool = _NAME_UNSAFE.sub("-", pool.lower()).strip("-")[:24] or "pool"
+    return f"jitr-{safe_pool}-warm-{secrets.token_hex(5)}"
+
+
+def is_warm_name(name: str) -> bool:
+    return bool(_WARM_NAME.match(name))
+
+
+def warm_deadline_s(pool: Pool, boot_timeout_s: int, hold_s: int) -> int:
+    """How long a warm VM keeps asking the broker: booting, its idle time and one held call."""
+    return boot_timeout_s + pool.warm_max_idle_s + hold_s
+
+
+class WarmPools:
+    """Claims, launches and upkeep of the warm VMs of every pool."""
+
+    def __init__(self, backend: Backend, store: Store) -> None:
+        self.backend = backend
+        self.settings = backend.settings
+        self.store = store
+
+    def waiting(self, pool: str | None = None) -> list[Record]:
+        """Waiting warm VMs, oldest first (those the broker holds longest are taken first)."""
+        return list(self.backend.query_all(RecordQuery(WARM, WAITING, pool=pool, limit=500)))
+
+    def claim(self, pool: Pool, runner_name: str) -> Record | None:
+        """Take one launched waiting warm VM of ``pool`` for ``runner_name``; None when none is left."""
+        for record in self.waiting(pool.name):
+            if record.data.get("vm_id") is None:
+                continue  # its launch is not written yet: a cold launch is as fast
+            taken = self.store.write(record, state=ASSIGNED, runner_name=runner_name, assigned_at=self.store.clock())
+            if taken is not None:
+                log.info("warm vm assigned", extra={"warm_vm": record.key, "runner_name": runner_name})
+                return taken
+        return None
+
+    def assigned_to(self, pool: Pool, runner_name: str) -> Record | None:
+        """The warm VM a crashed worker already took for ``runner_name``, so a redelivery takes no second."""
+        records = self.backend.query_all(RecordQuery(WARM, ASSIGNED, pool=pool.name, limit=500))
+        return next((r for r in records if r.data.get("runner_name") == runner_name), None)
+
+    def headroom(self, pool: Pool) -> int:
+        """Warm VMs that may still be launched for ``pool`` under the pool's and the global caps."""
+        runners = list(in_flight(self.backend))
+        warm = self.waiting()
+        in_pool = sum(1 for r in runners if r.record.pool == pool.name) + sum(1 for w in warm if w.pool == pool.name)
+        return max(0, min(pool.max_runners - in_pool, self.settings.max_runners - len(runners) - len(warm)))
+
+    def replenish(self, pool: Pool, now: float) -> int:
+        """Launch the warm VMs ``pool`` lacks now (within the caps); returns how many were launched."""
+        missing = pool.warm_wanted(now) - len(self.waiting(pool.name))
+        launched = 0
+        for _ in range(min(missing, self.headroom(pool))):
+            if self.launch(pool):
+                launched += 1
+        return launched
+
+    def launch(self, pool: Pool) -> bool:
+        """Record, then boot one warm VM through the pool's fallback chain; False when no capacity."""
+        name = warm_name(pool.name)
+        record = self.store.create(WARM, name, WAITING, pool=pool.name, data={"vm_id": None})
+        if record is None:
+            return False
+        provider = self.settings.provider("vm")
+        hold = self.settings.warm_hold_s
+        context = ScriptContext(
+            name,
+            pool,
+            provider,
+            Secret(""),
+            self.settings.runner_version,
+            pool.max_lifetime_s,
+            handoff="broker",
+            broker_url=self.settings.broker_url,
+            broker_audience=self.settings.broker_audience,
+            broker_deadline_s=warm_deadline_s(pool, self.settings.boot_timeout_s, hold),
+        )
+        script = self.backend.render_startup_script(context, self.backend.user_data_limit(provider))
+        result = self._boot(pool, name, script)
+        if result is None:
+            self.backend.delete(WARM, name, expected_version=record.version)
+            log.warning("no capacity for a warm vm", extra={"pool": pool.name})
+            return False
+        at = self.store.clock()
+        self.store.update(WARM, name, lambda r: _launched(r, result, at))
+        log.info("warm vm launched", extra={"warm_vm": name, "vm_id": result.vm_id, "pool": pool.name})
+        return True
+
+    def _boot(self, pool: Pool, name: str, script: str) -> LaunchResult | None:
+        from .scaleup import fallback_chain  # scaleup imports this module
+
+        for index, (machine_type, placement, spot) in enumerate(fallback_chain(pool)):
+            request = LaunchRequest(
+                runner_name=name,
+                pool=pool.name,
+                machine_type=machine_type,
+                placement=placement,
+                spot=spot,
+                image=pool.image,
+                disk_gb=pool.disk_gb,
+                startup_script=script,
+                idempotency_token=idempotency_token(name, index),
+                max_lifetime_s=pool.max_lifetime_s,
+                labels={"jitr-runner": name, "jitr-pool": pool.name, "jitr-job": "warm", "jitr-attempt": "0"},
+                options=pool.options,
+            )
+            try:
+                return self.backend.launch_vm(request)
+            except CapacityError:
+                continue
+        return None
+
+    def retire(self, record: Record, reason: str) -> bool:
+        """Take a waiting warm VM out of its pool, unless a job claimed it since it was read."""
+        taken = self.store.write(record, state=RETIRING, retired_reason=reason)
+        if taken is None:
+            return False
+        vm_id = record.data.get("vm_id")
+        if vm_id:
+            self.backend.terminate_vm(str(vm_id))
+        self.backend.delete(WARM, record.key, expected_version=taken.version)
+        log.info("warm vm retired", extra={"warm_vm": record.key, "reason": reason})
+        return True
+
+    def upkeep(self, now: float, vms: Mapping[str, VMInfo]) -> Counter[str]:
+        """Scaledown's pass: drop dead and idle warm VMs, settle old assignments, fill each pool to its count."""
+        report: Counter[str] = Counter()
+        by_name = {vm.runner_name: vm for vm in vms.values()}
+        for record in self.backend.query_all(RecordQuery(WARM, ASSIGNED, limit=500)):
+            report[self._settle(record, now)] += 1
+        for record in self.backend.query_all(RecordQuery(WARM, RETIRING, limit=500)):
+            if now - record.updated_at > self.settings.claim_timeout_s:  # a retirement that stopped half-way
+                report[self._finish_retiring(record)] += 1
+        for pool in self.settings.pools:
+            alive = []
+            for record in self.waiting(pool.name):
+                outcome = self._check(record, pool, now, vms, by_name)
+                if outcome is None:
+                    alive.append(record)
+                else:
+                    report[outcome] += 1
+            extra = len(alive) - pool.warm_wanted(now)
+            for record in alive[: max(0, extra)]:  # the oldest go first
+                report["warm-extra" if self.retire(record, "extra") else "ok"] += 1
+            try:
+                report["warm-launched"] += self.replenish(pool, now)
+            except JitrError as exc:
+                log.warning("warm pool not refilled", extra={"pool": pool.name, "reason": str(exc)})
+                report["warm-launch-errors"] += 1
+        report.pop("ok", None)
+        return report
+
+    def _check(
+        self, record: Record, pool: Pool, now: float, vms: Mapping[str, VMInfo], by_name: Mapping[str, VMInfo]
+    ) -> str | None:
+        """Why a waiting warm VM leaves the pool now (its outcome), or None if it stays."""
+        vm_id = record.data.get("vm_id")
+        age = now - float(record.data.get("launched_at") or record.created_at)
+        if vm_id is None:
+            if now - record.created_at < self.settings.claim_timeout_s:
+                return None
+            found = by_name.get(record.key)  # launched by a worker that died before writing it down
+            if found is not None:
+                self.store.write(record, vm_id=found.vm_id, provider=found.provider, launched_at=found.created_at)
+                return None
+            return "warm-abandoned" if self.backend.delete(WARM, record.key, expected_version=record.version) else "ok"
+        if vm_id not in vms and age > self.settings.ghost_grace_s:
+            return "warm-vm-gone" if self.retire(record, "vm-gone") else "ok"
+        if age > pool.warm_max_idle_s:
+            return "warm-idle" if self.retire(record, "idle") else "ok"
+        return None
+
+    def _settle(self, record: Record, now: float) -> str:
+        """An assignment the broker did not close: the runner owns the VM, or the claim died with it."""
+        runner = self.store.runner(str(record.data.get("runner_name") or ""))
+        if runner is not None and runner.vm_id == record.data.get("vm_id"):
+            # the runner record holds the VM (scaledown retires it with the runner): the warm record is done
+            done = runner.get("handoff") == "handed" or not runner.is_live(now, self.settings.claim_timeout_s)
+            if done and self.backend.delete(WARM, record.key, expected_version=record.version):
+                return "warm-handed"
+            return "ok"
+        if now - float(record.data.get("assigned_at") or record.updated_at) < self.settings.claim_timeout_s:
+            return "ok"  # its worker is writing the runner record
+        if runner is not None and runner.is_live(now, self.settings.claim_timeout_s):
+            return "ok"
+        retiring = self.store.write(record, state=RETIRING, retired_reason="assignment-abandoned")
+        return self._finish_retiring(retiring) if retiring is not None else "ok"
+
+    def _finish_retiring(self, record: Record) -> str:
+        vm_id = record.data.get("vm_id")
+        if vm_id:
+            self.backend.terminate_vm(str(vm_id))
+        self.backend.delete(WARM, record.key, expected_version=record.version)
+        return "warm-retired"
+
+
+def _launched(record: Record, result: LaunchResult, at: float) -> dict[str, Any] | None:
+    if record.data.get("vm_id") is not None:
+        return None
+    return {
+        "vm_id": result.vm_id,
+        "provider": result.provider,
+        "machine_type": result.machine_type,
+        "placement": result.placement,
+        "spot": result.spot,
+        "launched_at": at,
+    }

@@ -1,0 +1,316 @@
+"""Warm pools end to end on ``jitr serve``: booted local VMs wait at the broker and take jobs.
+
+The deployment of :mod:`test_e2e_broker` (local-process VMs, the broker at ``POST /broker``, the
+GitHub simulator over HTTP) with a pool that keeps warm VMs. Scaledown, which fills and trims the
+pool, is run by the tests. Checked: a burst larger than the pool (warm VMs first, then cold, every
+job once, the pool refilled); two scaleups racing for one warm VM; a warm VM dying once assigned;
+scaledown retiring a VM a job just took (it may not); idle retirement; windows.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e_support import LABELS, QUIET, wait_for
+from jitr_core.errors import CapacityError
+from jitr_core.hookspecs import hookimpl
+from jitr_core.model import LaunchRequest, Record, RecordQuery
+from jitr_core.services.warm import ASSIGNED, WAITING, WARM, WarmPools
+from jitr_core.settings import Settings
+from jitr_functions.app import build_app
+from jitr_functions.local import LocalRuntime
+from jitr_github.simulator import GitHubSimulator
+from test_e2e_broker import RUNNER_COMMAND, SECRET, Deployment, _free_port
+
+
+def _pool(**warm: Any) -> dict[str, Any]:
+    return {
+        "name": "linux",
+        "labels": LABELS,
+        "machine_types": ["local"],
+        "max_runners": 10,
+        "handoff": "broker",
+        **warm,
+    }
+
+
+@pytest.fixture
+def warm_deployment(tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
+    started: list[Deployment] = []
+
+    def start(pool: dict[str, Any], plugins: tuple[tuple[str, object], ...] = (), **extra: Any) -> Deployment:
+        sim = GitHubSimulator()
+        api_url = sim.start()
+        sim.add_installation("octo-org", repos=["api", "web"])
+        (tmp_path / "webhook_secret").write_text(SECRET)
+        (tmp_path / "app.pem").write_text(sim.private_key_pem)
+        port = _free_port()
+        data: dict[str, Any] = {
+            "provider": "embedded",
+            "github": {"app_id": str(sim.app_id), "api_url": api_url},
+            "secrets": {
+                "webhook_secret": f"file:{tmp_path / 'webhook_secret'}",
+                "github_app_private_key": f"file:{tmp_path / 'app.pem'}",
+            },
+            "embedded": {
+                "state_dir": str(tmp_path / "state"),
+                "runner_command": RUNNER_COMMAND,
+                "launch_grace_s": 1,
+                "terminate_grace_s": 1,
+            },
+            "pools": [pool],
+            "broker_url": f"http://127.0.0.1:{port}/broker",
+            "boot_timeout_s": 60,
+            "claim_timeout_s": 2,
+            "ghost_grace_s": 2,
+            "stuck_after_s": 60,
+            "rebalance_grace_s": 0,
+            "warm_hold_s": 2,
+            **extra,
+        }
+        log = io.StringIO()
+        app = build_app(
+            Settings.from_mapping(data, source="warm-test"), environ={}, log_stream=log, extra_plugins=plugins
+        )
+        runtime = LocalRuntime(app, port=port, workers=2, intervals=QUIET).start()
+        sim.set_webhook(runtime.url + "/webhook", SECRET)
+        deployment = Deployment(app, runtime, sim, tmp_path, log)
+        started.append(deployment)
+        return deployment
+
+    yield start
+    for d in reversed(started):
+        for vm in d.app.backend.list_vms():
+            if vm.running:
+                d.app.backend.terminate_vm(vm.vm_id)
+        d.runtime.stop(timeout_s=5.0)
+        d.sim.stop()
+
+
+def warm_records(d: Deployment, state: str = WAITING) -> list[Record]:
+    return list(d.app.backend.query_all(RecordQuery(WARM, state, limit=500)))
+
+
+def polling(d: Deployment, count: int) -> list[Record]:
+    """Wait until ``count`` warm VMs are launched and recorded (their scripts then poll the broker)."""
+    return wait_for(
+        lambda: (ready := [r for r in warm_records(d) if r.data.get("vm_id")]) and len(ready) == count and ready,
+        60,
+        f"{count} warm VMs launched",
+        detail=lambda: [(r.key, r.state, r.data) for r in warm_records(d)],
+    )
+
+
+def running_vm_ids(d: Deployment) -> set[str]:
+    return {vm.vm_id for vm in d.app.backend.list_vms() if vm.running}
+
+
+def assert_each_job_once(d: Deployment, jobs: list[int]) -> None:
+    """0 lost (every job completed on GitHub) and 0 duplicates (one finished runner per job, one VM per runner name)."""
+    wait_for(lambda: all(d.sim.job(j).status == "completed" for j in jobs), 120, "every job to complete")
+    finished = wait_for(
+        lambda: (done := [r for r in d.runners() if r.state == "finished"]) and len(done) >= len(jobs) and done,
+        60,
+        "a finished runner per job",
+    )
+    served = Counter(int(r.data["serving_job_id"]) for r in finished)
+    assert served == Counter(jobs), served
+    names = Counter(name for _, name, _, _, _ in d.vm_rows())
+    assert set(names.values()) == {1}, names  # never two VMs under one name
+    by_vm = Counter(r.data["vm_id"] for r in d.runners() if r.data.get("vm_id"))
+    assert set(by_vm.values()) == {1}, by_vm  # never one VM for two runners
+
+
+class NoWarmCapacity:
+    """While armed, the cloud has no capacity for warm VMs: the pool cannot refill during a burst."""
+
+    def __init__(self) -> None:
+        self.armed = False
+
+    @hookimpl(tryfirst=True)
+    def jitr_launch_vm(self, request: LaunchRequest, settings: Settings) -> None:
+        if self.armed and request.labels.get("jitr-job") == "warm":
+            raise CapacityError("no capacity for warm VMs now", "InsufficientCapacity")
+
+
+def test_a_burst_larger_than_the_pool_takes_the_warm_vms_first_then_launches_cold(warm_deployment):
+    no_refill = NoWarmCapacity()
+    d = warm_deployment(_pool(warm=2), plugins=(("no-warm-capacity", no_refill),))
+    d.app.scaledown.run()
+    first = {r.data["vm_id"] for r in polling(d, 2)}
+    no_refill.armed = True
+
+    jobs = [d.sim.queue_job("octo-org/api", LABELS, name=f"burst-{i}") for i in range(5)]
+    assert_each_job_once(d, jobs)
+
+    warm_runners = [r for r in d.runners() if r.data.get("warm_vm")]
+    assert {r.data["vm_id"] for r in warm_runners} == first  # both warm VMs served jobs
+    assert len(d.runners()) - len(warm_runners) >= 3  # the rest launched cold
+    assert all(r.data["handoff"] == "handed" for r in d.runners())
+    no_refill.armed = False
+
+    def refilled() -> bool:
+        d.app.scaledown.run()
+        ready = [r for r in warm_records(d) if r.data.get("vm_id") in running_vm_ids(d)]
+        return len(ready) == 2 and not warm_records(d, ASSIGNED)
+
+    wait_for(refilled, 60, "the pool back at 2 warm VMs", step_s=0.3)
+    assert not {r.data["vm_id"] for r in warm_records(d)} & first  # new VMs, not the ones used
+
+
+class HoldFirstClaim:
+    """Holds the first write that assigns a warm VM until a second assignment of that VM was tried."""
+
+    def __init__(self) -> None:
+        self.first: str | None = None
+        self.second_tried = threading.Event()
+        self.lock = threading.Lock()
+
+    @hookimpl(tryfirst=True)
+    def jitr_store_runner(self, record: Record, expected_version: int | None, settings: Settings) -> None:
+        if record.kind != WARM or record.state != ASSIGNED:
+            return
+        with self.lock:
+            mine = self.first is None
+            if mine:
+                self.first = str(record.data["runner_name"])
+        if mine:
+            self.second_tried.wait(30)
+        else:
+            self.second_tried.set()
+
+
+def test_two_scaleups_racing_for_one_warm_vm_give_it_to_one_job(warm_deployment):
+    hold = HoldFirstClaim()
+    d = warm_deployment(_pool(warm=1), plugins=(("hold-first-claim", hold),))
+    d.app.scaledown.run()
+    [warm] = polling(d, 1)
+
+    jobs = [d.sim.queue_job("octo-org/api", LABELS, name=f"race-{i}") for i in range(2)]
+    assert_each_job_once(d, jobs)
+
+    assert hold.second_tried.is_set()
+    holders = [r for r in d.runners() if r.data.get("vm_id") == warm.data["vm_id"]]
+    assert len(holders) == 1  # one job got the VM; the other launched cold
+    assert holders[0].data["warm_vm"] == warm.key and holders[0].key != hold.first
+
+
+class KillOnAssignment:
+    """The warm VM dies the moment a job takes it (its assignment is written)."""
+
+    def __init__(self) -> None:
+        self.killed: list[str] = []
+        self.backend: Any = None
+
+    @hookimpl(tryfirst=True)
+    def jitr_store_runner(self, record: Record, expected_version: int | None, settings: Settings) -> None:
+        if record.kind == WARM and record.state == ASSIGNED and not self.killed:
+            self.killed.append(str(record.data["vm_id"]))
+            self.backend.terminate_vm(str(record.data["vm_id"]))
+
+
+def test_a_warm_vm_dying_once_assigned_leaves_its_job_launched_again(warm_deployment):
+    kill = KillOnAssignment()
+    d = warm_deployment(_pool(warm=1), plugins=(("kill-on-assignment", kill),))
+    kill.backend = d.app.backend
+    d.app.scaledown.run()
+    polling(d, 1)
+
+    job = d.sim.queue_job("octo-org/api", LABELS, name="warm-vm-dies")
+
+    def completed() -> bool:
+        d.app.scaledown.run()
+        return d.sim.job(job).status == "completed"
+
+    wait_for(completed, 120, "the job to complete on a new attempt", step_s=0.5, detail=d.log.getvalue)
+    [dead] = kill.killed
+    by_vm = {r.data.get("vm_id"): r for r in d.runners()}
+    assert by_vm[dead].state == "retired" and by_vm[dead].key == f"jitr-linux-{job}-1"
+    assert_each_job_once(d, [job])
+
+
+class HoldScaledown:
+    """Holds scaledown's VM listing until released, so an assignment lands while it is under way."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    @hookimpl(tryfirst=True)
+    def jitr_list_vms(self, settings: Settings) -> None:
+        if self.armed:
+            self.armed = False
+            self.entered.set()
+            self.release.wait(30)
+
+
+def test_scaledown_never_retires_a_warm_vm_a_job_just_took(warm_deployment):
+    """Scaledown reads the pool, a job takes the VM, scaledown then wants it gone (idle and extra): it stays."""
+    gate = HoldScaledown()
+    d = warm_deployment(_pool(warm=1, warm_max_idle_s=60), plugins=(("hold-scaledown", gate),))
+    d.app.scaledown.run()
+    [warm] = polling(d, 1)
+
+    # scaledown, an hour later (the VM idle past its maximum), holds inside its pass
+    later = d.app.scaledown.clock() + 3600
+    pass_ = type(d.app.scaledown)(d.app.backend, d.app.github, clock=lambda: later)
+    wants_gone = [r for r in warm_records(d)]
+    assert [r.key for r in wants_gone] == [warm.key]
+    gate.armed = True
+    result: list[dict[str, Any]] = []
+    thread = threading.Thread(target=lambda: result.append(pass_._run()))
+    thread.start()
+    assert gate.entered.wait(30)
+    job = d.sim.queue_job("octo-org/api", LABELS, name="overlap")
+    wait_for(lambda: warm_records(d, ASSIGNED) or d.sim.job(job).status != "queued", 60, "the job to take the VM")
+    # the records scaledown read before the assignment: its retirement must lose the race
+    assert not WarmPools(d.app.backend, pass_.store).retire(wants_gone[0], "idle")
+    gate.release.set()
+    thread.join(60)
+
+    assert_each_job_once(d, [job])
+    [runner] = [r for r in d.runners() if r.data.get("job_id") == job]
+    assert runner.data.get("warm_vm") == warm.key and runner.data.get("retired_reason") is None
+
+
+def test_an_idle_warm_vm_is_retired_and_replaced(warm_deployment):
+    d = warm_deployment(_pool(warm=1, warm_max_idle_s=60))
+    d.app.scaledown.run()
+    [old] = polling(d, 1)
+
+    later = d.app.scaledown.clock() + 120
+    report = type(d.app.scaledown)(d.app.backend, d.app.github, clock=lambda: later).run()
+
+    assert report.get("warm-idle") == 1 and report.get("warm-launched") == 1, report
+    wait_for(lambda: old.data["vm_id"] not in running_vm_ids(d), 30, "the idle VM to end")
+    [new] = polling(d, 1)
+    assert new.key != old.key
+
+
+def test_windows_set_the_count_and_a_vm_that_dies_waiting_is_replaced(warm_deployment):
+    # Mondays 08:00-10:00 UTC: 2 warm VMs; otherwise none
+    window = {"days": ["mon"], "start_hour": 8, "end_hour": 10, "count": 2}
+    d = warm_deployment(_pool(warm=0, warm_windows=[window], warm_max_idle_s=86400))
+    monday_9 = 1_767_603_600.0  # 2026-01-05 09:00 UTC, a Monday
+    at = [monday_9]
+    scaledown = type(d.app.scaledown)(d.app.backend, d.app.github, clock=lambda: at[0])
+
+    assert scaledown.run().get("warm-launched") == 2
+    vms = polling(d, 2)
+    d.app.backend.terminate_vm(str(vms[0].data["vm_id"]))  # one dies while waiting
+    wait_for(lambda: vms[0].data["vm_id"] not in running_vm_ids(d), 30, "the VM to end")
+    at[0] = monday_9 + 60  # past ghost_grace_s
+    report = scaledown.run()
+    assert report.get("warm-vm-gone") == 1 and report.get("warm-launched") == 1, report
+    polling(d, 2)
+
+    at[0] = monday_9 + 2 * 3600  # 11:00: out of the window
+    assert scaledown.run().get("warm-extra") == 2
+    wait_for(lambda: not warm_records(d) and not running_vm_ids(d), 30, "every warm VM gone")
