@@ -314,3 +314,23 @@ def test_windows_set_the_count_and_a_vm_that_dies_waiting_is_replaced(warm_deplo
     at[0] = monday_9 + 2 * 3600  # 11:00: out of the window
     assert scaledown.run().get("warm-extra") == 2
     wait_for(lambda: not warm_records(d) and not running_vm_ids(d), 30, "every warm VM gone")
+
+
+def test_warm_vms_count_against_the_caps(warm_deployment):
+    """A pool of 2 at most, both warm: the job that takes one leaves no room for a refill until it ends."""
+    d = warm_deployment(_pool(warm=2, max_runners=2))
+    d.app.scaledown.run()
+    polling(d, 2)
+    assert "warm-launched" not in d.app.scaledown.run()  # full: nothing more
+
+    job = d.sim.queue_job("octo-org/api", LABELS, name="capped")
+    wait_for(lambda: any(r.data.get("job_id") == job for r in d.runners()), 60, "the job to take a warm VM")
+    runs = d.app.scaledown.run()
+    assert "warm-launched" not in runs and len(warm_records(d)) == 1, runs  # 1 runner + 1 warm VM = the cap
+    assert_each_job_once(d, [job])
+
+    def refilled() -> bool:
+        d.app.scaledown.run()
+        return len([r for r in warm_records(d) if r.data.get("vm_id") in running_vm_ids(d)]) == 2
+
+    wait_for(refilled, 60, "the pool refilled once the runner ended", step_s=0.3)

@@ -34,7 +34,8 @@ _TAG_KEY = re.compile(r"^[\w .:/=+@-]{1,128}$")
 _RESERVED_TAGS = ("managed-by", "Name")
 _ACCOUNT = re.compile(r"^\d{12}$")
 # How long after its launch (the identity document's pendingTime) a VM may prove itself: a cold
-# VM asks the broker within minutes of boot; the hour covers slow images and retries.
+# VM asks the broker within minutes of boot; the hour covers slow images and retries. A warm VM
+# asks until its deadline (Settings.warm_deadline_s), which the default is raised to.
 IDENTITY_MAX_AGE_S = 3600
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]{0,31}\.[a-z0-9-]{1,31}$")  # family.size: c6i.4xlarge, m7i-flex.large
 
@@ -165,7 +166,7 @@ def parse(settings: Settings) -> AwsConfig:
         secret_cache_ttl_s=get("secret_cache_ttl_s", _seconds, 300),
         vm=vm_shape(section, name, VMShape()),
         identity_accounts=get("identity_accounts", _accounts, ()),
-        identity_max_age_s=get("identity_max_age_s", _seconds, IDENTITY_MAX_AGE_S),
+        identity_max_age_s=_identity_max_age(settings, get("identity_max_age_s", _seconds), name),
         identity_certificates=get("identity_certificates", _pattern(_PATH, "a directory of <region>.pem files")),
     )
 
@@ -255,6 +256,19 @@ def _boolean(value: Any, name: str) -> bool:
     if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
         return value.lower() in ("true", "1", "yes")
     raise SettingsError(f"{name} must be true or false, found {value!r}")
+
+
+def _identity_max_age(settings: Settings, given: int | None, name: Callable[[str], str]) -> int:
+    """``identity_max_age_s``: at least as long as a warm VM may wait before its proof is checked."""
+    warm = max((settings.warm_deadline_s(pool) for pool in settings.pools if pool.keeps_warm), default=0)
+    if given is None:
+        return max(IDENTITY_MAX_AGE_S, warm)
+    if given < warm and settings.provider("vm") == PROVIDER:
+        raise SettingsError(
+            f"{name('identity_max_age_s')} ({given}) is shorter than a warm VM may wait before it proves itself "
+            f"({warm} s: boot_timeout_s + the longest warm_max_idle_s + warm_hold_s); raise it or unset it"
+        )
+    return given
 
 
 def _seconds(value: Any, name: str) -> int:

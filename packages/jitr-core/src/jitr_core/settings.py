@@ -149,6 +149,13 @@ class Settings:
         """
         return self.names.name(*path)
 
+    def warm_deadline_s(self, pool: Pool) -> int:
+        """How long a warm VM of ``pool`` asks the broker: its boot, its idle time and one held call.
+
+        Also the oldest launch-time identity proof (an EC2 document's pendingTime) it may present.
+        """
+        return self.boot_timeout_s + pool.warm_max_idle_s + self.warm_hold_s
+
     def pool(self, name: str) -> Pool:
         for pool in self.pools:
             if pool.name == name:
@@ -451,11 +458,12 @@ def _warm(r: _Reader, raw: Mapping[str, Any], path: tuple[str | int, ...], max_r
     warm = r.integer(raw, "warm", default=0, low=0, path=path)
     windows = _warm_windows(r, raw, path)
     idle = r.integer(raw, "warm_max_idle_s", default=3600, low=60, path=path)
-    counts = [("warm", warm)] + [(f"warm_windows[{i}].count", w.count) for i, w in enumerate(windows)]
+    counts: list[tuple[tuple[str | int, ...], int]] = [(("warm",), warm)]
+    counts += [(("warm_windows", i, "count"), w.count) for i, w in enumerate(windows)]
     for key, count in counts:
         if count > max_runners:
             raise SettingsError(
-                f"{r.names.name(*path, key)} ({count}) exceeds the pool's max_runners ({max_runners}): "
+                f"{r.names.name(*path, *key)} is {count}, more than the pool's max_runners ({max_runners}): "
                 "warm VMs count against the caps"
             )
     if any(count for _, count in counts) and raw.get("handoff", "metadata") != "broker":

@@ -54,11 +54,6 @@ def is_warm_name(name: str) -> bool:
     return bool(_WARM_NAME.match(name))
 
 
-def warm_deadline_s(pool: Pool, boot_timeout_s: int, hold_s: int) -> int:
-    """How long a warm VM keeps asking the broker: booting, its idle time and one held call."""
-    return boot_timeout_s + pool.warm_max_idle_s + hold_s
-
-
 class WarmPools:
     """Claims, launches and upkeep of the warm VMs of every pool."""
 
@@ -87,16 +82,28 @@ class WarmPools:
         records = self.backend.query_all(RecordQuery(WARM, ASSIGNED, pool=pool.name, limit=500))
         return next((r for r in records if r.data.get("runner_name") == runner_name), None)
 
-    def headroom(self, pool: Pool) -> int:
-        """Warm VMs that may still be launched for ``pool`` under the pool's and the global caps."""
+    def _counts(self, pool: Pool) -> tuple[int, int]:
+        """VMs counted against ``pool``'s cap and against the global cap: runners in flight and waiting warm VMs."""
         runners = list(in_flight(self.backend))
         warm = self.waiting()
         in_pool = sum(1 for r in runners if r.record.pool == pool.name) + sum(1 for w in warm if w.pool == pool.name)
-        return max(0, min(pool.max_runners - in_pool, self.settings.max_runners - len(runners) - len(warm)))
+        return in_pool, len(runners) + len(warm)
+
+    def headroom(self, pool: Pool) -> int:
+        """Warm VMs that may still be launched for ``pool`` under the pool's and the global caps."""
+        in_pool, overall = self._counts(pool)
+        return max(0, min(pool.max_runners - in_pool, self.settings.max_runners - overall))
+
+    def over_caps(self, pool: Pool) -> int:
+        """VMs beyond a cap (cold launches raced a refill): as many warm VMs of ``pool`` go."""
+        in_pool, overall = self._counts(pool)
+        return max(0, in_pool - pool.max_runners, overall - self.settings.max_runners)
 
     def replenish(self, pool: Pool, now: float) -> int:
         """Launch the warm VMs ``pool`` lacks now (within the caps); returns how many were launched."""
         missing = pool.warm_wanted(now) - len(self.waiting(pool.name))
+        if missing <= 0:
+            return 0
         launched = 0
         for _ in range(min(missing, self.headroom(pool))):
             if self.launch(pool):
@@ -110,7 +117,6 @@ class WarmPools:
         if record is None:
             return False
         provider = self.settings.provider("vm")
-        hold = self.settings.warm_hold_s
         context = ScriptContext(
             name,
             pool,
@@ -121,7 +127,7 @@ class WarmPools:
             handoff="broker",
             broker_url=self.settings.broker_url,
             broker_audience=self.settings.broker_audience,
-            broker_deadline_s=warm_deadline_s(pool, self.settings.boot_timeout_s, hold),
+            broker_deadline_s=self.settings.warm_deadline_s(pool),
         )
         script = self.backend.render_startup_script(context, self.backend.user_data_limit(provider))
         result = self._boot(pool, name, script)
@@ -187,11 +193,17 @@ class WarmPools:
                     alive.append(record)
                 else:
                     report[outcome] += 1
-            extra = len(alive) - pool.warm_wanted(now)
-            for record in alive[: max(0, extra)]:  # the oldest go first
+            extra = max(0, len(alive) - pool.warm_wanted(now))
+            for record in alive[:extra]:  # the oldest go first
                 report["warm-extra" if self.retire(record, "extra") else "ok"] += 1
+            if alive[extra:] and (over := self.over_caps(pool)):
+                for record in alive[extra:][:over]:
+                    report["warm-over-cap" if self.retire(record, "over-cap") else "ok"] += 1
+            if not pool.keeps_warm:
+                continue
             try:
-                report["warm-launched"] += self.replenish(pool, now)
+                if launched := self.replenish(pool, now):
+                    report["warm-launched"] += launched
             except JitrError as exc:
                 log.warning("warm pool not refilled", extra={"pool": pool.name, "reason": str(exc)})
                 report["warm-launch-errors"] += 1
