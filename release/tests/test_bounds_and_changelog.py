@@ -32,6 +32,17 @@ def copy_packages(target: Path) -> Path:
     return target / "packages"
 
 
+def version_of(name: str, packages: Path = ROOT / "packages") -> str:
+    found = re.search(r'(?m)^version = "([^"]+)"$', (packages / name / "pyproject.toml").read_text())
+    assert found
+    return found.group(1)
+
+
+def next_version(version: str, part: str) -> str:
+    major, minor, patch = (int(n) for n in version.split("."))
+    return f"{major}.{minor + 1}.0" if part == "minor" else f"{major}.{minor}.{patch + 1}"
+
+
 def set_version(packages: Path, name: str, version: str) -> None:
     pyproject = packages / name / "pyproject.toml"
     text, count = re.subn(r'(?m)^version = "[^"]+"$', f'version = "{version}"', pyproject.read_text())
@@ -45,7 +56,7 @@ def test_every_sibling_range_admits_the_current_versions() -> None:
     assert "sibling bounds admit the current versions" in done.stdout
 
 
-@pytest.mark.parametrize("version", ["0.2.0", "0.1.0"])
+@pytest.mark.parametrize("version", [next_version(version_of("jitr-core"), "minor"), "0.0.1"])
 def test_a_core_release_outside_the_plugins_ranges_is_reported(tmp_path: Path, version: str) -> None:
     packages = copy_packages(tmp_path)
     set_version(packages, "jitr-core", version)
@@ -58,10 +69,13 @@ def test_a_core_release_outside_the_plugins_ranges_is_reported(tmp_path: Path, v
 
 def test_a_plugin_release_outside_the_functions_extra_is_reported(tmp_path: Path) -> None:
     packages = copy_packages(tmp_path)
-    set_version(packages, "jitr-aws", "0.2.0")
+    required = re.search(r"jitr-aws>=[^\"]+", (packages / "jitr-functions" / "pyproject.toml").read_text())
+    assert required
+    released = next_version(version_of("jitr-aws"), "minor")
+    set_version(packages, "jitr-aws", released)
     done = run(BOUNDS, "--packages", str(packages))
     assert done.returncode == 1
-    assert "jitr-functions (extra 'aws') requires 'jitr-aws>=0.1.1,<0.2', but jitr-aws is 0.2.0" in done.stderr
+    assert f"jitr-functions (extra 'aws') requires '{required.group()}', but jitr-aws is {released}" in done.stderr
     assert "jitr-gcp" not in done.stderr
 
 
@@ -100,19 +114,21 @@ def test_the_packages_as_they_are_pass() -> None:
 
 def test_a_never_released_package_needs_an_unreleased_section(repo: Path) -> None:
     assert check(repo).returncode == 0
+    version = version_of("jitr-gcp")
     changelog = repo / "packages" / "jitr-gcp" / "CHANGELOG.md"
-    changelog.write_text(changelog.read_text().replace("## 0.1.1 (unreleased)", "## 0.1.1", 1))
+    changelog.write_text(changelog.read_text().replace(f"## {version} (unreleased)", f"## {version}", 1))
     done = check(repo)
     assert done.returncode == 1
-    assert "jitr-gcp: never released (no tag), so CHANGELOG.md needs a '## 0.1.1 (unreleased)'" in done.stderr
+    assert f"jitr-gcp: never released (no tag), so CHANGELOG.md needs a '## {version} (unreleased)'" in done.stderr
 
 
 def test_a_change_after_a_release_needs_a_new_version_and_entry(repo: Path) -> None:
-    release(repo, "jitr-core", "0.1.1")
+    version = version_of("jitr-core")
+    release(repo, "jitr-core", version)
     assert check(repo).returncode == 0, check(repo).stderr
-    described = check(repo, "--tag", "jitr-core-v0.1.1", "--notes", str(repo / "notes.md"))
+    described = check(repo, "--tag", f"jitr-core-v{version}", "--notes", str(repo / "notes.md"))
     assert described.returncode == 0, described.stderr
-    assert described.stdout.splitlines() == ["package=jitr-core", "version=0.1.1", "directory=packages/jitr-core"]
+    assert described.stdout.splitlines() == ["package=jitr-core", f"version={version}", "directory=packages/jitr-core"]
     changelog_lines = (repo / "packages" / "jitr-core" / "CHANGELOG.md").read_text().splitlines()
     first_entry = next(line for line in changelog_lines if line.startswith("- "))
     assert (repo / "notes.md").read_text().startswith(first_entry + "\n")  # the released section's entries
@@ -120,22 +136,27 @@ def test_a_change_after_a_release_needs_a_new_version_and_entry(repo: Path) -> N
     (repo / "packages" / "jitr-core" / "new.py").write_text("x = 1\n")
     done = check(repo)
     assert done.returncode == 1
-    assert "jitr-core: files changed since jitr-core-v0.1.1, but pyproject.toml still says 0.1.1" in done.stderr
+    stale = f"jitr-core: files changed since jitr-core-v{version}, but pyproject.toml still says {version}"
+    assert stale in done.stderr
 
-    set_version(repo / "packages", "jitr-core", "0.1.2")
+    fix = next_version(version, "patch")
+    set_version(repo / "packages", "jitr-core", fix)
     done = check(repo)
     assert done.returncode == 1
-    assert "needs a '## 0.1.2 (unreleased)' section first" in done.stderr
+    assert f"needs a '## {fix} (unreleased)' section first" in done.stderr
 
     changelog = repo / "packages" / "jitr-core" / "CHANGELOG.md"
-    changelog.write_text(changelog.read_text().replace("# Changelog\n", "# Changelog\n\n## 0.1.2 (unreleased)\n", 1))
+    changelog.write_text(changelog.read_text().replace("# Changelog\n", f"# Changelog\n\n## {fix} (unreleased)\n", 1))
     assert "has no entry" in check(repo).stderr
-    changelog.write_text(changelog.read_text().replace("## 0.1.2 (unreleased)\n", "## 0.1.2 (unreleased)\n\n- New.\n"))
+    section = f"## {fix} (unreleased)\n"
+    changelog.write_text(changelog.read_text().replace(section, section + "\n- New.\n"))
     assert check(repo).returncode == 0, check(repo).stderr
 
 
 def test_a_tag_must_match_the_declared_version_and_a_released_section(repo: Path) -> None:
-    assert "declares 0.1.1, not 0.1.2" in check(repo, "--tag", "jitr-aws-v0.1.2").stderr
-    assert "still marked unreleased" in check(repo, "--tag", "jitr-aws-v0.1.1").stderr
+    version = version_of("jitr-aws")
+    later = next_version(version, "patch")
+    assert f"declares {version}, not {later}" in check(repo, "--tag", f"jitr-aws-v{later}").stderr
+    assert "still marked unreleased" in check(repo, "--tag", f"jitr-aws-v{version}").stderr
     assert "no package jitr-nope" in check(repo, "--tag", "jitr-nope-v1.0.0").stderr
     assert "not a package tag" in check(repo, "--tag", "images-v1").stderr

@@ -13,7 +13,7 @@ from release_support import ROOT, Artifacts, assert_from_artifacts, build, insta
 
 
 def test_a_same_named_same_versioned_package_from_elsewhere_is_caught(built: Artifacts, tmp_path: Path) -> None:
-    """An index serving its own jitr-core 0.1.1 (a squatter, a stale mirror) is exactly what must not pass."""
+    """A same-versioned jitr-core from another index (a squatter, a stale mirror) must not pass."""
     uv = require_tool("uv", "pip install uv")
     source = tmp_path / "jitr-core"
     shutil.copytree(ROOT / "packages" / "jitr-core", source, ignore=shutil.ignore_patterns("__pycache__", "tests"))
