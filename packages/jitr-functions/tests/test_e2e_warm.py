@@ -98,9 +98,9 @@ def warm_records(d: Deployment, state: str = WAITING) -> list[Record]:
 
 
 def polling(d: Deployment, count: int) -> list[Record]:
-    """Wait until ``count`` warm VMs are launched and recorded (their scripts then poll the broker)."""
+    """Wait until ``count`` warm VMs are launched, recorded and waiting at the broker."""
     return wait_for(
-        lambda: (ready := [r for r in warm_records(d) if r.data.get("vm_id")]) and len(ready) == count and ready,
+        lambda: (ready := [r for r in warm_records(d) if r.data.get("asked_at")]) and len(ready) == count and ready,
         60,
         f"{count} warm VMs launched",
         detail=lambda: [(r.key, r.state, r.data) for r in warm_records(d)],

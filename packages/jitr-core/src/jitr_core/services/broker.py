@@ -165,6 +165,8 @@ class BrokerService:
             runner = self._assigned(warm)
             if runner is not None:
                 break
+            if warm.data.get("asked_at") is None:  # booted and waiting: jobs take such VMs first
+                warm = self.store.write(warm, asked_at=self.clock()) or warm
             if self.clock() >= deadline:
                 return BrokerAnswer(204, "no job yet; ask again")
             self.sleep(WARM_CHECK_S)

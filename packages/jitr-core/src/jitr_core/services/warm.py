@@ -3,7 +3,8 @@
 A warm VM has a record of kind ``warm`` (key: its name ``jitr-<pool>-warm-<hex>``, which no
 runner name can take, as runner names end in ``-<job>-<attempt>``):
 
-- ``waiting``: launched (``vm_id`` set once the launch is written) and long-polling the broker;
+- ``waiting``: launched (``vm_id`` set once the launch is written) and long-polling the broker
+  (``asked_at`` set at its first call);
 - ``assigned``: a job's runner claim took it (``runner_name``); the runner record now holds the
   VM (``vm_id``) and the broker mints that runner's JIT config when the VM next asks;
 - ``retiring``: scaledown took it out of the pool; its VM is terminated and the record deleted.
@@ -67,14 +68,22 @@ class WarmPools:
         return list(self.backend.query_all(RecordQuery(WARM, WAITING, pool=pool, limit=500)))
 
     def claim(self, pool: Pool, runner_name: str) -> Record | None:
-        """Take one launched waiting warm VM of ``pool`` for ``runner_name``; None when none is left."""
-        for record in self.waiting(pool.name):
-            if record.data.get("vm_id") is None:
-                continue  # its launch is not written yet: a cold launch is as fast
-            taken = self.store.write(record, state=ASSIGNED, runner_name=runner_name, assigned_at=self.store.clock())
-            if taken is not None:
-                log.info("warm vm assigned", extra={"warm_vm": record.key, "runner_name": runner_name})
-                return taken
+        """Take one launched waiting warm VM of ``pool`` for ``runner_name``; None when none is left.
+
+        VMs already waiting at the broker (``asked_at``) go first, the longest waiting first. A
+        write that loses to another writer is retried on a fresh read while the VM still waits
+        (the broker noting its first call), and given up once another job took it.
+        """
+        launched = [r for r in self.waiting(pool.name) if r.data.get("vm_id") is not None]
+        for record in sorted(launched, key=lambda r: r.data.get("asked_at") is None):
+            current: Record | None = record
+            while current is not None and current.state == WAITING:
+                now = self.store.clock()
+                taken = self.store.write(current, state=ASSIGNED, runner_name=runner_name, assigned_at=now)
+                if taken is not None:
+                    log.info("warm vm assigned", extra={"warm_vm": record.key, "runner_name": runner_name})
+                    return taken
+                current = self.backend.load(WARM, record.key)
         return None
 
     def assigned_to(self, pool: Pool, runner_name: str) -> Record | None:
