@@ -18,7 +18,7 @@ HERE = Path(__file__).parent
 GITHUB_PAYLOAD = (HERE / "queued.payload.json").read_bytes()  # labels ["ubuntu-latest"]: no pool serves it
 LABELS = ["self-hosted", "linux", "x64"]
 SECRET = "bench-webhook-secret"  # noqa: S105 - a benchmark fixture, not a credential
-TARGET_MODULES = ("cold_start", "burst")  # optional modules beside this one, each with targets(quick)
+TARGET_MODULES = ("cold_start", "burst", "warm")  # optional modules beside this one, each with targets(quick)
 
 
 def payload(
