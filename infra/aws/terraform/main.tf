@@ -39,6 +39,8 @@ locals {
       { for k, v in {
         disk_gb = p.disk_gb, max_runners = p.max_runners, priority = p.priority, max_lifetime_s = p.max_lifetime_s
       } : k => v if v != null },
+      { for k, v in { warm = p.warm, warm_max_idle_s = p.warm_max_idle_s } : k => v if v != null },
+      p.warm_windows == null ? {} : { warm_windows = p.warm_windows },
       { for k, v in {
         spot = p.spot, on_demand_fallback = p.on_demand_fallback, org_scope = p.org_scope, allow_public = p.allow_public
       } : k => v if v != null },

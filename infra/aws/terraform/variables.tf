@@ -302,8 +302,9 @@ variable "pools" {
     root_device_name, log_shipping; machine_type_labels and machine_sizes let a job pick its
     instance type by label (docs/embedded-serve.md, "Sizing from labels"); handoff ("metadata",
     the default, or "broker": the VMs pull their JIT config from the broker function, which is
-    created with its URL when a pool uses it; docs/embedded-serve.md, "The JIT config handoff").
-    See docs/aws-configuration.md.
+    created with its URL when a pool uses it; docs/embedded-serve.md, "The JIT config handoff");
+    warm, warm_windows and warm_max_idle_s keep booted VMs waiting at the broker for jobs (broker
+    pools only; docs/warm-pools.md). See docs/aws-configuration.md.
   EOT
   type = list(object({
     name                = string
@@ -335,6 +336,14 @@ variable "pools" {
     root_device_name    = optional(string)
     log_shipping        = optional(bool)
     handoff             = optional(string)
+    warm                = optional(number)
+    warm_max_idle_s     = optional(number)
+    warm_windows = optional(list(object({
+      days       = list(string)
+      start_hour = number
+      end_hour   = number
+      count      = number
+    })))
   }))
 
   validation {
@@ -344,6 +353,13 @@ variable "pools" {
   validation {
     condition     = alltrue([for p in var.pools : contains(["metadata", "broker"], coalesce(p.handoff, "metadata"))])
     error_message = "a pool's handoff is \"metadata\" or \"broker\"."
+  }
+  validation {
+    condition = alltrue([
+      for p in var.pools : coalesce(p.handoff, "metadata") == "broker"
+      || (coalesce(p.warm, 0) == 0 && alltrue([for w in coalesce(p.warm_windows, []) : w.count == 0]))
+    ])
+    error_message = "a pool with warm VMs (warm or warm_windows) needs handoff = \"broker\": warm VMs wait at the broker for their JIT config."
   }
   validation {
     condition     = length(distinct([for p in var.pools : p.name])) == length(var.pools)

@@ -67,6 +67,9 @@ locals {
         machine_type_labels = pool.machine_type_labels
         machine_sizes       = pool.machine_sizes
         handoff             = pool.handoff
+        warm                = pool.warm
+        warm_max_idle_s     = pool.warm_max_idle_s
+        warm_windows        = pool.warm_windows
         options             = pool.options == null ? null : { for option, setting in pool.options : option => setting if setting != null }
       } : key => value if value != null
     }

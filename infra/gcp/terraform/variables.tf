@@ -200,7 +200,9 @@ variable "pools" {
     subnetwork instead of `network` / `subnetwork` below (a pool naming only its own network
     takes that network's auto-mode subnetwork). The module's firewall rules are made on `network`
     and on every pool's own network. `machine_type_labels` and `machine_sizes` let a job pick its
-    machine type by label (docs/embedded-serve.md, "Sizing from labels").
+    machine type by label (docs/embedded-serve.md, "Sizing from labels"). `warm`, `warm_windows`
+    and `warm_max_idle_s` keep booted VMs waiting at the broker for jobs (pools with
+    handoff = "broker" only; docs/warm-pools.md).
   EOT
   type = list(object({
     name                = string
@@ -224,7 +226,15 @@ variable "pools" {
       cpu          = number
       ram          = number
     })))
-    handoff = optional(string)
+    handoff         = optional(string)
+    warm            = optional(number)
+    warm_max_idle_s = optional(number)
+    warm_windows = optional(list(object({
+      days       = list(string)
+      start_hour = number
+      end_hour   = number
+      count      = number
+    })))
     options = optional(object({
       log_shipping = optional(bool)
       network      = optional(string)
@@ -239,6 +249,13 @@ variable "pools" {
   validation {
     condition     = alltrue([for pool in var.pools : contains(["metadata", "broker"], coalesce(pool.handoff, "metadata"))])
     error_message = "a pool's handoff is \"metadata\" (the default) or \"broker\"."
+  }
+  validation {
+    condition = alltrue([
+      for pool in var.pools : coalesce(pool.handoff, "metadata") == "broker"
+      || (coalesce(pool.warm, 0) == 0 && alltrue([for w in coalesce(pool.warm_windows, []) : w.count == 0]))
+    ])
+    error_message = "a pool with warm VMs (warm or warm_windows) needs handoff = \"broker\": warm VMs wait at the broker for their JIT config."
   }
   validation {
     condition     = length(distinct([for pool in var.pools : pool.name])) == length(var.pools)

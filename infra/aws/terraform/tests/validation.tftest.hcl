@@ -331,6 +331,47 @@ run "metadata_pools_get_no_broker" {
   }
 }
 
+run "a_pool_s_warm_vms_render" {
+  command = apply
+
+  variables {
+    pools = [{
+      name            = "linux"
+      labels          = ["self-hosted", "linux"]
+      machine_types   = ["m7i.large"]
+      subnet_ids      = ["subnet-0aaaaaaaaaaaaaaaa"]
+      image           = "ami-0123456789abcdef0"
+      handoff         = "broker"
+      warm            = 1
+      warm_max_idle_s = 1800
+      warm_windows    = [{ days = ["mon", "fri"], start_hour = 8, end_hour = 18, count = 2 }]
+    }]
+  }
+
+  override_resource {
+    target = aws_apigatewayv2_api.broker[0]
+    values = { api_endpoint = "https://brk123.execute-api.eu-west-1.amazonaws.com", execution_arn = "arn:aws:execute-api:eu-west-1:123456789012:brk123" }
+  }
+
+  assert {
+    condition = jsondecode(aws_lambda_function.function["scaleup"].environment[0].variables.JITR_POOLS)[0] == {
+      name         = "linux", labels = ["self-hosted", "linux"], machine_types = ["m7i.large"],
+      placements   = ["subnet-0aaaaaaaaaaaaaaaa"], image = "ami-0123456789abcdef0", handoff = "broker",
+      warm         = 1, warm_max_idle_s = 1800,
+      warm_windows = [{ days = ["mon", "fri"], start_hour = 8, end_hour = 18, count = 2 }]
+    }
+    error_message = "JITR_POOLS must carry the pool's warm, warm_max_idle_s and warm_windows"
+  }
+}
+
+run "warm_vms_without_the_broker_are_refused" {
+  command = plan
+  variables {
+    pools = [{ name = "a", labels = ["self-hosted"], machine_types = ["m7i.large"], subnet_ids = ["subnet-0a"], image = "ami-0a", warm = 1 }]
+  }
+  expect_failures = [var.pools]
+}
+
 run "an_unknown_handoff_is_refused" {
   command = plan
   variables {

@@ -1,0 +1,31 @@
+"""infra/gcp/terraform: a pool's warm VMs (warm, warm_windows, warm_max_idle_s) reach JITR_POOLS."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("hcl2", reason="python-hcl2 is not installed")
+
+from gcp_iac_terraform import TerraformError, evaluate, example_inputs
+from jitr_core.settings import Settings, WarmWindow
+
+WINDOW = {"days": ["mon", "fri"], "start_hour": 8, "end_hour": 18, "count": 2}
+
+
+def test_warm_settings_render_into_the_pools() -> None:
+    inputs = example_inputs()
+    first = {**inputs["pools"][0], "handoff": "broker", "warm": 1, "warm_max_idle_s": 1800, "warm_windows": [WINDOW]}
+    brokered = {**inputs, "pools": [first, *inputs["pools"][1:]], "project_number": "123456789012"}
+    pools = evaluate("local.pool_settings", brokered)
+
+    pool = Settings.from_mapping({"pools": pools, "broker_url": "https://broker.example/"}).pools[0]
+    assert (pool.warm, pool.warm_max_idle_s) == (1, 1800)
+    assert pool.warm_windows == (WarmWindow(frozenset({"mon", "fri"}), 8, 18, 2),)
+    assert all("warm" not in p and "warm_windows" not in p for p in pools[1:])  # unset: jitr's default
+
+
+@pytest.mark.parametrize("warm", [{"warm": 1}, {"warm_windows": [WINDOW]}])
+def test_warm_vms_without_the_broker_handoff_are_refused(warm: dict[str, object]) -> None:
+    inputs = example_inputs()
+    with pytest.raises(TerraformError, match="needs handoff"):
+        evaluate("local.pool_settings", {**inputs, "pools": [{**inputs["pools"][0], **warm}]})
