@@ -4,7 +4,8 @@
   into their long form, as CloudFormation reads them.
 - :data:`UNSUPPORTED_BY_MOTO` names the resource types of the template that moto's CloudFormation
   does not create; :func:`moto_variant` is the template without them (and without what refers to
-  them), which moto creates. Those types are checked by cfn-lint alone.
+  them, or with stand-ins for what they would answer), which moto creates. Those types are
+  checked by cfn-lint and read from the template.
 - :class:`Resolver` evaluates the template's intrinsic functions for given parameters, enough to
   read each role's policy statements from the template itself (for the resources moto skips).
 """
@@ -27,9 +28,15 @@ TEMPLATE = ROOT / "infra" / "aws" / "cloudformation" / "jitr.yaml"
 
 # Resource types of the template that moto's CloudFormation does not implement (it logs a warning
 # and skips them). The test asserts that this is exactly the template's set, so a new resource of
-# an unsupported type, or moto learning one of these, shows up here.
+# an unsupported type, or moto learning one of these, shows up here. The broker's HTTP API
+# (AWS::ApiGatewayV2::*, created with Broker=true) is among them: a test gives moto a stand-in for
+# the API's id and endpoint, which the functions' settings and the broker's permission name.
 UNSUPPORTED_BY_MOTO = frozenset(
     {
+        "AWS::ApiGatewayV2::Api",
+        "AWS::ApiGatewayV2::Integration",
+        "AWS::ApiGatewayV2::Route",
+        "AWS::ApiGatewayV2::Stage",
         "AWS::CloudWatch::Alarm",
         "AWS::Lambda::EventInvokeConfig",
         "AWS::Lambda::Url",
@@ -120,28 +127,53 @@ def _refers_to(value: Any, names: set[str]) -> bool:
     return False
 
 
-def moto_variant(template: Mapping[str, Any], parameters: Mapping[str, str]) -> tuple[dict[str, Any], set[str]]:
+def moto_variant(
+    template: Mapping[str, Any],
+    parameters: Mapping[str, str],
+    stand_ins: Mapping[str, Mapping[str, str]] | None = None,
+) -> tuple[dict[str, Any], set[str]]:
     """The template without its resources moto cannot create, nor the outputs that name them.
 
     Returns the variant and the logical ids left out. A conditional resource left out (a secret
-    created only when no ARN is given) must be switched off by ``parameters``, and each ``Fn::If``
-    on its condition takes its other branch, as CloudFormation would. Any other reference to a
-    left-out resource fails: then moto would create something different from what
-    CloudFormation does.
+    created only when no ARN is given) is switched off by ``parameters``, or named in
+    ``stand_ins`` (logical id -> what its ``Ref`` and attributes answer, as CloudFormation would);
+    each ``Fn::If`` on a condition that is off takes its other branch, as CloudFormation would.
+    Resources whose condition is off are left out too (CloudFormation creates none of them). Any
+    other reference to a left-out resource fails: then moto would create something different
+    from what CloudFormation does.
     """
+    stand_ins = stand_ins or {}
     variant = copy.deepcopy(dict(template))
-    dropped = {name for name, r in variant["Resources"].items() if r["Type"] in UNSUPPORTED_BY_MOTO}
     resolver = Resolver(template, parameters, {}, {})
-    off = {variant["Resources"][name]["Condition"] for name in dropped if "Condition" in variant["Resources"][name]}
-    for condition in off:
-        assert not resolver.condition(condition), f"the parameters must turn {condition} off for moto"
+    unsupported = {name for name, r in variant["Resources"].items() if r["Type"] in UNSUPPORTED_BY_MOTO}
+    absent = {
+        name for name, r in variant["Resources"].items() if "Condition" in r and not resolver.condition(r["Condition"])
+    }
+    dropped = unsupported | absent
+    off = {variant["Resources"][name]["Condition"] for name in absent}
     for name in dropped:
         del variant["Resources"][name]
+
+    def substitute(text: str) -> str:
+        def replace(match: re.Match[str]) -> str:
+            resource, _, attribute = match.group(1).partition(".")
+            if resource not in stand_ins:
+                return match.group(0)
+            return stand_ins[resource][attribute or "Ref"]
+
+        return re.sub(r"\$\{([^}!]+)\}", replace, text)
 
     def prune(value: Any) -> Any:
         if isinstance(value, Mapping):
             if "Fn::If" in value and value["Fn::If"][0] in off:
                 return prune(value["Fn::If"][2])
+            if value.get("Ref") in stand_ins:
+                return stand_ins[value["Ref"]]["Ref"]
+            if "Fn::GetAtt" in value and value["Fn::GetAtt"][0] in stand_ins:
+                return stand_ins[value["Fn::GetAtt"][0]][value["Fn::GetAtt"][1]]
+            if "Fn::Sub" in value:
+                arg = value["Fn::Sub"]
+                return {"Fn::Sub": substitute(arg) if isinstance(arg, str) else [substitute(arg[0]), prune(arg[1])]}
             return {k: prune(v) for k, v in value.items()}
         if isinstance(value, list):
             return [prune(v) for v in value]
@@ -149,7 +181,9 @@ def moto_variant(template: Mapping[str, Any], parameters: Mapping[str, str]) -> 
 
     variant["Resources"] = prune(variant["Resources"])
     for name, resource in variant["Resources"].items():
-        assert not _refers_to(resource, dropped), f"{name} refers to a resource moto cannot create"
+        assert not _refers_to(resource, dropped), (
+            f"{name} refers to a resource moto cannot create: turn it off with the parameters, or give a stand-in"
+        )
     variant["Outputs"] = {k: prune(v) for k, v in variant["Outputs"].items() if not _refers_to(prune(v), dropped)}
     return variant, dropped
 

@@ -17,6 +17,9 @@ The API, in the order a test uses it:
   tagged EC2 instance, its ``in_progress`` and ``completed`` webhooks through the lifecycle
   queue, then one scale-down and one rebalancer pass from scheduled events. Returns a
   :class:`FlowResult` whose ``calls`` maps each function to the IAM actions it called.
+- :func:`run_broker_handoff` — a job of a broker-mode pool: scaleup launches a VM whose user data
+  holds no JIT config, the VM asks the broker function (through the same kind of HTTP front, the
+  payload format 2.0 event an HTTP API and a function URL both send) and gets its config once.
 - :func:`role_actions` / :func:`role_statements` — what a role's inline and attached policies allow.
 - :func:`load_reasons` and :func:`assert_covered` — every called action is allowed, and every
   allowed action was called or has a written reason (``uncalled_actions.json``).
@@ -33,6 +36,7 @@ from __future__ import annotations
 import base64
 import copy
 import fnmatch
+import http.client
 import json
 import os
 import re
@@ -45,7 +49,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import import_module
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import boto3
 import botocore.handlers
@@ -121,8 +125,11 @@ def aws_client(service: str, endpoint: str, region: str) -> Any:
     )
 
 
-def deployed_functions(endpoint: str, name_prefix: str, region: str) -> dict[str, DeployedFunction]:
-    """The functions whose names start with ``name_prefix``, keyed by kind; fails unless all five are there."""
+def deployed_functions(
+    endpoint: str, name_prefix: str, region: str, kinds: Sequence[str] = KINDS
+) -> dict[str, DeployedFunction]:
+    """The functions whose names start with ``name_prefix``, keyed by kind; fails unless exactly ``kinds``
+    are there (the five, and ``broker`` where a deployment has one)."""
     lam = aws_client("lambda", endpoint, region)
     found: dict[str, DeployedFunction] = {}
     for page in lam.get_paginator("list_functions").paginate():
@@ -142,7 +149,7 @@ def deployed_functions(endpoint: str, name_prefix: str, region: str) -> dict[str
             )
             assert function.kind not in found, f"two functions with handler {function.handler}"
             found[function.kind] = function
-    assert set(found) == set(KINDS), f"expected the functions {KINDS} under {name_prefix!r}, found {sorted(found)}"
+    assert set(found) == set(kinds), f"expected the functions {kinds} under {name_prefix!r}, found {sorted(found)}"
     return found
 
 
@@ -334,6 +341,77 @@ def run_flow(
     return result
 
 
+def run_broker_handoff(
+    endpoint: str,
+    functions: Mapping[str, DeployedFunction],
+    sim: GitHubSimulator,
+    *,
+    webhook_secret: str,
+    region: str,
+    prove: Callable[[Mapping[str, Any]], dict[str, str]],
+    repository: str = "octo-org/web",
+    labels: Sequence[str] = LABELS,
+) -> FlowResult:
+    """A job of a broker-mode pool to the runner that took it; the IAM actions each function called.
+
+    ``prove(instance)`` is the identity proof the launched instance sends (its instance identity
+    document and signature, as ``describe_instances`` shows the instance). The broker is asked
+    twice: the first answer carries the JIT config the agent connects with, the second nothing.
+    """
+    owner, _, name = repository.partition("/")
+    sim.add_installation(owner, repos=[name])
+    sqs = aws_client("sqs", endpoint, region)
+    ec2 = aws_client("ec2", endpoint, region)
+    jobs_url = functions["scaleup"].environment["JITR_AWS_JOBS_QUEUE_URL"]
+    recorder = ActionRecorder()
+    invoke = Invoker(endpoint, region, recorder)
+    front = FunctionUrl(lambda request: invoke(functions["webhook"], request))
+    broker = FunctionUrl(lambda request: invoke(functions["broker"], request))
+    result = FlowResult(calls=recorder.calls, job_id=0, instance_id="", instance_tags={})
+    try:
+        with recorder.installed():
+            sim.set_webhook(front.url, webhook_secret)
+            result.job_id = sim.queue_job(repository, list(labels))
+            _delivered(sim, 1, "the queued webhook")
+            _poll_queue(sqs, jobs_url, functions["scaleup"], invoke, region, "the jobs queue")
+            tags = dict(pair.split("=", 1) for pair in functions["scaleup"].environment["JITR_AWS_TAGS"].split(","))
+            instance = _instance_of(ec2, result.job_id, {"jitr:deployment": tags["jitr:deployment"]})
+            result.instance_id = instance["InstanceId"]
+            result.instance_tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+            user_data = ec2.describe_instance_attribute(InstanceId=result.instance_id, Attribute="userData")
+            script = base64.b64decode(user_data["UserData"]["Value"]).decode()
+            assert _JIT_IN_SCRIPT.search(script) is None, "a broker-mode instance's user data carries a JIT config"
+            assert functions["scaleup"].environment["JITR_BROKER_URL"] in script, "the script does not ask the broker"
+
+            request = json.dumps(
+                {"runner_name": result.instance_tags["jitr-runner"], "provider": "aws", "proof": prove(instance)}
+            ).encode()
+            status, answer = _post(broker.url + "broker", request)
+            assert status == 200 and "jit_config" in answer, f"the broker answered {status}"
+            runner = sim.agent_connect(answer["jit_config"])
+            assigned = sim.agent_poll(runner.id, timeout=10)
+            assert assigned is not None and assigned.id == result.job_id, f"the runner got {assigned}"
+            status, answer = _post(broker.url + "broker", request)
+            assert status == 410 and "jit_config" not in answer, f"asked again, the broker answered {status}"
+    finally:
+        sim.set_webhook(None, None)
+        front.close()
+        broker.close()
+    return result
+
+
+def _post(url: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
+    try:
+        connection.request("POST", parts.path, body=body, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        data = response.read()
+        return response.status, (json.loads(data) if data else {})
+    finally:
+        connection.close()
+
+
 def _delivered(sim: GitHubSimulator, count: int, what: str) -> None:
     assert sim.drain_webhooks(timeout=60), f"{what} was not delivered"
     statuses = [d.status_code for d in reversed(sim.deliveries())]
@@ -371,10 +449,10 @@ def _poll_queue(sqs: Any, url: str, function: DeployedFunction, invoke: Invoker,
         sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
 
 
-def _instance_of(ec2: Any, job_id: int) -> dict[str, Any]:
-    answer = ec2.describe_instances(
-        Filters=[{"Name": "tag:managed-by", "Values": ["jitr"]}, {"Name": "tag:jitr-job", "Values": [str(job_id)]}]
-    )
+def _instance_of(ec2: Any, job_id: int, tags: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The instance launched for a job (of the deployment whose runner ``tags`` are given, if any)."""
+    wanted = {"managed-by": "jitr", "jitr-job": str(job_id), **(tags or {})}
+    answer = ec2.describe_instances(Filters=[{"Name": f"tag:{k}", "Values": [v]} for k, v in wanted.items()])
     instances = [i for r in answer["Reservations"] for i in r["Instances"]]
     assert len(instances) == 1, f"expected one instance tagged for job {job_id}, found {len(instances)}"
     instance: dict[str, Any] = instances[0]

@@ -10,8 +10,12 @@ template with its intrinsic functions resolved.
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import datetime
 import io
 import json
+import re
 import subprocess
 import sys
 import uuid
@@ -24,6 +28,7 @@ from typing import Any
 import jitr_aws.secrets
 import pytest
 from aws_cfn_stack import (
+    ROOT,
     TEMPLATE,
     UNSUPPORTED_BY_MOTO,
     Resolver,
@@ -35,14 +40,21 @@ from aws_cfn_stack import (
     template_statements,
 )
 from aws_flow import (
+    KINDS,
+    LABELS,
     ActionRecorder,
     DeployedFunction,
     Invoker,
     assert_covered,
     aws_client,
     deployed_functions,
+    run_broker_handoff,
     run_flow,
 )
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
 from jitr_aws.config import parse
 from jitr_aws.dynamodb import table_definition, ttl_specification
 from jitr_core.settings import Settings
@@ -110,6 +122,12 @@ REASONS: dict[str, dict[str, str]] = {
         "dynamodb:UpdateItem": "a runner leaving flight moves the cap counters (a transaction's Update)",
     },
 }
+
+# What CloudFormation would answer for the broker's HTTP API, which moto does not create.
+BROKER_API = {
+    "BrokerApi": {"Ref": "brk1234567", "ApiEndpoint": f"https://brk1234567.execute-api.{REGION}.amazonaws.com"}
+}
+BROKER_URL = f"https://brk1234567.execute-api.{REGION}.amazonaws.com/broker"
 
 _MOTO_SERVER = """
 import sys
@@ -182,6 +200,27 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(cfn_moto: str, sim: GitHubSimulator) -> Stack:
     """The template (without what moto lacks) created in moto, pointed at the simulated GitHub."""
+    return _create_stack(cfn_moto, sim, broker=False)
+
+
+@pytest.fixture(scope="module")
+def broker_sim() -> Iterator[GitHubSimulator]:
+    with GitHubSimulator() as simulator:
+        yield simulator
+
+
+@pytest.fixture(scope="module")
+def broker_stack(cfn_moto: str, broker_sim: GitHubSimulator) -> Stack:
+    """Another stack, its pool in broker mode and ``Broker=true``; moto gets a stand-in for the HTTP API."""
+    return _create_stack(cfn_moto, broker_sim, broker=True)
+
+
+@pytest.fixture(scope="module")
+def broker_functions(broker_stack: Stack) -> dict[str, DeployedFunction]:
+    return deployed_functions(broker_stack.endpoint, broker_stack.prefix, REGION, kinds=(*KINDS, "broker"))
+
+
+def _create_stack(cfn_moto: str, sim: GitHubSimulator, *, broker: bool) -> Stack:
     ec2 = aws_client("ec2", cfn_moto, REGION)
     vpc = ec2.create_vpc(CidrBlock="10.40.0.0/16")["Vpc"]["VpcId"]
     subnets = tuple(
@@ -193,20 +232,21 @@ def stack(cfn_moto: str, sim: GitHubSimulator) -> Stack:
     images = ec2.describe_images(Owners=["amazon"], Filters=[{"Name": "name", "Values": ["amzn-ami-hvm-*"]}])
     image = next(i["ImageId"] for i in images["Images"] if i.get("RootDeviceName") == "/dev/xvda")
 
+    prefix = f"cfn{uuid.uuid4().hex[:6]}"
     s3 = aws_client("s3", cfn_moto, REGION)
-    s3.create_bucket(Bucket="jitr-bundles", CreateBucketConfiguration={"LocationConstraint": REGION})
+    if not any(b["Name"] == "jitr-bundles" for b in s3.list_buckets()["Buckets"]):
+        s3.create_bucket(Bucket="jitr-bundles", CreateBucketConfiguration={"LocationConstraint": REGION})
     bundle = io.BytesIO()
     with zipfile.ZipFile(bundle, "w") as archive:  # moto stores the code; the handlers run from the packages
         archive.writestr("jitr_functions/__init__.py", "")
     s3.put_object(Bucket="jitr-bundles", Key="jitr/jitr-aws-lambda-test.zip", Body=bundle.getvalue())
 
     secrets = aws_client("secretsmanager", cfn_moto, REGION)
-    webhook_arn = secrets.create_secret(Name="github/webhook", SecretString=WEBHOOK_SECRET)["ARN"]
-    key_arn = secrets.create_secret(Name="github/app", SecretString=json.dumps({"private_key": sim.private_key_pem}))[
-        "ARN"
-    ]
+    webhook_arn = secrets.create_secret(Name=f"{prefix}/github/webhook", SecretString=WEBHOOK_SECRET)["ARN"]
+    key_arn = secrets.create_secret(
+        Name=f"{prefix}/github/app", SecretString=json.dumps({"private_key": sim.private_key_pem})
+    )["ARN"]
 
-    prefix = f"cfn{uuid.uuid4().hex[:6]}"
     parameters = {
         "NamePrefix": prefix,
         "BundleBucket": "jitr-bundles",
@@ -224,8 +264,12 @@ def stack(cfn_moto: str, sim: GitHubSimulator) -> Stack:
         "VpcId": vpc,
         "RunnerTags": f"test-run={prefix}",
     }
+    if broker:
+        pool = {"name": "linux-brk", "labels": list(LABELS), "machine_types": ["m5.large"],
+                "placements": list(subnets), "image": image, "handoff": "broker"}  # fmt: skip
+        parameters.update(Broker="true", Pools=json.dumps([pool]))
     template = load_template()
-    variant, _ = moto_variant(template, parameters)
+    variant, _ = moto_variant(template, parameters, BROKER_API if broker else None)
     cfn = aws_client("cloudformation", cfn_moto, REGION)
     cfn.create_stack(
         StackName=prefix,
@@ -316,6 +360,7 @@ def test_every_function_gets_settings_jitr_accepts(stack: Stack, functions: dict
     environments = [dict(f.environment) for f in functions.values()]
     assert all(env == environments[0] for env in environments), "the functions' settings differ"
     env = environments[0]
+    assert "JITR_BROKER_URL" not in env and "BrokerUrl" not in stack.outputs  # Broker=false
     assert env["JITR_AWS_TABLE"] == stack.outputs["TableName"]
     assert env["JITR_AWS_JOBS_QUEUE_URL"] == stack.outputs["JobsQueueUrl"]
     assert env["JITR_AWS_LIFECYCLE_DLQ_URL"] == stack.outputs["LifecycleDeadLetterQueueUrl"]
@@ -624,6 +669,7 @@ def test_alarms_watch_every_dead_letter_queue_and_function() -> None:
         watched.add(value["Ref"] if "Ref" in value else value["Fn::GetAtt"][0])
         assert properties["Threshold"] == 0 and properties["ComparisonOperator"] == "GreaterThanThreshold"
     assert watched == {f"{name}Function" for name in LOGICAL.values()} | {
+        "BrokerFunction",  # with Broker=true
         "JobsDeadLetterQueue",
         "LifecycleDeadLetterQueue",
     }
@@ -690,3 +736,198 @@ def test_pools_json_is_passed_through_as_given() -> None:
     env = resolver.resolve(load_template()["Resources"]["WebhookFunction"]["Properties"]["Environment"])["Variables"]
     assert env["JITR_POOLS"] == pools
     assert [p.name for p in Settings.from_env({"JITR_POOLS": env["JITR_POOLS"]}).pools] == ["a", "b"]
+
+
+# -- the broker (Broker=true) --------------------------------------------------------------------
+
+
+def _terraform_broker() -> tuple[tuple[int, int], set[str]]:
+    """The broker's (timeout, memory) and store actions as infra/aws/terraform gives them (main.tf, iam.tf)."""
+    terraform = ROOT / "infra" / "aws" / "terraform"
+    sizes = re.search(r"broker = \{ timeout_s = (\d+), memory_mb = (\d+) \}", (terraform / "main.tf").read_text())
+    assert sizes is not None, "main.tf no longer sizes the broker as this test reads it"
+    (store,) = re.findall(r"^\s*broker\s*=\s*\[(\"dynamodb:[^\]]*)\]", (terraform / "iam.tf").read_text(), re.M)
+    return (int(sizes.group(1)), int(sizes.group(2))), set(re.findall(r'"([^"]+)"', store))
+
+
+def test_the_broker_stack_creates_the_broker_and_names_its_url_in_every_function(
+    broker_stack: Stack, broker_functions: dict[str, DeployedFunction]
+) -> None:
+    assert set(broker_stack.physical) == set(broker_stack.variant["Resources"])
+    assert {"BrokerFunction", "BrokerRole", "BrokerLogGroup", "BrokerApiLogGroup", "BrokerApiPermission"} <= set(
+        broker_stack.physical
+    )
+    (timeout, memory), _ = _terraform_broker()
+    broker = broker_functions["broker"]
+    assert broker.name == broker_stack.outputs["BrokerFunctionName"] == f"{broker_stack.prefix}-broker"
+    assert (broker.handler, broker.timeout_s, broker.memory_mb) == ("jitr_functions.aws.broker", timeout, memory)
+    assert broker.runtime == "python3.13"
+    assert broker.role_arn == broker_stack.outputs["BrokerRoleArn"]
+    assert len({f.role_arn for f in broker_functions.values()}) == 6, "each function has a role of its own"
+
+    environments = [dict(f.environment) for f in broker_functions.values()]
+    assert all(env == environments[0] for env in environments), "the functions' settings differ"
+    env = environments[0]
+    assert env["JITR_BROKER_URL"] == broker_stack.outputs["BrokerUrl"] == BROKER_URL
+    settings = Settings.from_env({**env, "JITR_AWS_REGION": REGION})
+    parse(settings)
+    (pool,) = settings.pools
+    assert (pool.name, pool.handoff, settings.broker_url) == ("linux-brk", "broker", BROKER_URL)
+
+    groups = broker_stack.client("logs").describe_log_groups(logGroupNamePrefix="/aws/")["logGroups"]
+    retention = {g["logGroupName"]: g.get("retentionInDays") for g in groups}
+    for name in (f"/aws/lambda/{broker_stack.prefix}-broker", f"/aws/apigateway/{broker_stack.prefix}-broker"):
+        assert retention[name] == 30, name
+
+    # The HTTP API (a stand-in in moto) may invoke the broker on POST /broker only.
+    account = broker_stack.client("sts").get_caller_identity()["Account"]
+    policy = broker_stack.client("lambda").get_policy(FunctionName=broker.name)["Policy"]
+    (grant,) = json.loads(policy)["Statement"]
+    assert grant["Principal"] == {"Service": "apigateway.amazonaws.com"}
+    assert grant["Action"] == "lambda:InvokeFunction"
+    source = f"arn:aws:execute-api:{REGION}:{account}:{BROKER_API['BrokerApi']['Ref']}/*/*/broker"
+    assert grant["Condition"]["ArnLike"]["AWS:SourceArn"] == source
+
+
+def test_the_broker_role_is_the_one_terraform_gives_it(
+    broker_stack: Stack, broker_functions: dict[str, DeployedFunction]
+) -> None:
+    iam = broker_stack.client("iam")
+    role = broker_functions["broker"].role_name
+    statements = stack_role_statements(iam, role)
+    _, store_actions = _terraform_broker()
+    assert allowed_actions(statements) == {
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "secretsmanager:GetSecretValue",
+        *store_actions,
+    }
+    table = broker_stack.client("dynamodb").describe_table(TableName=broker_stack.outputs["TableName"])["Table"]
+    for action in store_actions:
+        (statement,) = _statements_for(statements, action)
+        assert _resources(statement) == [table["TableArn"]], "the broker reads no index"
+    (read,) = _statements_for(statements, "secretsmanager:GetSecretValue")
+    assert _resources(read) == [broker_stack.parameters["AppPrivateKeySecretArn"].split("#")[0]]
+    (logs,) = _statements_for(statements, "logs:PutLogEvents")
+    assert all(f"log-group:/aws/lambda/{broker_stack.prefix}-broker" in r for r in _resources(logs))
+    account = broker_stack.client("sts").get_caller_identity()["Account"]
+    trust = iam.get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]
+    (assume,) = (json.loads(trust) if isinstance(trust, str) else trust)["Statement"]
+    assert assume["Principal"] == {"Service": "lambda.amazonaws.com"}
+    assert assume["Condition"] == {"StringEquals": {"aws:SourceAccount": account}}
+
+    def shape(found: list[dict[str, Any]]) -> list[tuple[str, str]]:
+        return sorted((s["Sid"], json.dumps(s["Action"])) for s in found)
+
+    assert shape(statements) == shape(template_statements(_resolver(broker_stack.parameters), "BrokerRole"))
+
+
+def test_the_broker_role_allows_exactly_what_the_broker_calls(
+    broker_stack: Stack, broker_functions: dict[str, DeployedFunction], broker_sim: GitHubSimulator, tmp_path: Path
+) -> None:
+    """A job of the broker-mode pool through the stack's functions; its VM pulls the config from the broker."""
+    lam = broker_stack.client("lambda")
+    for kind in ("scaleup", "lifecycle"):
+        for mapping in lam.list_event_source_mappings(FunctionName=broker_functions[kind].name)["EventSourceMappings"]:
+            lam.update_event_source_mapping(UUID=mapping["UUID"], Enabled=False)
+    # AWS signs instance identity documents with its key for the region; a test key plays it here,
+    # its certificate added to the broker's trusted ones (the one setting the stack does not give).
+    signer = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (tmp_path / f"{REGION}.pem").write_bytes(_self_signed(signer))
+    broker = broker_functions["broker"]
+    trusting = {**broker.environment, "JITR_AWS_IDENTITY_CERTIFICATES": str(tmp_path)}
+    functions = {**broker_functions, "broker": dataclasses.replace(broker, environment=trusting)}
+    account = broker_stack.client("sts").get_caller_identity()["Account"]
+    jitr_aws.secrets._cache.clear()
+    result = run_broker_handoff(
+        broker_stack.endpoint,
+        functions,
+        broker_sim,
+        webhook_secret=WEBHOOK_SECRET,
+        region=REGION,
+        prove=lambda instance: _identity_proof(instance, signer, account),
+    )
+    called = set(result.calls["broker"])
+    # The accepted account is the deployment's own, from STS: GetCallerIdentity needs no permission.
+    assert "sts:GetCallerIdentity" in called
+    called.discard("sts:GetCallerIdentity")
+    allowed = allowed_actions(stack_role_statements(broker_stack.client("iam"), broker.role_name))
+    reasons = {"logs:CreateLogStream": _LOGS, "logs:PutLogEvents": _LOGS}
+    assert_covered({"broker": called}, {"broker": allowed}, {"broker": reasons})
+
+
+def test_the_broker_api_is_post_broker_to_the_broker_function() -> None:
+    """moto lacks AWS::ApiGatewayV2::*: the HTTP API is read from the template, intrinsics resolved."""
+    resources = load_template()["Resources"]
+    on = _resolver({"Broker": "true", "Pools": "[]"})
+    assert on.condition("Broker") and not _resolver({"ImageId": "ami-0"}).condition("Broker")
+    assert {r["Type"] for r in resources.values() if r.get("Condition") == "Broker"} == {
+        "AWS::IAM::Role",
+        "AWS::Logs::LogGroup",
+        "AWS::Lambda::Function",
+        "AWS::Lambda::Permission",
+        "AWS::ApiGatewayV2::Api",
+        "AWS::ApiGatewayV2::Integration",
+        "AWS::ApiGatewayV2::Route",
+        "AWS::ApiGatewayV2::Stage",
+        "AWS::CloudWatch::Alarm",
+    }
+    api = on.resolve(resources["BrokerApi"]["Properties"])
+    assert (api["ProtocolType"], api["Name"]) == ("HTTP", "jitr-broker")
+    integration = on.resolve(resources["BrokerIntegration"]["Properties"])
+    assert (integration["ApiId"], integration["IntegrationType"]) == ("<BrokerApi>", "AWS_PROXY")
+    assert (integration["PayloadFormatVersion"], integration["TimeoutInMillis"]) == ("2.0", 29000)
+    assert integration["IntegrationUri"] == (
+        f"arn:aws:apigateway:{REGION}:lambda:path/2015-03-31/functions/<BrokerFunction.Arn>/invocations"
+    )
+    route = on.resolve(resources["BrokerRoute"]["Properties"])
+    assert (route["RouteKey"], route["AuthorizationType"]) == ("POST /broker", "NONE")
+    assert route["Target"] == "integrations/<BrokerIntegration>"
+    stage = on.resolve(resources["BrokerStage"]["Properties"])
+    assert (stage["ApiId"], stage["StageName"], stage["AutoDeploy"]) == ("<BrokerApi>", "$default", True)
+    assert stage["DefaultRouteSettings"] == {"ThrottlingBurstLimit": 200, "ThrottlingRateLimit": 100}
+    assert stage["AccessLogSettings"]["DestinationArn"] == "<BrokerApiLogGroup.Arn>"
+    access = json.loads(stage["AccessLogSettings"]["Format"])  # one JSON line per request, never a body
+    assert access["routeKey"] == "$context.routeKey" and not any("body" in v.lower() for v in access.values())
+    permission = on.resolve(resources["BrokerApiPermission"]["Properties"])
+    assert permission["SourceArn"] == f"arn:aws:execute-api:{REGION}:123456789012:<BrokerApi>/*/*/broker"
+    assert on.resolve(load_template()["Outputs"]["BrokerUrl"]["Value"]) == "<BrokerApi.ApiEndpoint>/broker"
+    for kind, logical in {**LOGICAL, "broker": "Broker"}.items():
+        env = on.resolve(resources[f"{logical}Function"]["Properties"]["Environment"])["Variables"]
+        assert env["JITR_BROKER_URL"] == "<BrokerApi.ApiEndpoint>/broker", kind
+
+
+def _self_signed(key: rsa.RSAPrivateKey) -> bytes:
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "jitr stack test signer")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+def _identity_proof(instance: Mapping[str, Any], key: rsa.RSAPrivateKey, account: str) -> dict[str, str]:
+    """The instance's identity document and its signature, as the instance metadata service serves them."""
+    launched = instance["LaunchTime"].astimezone(datetime.UTC)
+    document = json.dumps(
+        {
+            "accountId": account,
+            "availabilityZone": instance["Placement"]["AvailabilityZone"],
+            "imageId": instance["ImageId"],
+            "instanceId": instance["InstanceId"],
+            "instanceType": instance["InstanceType"],
+            "pendingTime": launched.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": REGION,
+            "version": "2017-09-30",
+        },
+        indent=2,
+    )
+    signature = key.sign(document.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return {"document": document, "signature": base64.b64encode(signature).decode()}
