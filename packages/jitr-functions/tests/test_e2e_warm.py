@@ -26,7 +26,7 @@ from jitr_core.settings import Settings
 from jitr_functions.app import build_app
 from jitr_functions.local import LocalRuntime
 from jitr_github.simulator import GitHubSimulator
-from test_e2e_broker import RUNNER_COMMAND, SECRET, Deployment, _free_port
+from test_e2e_broker import RUNNER_COMMAND, SECRET, Deployment, _ask, _free_port, _vm_token
 
 
 def _pool(**warm: Any) -> dict[str, Any]:
@@ -334,3 +334,19 @@ def test_warm_vms_count_against_the_caps(warm_deployment):
         return len([r for r in warm_records(d) if r.data.get("vm_id") in running_vm_ids(d)]) == 2
 
     wait_for(refilled, 60, "the pool refilled once the runner ended", step_s=0.3)
+
+
+def test_a_warm_vm_is_held_only_with_its_own_identity(warm_deployment):
+    """Played with the VMs' tokens: another VM's, a forged one or an unknown warm name get nothing."""
+    d = warm_deployment(_pool(warm=2), warm_hold_s=1)
+    d.app.scaledown.run()
+    first, second = polling(d, 2)
+    _, token = _vm_token(d, first.key)
+    vm_id = str(first.data["vm_id"])
+
+    assert _ask(d, first.key, token)[0] == 204  # its own name: held, then "ask again"
+    assert _ask(d, second.key, token)[0] == 403  # a real VM asking under another warm VM's name
+    assert _ask(d, first.key, f"{vm_id}.{'A' * 43}")[0] == 401  # forged
+    assert _ask(d, "jitr-linux-warm-0000000000", token)[0] == 410  # no such warm VM (retired, or never)
+    assert token not in d.log.getvalue()
+    assert {r.key for r in warm_records(d)} == {first.key, second.key}  # nothing was taken
