@@ -41,6 +41,7 @@ log = logging.getLogger("jitr.warm")
 WARM = "warm"
 WAITING, ASSIGNED, RETIRING = "waiting", "assigned", "retiring"
 WARM_STATES = (WAITING, ASSIGNED, RETIRING)
+_CLAIM_ATTEMPTS = 3  # per warm VM: its record changes at most once more (the first call) while it waits
 _NAME_UNSAFE = re.compile(r"[^a-z0-9-]+")
 _WARM_NAME = re.compile(r"^jitr-[a-z0-9-]{1,24}-warm-[0-9a-f]{10}$")
 
@@ -77,7 +78,9 @@ class WarmPools:
         launched = [r for r in self.waiting(pool.name) if r.data.get("vm_id") is not None]
         for record in sorted(launched, key=lambda r: r.data.get("asked_at") is None):
             current: Record | None = record
-            while current is not None and current.state == WAITING:
+            for _ in range(_CLAIM_ATTEMPTS):
+                if current is None or current.state != WAITING:
+                    break
                 now = self.store.clock()
                 taken = self.store.write(current, state=ASSIGNED, runner_name=runner_name, assigned_at=now)
                 if taken is not None:
