@@ -44,7 +44,12 @@ def _pool(**warm: Any) -> dict[str, Any]:
 def warm_deployment(tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
     started: list[Deployment] = []
 
-    def start(pool: dict[str, Any], plugins: tuple[tuple[str, object], ...] = (), **extra: Any) -> Deployment:
+    def start(
+        pool: dict[str, Any],
+        plugins: tuple[tuple[str, object], ...] = (),
+        extra_pools: tuple[dict[str, Any], ...] | list[dict[str, Any]] = (),
+        **extra: Any,
+    ) -> Deployment:
         sim = GitHubSimulator()
         api_url = sim.start()
         sim.add_installation("octo-org", repos=["api", "web"])
@@ -64,7 +69,7 @@ def warm_deployment(tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
                 "launch_grace_s": 1,
                 "terminate_grace_s": 1,
             },
-            "pools": [pool],
+            "pools": [pool, *extra_pools],
             "broker_url": f"http://127.0.0.1:{port}/broker",
             "boot_timeout_s": 60,
             "claim_timeout_s": 2,
@@ -350,3 +355,18 @@ def test_a_warm_vm_is_held_only_with_its_own_identity(warm_deployment):
     assert _ask(d, "jitr-linux-warm-0000000000", token)[0] == 410  # no such warm VM (retired, or never)
     assert token not in d.log.getvalue()
     assert {r.key for r in warm_records(d)} == {first.key, second.key}  # nothing was taken
+
+
+def test_a_cold_launch_retires_the_warm_vm_it_would_put_over_the_global_cap(warm_deployment):
+    gpu = {"name": "gpu", "labels": ["self-hosted", "gpu"], "machine_types": ["local"], "max_runners": 5}
+    d = warm_deployment(_pool(warm=1), max_runners=1, extra_pools=[gpu])
+    d.app.scaledown.run()
+    [warm] = polling(d, 1)
+
+    job = d.sim.queue_job("octo-org/api", ["self-hosted", "gpu"], name="cold-under-the-cap")
+    assert_each_job_once(d, [job])
+
+    assert warm.key not in {r.key for r in warm_records(d)}  # retired for the cold launch
+    [runner] = [r for r in d.runners() if r.data.get("job_id") == job]
+    assert runner.pool == "gpu" and runner.data.get("warm_vm") is None
+    wait_for(lambda: warm.data["vm_id"] not in running_vm_ids(d), 30, "the warm VM to end")

@@ -93,6 +93,7 @@ class ScaleupService:
         self.checkpoint = checkpoint or (lambda step: None)
         self.claim_timeout_s = backend.settings.claim_timeout_s
         self.warm = WarmPools(backend, self.store)
+        self.warm_pools = any(pool.keeps_warm for pool in backend.settings.pools)
 
     def handle(self, body: str | bytes) -> str:
         """Process one message; returns what happened. Raises PayloadError for poison, others to retry."""
@@ -296,6 +297,8 @@ class ScaleupService:
             warm = (recovered and self.warm.assigned_to(pool, runner.name)) or self.warm.claim(pool, runner.name)
             if warm:
                 return self._assign_warm(claim, warm, scope, labels, pool, steps)
+        if self.warm_pools:  # warm VMs count against the caps this cold launch fills
+            self.warm.make_room(pool)
         if pool.handoff == BROKER:  # the VM pulls a config minted when it asks (services/broker.py)
             encoded, runner_id = Secret(""), None
             handoff: dict[str, Any] = {"handoff": WAITING, "runner_labels": labels, "runner_group": pool.runner_group}

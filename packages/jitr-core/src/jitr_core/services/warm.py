@@ -15,7 +15,8 @@ and a warm VM just assigned is never retired. The record goes once the broker ha
 over (the runner record owns the VM from then on).
 
 Warm VMs count against the caps: a pool is filled only into the headroom its in-flight runners
-and waiting warm VMs leave under the pool's and the global ``max_runners``.
+and waiting warm VMs leave under the pool's and the global ``max_runners``, and a cold launch
+retires the waiting warm VMs it would put over a cap.
 """
 
 from __future__ import annotations
@@ -110,6 +111,24 @@ class WarmPools:
         """VMs beyond a cap (cold launches raced a refill): as many warm VMs of ``pool`` go."""
         in_pool, overall = self._counts(pool)
         return max(0, in_pool - pool.max_runners, overall - self.settings.max_runners)
+
+    def make_room(self, pool: Pool) -> int:
+        """Retire the waiting warm VMs that a cold launch for ``pool`` (its claim already counted)
+        puts over a cap: the pool's own for its cap, then any pool's for the global one."""
+        runners = list(in_flight(self.backend))
+        warm = self.waiting()
+        in_pool = sum(1 for r in runners if r.record.pool == pool.name) + sum(1 for w in warm if w.pool == pool.name)
+        over_pool = in_pool - pool.max_runners
+        over_all = len(runners) + len(warm) - self.settings.max_runners
+        launched = [w for w in warm if w.data.get("vm_id") is not None]  # a launch under way finishes first
+        retired: set[str] = set()
+        for record in [w for w in launched if w.pool == pool.name][: max(0, over_pool)]:
+            if self.retire(record, "over-cap"):
+                retired.add(record.key)
+        for record in [w for w in launched if w.key not in retired][: max(0, over_all - len(retired))]:
+            if self.retire(record, "over-cap"):
+                retired.add(record.key)
+        return len(retired)
 
     def replenish(self, pool: Pool, now: float) -> int:
         """Launch the warm VMs ``pool`` lacks now (within the caps); returns how many were launched."""
