@@ -21,7 +21,12 @@ locals {
     lifecycle  = { entry_point = "lifecycle", timeout_s = 120, max_instances = 10 }
     scaledown  = { entry_point = "scaledown", timeout_s = 300, max_instances = 1 }
     rebalancer = { entry_point = "rebalancer", timeout_s = 60, max_instances = 1 }
-  }, local.broker_enabled ? { broker = { entry_point = "broker", timeout_s = 60, max_instances = 20 } } : {})
+  }, local.broker_enabled ? { broker = { entry_point = "broker", timeout_s = 60, max_instances = 20 + local.warm_vms } } : {})
+  # Warm VMs at most (docs/warm-pools.md): each holds one broker request, so the broker gets as
+  # many instances more.
+  warm_vms = sum(concat([0], [
+    for pool in var.pools : max(concat([coalesce(pool.warm, 0)], [for w in coalesce(pool.warm_windows, []) : w.count])...)
+  ]))
   # Queue topic -> the function its push subscription delivers to.
   queues = { jobs = "scaleup", lifecycle = "lifecycle" }
   # Scheduled function -> cron schedule.

@@ -29,3 +29,13 @@ def test_warm_vms_without_the_broker_handoff_are_refused(warm: dict[str, object]
     inputs = example_inputs()
     with pytest.raises(TerraformError, match="needs handoff"):
         evaluate("local.pool_settings", {**inputs, "pools": [{**inputs["pools"][0], **warm}]})
+
+
+def test_the_broker_gets_an_instance_per_warm_vm() -> None:
+    inputs = example_inputs()
+    windows = [WINDOW, {**WINDOW, "count": 3}]
+    first = {**inputs["pools"][0], "handoff": "broker", "warm": 1, "warm_windows": windows}
+    brokered = {**inputs, "pools": [first, *inputs["pools"][1:]], "project_number": "123456789012"}
+    plain = {**brokered, "pools": [{**first, "warm": None, "warm_windows": None}, *inputs["pools"][1:]]}
+    assert evaluate("local.functions", brokered)["broker"]["max_instances"] == 20 + 3
+    assert evaluate("local.functions", plain)["broker"]["max_instances"] == 20
