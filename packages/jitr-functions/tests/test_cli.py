@@ -232,7 +232,7 @@ def test_serve_answers_health_and_stops_gracefully_without_losing_a_message(caps
 
 
 def test_status_of_an_empty_deployment_and_its_dead_letters(capsys, config):
-    assert _status(capsys, config) == {"runners": [], "jobs": [], "dead_letters": []}
+    assert _status(capsys, config) == {"runners": [], "jobs": [], "warm_vms": [], "dead_letters": []}
 
     backend = Backend(create_plugin_manager(), Settings.from_toml(config))
     backend.dead_letter("jobs", QueueMessage("{not json", {"job_id": "77"}), "queue message is not JSON")

@@ -71,6 +71,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from jitr_core.messages import JOBS_QUEUE, LIFECYCLE_QUEUE
     from jitr_core.model import IN_FLIGHT_RUNNER_STATES, OPEN_JOB_STATES, RecordQuery
     from jitr_core.plugins import create_plugin_manager
+    from jitr_core.services.warm import WARM, WARM_STATES
 
     settings = _settings(args.config)
     backend = Backend(create_plugin_manager(), settings)
@@ -80,6 +81,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return _status_pools(backend, settings, args.window, args.json)
     runners = [r for s in IN_FLIGHT_RUNNER_STATES for r in backend.query_all(RecordQuery("runner", s))]
     jobs = [r for s in OPEN_JOB_STATES for r in backend.query_all(RecordQuery("job", s))]
+    warm = [r for s in WARM_STATES for r in backend.query_all(RecordQuery(WARM, s))]
     status: dict[str, Any] = {
         "runners": [
             {
@@ -102,6 +104,16 @@ def cmd_status(args: argparse.Namespace) -> int:
             }
             for r in jobs
         ],
+        "warm_vms": [
+            {
+                "name": r.key,
+                "state": r.state,
+                "pool": r.pool,
+                "vm_id": r.data.get("vm_id"),
+                "runner": r.data.get("runner_name"),
+            }
+            for r in warm
+        ],
         "dead_letters": [
             {"queue": queue, "job_id": m.attributes.get("job_id"), "reason": m.attributes.get("dead_letter_reason", "")}
             for queue in (JOBS_QUEUE, LIFECYCLE_QUEUE)
@@ -119,6 +131,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  runner {runner['name']:<40} {runner['state']:<9} pool={runner['pool']} vm={runner['vm_id']}")
     for job in map(_printable, status["jobs"]):
         print(f"  job {job['job_id']:<12} {job['state']:<9} {job['repository']} attempt={job['attempt']}")
+    for vm in map(_printable, status["warm_vms"]):
+        print(f"  warm vm {vm['name']:<39} {vm['state']:<9} pool={vm['pool']} vm={vm['vm_id']} runner={vm['runner']}")
     for letter in map(_printable, status["dead_letters"]):
         print(f"  dead letter on {letter['queue']:<9} job={letter['job_id']} {letter['reason']}")
     return 0
