@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Check that every jitr package's requirements on its siblings admit the siblings' current versions.
 
-Each package under ``packages/`` declares ranges such as ``jitr-core>=0.1.1,<0.2`` for the jitr
+Each package under ``packages/`` declares ranges such as ``jitr-core>=0.2.0,<0.3`` for the jitr
 packages it needs (in ``dependencies`` and in every extra). A release that moves a package out of
 a range its siblings declare would publish a set that cannot be installed together; this script
 names every such requirement and exits 1.
