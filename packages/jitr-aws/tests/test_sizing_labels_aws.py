@@ -14,7 +14,7 @@ from jitr_core.backend import Backend
 from jitr_core.errors import SettingsError
 from jitr_core.model import LaunchRequest
 from jitr_core.routing import Router
-from jitr_core.services.scaleup import fallback_chain
+from jitr_core.services.candidates import fallback_chain
 from jitr_core.settings import Settings
 
 SIZED = {

@@ -3,8 +3,7 @@ after the candidate that failed, wraps round and leaves it out; the cloud tokens
 
 from __future__ import annotations
 
-from jitr_core.services.exits import candidate_key, relaunch_order
-from jitr_core.services.scaleup import fallback_chain
+from jitr_core.services.candidates import candidate_key, fallback_chain, relaunch_order
 from jitr_core.settings import Pool
 
 POOL = Pool("linux", frozenset({"self-hosted"}), ("m7.large", "m6.large"), placements=("zone-a", "zone-b"), spot=True)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from jitr_core.errors import SettingsError
 from jitr_core.routing import Router, Sizing
-from jitr_core.services.scaleup import fallback_chain
+from jitr_core.services.candidates import fallback_chain
 from jitr_core.settings import MachineSize, Settings
 
 SIZES = [

@@ -21,7 +21,6 @@ name first, so overlapping or repeated scaledown passes count it once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 from ..backend import Backend
@@ -29,6 +28,7 @@ from ..errors import GitHubError
 from ..github import GitHubAPI, GitHubJob
 from ..messages import encode
 from ..model import JobState, Record, RunnerState, Scope, VMInfo
+from .candidates import candidate_key
 from .common import job_message, requeue, retire
 from .records import JOB, JobView, RunnerView, Store, job_can_move, step, with_steps
 
@@ -36,28 +36,6 @@ log = logging.getLogger("jitr.scaledown")
 
 RELAUNCHES = 1  # no-job exits a job survives; the next one dead-letters it
 _NOT_PICKED_UP = frozenset({"queued", "waiting", "pending", "requested"})  # GitHub job statuses
-
-Candidate = tuple[str, str | None, bool]
-
-
-def candidate_key(machine_type: str, placement: str | None, spot: bool) -> str:
-    """How a launch candidate is named in timelines and on job records: ``type/placement/market``."""
-    return f"{machine_type}/{placement or '-'}/{'spot' if spot else 'on-demand'}"
-
-
-def relaunch_order(chain: Sequence[Candidate], failed: str | None) -> list[tuple[int, Candidate]]:
-    """(index, candidate) in the order to try after a runner on ``failed`` exited without a job.
-
-    The chain resumes after the failed candidate and wraps round, leaving it out; a chain of one
-    candidate keeps it (there is nothing else to try). Indexes stay those of the full chain, so
-    the cloud idempotency tokens do not change.
-    """
-    indexed = list(enumerate(chain))
-    keys = [candidate_key(*candidate) for candidate in chain]
-    if failed is None or failed not in keys or len(chain) < 2:
-        return indexed
-    at = keys.index(failed)
-    return indexed[at + 1 :] + indexed[:at]
 
 
 class NoJobExits:

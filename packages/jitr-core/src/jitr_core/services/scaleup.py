@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from ..backend import Backend
@@ -37,12 +37,10 @@ from ..logs import log_context, register_secret
 from ..messages import JobMessage, decode
 from ..model import (
     JobState,
-    LaunchRequest,
     LaunchResult,
     Record,
     RunnerState,
     Scope,
-    idempotency_token,
     runner_name_for,
 )
 from ..routing import Router, Sizing
@@ -50,28 +48,13 @@ from ..secret import Secret
 from ..settings import Pool
 from ..startup import ScriptContext, ScriptTooLargeError
 from .broker import WAITING
+from .candidates import candidate_key, fallback_chain, launch_request, relaunch_order
 from .common import in_flight, touch_repo
-from .exits import candidate_key, relaunch_order
 from .records import JOB, RUNNER, JobView, RunnerView, Store, new_job_data, step, with_steps
 from .rerun import prefers_on_demand
 from .warm import WarmPools
 
 log = logging.getLogger("jitr.scaleup")
-
-
-def fallback_chain(pool: Pool, sizing: Sizing | None = None) -> Iterator[tuple[str, str | None, bool]]:
-    """(machine type, placement, spot) in the order to try: types × placements, then on-demand.
-
-    The types are those the job's sizing labels chose, else the pool's; the placements, the
-    markets and the caps stay the pool's.
-    """
-    placements: tuple[str | None, ...] = pool.placements or (None,)
-    markets = (True, False) if pool.spot and pool.on_demand_fallback else (pool.spot,)
-    machine_types = sizing.machine_types if sizing is not None else pool.machine_types
-    for spot in markets:
-        for machine_type in machine_types:
-            for placement in placements:
-                yield machine_type, placement, spot
 
 
 class ScaleupService:
@@ -396,25 +379,8 @@ class ScaleupService:
         for index, (machine_type, placement, spot) in relaunch_order(list(fallback_chain(pool, sizing)), after):
             if on_demand and spot:
                 continue
-            request = LaunchRequest(
-                runner_name=name,
-                pool=pool.name,
-                machine_type=machine_type,
-                placement=placement,
-                spot=spot,
-                image=pool.image,
-                disk_gb=pool.disk_gb,
-                startup_script=script,
-                idempotency_token=idempotency_token(name, index),
-                max_lifetime_s=pool.max_lifetime_s,
-                labels={
-                    "jitr-runner": name,
-                    "jitr-pool": pool.name,
-                    "jitr-job": str(message.job_id),
-                    "jitr-attempt": str(message.attempt),
-                },
-                options=pool.options,
-            )
+            labels = {"jitr-job": str(message.job_id), "jitr-attempt": str(message.attempt)}
+            request = launch_request(pool, name, (machine_type, placement, spot), index, script, labels)
             candidate = candidate_key(machine_type, placement, spot)
             at = self.clock()
             market, where = "spot" if spot else "on_demand", placement or "default"

@@ -30,10 +30,11 @@ from typing import Any
 
 from ..backend import Backend
 from ..errors import CapacityError, JitrError
-from ..model import LaunchRequest, LaunchResult, Record, RecordQuery, VMInfo, idempotency_token
+from ..model import LaunchResult, Record, RecordQuery, VMInfo
 from ..secret import Secret
 from ..settings import Pool
 from ..startup import ScriptContext
+from .candidates import fallback_chain, launch_request
 from .common import in_flight
 from .records import Store
 
@@ -172,23 +173,8 @@ class WarmPools:
         return True
 
     def _boot(self, pool: Pool, name: str, script: str) -> LaunchResult | None:
-        from .scaleup import fallback_chain  # scaleup imports this module
-
-        for index, (machine_type, placement, spot) in enumerate(fallback_chain(pool)):
-            request = LaunchRequest(
-                runner_name=name,
-                pool=pool.name,
-                machine_type=machine_type,
-                placement=placement,
-                spot=spot,
-                image=pool.image,
-                disk_gb=pool.disk_gb,
-                startup_script=script,
-                idempotency_token=idempotency_token(name, index),
-                max_lifetime_s=pool.max_lifetime_s,
-                labels={"jitr-runner": name, "jitr-pool": pool.name, "jitr-job": "warm", "jitr-attempt": "0"},
-                options=pool.options,
-            )
+        for index, candidate in enumerate(fallback_chain(pool)):
+            request = launch_request(pool, name, candidate, index, script, {"jitr-job": "warm", "jitr-attempt": "0"})
             try:
                 return self.backend.launch_vm(request)
             except CapacityError:
