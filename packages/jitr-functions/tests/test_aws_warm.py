@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 
 import pytest
+from broker_support import is_jit_config
 from conftest_aws import LABELS, Deployment, FunctionUrl, LambdaContext, event
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jitr_core.model import RecordQuery
@@ -14,7 +15,6 @@ from jitr_core.services.warm import WAITING, WARM
 from jitr_functions import aws
 from jitr_functions.app import get_app
 from test_aws_broker import _ask, _proof, brokered, signer  # noqa: F401 - fixtures
-from test_e2e_broker import _is_jit_config
 
 pytest_plugins = ["conftest_aws"]
 
@@ -43,7 +43,7 @@ def test_a_warm_instance_carries_no_secret_and_gets_the_config_of_the_job_it_is_
     user_data = deployment.user_data(instance["InstanceId"])
     assert "jitr_identity_proof" in user_data and front.url in user_data
     assert "JITCONFIG=\"$(printf %s '" not in user_data
-    assert not [s for s in deployment.sim.secrets_issued() if s in user_data or _is_jit_config(s)]
+    assert not [s for s in deployment.sim.secrets_issued() if s in user_data or is_jit_config(s)]
 
     status, _ = _ask(front, record.key, _proof(instance, signer))  # no job yet: held, then "ask again"
     assert status == 204

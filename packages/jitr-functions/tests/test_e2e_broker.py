@@ -13,84 +13,19 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import io
 import json
-import socket
-import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from e2e_support import LABELS, QUIET, post, wait_for
-from jitr_core.settings import Settings
-from jitr_functions.app import App, build_app
-from jitr_functions.local import LocalRuntime
+from broker_support import JSON, Deployment, ask, free_port, start_deployment, stop_deployment, vm_token
+from e2e_support import LABELS, post, wait_for
 from jitr_functions.sandbox import SimulatedCrash
-from jitr_github.simulator import Faults, GitHubSimulator
-from jitr_github.simulator.jitconfig import decode_jit_config
-
-SECRET = "whsec-broker-test-0123456789"
-AGENT = f"{sys.executable} -m jitr_github.simulator.agent --job-seconds 0.2 --wait-seconds 30"
-# The runner: notes a digest of the config it was given and whether the VM token reached it.
-RUNNER_COMMAND = (
-    'printf %s "${ACTIONS_RUNNER_INPUT_JITCONFIG:-}" | sha256sum | cut -d" " -f1 > runner-config.sha256; '
-    '[ -z "${JITR_VM_TOKEN:-}" ] || echo leaked > runner-token-leaked; '
-    f"exec {AGENT}"
-)
-JSON = {"Content-Type": "application/json"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Deployment:
-    app: App
-    runtime: LocalRuntime
-    sim: GitHubSimulator
-    dir: Path
-    log: io.StringIO
-
-    @property
-    def broker(self) -> str:
-        return self.runtime.url + "/broker"
-
-    def runner(self, name: str) -> Any:
-        return self.app.backend.load("runner", name)
-
-    def runners(self) -> list[Any]:
-        from jitr_core.model import RecordQuery
-
-        states = ("claimed", "launched", "busy", "finished", "retired")
-        return [r for s in states for r in self.app.backend.query_all(RecordQuery("runner", s))]
-
-    def vm_rows(self) -> list[tuple[Any, ...]]:
-        import sqlite3
-
-        conn = sqlite3.connect(f"file:{self.dir / 'state' / 'jitr.sqlite3'}?mode=ro", uri=True, timeout=30)
-        try:
-            return conn.execute("SELECT vm_id, runner_name, dir, state, pid FROM vms").fetchall()
-        finally:
-            conn.close()
-
-    def jit_configs(self) -> list[str]:
-        return [s for s in self.sim.secrets_issued() if _is_jit_config(s)]
-
-
-def _is_jit_config(value: str) -> bool:
-    try:
-        decode_jit_config(value)
-    except ValueError:
-        return False
-    return True
+from jitr_github.simulator import Faults
 
 
 @pytest.fixture
@@ -98,71 +33,13 @@ def deployment(tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
     started: list[Deployment] = []
 
     def start(broker_url: str | None = None, **extra: Any) -> Deployment:
-        sim = GitHubSimulator()
-        api_url = sim.start()
-        sim.add_installation("octo-org", repos=["api", "web"])
-        (tmp_path / "webhook_secret").write_text(SECRET)
-        (tmp_path / "app.pem").write_text(sim.private_key_pem)
-        port = _free_port()
-        data: dict[str, Any] = {
-            "provider": "embedded",
-            "github": {"app_id": str(sim.app_id), "api_url": api_url},
-            "secrets": {
-                "webhook_secret": f"file:{tmp_path / 'webhook_secret'}",
-                "github_app_private_key": f"file:{tmp_path / 'app.pem'}",
-            },
-            "embedded": {
-                "state_dir": str(tmp_path / "state"),
-                "runner_command": RUNNER_COMMAND,
-                "launch_grace_s": 1,
-                "terminate_grace_s": 1,
-            },
-            "pools": [
-                {"name": "linux", "labels": LABELS, "machine_types": ["local"], "max_runners": 10, "handoff": "broker"}
-            ],
-            "broker_url": broker_url or f"http://127.0.0.1:{port}/broker",
-            "boot_timeout_s": 60,
-            "claim_timeout_s": 2,
-            "ghost_grace_s": 2,
-            "stuck_after_s": 60,
-            "rebalance_grace_s": 0,
-            **extra,
-        }
-        log = io.StringIO()
-        app = build_app(Settings.from_mapping(data, source="broker-test"), environ={}, log_stream=log)
-        runtime = LocalRuntime(app, port=port, workers=2, intervals=QUIET).start()
-        sim.set_webhook(runtime.url + "/webhook", SECRET)
-        deployment = Deployment(app, runtime, sim, tmp_path, log)
-        started.append(deployment)
-        return deployment
+        pool = {"name": "linux", "labels": LABELS, "machine_types": ["local"], "max_runners": 10, "handoff": "broker"}
+        started.append(start_deployment(tmp_path, [pool], broker_url=broker_url, **extra))
+        return started[-1]
 
     yield start
     for d in reversed(started):
-        for vm in d.app.backend.list_vms():
-            if vm.running:
-                d.app.backend.terminate_vm(vm.vm_id)
-        d.runtime.stop(timeout_s=5.0)
-        d.sim.stop()
-
-
-def _vm_token(d: Deployment, runner_name: str) -> tuple[str, str]:
-    """(vm id, token) of the running VM of ``runner_name``, read from its process's environment."""
-
-    def running() -> tuple[str, int] | None:
-        for vm_id, name, _, state, pid in d.vm_rows():
-            if name == runner_name and state == "running" and pid:
-                return vm_id, int(pid)
-        return None
-
-    vm_id, pid = wait_for(running, 60, f"the VM of {runner_name} to run")
-    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    token = next(v.split(b"=", 1)[1].decode() for v in environ if v.startswith(b"JITR_VM_TOKEN="))
-    return vm_id, token
-
-
-def _ask(d: Deployment, runner_name: str, token: str, provider: str = "embedded") -> tuple[int, dict[str, Any]]:
-    body = json.dumps({"runner_name": runner_name, "provider": provider, "proof": {"token": token}}).encode()
-    return post(d.broker, body, JSON)
+        stop_deployment(d)
 
 
 def _launched(d: Deployment) -> Any:
@@ -209,18 +86,18 @@ def test_a_broker_mode_job_completes_with_the_config_only_in_the_runner_environm
 
 def test_forged_replayed_and_duplicate_calls_get_nothing(deployment):
     """The VM cannot reach the broker (its URL points nowhere): the test plays the VM with its token."""
-    d = deployment(broker_url=f"http://127.0.0.1:{_free_port()}/broker")
+    d = deployment(broker_url=f"http://127.0.0.1:{free_port()}/broker")
     job = d.sim.queue_job("octo-org/api", LABELS, name="played")
     runner = _launched(d)
     assert runner.data["handoff"] == "waiting" and runner.data["github_runner_id"] is None
-    vm_id, token = _vm_token(d, runner.key)
+    vm_id, token = vm_token(d, runner.key)
 
     forged = f"{vm_id}.{'A' * 43}"
-    status, answer = _ask(d, runner.key, forged)
+    status, answer = ask(d, runner.key, forged)
     assert status == 401 and "identity refused" in answer["error"]
     assert forged not in d.log.getvalue()
-    assert _ask(d, runner.key, token, provider="gcp")[0] == 401  # another provider's verifier refuses it
-    assert _ask(d, "jitr-linux-1-1", token)[0] == 404  # a valid VM asking for a runner that does not exist
+    assert ask(d, runner.key, token, provider="gcp")[0] == 401  # another provider's verifier refuses it
+    assert ask(d, "jitr-linux-1-1", token)[0] == 404  # a valid VM asking for a runner that does not exist
     request = {"runner_name": runner.key, "provider": "embedded", "proof": {"token": token}}
     hostile = [
         b"{not json",
@@ -243,7 +120,7 @@ def test_forged_replayed_and_duplicate_calls_get_nothing(deployment):
 
     def call() -> None:
         barrier.wait(10)
-        answers.append(_ask(d, runner.key, token))
+        answers.append(ask(d, runner.key, token))
 
     threads = [threading.Thread(target=call) for _ in range(8)]
     for thread in threads:
@@ -256,7 +133,7 @@ def test_forged_replayed_and_duplicate_calls_get_nothing(deployment):
     assert config in d.jit_configs() and len(d.jit_configs()) == 1  # minted once
     assert all("jit_config" not in answer for status, answer in answers if status != 200)
 
-    status, answer = _ask(d, runner.key, token)  # the same identity again, later: a replay
+    status, answer = ask(d, runner.key, token)  # the same identity again, later: a replay
     assert status == 410 and "jit_config" not in answer
     assert d.runner(runner.key).data["handoff"] == "handed"
     assert config not in d.log.getvalue() and token not in d.log.getvalue()
@@ -322,7 +199,7 @@ def test_a_crash_after_handing_leaves_a_vm_that_gives_up_and_a_new_attempt(deplo
 
 def test_a_vm_that_never_reaches_the_broker_is_retired_and_its_job_launched_again(deployment):
     """Like a VM whose runner never came online: nothing was registered, the job gets a new launch."""
-    d = deployment(broker_url=f"http://127.0.0.1:{_free_port()}/broker", boot_timeout_s=3)
+    d = deployment(broker_url=f"http://127.0.0.1:{free_port()}/broker", boot_timeout_s=3)
     job = d.sim.queue_job("octo-org/api", LABELS, name="unreachable-broker")
     first = _launched(d)
 
@@ -337,10 +214,10 @@ def test_a_vm_that_never_reaches_the_broker_is_retired_and_its_job_launched_agai
 
 
 def test_a_github_failure_answers_503_with_retry_after_and_the_next_call_gets_the_config(deployment):
-    d = deployment(broker_url=f"http://127.0.0.1:{_free_port()}/broker")
+    d = deployment(broker_url=f"http://127.0.0.1:{free_port()}/broker")
     d.sim.queue_job("octo-org/api", LABELS, name="github-down")
     runner = _launched(d)
-    _, token = _vm_token(d, runner.key)
+    _, token = vm_token(d, runner.key)
     body = json.dumps({"runner_name": runner.key, "provider": "embedded", "proof": {"token": token}})
     d.sim.faults = Faults(seed=3, http_5xx=1.0)
 
@@ -356,7 +233,7 @@ def test_a_github_failure_answers_503_with_retry_after_and_the_next_call_gets_th
     assert "jit_config" not in answer and d.runner(runner.key).data["handoff"] == "waiting"
 
     d.sim.faults = Faults(seed=4)
-    status, answer = _ask(d, runner.key, token)
+    status, answer = ask(d, runner.key, token)
     assert status == 200 and answer["jit_config"] in d.jit_configs()
 
 

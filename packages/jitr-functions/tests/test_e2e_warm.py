@@ -1,6 +1,6 @@
 """Warm pools end to end on ``jitr serve``: booted local VMs wait at the broker and take jobs.
 
-The deployment of :mod:`test_e2e_broker` (local-process VMs, the broker at ``POST /broker``, the
+The deployment of :mod:`broker_support` (local-process VMs, the broker at ``POST /broker``, the
 GitHub simulator over HTTP) with a pool that keeps warm VMs. Scaledown, which fills and trims the
 pool, is run by the tests. Checked: a burst larger than the pool (warm VMs first, then cold, every
 job once, the pool refilled); two scaleups racing for one warm VM; a warm VM dying once assigned;
@@ -11,7 +11,6 @@ holding a warm VM's call only for that VM's own identity.
 
 from __future__ import annotations
 
-import io
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -19,16 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_support import LABELS, QUIET, wait_for
+from broker_support import Deployment, ask, start_deployment, stop_deployment, vm_token
+from e2e_support import LABELS, wait_for
 from jitr_core.errors import CapacityError
 from jitr_core.hookspecs import hookimpl
 from jitr_core.model import LaunchRequest, Record, RecordQuery
 from jitr_core.services.warm import ASSIGNED, WAITING, WARM, WarmPools
 from jitr_core.settings import Settings
-from jitr_functions.app import build_app
-from jitr_functions.local import LocalRuntime
-from jitr_github.simulator import GitHubSimulator
-from test_e2e_broker import RUNNER_COMMAND, SECRET, Deployment, _ask, _free_port, _vm_token
 
 
 def _pool(**warm: Any) -> dict[str, Any]:
@@ -52,52 +48,13 @@ def warm_deployment(tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
         extra_pools: tuple[dict[str, Any], ...] | list[dict[str, Any]] = (),
         **extra: Any,
     ) -> Deployment:
-        sim = GitHubSimulator()
-        api_url = sim.start()
-        sim.add_installation("octo-org", repos=["api", "web"])
-        (tmp_path / "webhook_secret").write_text(SECRET)
-        (tmp_path / "app.pem").write_text(sim.private_key_pem)
-        port = _free_port()
-        data: dict[str, Any] = {
-            "provider": "embedded",
-            "github": {"app_id": str(sim.app_id), "api_url": api_url},
-            "secrets": {
-                "webhook_secret": f"file:{tmp_path / 'webhook_secret'}",
-                "github_app_private_key": f"file:{tmp_path / 'app.pem'}",
-            },
-            "embedded": {
-                "state_dir": str(tmp_path / "state"),
-                "runner_command": RUNNER_COMMAND,
-                "launch_grace_s": 1,
-                "terminate_grace_s": 1,
-            },
-            "pools": [pool, *extra_pools],
-            "broker_url": f"http://127.0.0.1:{port}/broker",
-            "boot_timeout_s": 60,
-            "claim_timeout_s": 2,
-            "ghost_grace_s": 2,
-            "stuck_after_s": 60,
-            "rebalance_grace_s": 0,
-            "warm_hold_s": 2,
-            **extra,
-        }
-        log = io.StringIO()
-        app = build_app(
-            Settings.from_mapping(data, source="warm-test"), environ={}, log_stream=log, extra_plugins=plugins
-        )
-        runtime = LocalRuntime(app, port=port, workers=2, intervals=QUIET).start()
-        sim.set_webhook(runtime.url + "/webhook", SECRET)
-        deployment = Deployment(app, runtime, sim, tmp_path, log)
-        started.append(deployment)
-        return deployment
+        extra.setdefault("warm_hold_s", 2)
+        started.append(start_deployment(tmp_path, [pool, *extra_pools], plugins=plugins, **extra))
+        return started[-1]
 
     yield start
     for d in reversed(started):
-        for vm in d.app.backend.list_vms():
-            if vm.running:
-                d.app.backend.terminate_vm(vm.vm_id)
-        d.runtime.stop(timeout_s=5.0)
-        d.sim.stop()
+        stop_deployment(d)
 
 
 def warm_records(d: Deployment, state: str = WAITING) -> list[Record]:
@@ -348,13 +305,13 @@ def test_a_warm_vm_is_held_only_with_its_own_identity(warm_deployment):
     d = warm_deployment(_pool(warm=2), warm_hold_s=1)
     d.app.scaledown.run()
     first, second = polling(d, 2)
-    _, token = _vm_token(d, first.key)
+    _, token = vm_token(d, first.key)
     vm_id = str(first.data["vm_id"])
 
-    assert _ask(d, first.key, token)[0] == 204  # its own name: held, then "ask again"
-    assert _ask(d, second.key, token)[0] == 403  # a real VM asking under another warm VM's name
-    assert _ask(d, first.key, f"{vm_id}.{'A' * 43}")[0] == 401  # forged
-    assert _ask(d, "jitr-linux-warm-0000000000", token)[0] == 410  # no such warm VM (retired, or never)
+    assert ask(d, first.key, token)[0] == 204  # its own name: held, then "ask again"
+    assert ask(d, second.key, token)[0] == 403  # a real VM asking under another warm VM's name
+    assert ask(d, first.key, f"{vm_id}.{'A' * 43}")[0] == 401  # forged
+    assert ask(d, "jitr-linux-warm-0000000000", token)[0] == 410  # no such warm VM (retired, or never)
     assert token not in d.log.getvalue()
     assert {r.key for r in warm_records(d)} == {first.key, second.key}  # nothing was taken
 
