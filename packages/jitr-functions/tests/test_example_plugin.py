@@ -126,8 +126,10 @@ def test_the_rendered_script_runs_with_it(script: str, tmp_path: Path) -> None:
     assert json.loads((box.root / "etc/docker/daemon.json").read_text()) == {"registry-mirrors": [MIRROR]}
     restart = outcome.calls.index("systemctl restart docker")
     assert restart < outcome.calls.index("run.sh ") < outcome.calls.index("shutdown -h now")
-    assert outcome.called("aws") == [
-        f"aws ec2 terminate-instances --region {FakeCloud.region} --instance-ids {FakeCloud.instance_id}"
+    assert outcome.called("aws") == [  # the runner's exit report, then the instance ends itself
+        f"aws ec2 create-tags --region {FakeCloud.region} --resources {FakeCloud.instance_id}"
+        " --tags Key=jitr-runner-exit,Value=no-job",
+        f"aws ec2 terminate-instances --region {FakeCloud.region} --instance-ids {FakeCloud.instance_id}",
     ]
 
 

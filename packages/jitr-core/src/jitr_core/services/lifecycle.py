@@ -120,7 +120,8 @@ class LifecycleService:
         runner = self.store.runner(name) if name else None
         if job is not None:
             now = self.clock()
-            launched_at = runner.get("launched_at") if runner is not None else None
+            # a runner can come online before its launch is recorded: its boot then counts from the claim
+            launched_at = (runner.get("launched_at") or runner.get("claimed_at")) if runner is not None else None
             event = step(
                 "in_progress",
                 now,
