@@ -7,7 +7,6 @@ as secret are replaced in every line, even if a bug tries to log one.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import json
 import logging
@@ -16,14 +15,19 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping
+from itertools import repeat
+from operator import is_not
 from types import MappingProxyType
 from typing import Any
+
+from . import jsontext
 
 _CONTEXT: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
     "jitr_log_context", default=MappingProxyType({})
 )
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 _CHATTY = ("botocore", "boto3", "urllib3", "google", "requests")
+_NONE = repeat(None)  # endless: compared with a context's values, by identity
 _SECRETS: deque[str] = deque(maxlen=512)
 _SECRETS_LOCK = threading.Lock()
 
@@ -75,28 +79,34 @@ def _plain(value: Any) -> Any:
 
 _ESCAPE = json.JSONEncoder()  # the default escaping (ASCII), which _LINE uses too
 _LINE = json.JSONEncoder(separators=(",", ":"), default=_plain)
+_HEAD = ("time", "level", "severity", "logger", "message")  # a line's first fields, in order
+_HEAD_KEYS = frozenset(_HEAD)
+MAX_LINE_WRITERS = 256  # kinds of lines (logger, level, message, fields and their types) given a writer
+_LINES: dict[tuple[Any, ...], jsontext.Writer | None] = {}
+_LEVEL_NAMES: Mapping[int, str] = logging._levelToName  # what getLevelName reads first (addLevelName's too)
+_MILLIS = tuple(f".{millis:03d}Z" for millis in range(1000))  # a time's last characters
 
 
-class _LogContext:
-    __slots__ = ("_fields", "_token")
+class log_context(dict[str, Any]):  # lower-case, as contextlib's context managers
+    """``with log_context(delivery_id=..., job_id=...):`` adds the fields (those not None) to every
+    log line inside the block (delivery_id, job_id, runner_name, ...).
 
-    def __init__(self, fields: Mapping[str, Any]) -> None:
-        self._fields = fields
+    It is the dict of the fields itself (made by dict's constructor, with no call into Python: the
+    webhook enters two per delivery) and, once entered, the token of the context to go back to."""
+
+    __slots__ = ("_token",)
 
     def __enter__(self) -> None:
-        merged = dict(_CONTEXT.get())
-        for key, value in self._fields.items():
-            if value is not None:
-                merged[key] = value
+        outer = _CONTEXT.get()
+        if all(map(is_not, self.values(), _NONE)):
+            merged = {**outer, **self}
+        else:  # a field given as None leaves the outer value
+            merged = dict(outer)
+            merged.update((key, value) for key, value in self.items() if value is not None)
         self._token = _CONTEXT.set(merged)
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
         _CONTEXT.reset(self._token)
-
-
-def log_context(**fields: Any) -> contextlib.AbstractContextManager[None]:
-    """Add ``fields`` (delivery_id, job_id, runner_name, ...) to every log line inside the block."""
-    return _LogContext(fields)
 
 
 class JsonFormatter(logging.Formatter):
@@ -109,7 +119,8 @@ class JsonFormatter(logging.Formatter):
         cached = self._second
         if cached[0] != second:
             cached = self._second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-        return f"{cached[1]}.{int((created - second) * 1000):03d}Z"
+        millis = int((created - second) * 1000)
+        return cached[1] + _MILLIS[millis] if millis >= 0 else f"{cached[1]}.{millis:03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -128,8 +139,22 @@ class JsonFormatter(logging.Formatter):
         return _encode(entry)
 
     def line(self, created: float, level: int, logger: str, message: str, fields: Mapping[str, Any]) -> str:
-        """What :meth:`format` makes of a record of ``fields`` as extras and no exception."""
-        levelname = logging.getLevelName(level)
+        """What :meth:`format` makes of a record of ``fields`` as extras and no exception: the same
+        text, by a writer made once per kind of line (see :func:`_line_writer`) when there is one."""
+        levelname = _LEVEL_NAMES.get(level) or logging.getLevelName(level)
+        context = _CONTEXT.get()
+        merged = {**context, **fields}
+        values = merged.values()
+        kind = (levelname, logger, message, *merged, *map(type, values))  # keys are str, types are not
+        try:
+            write = _LINES[kind]
+        except KeyError:
+            write = _line_writer(kind, len(merged))
+        if write is not None:
+            try:
+                return redact(write((self._time(created), *values)))
+            except TypeError:  # a sequence holding something other than str: the json module's
+                pass
         entry: dict[str, Any] = {
             "time": self._time(created),
             "level": levelname,
@@ -137,9 +162,25 @@ class JsonFormatter(logging.Formatter):
             "logger": logger,
             "message": message,
         }
-        entry.update(_CONTEXT.get())
+        entry.update(context)
         entry.update(fields)
         return _encode(entry)
+
+
+def _line_writer(kind: tuple[Any, ...], count: int) -> jsontext.Writer | None:
+    """The writer of lines of this kind, remembered (up to MAX_LINE_WRITERS kinds): the head's
+    fields are written into it, it takes the time and the context's and extras' values. None when
+    a context or extra field is named like a head field (it replaces the head's value where it
+    stands, as :meth:`JsonFormatter.format` has it) or a value is not flat."""
+    levelname, logger, message = kind[:3]
+    keys, types = kind[3 : 3 + count], kind[3 + count :]
+    write = None
+    if _HEAD_KEYS.isdisjoint(keys):
+        head = {1: levelname, 2: levelname, 3: logger, 4: message}
+        write = jsontext.writer((*_HEAD, *keys), (str, None, None, None, None, *types), head)
+    if len(_LINES) < MAX_LINE_WRITERS:
+        _LINES[kind] = write
+    return write
 
 
 def _encode(entry: dict[str, Any]) -> str:

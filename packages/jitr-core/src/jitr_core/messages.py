@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields
+from operator import attrgetter, itemgetter
 from typing import Any
 
+from . import jsontext
 from .errors import PayloadError
 from .model import MAX_ATTEMPT, MAX_ID, QueueMessage, WorkflowJob
 
@@ -92,20 +94,125 @@ class LifecycleMessage:
 Message = JobMessage | LifecycleMessage
 _TYPES: dict[str, type[JobMessage] | type[LifecycleMessage]] = {"job": JobMessage, "lifecycle": LifecycleMessage}
 _TYPE_OF = {JobMessage: "job", LifecycleMessage: "lifecycle"}
-# Each type's field names in order: a message's fields are flat (ids, strings, a tuple of
-# labels), so reading them directly gives what dataclasses.asdict would, without its deep copy.
+# Each type's field names in order, and a getter of their values: a message's fields are flat
+# (ids, strings, a tuple of labels), so reading them directly gives what dataclasses.asdict
+# would, without its deep copy.
 _FIELDS = {cls: tuple(f.name for f in fields(cls)) for cls in _TYPE_OF}
+_VALUES = {cls: attrgetter(*names) for cls, names in _FIELDS.items()}  # several fields each: a tuple
 _ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)  # json.dumps builds one per call
+MAX_WRITERS = 64  # per message type: combinations of the optional fields' types given a writer
+
+
+class _Body:
+    """How a message type's body is written: {"v": VERSION, "type": kind, **fields}, by a jsontext
+    writer per combination of value types (an optional field set or None, say); values it does not
+    write (a str subclass, say) go through _ENCODER, which writes the same text."""
+
+    __slots__ = ("fields", "kind", "writers")
+
+    def __init__(self, cls: type[Message]) -> None:
+        self.fields = _FIELDS[cls]
+        self.kind = _TYPE_OF[cls]
+        self.writers: dict[tuple[type, ...], jsontext.Writer | None] = {}
+
+    def message(self, values: tuple[Any, ...], job_id: Any) -> QueueMessage:
+        """The queue message whose body has these field values."""
+        write = self.writers.get(tuple(map(type, values)))
+        if write is not None:
+            try:
+                return QueueMessage(write(values), {"type": self.kind, "job_id": str(job_id)})
+            except TypeError:  # labels holding something other than str
+                pass
+        return QueueMessage(self._text(values), {"type": self.kind, "job_id": str(job_id)})
+
+    def _text(self, values: tuple[Any, ...]) -> str:
+        """The body of values of types without a writer yet (one is made, up to MAX_WRITERS), or none."""
+        types = tuple(map(type, values))
+        if types not in self.writers and len(self.writers) < MAX_WRITERS:
+            keys, fixed = ("v", "type", *self.fields), {0: VERSION, 1: self.kind}
+            self.writers[types] = jsontext.writer(keys, (None, None, *types), fixed)
+        write = self.writers.get(types)
+        if write is not None:
+            try:
+                return write(values)
+            except TypeError:
+                pass
+        return _ENCODER.encode({"v": VERSION, "type": self.kind, **dict(zip(self.fields, values, strict=True))})
+
+
+_BODIES = {cls: _Body(cls) for cls in _TYPE_OF}
 
 
 def encode(message: Message) -> QueueMessage:
     """The versioned JSON body plus attributes a queue can filter on."""
     cls = type(message)
-    kind = _TYPE_OF[cls]
-    body: dict[str, Any] = {"v": VERSION, "type": kind}
-    for name in _FIELDS[cls]:
-        body[name] = getattr(message, name)
-    return QueueMessage(body=_ENCODER.encode(body), attributes={"type": kind, "job_id": str(message.job_id)})
+    return _BODIES[cls].message(_VALUES[cls](message), message.job_id)
+
+
+class _FromJob:
+    """How ``cls.from_job`` fills the fields of ``cls``, for :func:`encode_job`: a field named as a
+    :class:`WorkflowJob` field is the job's, ``delivery_id`` and ``received_at`` are the arguments,
+    the others keep their defaults, which the writers hold already (a test holds encode_job to
+    ``encode(cls.from_job(...))``)."""
+
+    __slots__ = ("fixed", "job_values", "keys", "kind", "pick", "positions", "writers")
+
+    def __init__(self, message: type[Message], shared: list[str], defaults: dict[str, Any]) -> None:
+        names = _FIELDS[message]
+        sources = [*shared, "delivery_id", "received_at"]
+        self.kind = _TYPE_OF[message]
+        self.keys = ("v", "type", *names)
+        self.job_values = attrgetter(*shared)  # the job's fields, then the two arguments: pick's sources
+        self.pick = itemgetter(*(sources.index(name) for name in names if name not in defaults))
+        self.positions = tuple(2 + i for i, name in enumerate(names) if name not in defaults)  # of what pick picks
+        self.fixed = {0: VERSION, 1: self.kind, **{2 + names.index(name): v for name, v in defaults.items()}}
+        self.writers: dict[tuple[type, ...], jsontext.Writer | None] = {}
+
+    @classmethod
+    def of(cls, message: type[Message]) -> _FromJob | None:
+        """The plan, or None when a field is none of the three kinds (encode_job then uses from_job)."""
+        arguments = ("delivery_id", "received_at")
+        of_job = {f.name for f in fields(WorkflowJob)} - set(arguments)
+        shared = [name for name in _FIELDS[message] if name in of_job]
+        defaulted = [f for f in fields(message) if f.name not in of_job and f.name not in arguments]
+        if len(shared) < 2 or any(f.default is MISSING for f in defaulted):  # attrgetter of one name: no tuple
+            return None
+        return cls(message, shared, {f.name: f.default for f in defaulted})
+
+    def message(self, job: WorkflowJob, delivery_id: str, received_at: float) -> QueueMessage | None:
+        """The message of this job, or None for values the writers do not write (a str subclass, say)."""
+        values = self.pick((*self.job_values(job), delivery_id, received_at))
+        types = tuple(map(type, values))
+        try:
+            write = self.writers[types]
+        except KeyError:
+            write = self._writer(types)
+        if write is None:
+            return None
+        try:
+            return QueueMessage(write(values), {"type": self.kind, "job_id": str(job.job_id)})
+        except TypeError:  # labels holding something other than str
+            return None
+
+    def _writer(self, types: tuple[type, ...]) -> jsontext.Writer | None:
+        """The writer of these types (None: the json module's), kept for up to MAX_WRITERS of them."""
+        all_types: list[type | None] = [None] * len(self.keys)
+        for position, kind in zip(self.positions, types, strict=True):
+            all_types[position] = kind
+        write = jsontext.writer(self.keys, tuple(all_types), self.fixed)
+        if len(self.writers) < MAX_WRITERS:
+            self.writers[types] = write
+        return write
+
+
+_FROM_JOB = {cls: _FromJob.of(cls) for cls in _TYPE_OF}
+
+
+def encode_job(cls: type[Message], job: WorkflowJob, delivery_id: str, received_at: float) -> QueueMessage:
+    """``encode(cls.from_job(job, delivery_id, received_at))``, without making the message (the webhook's path)."""
+    plan = _FROM_JOB[cls]
+    message = plan.message(job, delivery_id, received_at) if plan is not None else None
+    return message if message is not None else encode(cls.from_job(job, delivery_id, received_at))
 
 
 def decode(body: str | bytes) -> Message:

@@ -42,7 +42,7 @@ def webhook(event: Any, context: Any) -> dict[str, Any]:
         if body is None:
             return _http(400, {"error": "the body is not valid base64"})
         response = app.webhook.handle(headers, body)
-        return _http(response.status, response.body)
+        return _http(response.status, response.body, text=response.text)
 
 
 def broker(event: Any, context: Any) -> dict[str, Any]:
@@ -94,10 +94,12 @@ def _invocation(context: Any, function: str) -> Iterator[App]:
 
 def _http_request(event: Any, function: str = "webhook") -> tuple[str, Mapping[Any, Any], bytes | None]:
     """Method, headers (the service lower-cases them) and raw body bytes (None when the base64 body is invalid)."""
-    if not isinstance(event, Mapping):
+    # type() first: a dict (every event Lambda hands over) skips the Mapping ABC's check, Python code
+    if type(event) is not dict and not isinstance(event, Mapping):
         raise _misrouted(function, "an HTTP request event", event)
-    if event.get("version") == "2.0" and isinstance(event.get("requestContext"), Mapping):
-        method = str(event["requestContext"].get("http", {}).get("method", ""))
+    context = event.get("requestContext")
+    if event.get("version") == "2.0" and (type(context) is dict or isinstance(context, Mapping)):
+        method = str(context.get("http", {}).get("method", ""))
         raw_headers = event.get("headers") or {}
     elif "httpMethod" in event:
         method = str(event["httpMethod"])
@@ -115,11 +117,14 @@ def _http_request(event: Any, function: str = "webhook") -> tuple[str, Mapping[A
         return method.upper(), headers, None
 
 
-def _http(status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+def _http(
+    status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None, text: str = ""
+) -> dict[str, Any]:
+    """The function's HTTP answer; ``text``, when given, is ``body`` encoded already (json.dumps's way)."""
     return {
         "statusCode": status,
         "headers": {**_JSON, **headers} if headers else dict(_JSON),
-        "body": _BODY.encode(body),
+        "body": text or _BODY.encode(body),
     }
 
 
