@@ -16,7 +16,7 @@ resource "aws_apigatewayv2_integration" "broker" {
   count                  = local.broker_enabled ? 1 : 0
   api_id                 = aws_apigatewayv2_api.broker[0].id
   integration_type       = "AWS_PROXY"
-  integration_uri        = aws_lambda_function.function["broker"].invoke_arn
+  integration_uri        = local.invoked["broker"].invoke_arn
   payload_format_version = "2.0"
   timeout_milliseconds   = 29000
 }
@@ -70,6 +70,7 @@ resource "aws_lambda_permission" "broker" {
   statement_id  = "AllowBrokerHttpApi"
   action        = "lambda:InvokeFunction"
   function_name = aws_lambda_function.function["broker"].function_name
+  qualifier     = local.invoked["broker"].qualifier
   principal     = "apigateway.amazonaws.com"
   source_arn    = "${aws_apigatewayv2_api.broker[0].execution_arn}/*/*/broker"
 }

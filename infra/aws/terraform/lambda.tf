@@ -28,6 +28,17 @@ resource "aws_lambda_function" "function" {
 
   reserved_concurrent_executions = each.value.reserved_concurrency
 
+  # SnapStart: each change publishes a version, whose INIT Lambda runs once and snapshots; the
+  # triggers invoke it through the alias "live" (below), never $LATEST.
+  publish = var.snapstart
+
+  dynamic "snap_start" {
+    for_each = var.snapstart ? ["PublishedVersions"] : []
+    content {
+      apply_on = snap_start.value
+    }
+  }
+
   environment {
     variables = local.environment
   }
@@ -42,11 +53,37 @@ resource "aws_lambda_function" "function" {
   #checkov:skip=CKV_AWS_115:Concurrency is bounded per function by function_settings.reserved_concurrency and for scaleup by scaleup_max_concurrency; unreserved by default so as not to take from the account's pool.
 }
 
+# With SnapStart, the alias every trigger invokes: the version published by the last change.
+resource "aws_lambda_alias" "live" {
+  for_each         = var.snapstart ? local.functions : {}
+  name             = "live"
+  description      = "The published version jitr's triggers invoke (SnapStart)"
+  function_name    = aws_lambda_function.function[each.key].function_name
+  function_version = aws_lambda_function.function[each.key].version
+}
+
+locals {
+  # What each function's triggers (function URL, HTTP APIs, event source mappings, schedules) and
+  # their permissions name: the alias with SnapStart, the function ($LATEST) without.
+  invoked = {
+    for kind, f in aws_lambda_function.function : kind => (var.snapstart ? {
+      arn        = aws_lambda_alias.live[kind].arn
+      invoke_arn = aws_lambda_alias.live[kind].invoke_arn
+      qualifier  = aws_lambda_alias.live[kind].name
+      } : {
+      arn        = f.arn
+      invoke_arn = f.invoke_arn
+      qualifier  = null
+    })
+  }
+}
+
 # scaledown and rebalancer are invoked asynchronously by EventBridge: never retried, since the
 # next tick repairs what a failed run left and a lease keeps overlapping runs apart.
 resource "aws_lambda_function_event_invoke_config" "periodic" {
   for_each                     = toset(["scaledown", "rebalancer"])
   function_name                = aws_lambda_function.function[each.key].function_name
+  qualifier                    = local.invoked[each.key].qualifier
   maximum_retry_attempts       = 0
   maximum_event_age_in_seconds = 60
 }
@@ -55,7 +92,7 @@ resource "aws_lambda_function_event_invoke_config" "periodic" {
 resource "aws_lambda_event_source_mapping" "queue" {
   for_each                = local.queues
   event_source_arn        = aws_sqs_queue.main[each.key].arn
-  function_name           = aws_lambda_function.function[each.value.consumer].arn
+  function_name           = local.invoked[each.value.consumer].arn
   batch_size              = var.queue_batch_size
   function_response_types = ["ReportBatchItemFailures"]
 

@@ -19,7 +19,7 @@ resource "aws_cloudwatch_event_target" "periodic" {
   for_each  = local.schedules
   rule      = aws_cloudwatch_event_rule.periodic[each.key].name
   target_id = "jitr-${each.key}"
-  arn       = aws_lambda_function.function[each.key].arn
+  arn       = local.invoked[each.key].arn
 
   retry_policy {
     maximum_retry_attempts       = 0
@@ -32,6 +32,7 @@ resource "aws_lambda_permission" "periodic" {
   statement_id  = "AllowEventBridge"
   action        = "lambda:InvokeFunction"
   function_name = aws_lambda_function.function[each.key].function_name
+  qualifier     = local.invoked[each.key].qualifier
   principal     = "events.amazonaws.com"
   source_arn    = aws_cloudwatch_event_rule.periodic[each.key].arn
 }

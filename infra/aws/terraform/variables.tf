@@ -80,6 +80,12 @@ variable "function_settings" {
   }
 }
 
+variable "snapstart" {
+  description = "Lambda SnapStart: each deployment publishes a version of every function, whose INIT (settings, plugin discovery, imports: see docs/aws-deploy.md#snapstart) runs once and is snapshotted; new execution environments resume from the snapshot instead of starting cold. The triggers then invoke each function through its alias `live`. Billed for the snapshot's cache and for each restore; see docs/aws-deploy.md#snapstart."
+  type        = bool
+  default     = false
+}
+
 variable "log_level" {
   description = "jitr's log level in the functions (JITR_LOG_LEVEL)."
   type        = string

@@ -5,6 +5,7 @@
 resource "aws_lambda_function_url" "webhook" {
   count              = var.webhook_endpoint == "function_url" ? 1 : 0
   function_name      = aws_lambda_function.function["webhook"].function_name
+  qualifier          = local.invoked["webhook"].qualifier
   authorization_type = "NONE"
 
   #checkov:skip=CKV_AWS_258:GitHub cannot sign AWS requests; the function authenticates each delivery by its HMAC signature (X-Hub-Signature-256).
@@ -21,7 +22,7 @@ resource "aws_apigatewayv2_integration" "webhook" {
   count                  = var.webhook_endpoint == "api_gateway" ? 1 : 0
   api_id                 = aws_apigatewayv2_api.webhook[0].id
   integration_type       = "AWS_PROXY"
-  integration_uri        = aws_lambda_function.function["webhook"].invoke_arn
+  integration_uri        = local.invoked["webhook"].invoke_arn
   payload_format_version = "2.0"
   timeout_milliseconds   = 10000
 }
@@ -74,6 +75,7 @@ resource "aws_lambda_permission" "api" {
   statement_id  = "AllowHttpApi"
   action        = "lambda:InvokeFunction"
   function_name = aws_lambda_function.function["webhook"].function_name
+  qualifier     = local.invoked["webhook"].qualifier
   principal     = "apigateway.amazonaws.com"
   source_arn    = "${aws_apigatewayv2_api.webhook[0].execution_arn}/*/*/webhook"
 }

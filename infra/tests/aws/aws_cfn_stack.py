@@ -38,6 +38,7 @@ UNSUPPORTED_BY_MOTO = frozenset(
         "AWS::ApiGatewayV2::Route",
         "AWS::ApiGatewayV2::Stage",
         "AWS::CloudWatch::Alarm",
+        "AWS::Lambda::Alias",
         "AWS::Lambda::EventInvokeConfig",
         "AWS::Lambda::Url",
         "AWS::Logs::MetricFilter",

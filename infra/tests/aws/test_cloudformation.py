@@ -633,11 +633,12 @@ def _cold_passes(stack: Stack, functions: dict[str, DeployedFunction]) -> dict[s
 
 
 def test_webhook_url_is_public_and_the_hmac_authenticates() -> None:
+    resolver = _resolver({"ImageId": "ami-0"})  # SnapStart off (the default): the function itself
     resources = load_template()["Resources"]
-    url = resources["WebhookUrl"]["Properties"]
-    assert url == {"TargetFunctionArn": {"Fn::GetAtt": ["WebhookFunction", "Arn"]}, "AuthType": "NONE"}
-    grants = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::Permission"]
-    on_webhook = [g for g in grants if g["FunctionName"] == {"Ref": "WebhookFunction"}]
+    url = resolver.resolve(resources["WebhookUrl"]["Properties"])
+    assert url == {"TargetFunctionArn": "<WebhookFunction.Arn>", "AuthType": "NONE"}
+    grants = [resolver.resolve(r["Properties"]) for r in resources.values() if r["Type"] == "AWS::Lambda::Permission"]
+    on_webhook = [g for g in grants if g["FunctionName"] == "<WebhookFunction>"]
     assert {(g["Action"], g.get("FunctionUrlAuthType"), g.get("InvokedViaFunctionUrl")) for g in on_webhook} == {
         ("lambda:InvokeFunctionUrl", "NONE", None),
         ("lambda:InvokeFunction", None, True),
@@ -647,14 +648,101 @@ def test_webhook_url_is_public_and_the_hmac_authenticates() -> None:
 
 
 def test_periodic_functions_are_never_retried_by_lambda() -> None:
+    resolver = _resolver({"ImageId": "ami-0"})  # SnapStart off: $LATEST is what EventBridge invokes
     resources = load_template()["Resources"]
     configs = {
-        r["Properties"]["FunctionName"]["Ref"]: r["Properties"]
+        r["Properties"]["FunctionName"]["Ref"]: resolver.resolve(r["Properties"])
         for r in resources.values()
         if r["Type"] == "AWS::Lambda::EventInvokeConfig"
     }
     assert set(configs) == {"ScaledownFunction", "RebalancerFunction"}
     assert all(c["MaximumRetryAttempts"] == 0 and c["Qualifier"] == "$LATEST" for c in configs.values())
+
+
+# -- SnapStart: read from the template (moto has no aliases) -------------------------------------
+
+SNAPSTART_FUNCTIONS = [*LOGICAL.values(), "Broker"]
+
+
+def _snapstart_resolver(on: bool) -> Resolver:
+    """The template's values with SnapStart on or off (and the broker), each alias's ARN as Lambda makes it."""
+    physical: dict[str, dict[str, str]] = {
+        name: {"Ref": f"<{name}>", "Arn": f"<{name}.Arn>"} for name in load_template()["Resources"]
+    }
+    for name in SNAPSTART_FUNCTIONS:
+        alias_arn = f"arn:aws:lambda:{REGION}:123456789012:function:jitr-{name.lower()}:live"
+        physical[f"{name}Alias"] = {"Ref": alias_arn, "AliasArn": alias_arn}
+        physical[f"{name}Version"] = {"Ref": f"<{name}Version>", "Version": "7"}
+    pseudo = {"AWS::Region": REGION, "AWS::AccountId": "123456789012", "AWS::Partition": "aws"}
+    parameters = {"ImageId": "ami-0", "Broker": "true", "SnapStart": "true" if on else "false"}
+    return Resolver(load_template(), parameters, physical, pseudo)
+
+
+def _invoked(resolver: Resolver, name: str, on: bool) -> str:
+    """What a trigger of function ``name`` must name: its alias's ARN with SnapStart, the function without."""
+    return resolver.ref(f"{name}Alias") if on else resolver.ref(f"{name}Function")
+
+
+@pytest.mark.parametrize("on", [False, True], ids=["off", "on"])
+def test_snapstart_publishes_a_version_and_an_alias_of_every_function(on: bool) -> None:
+    resolver = _snapstart_resolver(on)
+    resources = load_template()["Resources"]
+
+    for name in SNAPSTART_FUNCTIONS:
+        function = resolver.resolve(resources[f"{name}Function"]["Properties"])
+        version, alias = resources[f"{name}Version"], resources[f"{name}Alias"]
+        assert resolver.condition(version["Condition"]) is on and resolver.condition(alias["Condition"]) is on, name
+        if not on:
+            assert "SnapStart" not in function, name
+            continue
+        assert function["SnapStart"] == {"ApplyOn": "PublishedVersions"}, name
+        assert resolver.resolve(version["Properties"])["FunctionName"] == f"<{name}Function>"
+        assert version["UpdateReplacePolicy"] == "Retain", "the alias moves off a version before it is replaced"
+        assert resolver.resolve(alias["Properties"]) == {
+            "FunctionName": f"<{name}Function>",
+            "FunctionVersion": "7",
+            "Name": "live",
+        }
+
+
+def test_snapstart_publishes_again_when_the_bundle_or_the_revision_changes() -> None:
+    resources = load_template()["Resources"]
+    for name in SNAPSTART_FUNCTIONS:
+        descriptions = {
+            _resolver({"ImageId": "ami-0", "SnapStart": "true", **given}).resolve(
+                resources[f"{name}Version"]["Properties"]["Description"]
+            )
+            for given in ({}, {"BundleKey": "jitr-2.zip"}, {"BundleObjectVersion": "v2"}, {"SnapStartRevision": "2"})
+        }
+        assert len(descriptions) == 4, name  # a changed description replaces the version: a new one is published
+        assert all(len(d) <= 256 for d in descriptions)
+
+
+@pytest.mark.parametrize("on", [False, True], ids=["off", "on"])
+def test_with_snapstart_every_trigger_and_permission_names_the_alias(on: bool) -> None:
+    resolver = _snapstart_resolver(on)
+    resources = load_template()["Resources"]
+
+    def properties(name: str) -> dict[str, Any]:
+        resolved: dict[str, Any] = resolver.resolve(resources[name]["Properties"])
+        return resolved
+
+    url = properties("WebhookUrl")
+    assert url.get("Qualifier") == ("live" if on else None)
+    assert url["TargetFunctionArn"] == "<WebhookFunction.Arn>"
+    for permission in ("WebhookUrlPermission", "WebhookUrlInvokePermission"):
+        assert properties(permission)["FunctionName"] == _invoked(resolver, "Webhook", on)
+    assert properties("JobsEventSource")["FunctionName"] == _invoked(resolver, "Scaleup", on)
+    assert properties("LifecycleEventSource")["FunctionName"] == _invoked(resolver, "Lifecycle", on)
+    for name in ("Scaledown", "Rebalancer"):
+        [target] = properties(f"{name}Rule")["Targets"]
+        assert target["Arn"] == (resolver.ref(f"{name}Alias") if on else f"<{name}Function.Arn>")
+        assert properties(f"{name}RulePermission")["FunctionName"] == _invoked(resolver, name, on)
+        invoke_config = properties(f"{name}InvokeConfig")
+        assert (invoke_config["Qualifier"], invoke_config["MaximumRetryAttempts"]) == ("live" if on else "$LATEST", 0)
+    broker = resolver.ref("BrokerAlias") if on else "<BrokerFunction.Arn>"
+    assert properties("BrokerIntegration")["IntegrationUri"].endswith(f"/functions/{broker}/invocations")
+    assert properties("BrokerApiPermission")["FunctionName"] == _invoked(resolver, "Broker", on)
 
 
 def test_alarms_watch_every_dead_letter_queue_and_function() -> None:
