@@ -180,6 +180,20 @@ def test_webhook_function_url_has_no_aws_auth(deployment: Deployment) -> None:
 
     assert url["AuthType"] == "NONE"
     assert deployment.outputs["webhook_url"].rstrip("/") == url["FunctionUrl"].rstrip("/")
+    # without this grant an auth-NONE URL answers 403; it admits calls through the URL only
+    policy = json.loads(deployment.client("lambda").get_policy(FunctionName=f"{PREFIX}-webhook")["Policy"])
+    [public] = [s for s in policy["Statement"] if s["Sid"] == "AllowPublicFunctionUrl"]
+    assert public["Action"] == "lambda:InvokeFunctionUrl" and public["Principal"] in ("*", {"AWS": "*"})
+    # moto keeps no condition: the applied state says the grant is for auth-NONE URLs only
+    shown = deployment.workspace.run(deployment.workspace.example, "show", "-json", "-no-color")
+    state = json.loads(shown.stdout)["values"]["root_module"]
+    grants = [
+        r["values"]
+        for module in state.get("child_modules", [])
+        for r in module.get("resources", [])
+        if r["type"] == "aws_lambda_permission" and r["values"]["statement_id"] == "AllowPublicFunctionUrl"
+    ]
+    assert [g["function_url_auth_type"] for g in grants] == ["NONE"]
 
 
 def test_queues_feed_their_functions_with_partial_batch_responses(deployment: Deployment) -> None:
