@@ -6,11 +6,13 @@ Services call this, never ``pm.hook`` directly, so a missing provider is reporte
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
 import pluggy
+from pluggy import HookCaller, HookImpl
+from pluggy._callers import _multicall
 
 from .errors import NoProviderError, PluginError, SettingsError
 from .metrics import Metrics
@@ -37,6 +39,50 @@ T = TypeVar("T")
 LOCAL_SECRET_SCHEMES = ("env:", "file:")
 
 
+class FirstAnswer:
+    """A ``firstresult`` hook called as pluggy calls it (the implementations in pluggy's order, the
+    first answer that is not None wins, an exception raised as it is), without pluggy's work per
+    call (checking the arguments, copying the list, a loop written for wrappers): the webhook
+    enqueues on every delivery.
+
+    It applies while every implementation takes all the hook's arguments and none is a wrapper, and
+    nothing watches the calls (``add_hookcall_monitoring``, ``enable_tracing``); otherwise the hook
+    is called through pluggy. The implementations are compared with pluggy's on every call, so a
+    plugin registered or unregistered later is called (or not) from its next call on.
+    """
+
+    __slots__ = ("_argnames", "_caller", "_calls", "_impls", "_pm")
+
+    def __init__(self, pm: pluggy.PluginManager, caller: HookCaller) -> None:
+        if caller.spec is None or not caller.spec.opts.get("firstresult"):
+            raise PluginError(f"{caller.name} is not a firstresult hook of this plugin manager")
+        self._pm = pm
+        self._caller = caller
+        self._argnames = caller.spec.argnames
+        self._impls: list[HookImpl] = []
+        self._calls: tuple[Callable[..., Any], ...] | None = ()  # None: through pluggy
+
+    def __call__(self, *args: Any) -> Any:
+        """The first answer; ``args`` are the hook's arguments, in the order of its specification."""
+        impls = self._caller.get_hookimpls()
+        if impls != self._impls:  # a HookImpl equals itself only
+            self._impls, self._calls = impls, self._plan(impls)
+        if self._calls is None or self._pm._inner_hookexec is not _multicall:
+            return self._caller(**dict(zip(self._argnames, args, strict=True)))
+        for call in self._calls:
+            result = call(*args)
+            if result is not None:
+                return result
+        return None
+
+    def _plan(self, impls: list[HookImpl]) -> tuple[Callable[..., Any], ...] | None:
+        """The functions to call, in pluggy's order (the last in its list first), or None for pluggy."""
+        for impl in impls:
+            if impl.hookwrapper or impl.wrapper or impl.kwargnames or impl.argnames != self._argnames:
+                return None
+        return tuple(impl.function for impl in reversed(impls))
+
+
 class Backend:
     """The VM, queue, store and secrets providers chosen by the settings."""
 
@@ -44,7 +90,7 @@ class Backend:
         self.pm = pm
         self.settings = settings
         self._hook = pm.hook
-        self._enqueue = pm.hook.jitr_enqueue  # a hook's caller stays the same as plugins come and go
+        self._enqueue = FirstAnswer(pm, pm.hook.jitr_enqueue)  # a hook's caller stays as plugins come and go
         emit = pm.hook.jitr_emit_metrics
         self.metrics = Metrics(lambda samples: emit(samples=samples, settings=settings))
 
@@ -92,7 +138,7 @@ class Backend:
 
     # queues
     def enqueue(self, queue: str, message: QueueMessage, delay_s: int = 0) -> str:
-        result: str | None = self._enqueue(queue=queue, message=message, delay_s=delay_s, settings=self.settings)
+        result: str | None = self._enqueue(queue, message, delay_s, self.settings)
         return self._answer("queue", "jitr_enqueue", result)
 
     def receive(self, queue: str, max_messages: int = 10, visibility_timeout_s: int = 60) -> Sequence[ReceivedMessage]:
