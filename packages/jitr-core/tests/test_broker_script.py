@@ -175,3 +175,24 @@ def test_broker_settings_are_validated() -> None:
     assert Settings.from_mapping({"pools": [{**pool, "handoff": "metadata"}]}).pools[0].handoff == "metadata"
     env = Settings.from_env({"JITR_BROKER_URL": "https://b.example.com", "JITR_BROKER_AUDIENCE": "aud-1"})
     assert (env.broker_url, env.broker_audience) == ("https://b.example.com", "aud-1")
+
+
+def test_the_broker_is_the_default_handoff_wherever_there_is_a_broker(tmp_path: Path) -> None:
+    """A pool naming no handoff pulls its config from the deployment's broker, or from the broker
+    of the serving process; it takes it in its script only where no broker exists."""
+    pool = {"name": "linux", "labels": ["self-hosted"], "machine_types": ["m"]}
+    url = "https://broker.example.com/broker"
+    assert Settings.from_mapping({"pools": [pool], "broker_url": url}).pools[0].handoff == "broker"
+    explicit = Settings.from_mapping({"pools": [{**pool, "handoff": "metadata"}], "broker_url": url})
+    assert explicit.pools[0].handoff == "metadata"  # the option for VMs that cannot reach the broker
+    assert Settings.from_mapping({"pools": [pool]}).pools[0].handoff == "metadata"  # no broker at all
+
+    served = Settings.from_mapping({"pools": [pool]}, default_broker_url="http://127.0.0.1:8080/broker")
+    assert served.pools[0].handoff == "broker" and served.broker_url == "http://127.0.0.1:8080/broker"
+    named = Settings.from_mapping({"pools": [pool], "broker_url": url}, default_broker_url="http://127.0.0.1:1/b")
+    assert named.broker_url == url  # the settings' own broker wins over the serving process's
+    config = tmp_path / "jitr.toml"
+    config.write_text('[[pools]]\nname = "linux"\nlabels = ["self-hosted"]\nmachine_types = ["m"]\n')
+    assert Settings.from_toml(config, default_broker_url="http://127.0.0.1:1/b").pools[0].handoff == "broker"
+    env = Settings.from_env({"JITR_POOLS": json.dumps([pool])}, default_broker_url="http://127.0.0.1:1/b")
+    assert env.pools[0].handoff == "broker" and env.broker_audience == "http://127.0.0.1:1/b"

@@ -61,11 +61,19 @@ def test_the_environment_form_takes_the_same_keys() -> None:
 
 
 def test_warm_vms_need_the_broker_handoff() -> None:
-    with pytest.raises(SettingsError, match=r"pools\[0\]\.warm .*set the pool's handoff to 'broker'"):
+    with pytest.raises(SettingsError, match=r"pools\[0\]\.warm .*leave the pool's handoff at 'broker'"):
         settings(handoff="metadata", warm=1)
-    with pytest.raises(SettingsError, match="handoff to 'broker'"):
+    with pytest.raises(SettingsError, match="handoff at 'broker'"):
         settings(handoff="metadata", warm_windows=[WINDOW])
     settings(handoff="metadata", warm=0, warm_windows=[{**WINDOW, "count": 0}])  # none wanted: allowed
+
+
+def test_a_warm_pool_takes_the_broker_handoff_by_default() -> None:
+    pool = {k: v for k, v in POOL.items() if k != "handoff"}
+    s = Settings.from_mapping({"broker_url": "https://jitr.example/broker", "pools": [{**pool, "warm": 1}]})
+    assert s.pool("linux").handoff == "broker" and s.pool("linux").warm == 1
+    with pytest.raises(SettingsError, match=r"warm .*give the deployment a broker_url"):
+        Settings.from_mapping({"pools": [{**pool, "warm": 1}]})  # no broker: nothing to wait at
 
 
 @pytest.mark.parametrize(

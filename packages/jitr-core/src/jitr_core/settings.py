@@ -83,7 +83,9 @@ class Pool:
     arch: str = "x64"
     max_lifetime_s: int = 8 * 3600
     options: Mapping[str, Any] = field(default_factory=dict)
-    handoff: str = "metadata"  # how a VM gets its JIT config: "broker" (pulled) or "metadata" (in the script)
+    # how a VM gets its JIT config: "broker" (pulled with its identity) or "metadata" (in the
+    # script); the settings loader makes "broker" the default wherever there is a broker URL
+    handoff: str = "metadata"
     machine_type_labels: tuple[str, ...] = ()
     machine_sizes: tuple[MachineSize, ...] = ()
     rerun_on_interruption: bool = False  # re-run a job GitHub failed because its spot VM was reclaimed
@@ -163,8 +165,12 @@ class Settings:
         raise SettingsError(f"unknown pool {name!r}; configured pools: {[p.name for p in self.pools]}")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ``JITR_*`` variables; a ``JITR_CONFIG`` file is read first if set."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, default_broker_url: str = "") -> Settings:
+        """Build settings from ``JITR_*`` variables; a ``JITR_CONFIG`` file is read first if set.
+
+        ``default_broker_url`` is the broker this process serves (``jitr serve``), used when the
+        settings name none; see :func:`_build`.
+        """
         env = os.environ if environ is None else environ
         data: dict[str, Any] = {}
         file = env.get("JITR_CONFIG")
@@ -172,16 +178,16 @@ class Settings:
             data = _read_toml(Path(file))
         from_env = _merge_env(data, env)
         names: _Names = _MixedNames(file, from_env) if file else _EnvNames()
-        return _build(data, names, source="environment")
+        return _build(data, names, source="environment", default_broker_url=default_broker_url)
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> Settings:
+    def from_toml(cls, path: str | Path, default_broker_url: str = "") -> Settings:
         """Build settings from a TOML file (the ``jitr serve`` form)."""
-        return _build(_read_toml(Path(path)), _TomlNames(str(path)), source=str(path))
+        return _build(_read_toml(Path(path)), _TomlNames(str(path)), str(path), default_broker_url)
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], source: str = "mapping") -> Settings:
-        return _build(dict(data), _TomlNames(source), source=source)
+    def from_mapping(cls, data: Mapping[str, Any], source: str = "mapping", default_broker_url: str = "") -> Settings:
+        return _build(dict(data), _TomlNames(source), source, default_broker_url)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -323,7 +329,14 @@ class _TomlNames(_Names):
         return f"{text} in {self.file}"
 
 
-def _build(data: dict[str, Any], names: _Names, source: str) -> Settings:
+def _build(data: dict[str, Any], names: _Names, source: str, default_broker_url: str = "") -> Settings:
+    """Validate ``data`` into settings.
+
+    The broker is the normal handoff: a pool that names no ``handoff`` pulls its JIT config from
+    the broker whenever the deployment has one (``broker_url``, else ``default_broker_url``: the
+    broker of ``jitr serve`` itself), and takes it in its startup script only where there is no
+    broker to call.
+    """
     r = _Reader(names)
     for key, why in _RETIRED.items():
         if key in data:
@@ -344,7 +357,9 @@ def _build(data: dict[str, Any], names: _Names, source: str) -> Settings:
             raise SettingsError(f"{raw_pools.name} must be a JSON list of pools: {exc}") from None
     if not isinstance(raw_pools, list):
         raise SettingsError(f"{names.name('pools')} must be a list of pools, found {type(raw_pools).__name__}")
-    pools = tuple(_pool(r, p, i) for i, p in enumerate(raw_pools))
+    broker_url = r.choice(data, "broker_url", default=default_broker_url, pattern=_BROKER_URL)
+    handoff = "broker" if broker_url else "metadata"
+    pools = tuple(_pool(r, p, i, handoff) for i, p in enumerate(raw_pools))
     seen: set[str] = set()
     for pool in pools:
         if pool.name in seen:
@@ -359,7 +374,6 @@ def _build(data: dict[str, Any], names: _Names, source: str) -> Settings:
             raise SettingsError(f"{names.name(key)} is not a setting; known: {sorted(reserved)}")
     sections = {k: dict(v) for k, v in data.items() if k not in reserved and isinstance(v, dict)}
     api_url = str(github.get("api_url", "https://api.github.com")).rstrip("/")
-    broker_url = r.choice(data, "broker_url", default="", pattern=_BROKER_URL)
     brokered = [pool.name for pool in pools if pool.handoff == "broker"]
     if brokered and not broker_url:
         raise SettingsError(
@@ -396,7 +410,8 @@ def _build(data: dict[str, Any], names: _Names, source: str) -> Settings:
     )
 
 
-def _pool(r: _Reader, raw: Any, index: int) -> Pool:
+def _pool(r: _Reader, raw: Any, index: int, handoff: str) -> Pool:
+    """One pool; ``handoff`` is the deployment's default handoff (see :func:`_build`)."""
     path: tuple[str | int, ...] = ("pools", index)
     if not isinstance(raw, dict):
         raise SettingsError(f"{r.names.name(*path)} must be a table/object, found {type(raw).__name__}")
@@ -435,11 +450,11 @@ def _pool(r: _Reader, raw: Any, index: int) -> Pool:
         arch=r.choice(raw, "arch", default="x64", pattern=re.compile(r"^(x64|arm64)$"), path=path),
         max_lifetime_s=r.integer(raw, "max_lifetime_s", default=8 * 3600, low=300, path=path),
         options=dict(options),
-        handoff=r.choice(raw, "handoff", default="metadata", pattern=_HANDOFF, path=path),
+        handoff=r.choice(raw, "handoff", default=handoff, pattern=_HANDOFF, path=path),
         machine_type_labels=_type_patterns(r, raw, path),
         machine_sizes=_machine_sizes(r, raw, path),
         rerun_on_interruption=r.boolean(raw, "rerun_on_interruption", False, path),
-        **_warm(r, raw, path, max_runners),
+        **_warm(r, raw, path, max_runners, handoff),
     )
 
 
@@ -453,7 +468,9 @@ def _warm_hold(r: _Reader, data: Mapping[str, Any]) -> int:
     return hold
 
 
-def _warm(r: _Reader, raw: Mapping[str, Any], path: tuple[str | int, ...], max_runners: int) -> dict[str, Any]:
+def _warm(
+    r: _Reader, raw: Mapping[str, Any], path: tuple[str | int, ...], max_runners: int, handoff: str
+) -> dict[str, Any]:
     """A pool's ``warm``, ``warm_windows`` and ``warm_max_idle_s``: counts within the pool's cap, broker pools only."""
     warm = r.integer(raw, "warm", default=0, low=0, path=path)
     windows = _warm_windows(r, raw, path)
@@ -466,10 +483,11 @@ def _warm(r: _Reader, raw: Mapping[str, Any], path: tuple[str | int, ...], max_r
                 f"{r.names.name(*path, *key)} is {count}, more than the pool's max_runners ({max_runners}): "
                 "warm VMs count against the caps"
             )
-    if any(count for _, count in counts) and raw.get("handoff", "metadata") != "broker":
+    if any(count for _, count in counts) and raw.get("handoff", handoff) != "broker":
         raise SettingsError(
             f"{r.names.name(*path, 'warm')}: warm VMs wait at the broker for their JIT config; "
-            "set the pool's handoff to 'broker' (and broker_url), or remove warm and warm_windows"
+            "give the deployment a broker_url and leave the pool's handoff at 'broker' (the default then), "
+            "or remove warm and warm_windows"
         )
     return {"warm": warm, "warm_windows": windows, "warm_max_idle_s": idle}
 
