@@ -8,6 +8,14 @@ duplicated or replayed calls one alone goes on; mint the JIT config; write ``han
 runner id; answer the config. The config is in no record, log line or message: only the answer
 to that one call carries it.
 
+GitHub answering 404 to the mint (the App is not installed for the repository, was
+uninstalled, or the message named a wrong installation) is not retried, as at scaleup for
+pools without the broker: the runner is retired (its VM deleted; the VM is told 410), and
+the job is ``dead-lettered`` with its message in the dead letters and the reason, as after
+runners that exit without a job (:mod:`.exits`). A launched VM cannot be taken back, so the
+records stay, unlike scaleup's release of a claim that launched nothing: a re-run of the job
+on GitHub (a new attempt) is served anew.
+
 A crash between taking the handoff and writing ``handed`` leaves ``minting``: once that is older
 than ``claim_timeout_s``, the VM's retry takes it over and mints again under the same runner name
 (GitHub replaces the registration), so one runner serves the job. A crash after ``handed`` and
@@ -29,14 +37,15 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from ..backend import Backend
-from ..errors import GitHubError, IdentityError, NoProviderError
+from ..errors import GitHubError, GitHubNotFoundError, IdentityError, NoProviderError
 from ..github import GitHubAPI
 from ..logs import register_secret
 from ..model import MAX_NAME, Record, RunnerState, Scope, VMIdentity
 from ..secret import Secret
+from .common import dead_letter_job, retire
 from .records import RUNNER, RunnerView, Store
 from .warm import ASSIGNED, WARM, is_warm_name
 from .warm import WAITING as WARM_WAITING
@@ -222,6 +231,8 @@ class BrokerService:
             labels = [str(label) for label in runner.get("runner_labels") or ()]
             group = str(runner.get("runner_group") or "Default")
             jit = self.github.generate_jit_config(scope, runner.name, labels, group)
+        except GitHubNotFoundError as exc:
+            self._cannot_serve(taken, exc)
         except GitHubError as exc:
             self.store.write(taken, handoff=WAITING)  # a lost write leaves minting, taken over later
             log.warning("JIT config not minted", extra={"runner_name": runner.name, "reason": str(exc)})
@@ -231,20 +242,44 @@ class BrokerService:
         if not _BASE64.match(jit.encoded.reveal()):
             self._unregister(scope, jit.runner_id, runner.name)
             raise _Refusal(503, "GitHub answered a JIT config that is not base64", RETRY_AFTER_S)
-        handed = self.store.write(
-            taken,
-            handoff=HANDED,
-            handed_at=self.clock(),
-            github_runner_id=jit.runner_id,
-            installation_id=scope.installation_id,
-        )
-        if handed is None:
+        ours = taken.data.get("handoff_at")
+
+        def hand(record: Record) -> dict[str, Any] | None:
+            # other writes (a swap of jobs between runners) may come between: only a runner that
+            # left LAUNCHED, or a handoff another call took over, loses this config
+            if record.state != RunnerState.LAUNCHED or record.data.get("handoff") != MINTING:
+                return None
+            if record.data.get("handoff_at") != ours:
+                return None
+            return {
+                "handoff": HANDED,
+                "handed_at": self.clock(),
+                "github_runner_id": jit.runner_id,
+                "installation_id": scope.installation_id,
+            }
+
+        handed = self.store.update(RUNNER, runner.name, hand)
+        if handed is None or handed.data.get("handoff_at") != ours or handed.data.get("handoff") != HANDED:
             current = self.store.runner(runner.name)
             if current is None or current.get("handoff") != HANDED:
                 self._unregister(scope, jit.runner_id, runner.name)
             raise _Refusal(410, "this runner changed while its config was minted; it is not handed over")
         self.checkpoint("handed")
         return BrokerAnswer(200, "handed", runner.name, jit.encoded)
+
+    def _cannot_serve(self, taken: Record, exc: GitHubNotFoundError) -> NoReturn:
+        """GitHub cannot serve the runner's repository through its installation: a retry would not help."""
+        runner = RunnerView(taken)
+        reason = (
+            f"GitHub cannot serve {runner.get('repository')} through installation {runner.get('installation_id')} "
+            f"(not installed there, uninstalled or a wrong id); not retried: {exc}"
+        )
+        log.warning("JIT config not minted", extra={"runner_name": runner.name, "reason": reason})
+        retire(self.store, self.github, runner, reason="not-served")  # nothing registered: no GitHub call
+        job = self.store.job(runner.job_id)
+        if job is not None and job.launched_runner in (runner.name, None):
+            dead_letter_job(self.store, job, reason, "not-served")
+        raise _Refusal(410, "GitHub cannot serve this runner's repository through its installation; not retried")
 
     def _scope(self, scope: Scope) -> Scope:
         if scope.installation_id is not None:

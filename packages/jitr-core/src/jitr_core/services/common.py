@@ -1,4 +1,4 @@
-"""Steps shared by several services: re-enqueueing a job, retiring a runner, repo activity."""
+"""Steps shared by several services: re-enqueueing or dead-lettering a job, retiring a runner, repo activity."""
 
 from __future__ import annotations
 
@@ -54,6 +54,35 @@ def requeue(store: Store, job: JobView, reason: str) -> bool:
     message = job_message(JobView(written), attempt, reason, store.clock())
     store.backend.enqueue("jobs", encode(message))
     log.info("job re-enqueued", extra={"job_id": job.job_id, "attempt": attempt, "reason": reason})
+    return True
+
+
+def dead_letter_job(store: Store, job: JobView, reason: str, message_reason: str) -> bool:
+    """Stop launching for a queued job: mark it ``dead-lettered`` and put its message, with
+    ``reason``, in the jobs queue's dead letters. False when the job had moved on (or another
+    caller buried it first)."""
+    now = store.clock()
+    expires = now + store.backend.settings.finished_ttl_s
+    moved: list[bool] = []
+
+    def bury(record: Record) -> dict[str, object] | None:
+        moved.clear()
+        if record.state != JobState.QUEUED:
+            return None
+        moved.append(True)
+        entry = step("dead-lettered", now, reason=reason)
+        return {
+            "state": JobState.DEAD_LETTERED,
+            "expires_at": expires,
+            "dead_letter_reason": entry["reason"],
+            **with_steps(record.data, entry),
+        }
+
+    store.update(JOB, str(job.job_id), bury)
+    if not moved:
+        return False
+    store.backend.dead_letter("jobs", encode(job_message(job, job.attempt, message_reason, now)), reason)
+    log.error("job dead-lettered", extra={"job_id": job.job_id, "reason": reason})
     return True
 
 

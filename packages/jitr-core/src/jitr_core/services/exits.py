@@ -26,10 +26,9 @@ from typing import Any
 from ..backend import Backend
 from ..errors import GitHubError
 from ..github import GitHubAPI, GitHubJob
-from ..messages import encode
 from ..model import JobState, Record, RunnerState, Scope, VMInfo
 from .candidates import candidate_key
-from .common import job_message, requeue, retire
+from .common import dead_letter_job, requeue, retire
 from .records import JOB, JobView, RunnerView, Store, job_can_move, step, with_steps
 
 log = logging.getLogger("jitr.scaledown")
@@ -152,26 +151,4 @@ class NoJobExits:
         """Stop launching for the job and leave its message, with the reason, in the dead letters."""
         tried = ", ".join(f"{e.get('runner')} on {e.get('candidate')}" for e in exits)
         reason = f"runners exited {len(exits)} times without taking the job ({tried}): {exits[-1].get('reason')}"
-        now = self.store.clock()
-        expires = now + self.backend.settings.finished_ttl_s
-        moved: list[bool] = []
-
-        def bury(record: Record) -> dict[str, object] | None:
-            moved.clear()
-            if record.state != JobState.QUEUED:
-                return None
-            moved.append(True)
-            entry = step("dead-lettered", now, reason=reason)
-            return {
-                "state": JobState.DEAD_LETTERED,
-                "expires_at": expires,
-                "dead_letter_reason": entry["reason"],
-                **with_steps(record.data, entry),
-            }
-
-        self.store.update(JOB, str(job.job_id), bury)
-        if not moved:
-            return  # another pass buried it
-        message = encode(job_message(job, job.attempt, "no-job-exit", now))
-        self.backend.dead_letter("jobs", message, reason)
-        log.error("job dead-lettered", extra={"job_id": job.job_id, "reason": reason})
+        dead_letter_job(self.store, job, reason, "no-job-exit")
