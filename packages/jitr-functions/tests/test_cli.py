@@ -18,7 +18,8 @@ from jitr_core.model import QueueMessage
 from jitr_core.plugins import create_plugin_manager
 from jitr_core.settings import Settings
 from jitr_core.testing.environment import require_tool
-from jitr_functions.cli import main
+from jitr_functions.cli import _serve_settings, main, parser
+from jitr_functions.local import own_broker_url
 from jitr_github.simulator import GitHubSimulator
 
 LATENCY_KEYS = {"p50", "p95", "p99"}
@@ -136,6 +137,43 @@ def test_render_startup_script_names_an_unknown_pool(capsys, config):
 # -- jitr serve as a process ------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("host", "port", "url"),
+    [
+        ("127.0.0.1", 8080, "http://127.0.0.1:8080/broker"),
+        ("0.0.0.0", 9000, "http://127.0.0.1:9000/broker"),
+        ("::", 9000, "http://[::1]:9000/broker"),
+        ("fd00::5", 80, "http://[fd00::5]:80/broker"),
+        ("jitr.internal", 8080, "http://jitr.internal:8080/broker"),
+        ("127.0.0.1", 0, ""),  # any free port: not known before the server starts
+    ],
+)
+def test_serve_is_its_own_broker_as_its_local_vms_reach_it(host: str, port: int, url: str) -> None:
+    assert own_broker_url(host, port) == url
+
+
+def test_serve_makes_its_broker_the_default_handoff_unless_told_otherwise(config: Path) -> None:
+    args = parser().parse_args(["serve", "--config", str(config), "--host", "0.0.0.0", "--port", "8123"])
+    served = _serve_settings(args)
+    assert served.broker_url == "http://127.0.0.1:8123/broker" and served.pool("linux").handoff == "broker"
+
+    named = config.parent / "named.toml"
+    named.write_text('broker_url = "https://broker.example/b"\n' + config.read_text())
+    args = parser().parse_args(["serve", "--config", str(named)])
+    assert _serve_settings(args).broker_url == "https://broker.example/b"
+
+    # VMs of another provider run elsewhere and may not reach this host: no broker unless named
+    other = config.parent / "other.toml"
+    other.write_text('vm_provider = "aws"\n' + config.read_text())
+    args = parser().parse_args(["serve", "--config", str(other)])
+    assert _serve_settings(args).broker_url == "" and _serve_settings(args).pool("linux").handoff == "metadata"
+
+    opted_out = config.parent / "metadata.toml"
+    opted_out.write_text(config.read_text() + 'handoff = "metadata"\n')
+    args = parser().parse_args(["serve", "--config", str(opted_out)])
+    assert _serve_settings(args).pool("linux").handoff == "metadata"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -198,6 +236,8 @@ def test_serve_answers_health_and_stops_gracefully_without_losing_a_message(caps
         log = tmp_path / "serve.log"
 
         first = Serve(config, log)
+        own = f"the broker at http://127.0.0.1:{first.port}/broker"  # printed once it serves
+        wait_for(lambda: own in log.read_text(), 30, "serve to name its own broker", detail=log.read_text)
         body = _started(e2e_fixture("webhooks/workflow_job.in_progress.payload.json"), 7001)
         assert post(first.url + "/webhook", body, webhook_headers("wrong-secret", body))[0] == 401
         assert post(first.url + "/webhook", body, webhook_headers(secret, body)) == (202, {"queued": "lifecycle"})

@@ -31,7 +31,9 @@ NO_PERIODIC = Intervals(scaledown_s=QUIET.scaledown_s, rebalancer_s=QUIET.rebala
 
 def test_a_claim_left_by_a_dead_worker_is_resumed_for_the_job_it_was_handed_to(e2e_sandbox):
     sandbox = e2e_sandbox(
-        pools=[POOL],
+        # a runner that takes a job before its launch is recorded has its config from the script:
+        # the broker answers a VM only once its launch is recorded
+        pools=[{**POOL, "handoff": "metadata"}],
         installations={"octo-org": ["api"]},
         intervals=NO_PERIODIC,
         # A's message must still be redelivered when B's runner has taken A, however slow the machine

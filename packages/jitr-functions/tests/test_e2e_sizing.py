@@ -186,7 +186,7 @@ def test_a_sized_job_whose_runner_an_unsized_job_took_gets_a_sized_runner_again(
     hold = HoldUnsizedLaunches()
     launches = Launches()
     sandbox = e2e_sandbox(
-        pools=[SIZED_POOL],
+        pools=[{**SIZED_POOL, "handoff": "metadata"}],  # the sized runner is driven from its script's config
         intervals=QUIET,
         vm_provider=RECORDING,
         boot_s=None,

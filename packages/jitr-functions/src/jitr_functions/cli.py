@@ -16,8 +16,21 @@ from jitr_core.errors import JitrError
 from jitr_core.settings import Settings
 
 
-def _settings(path: str | None) -> Settings:
-    return Settings.from_toml(path) if path else Settings.from_env()
+def _settings(path: str | None, default_broker_url: str = "") -> Settings:
+    if path:
+        return Settings.from_toml(path, default_broker_url)
+    return Settings.from_env(default_broker_url=default_broker_url)
+
+
+def _serve_settings(args: argparse.Namespace) -> Settings:
+    """The settings of ``jitr serve``: local VMs pull their JIT config from its own broker unless
+    the settings name another broker (or the VMs are not local: they may not reach this one)."""
+    from .local import own_broker_url
+
+    settings = _settings(args.config)
+    if settings.broker_url or settings.provider("vm") != "embedded":
+        return settings
+    return _settings(args.config, own_broker_url(args.host, args.port))
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -226,7 +239,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .app import build_app
     from .local import LocalRuntime, Workers, http_limits
 
-    app = build_app(_settings(args.config))
+    app = build_app(_serve_settings(args))
     http = http_limits(
         app.settings,
         threads=args.http_threads,
@@ -238,6 +251,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     workers = Workers.from_settings(app.settings, args.workers)
     runtime = LocalRuntime(app, host=args.host, port=args.port, workers=workers, http=http).start()
     print(f"jitr serving webhooks at {runtime.url}/webhook", file=sys.stderr)
+    if app.settings.broker_url:
+        print(f"runner VMs get their JIT config from the broker at {app.settings.broker_url}", file=sys.stderr)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())

@@ -31,9 +31,10 @@ def run_demo(
             sandbox.sim.queue_job(repos[i % len(repos)], LABELS[i % len(LABELS)], name=f"job-{i}") for i in range(jobs)
         ]
         if not as_json:
+            handoffs = "/".join(sorted({pool.handoff for pool in sandbox.settings_in_use.pools}))
             print(
-                f"jitr demo: {jobs} jobs, {len(DEMO_POOLS)} pools, {len(sandbox.installations)} tenants"
-                f"{', faults injected' if faults else ''}",
+                f"jitr demo: {jobs} jobs, {len(DEMO_POOLS)} pools, {len(sandbox.installations)} tenants, "
+                f"JIT configs by {handoffs} handoff{', faults injected' if faults else ''}",
                 file=out,
             )
         finished = _follow(sandbox, job_ids, timeout_s, None if as_json else out)

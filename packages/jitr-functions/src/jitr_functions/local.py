@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +28,27 @@ from .webhook_server import HttpLimits, WebhookServer, webhook_app
 
 log = logging.getLogger("jitr.serve")
 PROMETHEUS_PLUGIN = "serve-prometheus"
+
+
+def own_broker_url(host: str, port: int) -> str:
+    """The broker URL of a runtime serving on ``host:port``, as the local VMs it launches reach it.
+
+    Local VMs run on this machine, so a server listening on every address is reached on the
+    loopback. Empty for port 0 (the address is not known before the server starts).
+    """
+    if not port:
+        return ""
+    reach = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, host)
+    if ":" in reach and not reach.startswith("["):
+        reach = f"[{reach}]"
+    return f"http://{reach}:{port}/broker"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free on ``host`` now: for a runtime whose broker URL must be in its settings before it starts."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
 
 
 @dataclass(frozen=True, slots=True)

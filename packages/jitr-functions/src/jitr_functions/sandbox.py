@@ -1,8 +1,10 @@
 """A whole jitr deployment on one machine against the GitHub simulator: the demo's and the tests' engine.
 
-The embedded backend holds state and queues; VMs are simulated runner agents that boot from
-their startup script the way a real VM does (the JIT config is read out of the rendered script),
-connect to the simulator, take whatever job GitHub gives them, run it and leave.
+The embedded backend holds state and queues; VMs are simulated runner agents that boot the
+way a real VM does: they get their JIT config from the broker (the deployment's own, on the
+local runtime's HTTP server) with a per-VM identity token, or read it out of the rendered
+script for a pool with ``handoff = "metadata"``; then they connect to the simulator, take
+whatever job GitHub gives them, run it and leave.
 """
 
 from __future__ import annotations
@@ -20,19 +22,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from jitr_core.broker_script import BROKER
 from jitr_core.errors import CapacityError, JitrError
 from jitr_core.hookspecs import hookimpl
 from jitr_core.interruption import Interruption, encode_interruption
-from jitr_core.model import LaunchRequest, LaunchResult, VMInfo
+from jitr_core.model import LaunchRequest, LaunchResult, VMIdentity, VMInfo
 from jitr_core.services.stats import pool_stats
 from jitr_core.settings import Settings
 from jitr_github.simulator import Faults, GitHubSimulator, SimulatorError
 
 from .app import App, build_app
-from .local import Intervals, LocalRuntime, Workers
+from .local import Intervals, LocalRuntime, Workers, free_port
+from .sandbox_broker import VMTokens, ask_broker
 
 PROVIDER = "simulated"
 RECORDING = "recording"
+MIN_BROKER_DEADLINE_S = 60.0
 _JIT_IN_SCRIPT = re.compile(r"ACTIONS_RUNNER_INPUT_JITCONFIG=\"\$\(printf %s '([A-Za-z0-9+/=]+)' \| base64 -d\)\"")
 
 DEMO_POOLS: list[dict[str, Any]] = [
@@ -85,6 +90,34 @@ class _VM:
     done: threading.Event = field(default_factory=threading.Event)
     runner_id: int | None = None
     runner_exit: str | None = None  # "no-job" once it ended without taking one, as its script reports
+    jit: str | None = field(default=None, repr=False)  # from the script; None: asked from the broker
+    token: str = field(default="", repr=False)  # its identity for the broker
+    broker_url: str = ""
+    boot_deadline_s: float = 0.0
+
+    def config(self, provider: str) -> str | None:
+        """The JIT config: the one in its script, or the broker's answer (None if it gets none)."""
+        if self.jit is not None:
+            return self.jit
+        got = ask_broker(self.broker_url, self.runner_name, provider, self.token, self.stop, self.boot_deadline_s)
+        if got is not None:
+            self.runner_name, self.jit = got  # a warm VM becomes the runner the broker names
+        return self.jit
+
+
+def _handoff(request: LaunchRequest, settings: Settings, vm: _VM, tokens: VMTokens) -> None:
+    """Give ``vm`` its JIT config from the script, or what it needs to ask the broker for it."""
+    if settings.pool(request.pool).handoff == BROKER:
+        vm.token, vm.broker_url = tokens.issue(vm.vm_id), settings.broker_url
+        # a real VM asks until boot_timeout_s (600 s by default), longer than a crashed launch takes
+        # to be recorded by the redelivery; the sandbox's boot timeout is seconds, so its VMs ask
+        # for at least a minute (a runner retired meanwhile is refused, and its VM ends then)
+        vm.boot_deadline_s = max(settings.boot_timeout_s, MIN_BROKER_DEADLINE_S)
+        return
+    match = _JIT_IN_SCRIPT.search(request.startup_script)
+    if match is None:
+        raise JitrError("the startup script carries no JIT config")
+    vm.jit = base64.b64decode(match.group(1)).decode()
 
 
 class SimulatedVMs:
@@ -100,6 +133,7 @@ class SimulatedVMs:
         self.launches: Counter[str] = Counter()  # runner name → VMs started for it
         self.launched_at: dict[str, float] = {}
         self.capacity_errors = 0
+        self.tokens = VMTokens(PROVIDER)
 
     def _draw(self, chance: float) -> bool:
         with self._lock:
@@ -117,12 +151,9 @@ class SimulatedVMs:
             with self._lock:
                 self.capacity_errors += 1
             raise CapacityError(f"no {request.machine_type} capacity in {request.placement}", "InsufficientCapacity")
-        match = _JIT_IN_SCRIPT.search(request.startup_script)
-        if match is None:
-            raise JitrError("the startup script carries no JIT config")
-        jit = base64.b64decode(match.group(1)).decode()
         with self._lock:
             vm = _VM(f"sim-{len(self._vms) + 1:06d}", request.runner_name, request.pool, time.time())
+            _handoff(request, settings, vm, self.tokens)
             self._by_token[request.idempotency_token] = vm
             self._vms[vm.vm_id] = vm
             if len(self._vms) <= self.faults.no_job_exits:
@@ -130,8 +161,14 @@ class SimulatedVMs:
             self.launches[request.runner_name] += 1
             self.launched_at.setdefault(request.runner_name, vm.created_at)
         boots = not self._draw(self.faults.never_boots)
-        threading.Thread(target=self._run, args=(vm, jit, boots), daemon=True, name=vm.vm_id).start()
+        threading.Thread(target=self._run, args=(vm, boots), daemon=True, name=vm.vm_id).start()
         return LaunchResult(vm.vm_id, PROVIDER, request.machine_type, request.placement, request.spot)
+
+    @hookimpl
+    def jitr_verify_vm_identity(
+        self, provider: str, proof: dict[str, str], audience: str, settings: Settings
+    ) -> VMIdentity | None:
+        return self.tokens.verify(proof) if provider == PROVIDER else None
 
     @hookimpl
     def jitr_terminate_vm(self, vm_id: str, settings: Settings) -> bool | None:
@@ -182,13 +219,16 @@ class SimulatedVMs:
             if not v.done.is_set() or v.runner_exit is not None
         ]
 
-    def _run(self, vm: _VM, jit: str, boots: bool) -> None:
+    def _run(self, vm: _VM, boots: bool) -> None:
         try:
             if vm.runner_exit == "no-job":
                 return  # the agent never starts: its JIT config is never used
             if not boots:
                 vm.stop.wait()
                 return
+            jit = vm.config(PROVIDER)
+            if jit is None:
+                return  # refused, or stopped while it asked: the VM ends without a runner
             runner = self.sim.agent_connect(jit)
             vm.runner_id = runner.id
             if vm.stop.is_set():  # reclaimed while it connected: GitHub sees it go offline
@@ -208,6 +248,7 @@ class SimulatedVMs:
         except SimulatorError:
             pass  # the runner was removed under us (retired, killed): the VM just ends
         finally:
+            self.tokens.forget(vm.vm_id)
             vm.done.set()
 
 
@@ -229,13 +270,14 @@ class RecordingVMs:
         self._lock = threading.Lock()
         self._by_token: dict[str, _VM] = {}
         self._vms: dict[str, _VM] = {}
-        self._inbox: queue.SimpleQueue[tuple[float, _VM, str]] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[tuple[float, _VM]] = queue.SimpleQueue()
         self._stop = threading.Event()
-        self._unbooted: list[tuple[float, _VM, str]] = []
+        self._unbooted: list[tuple[float, _VM]] = []
         self._driver = threading.Thread(target=self._drive, name="recording-vms", daemon=True)
         self.launches: Counter[str] = Counter()  # runner name → VMs started for it
         self.launched_at: dict[str, float] = {}
         self.capacity_errors = 0
+        self.tokens = VMTokens(RECORDING)
 
     def start(self) -> None:
         if self.boot_s is not None:
@@ -260,23 +302,26 @@ class RecordingVMs:
     def jitr_launch_vm(self, request: LaunchRequest, settings: Settings) -> LaunchResult | None:
         if settings.provider("vm") != RECORDING:
             return None
-        match = _JIT_IN_SCRIPT.search(request.startup_script)
-        if match is None:
-            raise JitrError("the startup script carries no JIT config")
         with self._lock:
             vm = self._by_token.get(request.idempotency_token)
             if vm is None:
                 vm = _VM(f"rec-{len(self._vms) + 1:06d}", request.runner_name, request.pool, time.time())
+                _handoff(request, settings, vm, self.tokens)
                 self._by_token[request.idempotency_token] = vm
                 self._vms[vm.vm_id] = vm
                 self.launches[request.runner_name] += 1
                 self.launched_at.setdefault(request.runner_name, vm.created_at)
-                jit = base64.b64decode(match.group(1)).decode()
                 if self.boot_s is None:
-                    self._unbooted.append((0.0, vm, jit))
+                    self._unbooted.append((0.0, vm))
                 else:
-                    self._inbox.put((time.monotonic() + self.boot_s, vm, jit))
+                    self._inbox.put((time.monotonic() + self.boot_s, vm))
         return LaunchResult(vm.vm_id, RECORDING, request.machine_type, request.placement, request.spot)
+
+    @hookimpl
+    def jitr_verify_vm_identity(
+        self, provider: str, proof: dict[str, str], audience: str, settings: Settings
+    ) -> VMIdentity | None:
+        return self.tokens.verify(proof) if provider == RECORDING else None
 
     @hookimpl
     def jitr_terminate_vm(self, vm_id: str, settings: Settings) -> bool | None:
@@ -301,25 +346,26 @@ class RecordingVMs:
         ]
 
     def _drive(self) -> None:
-        booting: deque[tuple[float, _VM, str]] = deque()  # launched, in launch order (so in boot order)
+        booting: deque[tuple[float, _VM]] = deque()  # launched, in launch order (so in boot order)
         idle: list[_VM] = []  # connected runners waiting for a job
         while not self._stop.is_set():
             wait_s = 0.2 if not (idle or booting) else 0.02
             booting.extend(self._take(wait_s))
             now = time.monotonic()
             while booting and booting[0][0] <= now:
-                _, vm, jit = booting.popleft()
-                if vm.stop.is_set():
-                    vm.done.set()
-                    continue
+                _, vm = booting.popleft()
+                jit = None if vm.stop.is_set() else vm.config(RECORDING)
                 try:
-                    vm.runner_id = self.sim.agent_connect(jit).id
-                    idle.append(vm)
+                    if jit is not None:
+                        vm.runner_id = self.sim.agent_connect(jit).id
+                        idle.append(vm)
+                        continue
                 except SimulatorError:
-                    vm.done.set()
+                    pass
+                self._end(vm)
             idle = [vm for vm in idle if not self._step(vm)]
 
-    def _take(self, timeout_s: float) -> list[tuple[float, _VM, str]]:
+    def _take(self, timeout_s: float) -> list[tuple[float, _VM]]:
         try:
             taken = [self._inbox.get(timeout=timeout_s)]
         except queue.Empty:
@@ -343,8 +389,12 @@ class RecordingVMs:
                 return False
         except SimulatorError:
             pass  # removed under us (retired, killed): the VM just ends
-        vm.done.set()
+        self._end(vm)
         return True
+
+    def _end(self, vm: _VM) -> None:
+        self.tokens.forget(vm.vm_id)
+        vm.done.set()
 
 
 @dataclass
@@ -412,7 +462,8 @@ class Sandbox:
         self.runtime: LocalRuntime | None = None
         self.webhook_secret = "whsec-" + base64.b32encode(random.Random(seed).randbytes(15)).decode()
 
-    def settings(self, api_url: str) -> Settings:
+    def settings(self, api_url: str, port: int) -> Settings:
+        """The deployment's settings; its VMs reach the broker on the runtime's ``port``."""
         (self.dir / "webhook_secret").write_text(self.webhook_secret)
         (self.dir / "app.pem").write_text(self.sim.private_key_pem)
         data: dict[str, Any] = {
@@ -425,6 +476,7 @@ class Sandbox:
             },
             "embedded": {"state_dir": str(self.dir / "state"), "max_receive_count": "5"},
             "pools": self._pools,
+            "broker_url": f"http://127.0.0.1:{port}/broker",
             "boot_timeout_s": 5,
             "ghost_grace_s": 2,
             "stuck_after_s": 8,
@@ -444,10 +496,12 @@ class Sandbox:
         plugins = [(self.vm_provider, self.vms), *self._extra_plugins]
         if isinstance(self.vms, RecordingVMs):
             self.vms.start()
-        self.app = build_app(self.settings(api_url), environ={}, extra_plugins=plugins, log_stream=self._log_stream)
+        port = free_port()
+        settings = self.settings(api_url, port)
+        self.app = build_app(settings, environ={}, extra_plugins=plugins, log_stream=self._log_stream)
         if self.faults.crash:
             self.app.scaleup.checkpoint = self._crash_point
-        self.runtime = LocalRuntime(self.app, port=0, workers=self._workers, intervals=self._intervals).start()
+        self.runtime = LocalRuntime(self.app, port=port, workers=self._workers, intervals=self._intervals).start()
         self.sim.set_webhook(self.runtime.url + "/webhook", self.webhook_secret)
         return self
 
@@ -478,6 +532,10 @@ class Sandbox:
         )
         for _ in range(copies):
             self._app().backend.enqueue("lifecycle", encode_interruption(notice))
+
+    @property
+    def settings_in_use(self) -> Settings:
+        return self._app().settings
 
     def _app(self) -> App:
         if self.app is None:
