@@ -51,7 +51,7 @@ class FirstAnswer:
     plugin registered or unregistered later is called (or not) from its next call on.
     """
 
-    __slots__ = ("_argnames", "_caller", "_calls", "_impls", "_pm")
+    __slots__ = ("_argnames", "_caller", "_pm", "_state")
 
     def __init__(self, pm: pluggy.PluginManager, caller: HookCaller) -> None:
         if caller.spec is None or not caller.spec.opts.get("firstresult"):
@@ -59,17 +59,20 @@ class FirstAnswer:
         self._pm = pm
         self._caller = caller
         self._argnames = caller.spec.argnames
-        self._impls: list[HookImpl] = []
-        self._calls: tuple[Callable[..., Any], ...] | None = ()  # None: through pluggy
+        # pluggy's implementations when last compared, and the functions to call (None: call through pluggy);
+        # one attribute, so that threads calling at once read a consistent pair
+        self._state: tuple[list[HookImpl], tuple[Callable[..., Any], ...] | None] = ([], ())
 
     def __call__(self, *args: Any) -> Any:
         """The first answer; ``args`` are the hook's arguments, in the order of its specification."""
         impls = self._caller.get_hookimpls()
-        if impls != self._impls:  # a HookImpl equals itself only
-            self._impls, self._calls = impls, self._plan(impls)
-        if self._calls is None or self._pm._inner_hookexec is not _multicall:
+        known, calls = self._state
+        if impls != known:  # a HookImpl equals itself only
+            calls = self._plan(impls)
+            self._state = (impls, calls)
+        if calls is None or self._pm._inner_hookexec is not _multicall:  # monitoring replaces pluggy's executor
             return self._caller(**dict(zip(self._argnames, args, strict=True)))
-        for call in self._calls:
+        for call in calls:
             result = call(*args)
             if result is not None:
                 return result
