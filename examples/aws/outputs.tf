@@ -3,6 +3,11 @@ output "webhook_url" {
   value       = module.jitr.webhook_url
 }
 
+output "broker_url" {
+  description = "The URL runner VMs pull their JIT config from (null when every pool says handoff = \"metadata\")."
+  value       = module.jitr.broker_url
+}
+
 output "function_names" {
   description = "The functions, by kind."
   value       = module.jitr.function_names

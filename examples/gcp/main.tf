@@ -22,6 +22,7 @@ module "jitr" {
   source = "../../infra/gcp/terraform"
 
   project_id      = var.project_id
+  project_number  = var.project_number
   region          = var.region
   zones           = var.zones
   function_source = var.function_source

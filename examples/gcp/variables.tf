@@ -3,6 +3,12 @@ variable "project_id" {
   type        = string
 }
 
+variable "project_number" {
+  description = "The project's number (gcloud projects describe PROJECT_ID --format='value(projectNumber)'): the broker's URL is built from it. Required unless every pool says handoff = \"metadata\"."
+  type        = string
+  default     = null
+}
+
 variable "region" {
   description = "Region of the functions."
   type        = string

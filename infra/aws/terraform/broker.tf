@@ -1,7 +1,8 @@
-# The broker's endpoint, when a pool pulls its JIT config from it (handoff = "broker"): an API
-# Gateway HTTP API with one route, POST /broker, to the broker function. Not a function URL: the
-# functions' settings carry the broker's URL (JITR_BROKER_URL, rendered into the runners' startup
-# scripts), and an HTTP API's URL is known before the function exists, a function URL's is not.
+# The broker's endpoint, which runner VMs pull their JIT config from (handoff = "broker", a pool's
+# default); left out when every pool says handoff = "metadata". An API Gateway HTTP API with one
+# route, POST /broker, to the broker function. Not a function URL: the functions' settings carry
+# the broker's URL (JITR_BROKER_URL, rendered into the runners' startup scripts), and an HTTP
+# API's URL is known before the function exists, a function URL's is not.
 # No IAM or JWT authorisation: a VM cannot sign AWS requests; the function verifies the EC2
 # instance identity document's signature before it reads anything else.
 

@@ -7,9 +7,12 @@ locals {
   partition = data.aws_partition.current.partition
   region    = data.aws_region.current.name
 
-  # The five functions, and the broker when a pool pulls its JIT config from it (handoff =
-  # "broker"): one zip, each with its handler and the defaults of docs/aws-deploy.md.
-  broker_enabled = anytrue([for p in var.pools : p.handoff == "broker"])
+  # Each pool's JIT config handoff: "broker" unless the pool says "metadata" (runners that cannot
+  # reach the broker's HTTP API, such as private subnets without a route to it).
+  handoff = { for p in var.pools : p.name => coalesce(p.handoff, "broker") }
+  # The five functions, and the broker unless every pool says handoff = "metadata": one zip, each
+  # with its handler and the defaults of docs/aws-deploy.md.
+  broker_enabled = anytrue([for p in var.pools : local.handoff[p.name] == "broker"])
   function_defaults = merge({
     webhook    = { timeout_s = 10, memory_mb = 256 }
     scaleup    = { timeout_s = 60, memory_mb = 512 }
@@ -32,7 +35,8 @@ locals {
   deployment_tag_key = "jitr:deployment"
   runner_tags        = merge(var.runner_tags, { (local.deployment_tag_key) = var.name_prefix })
 
-  # JITR_POOLS: each pool as jitr's settings loader reads it, optional fields left out when unset.
+  # JITR_POOLS: each pool as jitr's settings loader reads it, optional fields left out when unset;
+  # the handoff always written out, resolved here, so the functions never depend on jitr's default.
   pools = [
     for p in var.pools : merge(
       { name = p.name, labels = p.labels, machine_types = p.machine_types, placements = p.subnet_ids, image = p.image },
@@ -44,7 +48,8 @@ locals {
       { for k, v in {
         spot = p.spot, on_demand_fallback = p.on_demand_fallback, org_scope = p.org_scope, allow_public = p.allow_public
       } : k => v if v != null },
-      { for k, v in { runner_group = p.runner_group, arch = p.arch, handoff = p.handoff } : k => v if v != null },
+      { for k, v in { runner_group = p.runner_group, arch = p.arch } : k => v if v != null },
+      { handoff = local.handoff[p.name] },
       p.machine_type_labels == null ? {} : { machine_type_labels = p.machine_type_labels },
       p.machine_sizes == null ? {} : { machine_sizes = p.machine_sizes },
       length(local.pool_options[p.name]) == 0 ? {} : { options = local.pool_options[p.name] },

@@ -4,7 +4,7 @@ output "webhook_url" {
 }
 
 output "broker_url" {
-  description = "The URL runner VMs of a handoff = \"broker\" pool pull their JIT config from (null when no pool does)."
+  description = "The URL runner VMs pull their JIT config from (handoff = \"broker\", the default; null when every pool says handoff = \"metadata\")."
   value       = local.broker_url
 }
 

@@ -306,11 +306,13 @@ variable "pools" {
     max_lifetime_s; and launch settings that replace the deployment's for this pool:
     launch_template, security_group_ids, instance_profile, key_name, associate_public_ip,
     root_device_name, log_shipping; machine_type_labels and machine_sizes let a job pick its
-    instance type by label (docs/embedded-serve.md, "Sizing from labels"); handoff ("metadata",
-    the default, or "broker": the VMs pull their JIT config from the broker function, which is
-    created with its URL when a pool uses it; docs/embedded-serve.md, "The JIT config handoff");
-    warm, warm_windows and warm_max_idle_s keep booted VMs waiting at the broker for jobs (broker
-    pools only; docs/warm-pools.md). See docs/aws-configuration.md.
+    instance type by label (docs/embedded-serve.md, "Sizing from labels"); handoff ("broker", the
+    default: the VMs pull their JIT config from the broker function with their instance identity,
+    so their user data holds no secret; or "metadata": the JIT config is in the user data, for
+    runners that cannot reach the broker's HTTP API; the broker and its URL are created unless
+    every pool says "metadata"; docs/embedded-serve.md, "The JIT config handoff"); warm,
+    warm_windows and warm_max_idle_s keep booted VMs waiting at the broker for jobs (not with
+    handoff = "metadata"; docs/warm-pools.md). See docs/aws-configuration.md.
   EOT
   type = list(object({
     name                = string
@@ -357,15 +359,15 @@ variable "pools" {
     error_message = "pools must have at least one pool."
   }
   validation {
-    condition     = alltrue([for p in var.pools : contains(["metadata", "broker"], coalesce(p.handoff, "metadata"))])
-    error_message = "a pool's handoff is \"metadata\" or \"broker\"."
+    condition     = alltrue([for p in var.pools : contains(["broker", "metadata"], coalesce(p.handoff, "broker"))])
+    error_message = "a pool's handoff is \"broker\" (the default) or \"metadata\"."
   }
   validation {
     condition = alltrue([
-      for p in var.pools : coalesce(p.handoff, "metadata") == "broker"
+      for p in var.pools : coalesce(p.handoff, "broker") == "broker"
       || (coalesce(p.warm, 0) == 0 && alltrue([for w in coalesce(p.warm_windows, []) : w.count == 0]))
     ])
-    error_message = "a pool with warm VMs (warm or warm_windows) needs handoff = \"broker\": warm VMs wait at the broker for their JIT config."
+    error_message = "a pool with warm VMs (warm or warm_windows) needs the broker handoff (leave handoff unset, or \"broker\"): warm VMs wait at the broker for their JIT config; handoff = \"metadata\" has no warm VMs."
   }
   validation {
     condition     = length(distinct([for p in var.pools : p.name])) == length(var.pools)

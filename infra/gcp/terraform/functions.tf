@@ -44,7 +44,7 @@ resource "google_cloudfunctions2_function" "this" {
     }
     precondition {
       condition     = !local.broker_enabled || var.project_number != null
-      error_message = "a pool with handoff = \"broker\" needs project_number (the broker's URL is built from it)."
+      error_message = "project_number is required unless every pool says handoff = \"metadata\": a pool's handoff is \"broker\" by default, and the broker's URL is built from the project number (gcloud projects describe PROJECT_ID --format='value(projectNumber)')."
     }
   }
 

@@ -60,7 +60,7 @@ locals {
     lifecycle  = ["github_app_private_key"]
     scaledown  = ["github_app_private_key"]
     rebalancer = ["github_app_private_key"]
-    broker     = local.broker_enabled ? ["github_app_private_key"] : [] # mints the JIT config (deployed with a broker-mode pool)
+    broker     = local.broker_enabled ? ["github_app_private_key"] : [] # mints the JIT config (deployed unless every pool says handoff = "metadata")
   }
 
   custom_roles = {

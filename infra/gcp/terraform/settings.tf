@@ -7,14 +7,16 @@ locals {
   prefix = var.name_prefix
   labels = merge(var.labels, { "managed-by" = "jitr" })
 
-  # The five targets of `jitr bundle gcp` (jitr_functions.gcp), and the broker when a pool pulls
-  # its JIT config from it (handoff = "broker"): entry point, timeout (s) and the instance limit
+  # The five targets of `jitr bundle gcp` (jitr_functions.gcp), and the broker unless every pool
+  # says handoff = "metadata" (a pool's handoff is "broker" by default; "metadata" is for VMs that
+  # cannot reach the broker's Cloud Run URL): entry point, timeout (s) and the instance limit
   # used when max_instances does not name the function.
-  broker_enabled = anytrue([for pool in var.pools : pool.handoff == "broker"])
+  broker_enabled = anytrue([for pool in var.pools : coalesce(pool.handoff, "broker") == "broker"])
   # Cloud Run's deterministic URL of the broker function's service (SERVICE-PROJECT_NUMBER.REGION),
   # known before the function exists: every function's settings carry it, scaleup renders it into
-  # the runners' startup scripts.
-  broker_url = local.broker_enabled ? "https://${local.prefix}-broker-${var.project_number}.${var.region}.run.app" : null
+  # the runners' startup scripts. Without project_number it is null, and the functions'
+  # precondition (functions.tf) refuses the plan with a message saying so.
+  broker_url = local.broker_enabled && var.project_number != null ? "https://${local.prefix}-broker-${var.project_number}.${var.region}.run.app" : null
   functions = merge({
     webhook    = { entry_point = "webhook", timeout_s = 10, max_instances = 20 }
     scaleup    = { entry_point = "scaleup", timeout_s = 300, max_instances = 20 }
@@ -50,7 +52,9 @@ locals {
     )
   }
 
-  # JITR_POOLS: each pool as jitr reads it; null attributes are left out so jitr's defaults apply.
+  # JITR_POOLS: each pool as jitr reads it; null attributes are left out so jitr's defaults apply,
+  # but the handoff is always written out, resolved here, so the functions never depend on
+  # jitr's default.
   pool_settings = [
     for pool in var.pools : {
       for key, value in {
@@ -71,7 +75,7 @@ locals {
         max_lifetime_s      = pool.max_lifetime_s
         machine_type_labels = pool.machine_type_labels
         machine_sizes       = pool.machine_sizes
-        handoff             = pool.handoff
+        handoff             = coalesce(pool.handoff, "broker")
         warm                = pool.warm
         warm_max_idle_s     = pool.warm_max_idle_s
         warm_windows        = pool.warm_windows
@@ -107,7 +111,7 @@ locals {
       JITR_GCP_FIRESTORE_COLLECTION               = var.firestore_collection
     },
     var.subnetwork == null ? {} : { JITR_GCP_SUBNETWORK = var.subnetwork },
-    local.broker_enabled ? { JITR_BROKER_URL = local.broker_url } : {},
+    local.broker_url == null ? {} : { JITR_BROKER_URL = local.broker_url },
     var.github_api_url == null ? {} : { JITR_GITHUB_API_URL = var.github_api_url },
     var.extra_settings,
   )

@@ -11,7 +11,7 @@ variable "project_id" {
 }
 
 variable "project_number" {
-  description = "The project's number: required when a pool has handoff = \"broker\", for the broker function's Cloud Run URL (https://<name_prefix>-broker-<project number>.<region>.run.app), which the runners call."
+  description = "The project's number (gcloud projects describe PROJECT_ID --format='value(projectNumber)'): required unless every pool says handoff = \"metadata\" (a pool's handoff is \"broker\" by default), for the broker function's Cloud Run URL (https://<name_prefix>-broker-<project number>.<region>.run.app), which the runners call."
   type        = string
   default     = null
 
@@ -200,9 +200,13 @@ variable "pools" {
     subnetwork instead of `network` / `subnetwork` below (a pool naming only its own network
     takes that network's auto-mode subnetwork). The module's firewall rules are made on `network`
     and on every pool's own network. `machine_type_labels` and `machine_sizes` let a job pick its
-    machine type by label (docs/embedded-serve.md, "Sizing from labels"). `warm`, `warm_windows`
-    and `warm_max_idle_s` keep booted VMs waiting at the broker for jobs (pools with
-    handoff = "broker" only; docs/warm-pools.md).
+    machine type by label (docs/embedded-serve.md, "Sizing from labels"). `handoff` is "broker"
+    (the default: the VMs pull their JIT config from the broker function with their identity
+    token, so their startup script holds no secret; needs project_number) or "metadata" (the JIT
+    config is in the startup-script metadata, for VMs that cannot reach the broker's Cloud Run
+    URL); the broker is deployed unless every pool says "metadata" (docs/embedded-serve.md, "The
+    JIT config handoff"). `warm`, `warm_windows` and `warm_max_idle_s` keep booted VMs waiting at
+    the broker for jobs (not with handoff = "metadata"; docs/warm-pools.md).
   EOT
   type = list(object({
     name                = string
@@ -247,15 +251,15 @@ variable "pools" {
     error_message = "pools must list at least one pool."
   }
   validation {
-    condition     = alltrue([for pool in var.pools : contains(["metadata", "broker"], coalesce(pool.handoff, "metadata"))])
-    error_message = "a pool's handoff is \"metadata\" (the default) or \"broker\"."
+    condition     = alltrue([for pool in var.pools : contains(["broker", "metadata"], coalesce(pool.handoff, "broker"))])
+    error_message = "a pool's handoff is \"broker\" (the default) or \"metadata\"."
   }
   validation {
     condition = alltrue([
-      for pool in var.pools : coalesce(pool.handoff, "metadata") == "broker"
+      for pool in var.pools : coalesce(pool.handoff, "broker") == "broker"
       || (coalesce(pool.warm, 0) == 0 && alltrue([for w in coalesce(pool.warm_windows, []) : w.count == 0]))
     ])
-    error_message = "a pool with warm VMs (warm or warm_windows) needs handoff = \"broker\": warm VMs wait at the broker for their JIT config."
+    error_message = "a pool with warm VMs (warm or warm_windows) needs the broker handoff (leave handoff unset, or \"broker\"): warm VMs wait at the broker for their JIT config; handoff = \"metadata\" has no warm VMs."
   }
   validation {
     condition     = length(distinct([for pool in var.pools : pool.name])) == length(var.pools)

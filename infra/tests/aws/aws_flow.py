@@ -10,16 +10,20 @@ and the IAM policy of each function's role, against the AWS calls the handler ma
 
 The API, in the order a test uses it:
 
-- :func:`deployed_functions` — the five functions of a deployment, keyed ``webhook``, ``scaleup``,
-  ``lifecycle``, ``scaledown``, ``rebalancer`` (from their handlers), each a
-  :class:`DeployedFunction` (name, handler, runtime, architecture, environment, role).
+- :func:`deployed_functions` — the functions of a deployment, keyed ``webhook``, ``scaleup``,
+  ``lifecycle``, ``scaledown``, ``rebalancer`` and ``broker`` where the deployment has one (from
+  their handlers), each a :class:`DeployedFunction` (name, handler, runtime, architecture,
+  environment, role).
 - :func:`run_flow` — a GitHub job from its ``queued`` webhook (through a function URL) to a
-  tagged EC2 instance, its ``in_progress`` and ``completed`` webhooks through the lifecycle
+  tagged EC2 instance, its JIT config (from the user data, or from the broker when the
+  deployment has one), its ``in_progress`` and ``completed`` webhooks through the lifecycle
   queue, then one scale-down and one rebalancer pass from scheduled events. Returns a
   :class:`FlowResult` whose ``calls`` maps each function to the IAM actions it called.
 - :func:`run_broker_handoff` — a job of a broker-mode pool: scaleup launches a VM whose user data
   holds no JIT config, the VM asks the broker function (through the same kind of HTTP front, the
   payload format 2.0 event an HTTP API and a function URL both send) and gets its config once.
+- :class:`IdentitySigner` — plays AWS's signer of instance identity documents: the proof a
+  launched instance sends the broker, and the certificate the broker must trust for it.
 - :func:`role_actions` / :func:`role_statements` — what a role's inline and attached policies allow.
 - :func:`load_reasons` and :func:`assert_covered` — every called action is allowed, and every
   allowed action was called or has a written reason (``uncalled_actions.json``).
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import datetime
 import fnmatch
 import http.client
 import json
@@ -44,7 +49,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import import_module
 from pathlib import Path
@@ -53,6 +58,10 @@ from urllib.parse import unquote, urlsplit
 
 import boto3
 import botocore.handlers
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
 from jitr_core.testing.environment import wait_until
 from jitr_github.simulator import GitHubSimulator
 
@@ -289,6 +298,7 @@ def run_flow(
     region: str,
     repository: str = "octo-org/api",
     labels: Sequence[str] = LABELS,
+    prove: Callable[[Mapping[str, Any]], dict[str, str]] | None = None,
 ) -> FlowResult:
     """One job through the deployed functions; the IAM actions each function called.
 
@@ -296,7 +306,13 @@ def run_flow(
     App id and private key the deployment's secrets hold; ``webhook_secret`` is the value of the
     deployment's webhook secret. The App is installed on the repository's owner here. Each step
     is checked as it happens, with a message naming it.
+
+    With a ``broker`` among ``functions`` the VM's user data must hold no JIT config: the VM asks
+    the broker with ``prove(instance)`` (see :func:`run_broker_handoff`) and gets it once.
+    Without one the JIT config must be in the user data.
     """
+    brokered = "broker" in functions
+    assert not brokered or prove is not None, "a deployment with a broker needs the instance's identity proof"
     owner, _, name = repository.partition("/")
     sim.add_installation(owner, repos=[name])
     sqs = aws_client("sqs", endpoint, region)
@@ -306,6 +322,7 @@ def run_flow(
     recorder = ActionRecorder()
     invoke = Invoker(endpoint, region, recorder)
     front = FunctionUrl(lambda request: invoke(functions["webhook"], request))
+    broker = FunctionUrl(lambda request: invoke(functions["broker"], request)) if brokered else None
     result = FlowResult(calls=recorder.calls, job_id=0, instance_id="", instance_tags={})
     try:
         with recorder.installed():
@@ -314,17 +331,31 @@ def run_flow(
             _delivered(sim, 1, "the queued webhook")
 
             _poll_queue(sqs, jobs_url, functions["scaleup"], invoke, region, "the jobs queue")
-            instance = _instance_of(ec2, result.job_id)
+            instance = _instance_of(ec2, result.job_id, _deployment_tag(functions))
             result.instance_id = instance["InstanceId"]
             result.instance_tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
             user_data = ec2.describe_instance_attribute(InstanceId=result.instance_id, Attribute="userData")
             script = base64.b64decode(user_data["UserData"]["Value"]).decode()
             match = _JIT_IN_SCRIPT.search(script)
-            assert match is not None, "the instance's user data carries no JIT config"
+            request = b""
+            if broker is not None and prove is not None:
+                broker_url = functions["scaleup"].environment["JITR_BROKER_URL"]
+                assert match is None, "a broker-mode instance's user data carries a JIT config"
+                assert broker_url in script, "the script does not ask the broker"
+                request = _broker_request(result.instance_tags, prove(instance))
+                status, answer = _post(broker.url + "broker", request)
+                assert status == 200 and "jit_config" in answer, f"the broker answered {status}"
+                jit_config = str(answer["jit_config"])
+            else:
+                assert match is not None, "the instance's user data carries no JIT config"
+                jit_config = base64.b64decode(match.group(1)).decode()
 
-            runner = sim.agent_connect(base64.b64decode(match.group(1)).decode())
+            runner = sim.agent_connect(jit_config)
             assigned = sim.agent_poll(runner.id, timeout=10)
             assert assigned is not None and assigned.id == result.job_id, f"the runner got {assigned}"
+            if broker is not None:
+                status, answer = _post(broker.url + "broker", request)
+                assert status == 410 and "jit_config" not in answer, f"asked again, the broker answered {status}"
             _delivered(sim, 2, "the in_progress webhook")
             _poll_queue(sqs, lifecycle_url, functions["lifecycle"], invoke, region, "the lifecycle queue (in_progress)")
 
@@ -338,6 +369,8 @@ def run_flow(
     finally:
         sim.set_webhook(None, None)
         front.close()
+        if broker is not None:
+            broker.close()
     return result
 
 
@@ -374,8 +407,7 @@ def run_broker_handoff(
             result.job_id = sim.queue_job(repository, list(labels))
             _delivered(sim, 1, "the queued webhook")
             _poll_queue(sqs, jobs_url, functions["scaleup"], invoke, region, "the jobs queue")
-            tags = dict(pair.split("=", 1) for pair in functions["scaleup"].environment["JITR_AWS_TAGS"].split(","))
-            instance = _instance_of(ec2, result.job_id, {"jitr:deployment": tags["jitr:deployment"]})
+            instance = _instance_of(ec2, result.job_id, _deployment_tag(functions))
             result.instance_id = instance["InstanceId"]
             result.instance_tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
             user_data = ec2.describe_instance_attribute(InstanceId=result.instance_id, Attribute="userData")
@@ -383,9 +415,7 @@ def run_broker_handoff(
             assert _JIT_IN_SCRIPT.search(script) is None, "a broker-mode instance's user data carries a JIT config"
             assert functions["scaleup"].environment["JITR_BROKER_URL"] in script, "the script does not ask the broker"
 
-            request = json.dumps(
-                {"runner_name": result.instance_tags["jitr-runner"], "provider": "aws", "proof": prove(instance)}
-            ).encode()
+            request = _broker_request(result.instance_tags, prove(instance))
             status, answer = _post(broker.url + "broker", request)
             assert status == 200 and "jit_config" in answer, f"the broker answered {status}"
             runner = sim.agent_connect(answer["jit_config"])
@@ -398,6 +428,71 @@ def run_broker_handoff(
         front.close()
         broker.close()
     return result
+
+
+class IdentitySigner:
+    """AWS's signer of instance identity documents, played by a test key.
+
+    AWS signs each instance's identity document with its key for the region; the broker checks the
+    signature against the certificates it trusts. :meth:`trust` writes this key's certificate into
+    a directory and returns the broker's environment with that directory added
+    (``JITR_AWS_IDENTITY_CERTIFICATES``, the one setting a deployment does not give);
+    :meth:`prove` is what a launched instance sends the broker.
+    """
+
+    def __init__(self, account: str, region: str) -> None:
+        self.account = account
+        self.region = region
+        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    def certificate(self) -> bytes:
+        name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "jitr infrastructure test signer")])
+        now = datetime.datetime.now(datetime.UTC)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self._key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .sign(self._key, hashes.SHA256())
+        )
+        return certificate.public_bytes(serialization.Encoding.PEM)
+
+    def trust(self, broker: DeployedFunction, directory: Path) -> DeployedFunction:
+        """The broker function with this signer's certificate among the ones it trusts."""
+        (directory / f"{self.region}.pem").write_bytes(self.certificate())
+        return replace(broker, environment={**broker.environment, "JITR_AWS_IDENTITY_CERTIFICATES": str(directory)})
+
+    def prove(self, instance: Mapping[str, Any]) -> dict[str, str]:
+        """The instance's identity document and its signature, as the instance metadata service serves them."""
+        launched = instance["LaunchTime"].astimezone(datetime.UTC)
+        document = json.dumps(
+            {
+                "accountId": self.account,
+                "availabilityZone": instance["Placement"]["AvailabilityZone"],
+                "imageId": instance["ImageId"],
+                "instanceId": instance["InstanceId"],
+                "instanceType": instance["InstanceType"],
+                "pendingTime": launched.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "region": self.region,
+                "version": "2017-09-30",
+            },
+            indent=2,
+        )
+        signature = self._key.sign(document.encode(), padding.PKCS1v15(), hashes.SHA256())
+        return {"document": document, "signature": base64.b64encode(signature).decode()}
+
+
+def _deployment_tag(functions: Mapping[str, DeployedFunction]) -> dict[str, str]:
+    """The ``jitr:deployment`` tag the deployment's runners carry (from scaleup's ``JITR_AWS_TAGS``)."""
+    tags = dict(pair.split("=", 1) for pair in functions["scaleup"].environment["JITR_AWS_TAGS"].split(","))
+    return {"jitr:deployment": tags["jitr:deployment"]}
+
+
+def _broker_request(instance_tags: Mapping[str, str], proof: Mapping[str, str]) -> bytes:
+    return json.dumps({"runner_name": instance_tags["jitr-runner"], "provider": "aws", "proof": dict(proof)}).encode()
 
 
 def _post(url: str, body: bytes) -> tuple[int, dict[str, Any]]:

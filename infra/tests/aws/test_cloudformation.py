@@ -10,9 +10,6 @@ template with its intrinsic functions resolved.
 
 from __future__ import annotations
 
-import base64
-import dataclasses
-import datetime
 import io
 import json
 import re
@@ -41,9 +38,9 @@ from aws_cfn_stack import (
 )
 from aws_flow import (
     KINDS,
-    LABELS,
     ActionRecorder,
     DeployedFunction,
+    IdentitySigner,
     Invoker,
     assert_covered,
     aws_client,
@@ -51,10 +48,6 @@ from aws_flow import (
     run_broker_handoff,
     run_flow,
 )
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import NameOID
 from jitr_aws.config import parse
 from jitr_aws.dynamodb import table_definition, ttl_specification
 from jitr_core.settings import Settings
@@ -199,7 +192,8 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(cfn_moto: str, sim: GitHubSimulator) -> Stack:
-    """The template (without what moto lacks) created in moto, pointed at the simulated GitHub."""
+    """The template (without what moto lacks) created in moto, pointed at the simulated GitHub;
+    ``Broker=false``, so its single pool is rendered with ``"handoff": "metadata"``."""
     return _create_stack(cfn_moto, sim, broker=False)
 
 
@@ -211,7 +205,8 @@ def broker_sim() -> Iterator[GitHubSimulator]:
 
 @pytest.fixture(scope="module")
 def broker_stack(cfn_moto: str, broker_sim: GitHubSimulator) -> Stack:
-    """Another stack, its pool in broker mode and ``Broker=true``; moto gets a stand-in for the HTTP API."""
+    """Another stack with the defaults (``Broker=true``, the single pool in broker mode); moto gets a
+    stand-in for the HTTP API."""
     return _create_stack(cfn_moto, broker_sim, broker=True)
 
 
@@ -264,10 +259,10 @@ def _create_stack(cfn_moto: str, sim: GitHubSimulator, *, broker: bool) -> Stack
         "VpcId": vpc,
         "RunnerTags": f"test-run={prefix}",
     }
-    if broker:
-        pool = {"name": "linux-brk", "labels": list(LABELS), "machine_types": ["m5.large"],
-                "placements": list(subnets), "image": image, "handoff": "broker"}  # fmt: skip
-        parameters.update(Broker="true", Pools=json.dumps([pool]))
+    if broker:  # Broker left at its default, true: the single pool is rendered with the broker handoff
+        parameters.update(PoolName="linux-brk", MachineTypes="m5.large")
+    else:
+        parameters.update(Broker="false")
     template = load_template()
     variant, _ = moto_variant(template, parameters, BROKER_API if broker else None)
     cfn = aws_client("cloudformation", cfn_moto, REGION)
@@ -376,6 +371,7 @@ def test_every_function_gets_settings_jitr_accepts(stack: Stack, functions: dict
     assert tuple(pool.machine_types) == ("m5.large", "m5a.large")
     assert tuple(pool.placements) == stack.subnets
     assert pool.image == stack.parameters["ImageId"]
+    assert pool.handoff == "metadata" and json.loads(env["JITR_POOLS"])[0]["handoff"] == "metadata"
 
 
 def test_queues_feed_their_functions_and_redrive_to_their_dlqs(
@@ -798,18 +794,32 @@ def test_secrets_given_as_values_are_created_and_read_by_the_right_roles() -> No
 
 
 @pytest.mark.parametrize(
-    ("parameters", "placements"),
+    ("parameters", "placements", "handoff"),
     [
-        ({"ImageId": "ami-0123456789abcdef0"}, ()),
-        ({"ImageId": "ami-0123456789abcdef0", "Subnets": "subnet-0aaaaaaaaaaaaaaaa"}, ("subnet-0aaaaaaaaaaaaaaaa",)),
+        ({"ImageId": "ami-0123456789abcdef0"}, (), "broker"),
+        (
+            {"ImageId": "ami-0123456789abcdef0", "Subnets": "subnet-0aaaaaaaaaaaaaaaa"},
+            ("subnet-0aaaaaaaaaaaaaaaa",),
+            "broker",
+        ),
+        ({"ImageId": "ami-0123456789abcdef0", "Broker": "false"}, (), "metadata"),
     ],
 )
-def test_the_single_pool_renders_as_jitr_pools(parameters: dict[str, str], placements: tuple[str, ...]) -> None:
+def test_the_single_pool_renders_as_jitr_pools(
+    parameters: dict[str, str], placements: tuple[str, ...], handoff: str
+) -> None:
+    """The single pool's handoff is written out: the broker's by default, metadata with ``Broker=false``."""
     resolver = _resolver(parameters)
-    env = resolver.resolve(load_template()["Resources"]["ScaleupFunction"]["Properties"]["Environment"])["Variables"]
-    (pool,) = Settings.from_env({"JITR_POOLS": env["JITR_POOLS"]}).pools
+    resources = load_template()["Resources"]
+    for logical in [*LOGICAL.values(), *(["Broker"] if handoff == "broker" else [])]:
+        env = resolver.resolve(resources[f"{logical}Function"]["Properties"]["Environment"])["Variables"]
+        assert json.loads(env["JITR_POOLS"])[0]["handoff"] == handoff, logical
+        assert ("JITR_BROKER_URL" in env) == (handoff == "broker"), logical
+    broker_url = {"JITR_BROKER_URL": "https://brk1234567.execute-api.eu-west-1.amazonaws.com/broker"}
+    (pool,) = Settings.from_env({"JITR_POOLS": env["JITR_POOLS"], **(broker_url if handoff == "broker" else {})}).pools
     assert (pool.name, tuple(pool.placements), pool.image) == ("linux-x64", placements, parameters["ImageId"])
     assert tuple(pool.machine_types) == ("m7i.large", "m6i.large", "m5.large")
+    assert pool.handoff == handoff
 
 
 def test_pools_json_is_passed_through_as_given() -> None:
@@ -861,6 +871,7 @@ def test_the_broker_stack_creates_the_broker_and_names_its_url_in_every_function
     parse(settings)
     (pool,) = settings.pools
     assert (pool.name, pool.handoff, settings.broker_url) == ("linux-brk", "broker", BROKER_URL)
+    assert json.loads(env["JITR_POOLS"])[0]["handoff"] == "broker"  # written out, not left to jitr's default
 
     groups = broker_stack.client("logs").describe_log_groups(logGroupNamePrefix="/aws/")["logGroups"]
     retention = {g["logGroupName"]: g.get("retentionInDays") for g in groups}
@@ -920,12 +931,9 @@ def test_the_broker_role_allows_exactly_what_the_broker_calls(
             lam.update_event_source_mapping(UUID=mapping["UUID"], Enabled=False)
     # AWS signs instance identity documents with its key for the region; a test key plays it here,
     # its certificate added to the broker's trusted ones (the one setting the stack does not give).
-    signer = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    (tmp_path / f"{REGION}.pem").write_bytes(_self_signed(signer))
+    signer = IdentitySigner(broker_stack.client("sts").get_caller_identity()["Account"], REGION)
     broker = broker_functions["broker"]
-    trusting = {**broker.environment, "JITR_AWS_IDENTITY_CERTIFICATES": str(tmp_path)}
-    functions = {**broker_functions, "broker": dataclasses.replace(broker, environment=trusting)}
-    account = broker_stack.client("sts").get_caller_identity()["Account"]
+    functions = {**broker_functions, "broker": signer.trust(broker, tmp_path)}
     jitr_aws.secrets._cache.clear()
     result = run_broker_handoff(
         broker_stack.endpoint,
@@ -933,7 +941,7 @@ def test_the_broker_role_allows_exactly_what_the_broker_calls(
         broker_sim,
         webhook_secret=WEBHOOK_SECRET,
         region=REGION,
-        prove=lambda instance: _identity_proof(instance, signer, account),
+        prove=signer.prove,
     )
     called = set(result.calls["broker"])
     # The accepted account is the deployment's own, from STS: GetCallerIdentity needs no permission.
@@ -948,7 +956,8 @@ def test_the_broker_api_is_post_broker_to_the_broker_function() -> None:
     """moto lacks AWS::ApiGatewayV2::*: the HTTP API is read from the template, intrinsics resolved."""
     resources = load_template()["Resources"]
     on = _resolver({"Broker": "true", "Pools": "[]"})
-    assert on.condition("Broker") and not _resolver({"ImageId": "ami-0"}).condition("Broker")
+    assert on.condition("Broker") and _resolver({"ImageId": "ami-0"}).condition("Broker")  # the default
+    assert not _resolver({"ImageId": "ami-0", "Broker": "false"}).condition("Broker")
     assert {r["Type"] for r in resources.values() if r.get("Condition") == "Broker"} == {
         "AWS::IAM::Role",
         "AWS::Logs::LogGroup",
@@ -983,39 +992,3 @@ def test_the_broker_api_is_post_broker_to_the_broker_function() -> None:
     for kind, logical in {**LOGICAL, "broker": "Broker"}.items():
         env = on.resolve(resources[f"{logical}Function"]["Properties"]["Environment"])["Variables"]
         assert env["JITR_BROKER_URL"] == "<BrokerApi.ApiEndpoint>/broker", kind
-
-
-def _self_signed(key: rsa.RSAPrivateKey) -> bytes:
-    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "jitr stack test signer")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return certificate.public_bytes(serialization.Encoding.PEM)
-
-
-def _identity_proof(instance: Mapping[str, Any], key: rsa.RSAPrivateKey, account: str) -> dict[str, str]:
-    """The instance's identity document and its signature, as the instance metadata service serves them."""
-    launched = instance["LaunchTime"].astimezone(datetime.UTC)
-    document = json.dumps(
-        {
-            "accountId": account,
-            "availabilityZone": instance["Placement"]["AvailabilityZone"],
-            "imageId": instance["ImageId"],
-            "instanceId": instance["InstanceId"],
-            "instanceType": instance["InstanceType"],
-            "pendingTime": launched.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "region": REGION,
-            "version": "2017-09-30",
-        },
-        indent=2,
-    )
-    signature = key.sign(document.encode(), padding.PKCS1v15(), hashes.SHA256())
-    return {"document": document, "signature": base64.b64encode(signature).decode()}

@@ -1,5 +1,10 @@
 """``terraform apply`` of examples/aws against moto, then jitr's flow through what it deployed.
 
+The example leaves its pool's ``handoff`` unset, so it deploys the broker (the default): six
+functions, the broker's HTTP API, and a runner VM that pulls its JIT config from the broker. A
+second, smaller deployment says ``handoff = "metadata"`` on its pool (an override of the example's
+module call): no broker at all, and the JIT config in the VM's user data.
+
 The example is applied once for this module, against moto in server mode, with a GitHub simulator
 as GitHub: the tfvars carry the simulator's App id, API URL and private key, and a webhook secret,
 so the secrets Terraform creates hold what the simulator signs and verifies with.
@@ -18,7 +23,7 @@ import hashlib
 import json
 import secrets
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +34,7 @@ from aws_flow import (
     LABELS,
     DeployedFunction,
     FlowResult,
+    IdentitySigner,
     assert_covered,
     aws_client,
     deployed_functions,
@@ -45,14 +51,35 @@ from jitr_core.settings import Settings
 from jitr_github.simulator import GitHubSimulator
 
 PREFIX = "jitr-tf"
+METADATA_PREFIX = "jitr-md"
 POOL = "linux-x64"
+METADATA_POOL = "linux-md"  # another runner name than the first deployment's for the same job id
+WITH_BROKER = (*KINDS, "broker")
 DOCUMENTED = {  # docs/aws-deploy.md: timeout (s), memory (MB)
     "webhook": (10, 256),
     "scaleup": (60, 512),
     "lifecycle": (60, 256),
     "scaledown": (240, 512),
     "rebalancer": (55, 512),
+    "broker": (30, 512),
 }
+# The example's module call with its one pool on handoff = "metadata" (an override file: the
+# example itself is what users copy, and leaves handoff at its default).
+METADATA_OVERRIDE = """module "jitr" {
+  pools = [
+    {
+      name          = var.pool_name
+      labels        = var.pool_labels
+      machine_types = var.machine_types
+      subnet_ids    = var.subnet_ids
+      image         = var.image
+      disk_gb       = var.disk_gb
+      max_runners   = var.max_runners
+      handoff       = "metadata"
+    },
+  ]
+}
+"""
 
 
 @dataclass
@@ -64,13 +91,15 @@ class Deployment:
     sim: GitHubSimulator
     webhook_secret: str
     network: Network
+    prefix: str = PREFIX
+    kinds: Sequence[str] = WITH_BROKER
     destroyed: bool = False
 
     def client(self, service: str) -> Any:
         return aws_client(service, self.endpoint, REGION)
 
     def functions(self) -> dict[str, DeployedFunction]:
-        return deployed_functions(self.endpoint, f"{PREFIX}-", REGION)
+        return deployed_functions(self.endpoint, f"{self.prefix}-", REGION, kinds=self.kinds)
 
     def destroy(self) -> None:
         if not self.destroyed:
@@ -80,9 +109,32 @@ class Deployment:
 
 @pytest.fixture(scope="module")
 def deployment(moto_endpoint: str, network: Network, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    root = tmp_path_factory.mktemp("tf-apply")
+    """examples/aws as it is: its pool's handoff left at the default, the broker."""
+    yield from _deploy(moto_endpoint, network, tmp_path_factory.mktemp("tf-apply"), PREFIX, POOL, WITH_BROKER)
+
+
+@pytest.fixture(scope="module")
+def metadata_deployment(
+    moto_endpoint: str, network: Network, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    """examples/aws with its one pool on handoff = "metadata": a deployment without a broker."""
+    root = tmp_path_factory.mktemp("tf-apply-metadata")
+    yield from _deploy(moto_endpoint, network, root, METADATA_PREFIX, METADATA_POOL, KINDS, override=METADATA_OVERRIDE)
+
+
+def _deploy(
+    moto_endpoint: str,
+    network: Network,
+    root: Path,
+    prefix: str,
+    pool: str,
+    kinds: Sequence[str],
+    override: str | None = None,
+) -> Iterator[Deployment]:
     workspace = Workspace(root)
     (workspace.example / "moto_override.tf").write_text(moto_override(moto_endpoint))
+    if override is not None:
+        (workspace.example / "jitr_override.tf").write_text(override)
     bundle = root / "jitr-aws-lambda.zip"
     with zipfile.ZipFile(bundle, "w") as archive:
         archive.writestr("README.txt", "moto stores the code and never runs it; the tests run the handlers\n")
@@ -94,7 +146,7 @@ def deployment(moto_endpoint: str, network: Network, tmp_path_factory: pytest.Te
             root / "test.tfvars.json",
             {
                 "region": REGION,
-                "name_prefix": PREFIX,
+                "name_prefix": prefix,
                 "bundle_path": str(bundle),
                 "github_app_id": str(sim.app_id),
                 "github_api_url": sim.base_url,
@@ -103,7 +155,7 @@ def deployment(moto_endpoint: str, network: Network, tmp_path_factory: pytest.Te
                 "vpc_id": network.vpc_id,
                 "subnet_ids": list(network.subnet_ids),
                 "image": network.image,
-                "pool_name": POOL,
+                "pool_name": pool,
                 "pool_labels": list(LABELS),
                 "machine_types": ["m5.large", "m5a.large"],
                 "max_runners": 5,
@@ -113,7 +165,7 @@ def deployment(moto_endpoint: str, network: Network, tmp_path_factory: pytest.Te
         )
         workspace.init(workspace.example)
         outputs = workspace.apply(workspace.example, tfvars)
-        deployed = Deployment(moto_endpoint, workspace, tfvars, outputs, sim, webhook_secret, network)
+        deployed = Deployment(moto_endpoint, workspace, tfvars, outputs, sim, webhook_secret, network, prefix, kinds)
         try:
             yield deployed
         finally:
@@ -123,16 +175,16 @@ def deployment(moto_endpoint: str, network: Network, tmp_path_factory: pytest.Te
 # -- what was deployed ------------------------------------------------------------------------
 
 
-def test_five_functions_with_the_documented_handlers_and_limits(deployment: Deployment) -> None:
+def test_six_functions_with_the_documented_handlers_and_limits(deployment: Deployment) -> None:
     functions = deployment.functions()
 
-    assert sorted(functions) == sorted(KINDS)
+    assert sorted(functions) == sorted(WITH_BROKER)  # the broker too: the default handoff
     for kind, function in functions.items():
         assert function.name == f"{PREFIX}-{kind}"
         assert function.handler == f"jitr_functions.aws.{kind}"
         assert (function.runtime, function.architectures) == ("python3.12", ("x86_64",))
         assert (function.timeout_s, function.memory_mb) == DOCUMENTED[kind], kind
-    assert len({f.role_arn for f in functions.values()}) == len(KINDS), "one role per function"
+    assert len({f.role_arn for f in functions.values()}) == len(WITH_BROKER), "one role per function"
     assert deployment.outputs["function_role_arns"] == {k: f.role_arn for k, f in functions.items()}
 
 
@@ -147,6 +199,9 @@ def test_every_function_gets_the_same_settings_and_jitr_accepts_them(deployment:
     assert (pool.name, sorted(pool.labels), pool.machine_types) == (POOL, sorted(LABELS), ("m5.large", "m5a.large"))
     assert pool.placements == deployment.network.subnet_ids
     assert (pool.image, pool.max_runners) == (deployment.network.image, 5)
+    assert pool.handoff == "broker" and settings.broker_url == environment["JITR_BROKER_URL"]
+    # written out: the functions never depend on jitr's default handoff
+    assert [p["handoff"] for p in json.loads(environment["JITR_POOLS"])] == ["broker"]
     assert settings.github_api_url == deployment.sim.base_url
     assert settings.provider("vm") == settings.provider("store") == "aws"
     aws = settings.section("aws")
@@ -194,6 +249,30 @@ def test_webhook_function_url_has_no_aws_auth(deployment: Deployment) -> None:
         if r["type"] == "aws_lambda_permission" and r["values"]["statement_id"] == "AllowPublicFunctionUrl"
     ]
     assert [g["function_url_auth_type"] for g in grants] == ["NONE"]
+
+
+def test_the_broker_is_post_broker_on_its_http_api(deployment: Deployment) -> None:
+    apigateway, lam = deployment.client("apigatewayv2"), deployment.client("lambda")
+    [api] = [a for a in apigateway.get_apis()["Items"] if a["Name"] == f"{PREFIX}-broker"]
+
+    assert api["ProtocolType"] == "HTTP"
+    # every function's settings name it (examples/aws has no broker_url output: the module's is its URL too)
+    assert {f.environment["JITR_BROKER_URL"] for f in deployment.functions().values()} == {
+        f"{api['ApiEndpoint']}/broker"
+    }
+    [route] = apigateway.get_routes(ApiId=api["ApiId"])["Items"]
+    assert (route["RouteKey"], route["AuthorizationType"]) == ("POST /broker", "NONE")
+    [integration] = apigateway.get_integrations(ApiId=api["ApiId"])["Items"]
+    assert route["Target"] == f"integrations/{integration['IntegrationId']}"
+    assert (integration["IntegrationType"], integration["PayloadFormatVersion"]) == ("AWS_PROXY", "2.0")
+    assert f":function:{PREFIX}-broker/" in integration["IntegrationUri"]
+    [stage] = apigateway.get_stages(ApiId=api["ApiId"])["Items"]
+    assert stage["StageName"] == "$default" and stage["AutoDeploy"]
+    assert stage["AccessLogSettings"]["DestinationArn"].endswith(f":log-group:/aws/apigateway/{PREFIX}-broker")
+    policy = json.loads(lam.get_policy(FunctionName=f"{PREFIX}-broker")["Policy"])
+    [grant] = policy["Statement"]
+    assert grant["Principal"] == {"Service": "apigateway.amazonaws.com"} and grant["Action"] == "lambda:InvokeFunction"
+    assert grant["Condition"]["ArnLike"]["AWS:SourceArn"].endswith(f":{api['ApiId']}/*/*/broker")
 
 
 def test_queues_feed_their_functions_with_partial_batch_responses(deployment: Deployment) -> None:
@@ -302,7 +381,7 @@ def test_alarms_watch_the_dead_letter_queues_and_every_function(deployment: Depl
 
     assert watched == sorted(
         [("AWS/SQS", "ApproximateNumberOfMessagesVisible", f"{PREFIX}-{q}-dlq") for q in ("jobs", "lifecycle")]
-        + [("AWS/Lambda", "Errors", f"{PREFIX}-{kind}") for kind in KINDS]
+        + [("AWS/Lambda", "Errors", f"{PREFIX}-{kind}") for kind in WITH_BROKER]
         + [("jitr", "runner_no_job_exits", None)],  # the total over the pools
         key=str,
     )
@@ -333,19 +412,34 @@ def test_metric_filters_count_the_webhooks_delivery_line_and_the_dashboard_shows
 def test_log_groups_have_retention(deployment: Deployment) -> None:
     groups = deployment.client("logs").describe_log_groups(logGroupNamePrefix=f"/aws/lambda/{PREFIX}-")["logGroups"]
 
-    assert sorted(g["logGroupName"] for g in groups) == sorted(f"/aws/lambda/{PREFIX}-{kind}" for kind in KINDS)
+    assert sorted(g["logGroupName"] for g in groups) == sorted(f"/aws/lambda/{PREFIX}-{kind}" for kind in WITH_BROKER)
     assert {g.get("retentionInDays") for g in groups} == {30}
+    [access] = deployment.client("logs").describe_log_groups(logGroupNamePrefix=f"/aws/apigateway/{PREFIX}-broker")[
+        "logGroups"
+    ]
+    assert access.get("retentionInDays") == 30
 
 
 # -- the flow through the deployed functions, and what their roles allow -------------------------
 
 
 @pytest.fixture(scope="module")
-def flow(deployment: Deployment) -> FlowResult:
-    return run_flow(
-        deployment.endpoint, deployment.functions(), deployment.sim, webhook_secret=deployment.webhook_secret,
-        region=REGION,
+def flow(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory) -> FlowResult:
+    """The job's VM pulls its JIT config from the broker, proving itself with its identity document.
+
+    AWS signs instance identity documents with its key for the region; a test key plays it here,
+    its certificate added to the broker's trusted ones (the one setting the deployment does not give).
+    """
+    functions = deployment.functions()
+    signer = IdentitySigner(deployment.client("sts").get_caller_identity()["Account"], REGION)
+    functions["broker"] = signer.trust(functions["broker"], tmp_path_factory.mktemp("identity-certificates"))
+    result = run_flow(
+        deployment.endpoint, functions, deployment.sim, webhook_secret=deployment.webhook_secret, region=REGION,
+        prove=signer.prove,
     )  # fmt: skip
+    # The accepted account is the deployment's own, from STS: GetCallerIdentity needs no permission.
+    result.calls.get("broker", set()).discard("sts:GetCallerIdentity")
+    return result
 
 
 def test_a_job_runs_through_the_deployed_functions(deployment: Deployment, flow: FlowResult) -> None:
@@ -391,7 +485,7 @@ def test_ec2_permissions_are_scoped_to_this_deployments_tagged_runners(deploymen
     assert tags["Condition"]["StringEquals"] == {**tagged, "ec2:CreateAction": "RunInstances"}
     [passrole] = statements("scaleup", "iam:PassRole")
     assert passrole["Resource"] == [deployment.outputs["function_role_arns"]["scaleup"].replace("scaleup", "runner")]
-    for kind in KINDS:
+    for kind in WITH_BROKER:
         if kind != "scaleup":
             assert not statements(kind, "ec2:RunInstances") and not statements(kind, "iam:PassRole"), kind
 
@@ -410,6 +504,7 @@ def test_each_function_reads_only_its_secret_and_writes_only_its_queues(deployme
         "lifecycle": {"jobs", "lifecycle", "lifecycle-dlq"},
         "scaledown": {"jobs"},
         "rebalancer": {"jobs"},
+        "broker": set(),
     }
 
     for kind, function in functions.items():
@@ -447,3 +542,37 @@ def test_destroy_leaves_nothing(deployment: Deployment, flow: FlowResult) -> Non
         Filters=[{"Name": "group-name", "Values": [f"{PREFIX}-runners"]}]
     )["SecurityGroups"]
     assert security_groups == []
+    assert [a for a in deployment.client("apigatewayv2").get_apis()["Items"] if a["Name"].startswith(PREFIX)] == []
+
+
+# -- every pool on handoff = "metadata": no broker ---------------------------------------------------
+
+
+def test_with_every_pool_on_metadata_there_is_no_broker(metadata_deployment: Deployment) -> None:
+    functions = metadata_deployment.functions()  # exactly the five
+    environment = functions["webhook"].environment
+
+    assert all("JITR_BROKER_URL" not in f.environment for f in functions.values())
+    assert [p["handoff"] for p in json.loads(environment["JITR_POOLS"])] == ["metadata"]
+    [pool] = Settings.from_env(environment).pools
+    assert (pool.name, pool.handoff) == (METADATA_POOL, "metadata")
+    apis = metadata_deployment.client("apigatewayv2").get_apis()["Items"]
+    assert [a["Name"] for a in apis if a["Name"].startswith(METADATA_PREFIX)] == []
+    roles = metadata_deployment.client("iam").list_roles()["Roles"]
+    assert f"{METADATA_PREFIX}-broker" not in {r["RoleName"] for r in roles}
+    assert sorted(metadata_deployment.outputs["function_role_arns"]) == sorted(KINDS)
+
+
+def test_a_metadata_job_finds_its_jit_config_in_the_user_data(metadata_deployment: Deployment) -> None:
+    """The whole flow with the JIT config in the VM's user data; each role allows exactly what its function calls."""
+    functions = metadata_deployment.functions()
+    flow = run_flow(
+        metadata_deployment.endpoint, functions, metadata_deployment.sim,
+        webhook_secret=metadata_deployment.webhook_secret, region=REGION,
+    )  # fmt: skip
+
+    assert flow.instance_tags["jitr:deployment"] == METADATA_PREFIX
+    assert metadata_deployment.sim.job(flow.job_id).status == "completed"
+    allowed = {kind: role_actions(metadata_deployment.endpoint, f.role_name, REGION) for kind, f in functions.items()}
+    assert_covered(flow.calls, allowed, load_reasons())
+    metadata_deployment.destroy()

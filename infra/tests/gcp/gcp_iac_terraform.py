@@ -25,6 +25,9 @@ INDEXES = ROOT / "packages" / "jitr-gcp" / "src" / "jitr_gcp" / "firestore.index
 # `terraform console` can evaluate them without the Google provider.
 PROVIDERLESS = ("variables.tf", "settings.tf", "permissions.tf", "networks.tf")
 _VAR_REF = re.compile(r"^\$\{var\.([a-z_][a-z0-9_]*)\}$")
+# The project number of a deployment whose inputs do not give one: the broker, there unless every
+# pool says handoff = "metadata", is reached at a URL built from it.
+PROJECT_NUMBER = "123456789012"
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -84,6 +87,21 @@ def example_inputs() -> dict[str, Any]:
         else:
             inputs[name] = unquote(value)
     return inputs
+
+
+def deployed_inputs() -> dict[str, Any]:
+    """The example's inputs with a ``project_number`` (examples/gcp's own, when it gives one): what a
+    deployment with the broker, the default handoff, must give."""
+    inputs = example_inputs()
+    if inputs.get("project_number") is None:
+        inputs["project_number"] = PROJECT_NUMBER
+    return inputs
+
+
+def metadata_inputs() -> dict[str, Any]:
+    """The example's inputs with every pool on ``handoff = "metadata"``: no broker, no project number needed."""
+    inputs = example_inputs()
+    return {**inputs, "pools": [{**pool, "handoff": "metadata"} for pool in inputs["pools"]]}
 
 
 class TerraformError(AssertionError):

@@ -1,10 +1,15 @@
 """Permission coverage: each function's service account in infra/gcp/terraform grants exactly what the
 function calls. The calls are recorded in an end-to-end run of the five functions with the
 settings the module renders (see gcp_iac_e2e), each mapped to its IAM permission through
-gcp_permissions.json (sourced from Google's documentation)."""
+gcp_permissions.json (sourced from Google's documentation).
+
+The run reads the JIT config from the VM's startup script, so the example's pools are put on
+``handoff = "metadata"`` here (the module's default is the broker, whose grants are checked in
+test_gcp_terraform); the five functions' grants do not depend on the handoff."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -14,7 +19,7 @@ pytest.importorskip("functions_framework", reason="the gcp extra is not installe
 pytest.importorskip("hcl2", reason="python-hcl2 is not installed")
 
 from gcp_iac_e2e import FUNCTIONS, Run, needed, run, table
-from gcp_iac_terraform import evaluate, example_inputs, resources, unquote
+from gcp_iac_terraform import evaluate, metadata_inputs, resources, unquote
 from jitr_gcp.testing.emulators import Emulator
 
 GRANTS = (
@@ -26,8 +31,14 @@ GRANTS = (
 
 
 @pytest.fixture(scope="module")
-def grants() -> dict[str, Any]:
-    values: dict[str, Any] = evaluate(GRANTS, example_inputs())
+def inputs() -> dict[str, Any]:
+    """The example's, in a project of this process's own: pytest-xdist workers share the emulators."""
+    return {**metadata_inputs(), "project_id": f"jitr-e2e-{uuid.uuid4().hex[:10]}"}
+
+
+@pytest.fixture(scope="module")
+def grants(inputs: dict[str, Any]) -> dict[str, Any]:
+    values: dict[str, Any] = evaluate(GRANTS, inputs)
     return values
 
 
@@ -36,9 +47,10 @@ def recorded(
     pubsub_emulator: Emulator,
     firestore_emulator: Emulator,
     grants: dict[str, Any],
+    inputs: dict[str, Any],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Run:
-    settings: dict[str, str] = evaluate("local.function_environment", example_inputs())
+    settings: dict[str, str] = evaluate("local.function_environment", inputs)
     return run(settings, grants["timeouts"], pubsub_emulator, firestore_emulator, tmp_path_factory.mktemp("e2e"))
 
 

@@ -19,7 +19,7 @@ def test_machine_type_labels_and_sizes_render_into_the_pools() -> None:
     }
     pools = evaluate("local.pool_settings", {**inputs, "pools": [first, *inputs["pools"][1:]]})
 
-    settings = Settings.from_mapping({"pools": pools})
+    settings = Settings.from_mapping({"pools": pools, "broker_url": "https://broker.example/"})  # handoff: broker
     assert settings.pools[0].machine_type_labels == ("n2-standard-*", "c3-highcpu-8")
     assert settings.pools[0].machine_sizes == (MachineSize("n2-standard-8", 8, 32),)
     assert all("machine_sizes" not in pool for pool in pools[1:])  # left out when unset: jitr's default

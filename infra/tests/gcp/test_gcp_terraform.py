@@ -19,11 +19,14 @@ from gcp_iac_terraform import (
     EXAMPLE,
     INDEXES,
     MODULE,
+    PROJECT_NUMBER,
     TerraformError,
     blocks,
+    deployed_inputs,
     evaluate,
     example_inputs,
     load,
+    metadata_inputs,
     resources,
     unquote,
 )
@@ -34,7 +37,8 @@ FUNCTIONS = ("webhook", "scaleup", "lifecycle", "scaledown", "rebalancer")
 
 @pytest.fixture(scope="module")
 def environment() -> dict[str, str]:
-    env: dict[str, str] = evaluate("local.function_environment", example_inputs())
+    """The example's settings; its pools leave handoff unset, so they use the broker (the default)."""
+    env: dict[str, str] = evaluate("local.function_environment", deployed_inputs())
     return env
 
 
@@ -48,6 +52,12 @@ def test_the_example_values_parse_and_fill_every_required_input() -> None:
     inputs = example_inputs()
     assert required <= {name for name, value in inputs.items() if value is not None}
     assert set(inputs) <= set(blocks(_module_variables(), "variable"))
+
+
+def test_the_example_gives_the_project_number_its_broker_needs() -> None:
+    """Its pools leave handoff unset (the broker), so its plan needs project_number (functions.tf's precondition)."""
+    inputs = example_inputs()
+    assert _precondition_holds(inputs), "examples/gcp's plan would stop: no project_number for the broker's URL"
 
 
 def test_versions_allow_terraform_1_5_opentofu_and_google_5() -> None:
@@ -108,6 +118,9 @@ def test_pools_render_as_the_example_declares_them(environment: dict[str, str]) 
         assert pool.arch == raw.get("arch", "x64")
         assert dict(pool.options) == raw.get("options", {})
         assert pool.spot and pool.disk_gb == 30  # left unset: jitr's defaults
+        assert pool.handoff == "broker"  # left unset: the broker
+    # the handoff is written out, so the functions never depend on jitr's default
+    assert [p["handoff"] for p in json.loads(environment["JITR_POOLS"])] == ["broker"] * len(declared)
 
 
 def test_every_setting_the_docs_mark_required_is_set(environment: dict[str, str]) -> None:
@@ -139,8 +152,10 @@ def test_secrets_given_by_value_are_created_under_the_prefix() -> None:
 def test_the_functions_are_jitr_functions_targets() -> None:
     from jitr_functions.bundle_gcp import TARGETS
 
-    functions = evaluate("local.functions", example_inputs())
-    # the broker target is deployed with a broker-mode pool only (test below)
+    functions = evaluate("local.functions", deployed_inputs())
+    # the broker too: the example's pools leave handoff at its default
+    assert {name: f["entry_point"] for name, f in functions.items()} == {t: t for t in TARGETS}
+    functions = evaluate("local.functions", metadata_inputs())  # every pool on metadata: no broker
     assert {name: f["entry_point"] for name, f in functions.items()} == {t: t for t in TARGETS if t != "broker"}
     function = resources()[("google_cloudfunctions2_function", "this")]
     build = function["build_config"][0]
@@ -232,22 +247,27 @@ def _required(doc: Path) -> set[str]:
     return {m.group(1) for m in re.finditer(r"^\| `([a-z_]+)` \| required \|", doc.read_text(), re.MULTILINE)}
 
 
-def _brokered() -> dict[str, Any]:
-    inputs = example_inputs()
-    pools = [{**inputs["pools"][0], "handoff": "broker"}, *inputs["pools"][1:]]
-    return {**inputs, "pools": pools, "project_number": "123456789012"}
+def _precondition_holds(inputs: dict[str, Any]) -> bool:
+    """functions.tf's precondition on project_number, its own expression evaluated over ``inputs``."""
+    lifecycle = resources()[("google_cloudfunctions2_function", "this")]["lifecycle"][0]
+    [condition] = [p["condition"] for p in lifecycle["precondition"] if "project_number" in p["condition"]]
+    assert condition.startswith("${") and condition.endswith("}")
+    return bool(evaluate(condition[2:-1], inputs))
 
 
-def test_a_broker_mode_pool_gets_the_broker_function_its_url_and_its_grants() -> None:
+def test_the_broker_is_the_default_with_its_function_url_and_grants() -> None:
+    """Pools that leave handoff unset get the broker: its function, its URL in every function's settings."""
     from jitr_functions.bundle_gcp import TARGETS
 
-    inputs = _brokered()
+    inputs = deployed_inputs()
+    assert all(pool.get("handoff") is None for pool in inputs["pools"])
     functions = evaluate("local.functions", inputs)
     assert {name: f["entry_point"] for name, f in functions.items()} == {t: t for t in TARGETS}
-    url = f"https://jitr-broker-123456789012.{inputs['region']}.run.app"
+    url = f"https://jitr-broker-{inputs['project_number']}.{inputs['region']}.run.app"
     environment = evaluate("local.function_environment", inputs)
     settings = Settings.from_env(environment)  # a broker-mode pool loads only with the broker's URL
-    assert settings.broker_url == url and settings.pools[0].handoff == "broker"
+    assert settings.broker_url == url and {pool.handoff for pool in settings.pools} == {"broker"}
+    assert _precondition_holds(inputs)
     roles = evaluate("local.custom_roles", inputs)
     assert roles["broker"] == ["datastore.entities.get", "datastore.entities.update"]
     assert evaluate("local.reads_secrets", inputs)["broker"] == ["github_app_private_key"]
@@ -256,10 +276,41 @@ def test_a_broker_mode_pool_gets_the_broker_function_its_url_and_its_grants() ->
     assert unquote(public["member"]) == "allUsers" and "broker" in public["service"]
 
 
-def test_without_a_broker_mode_pool_nothing_is_granted_to_a_broker() -> None:
-    grants = evaluate("local.secret_grants", example_inputs())
+def test_the_broker_needs_the_project_number() -> None:
+    """Without project_number there is no URL to give, and functions.tf's precondition stops the plan."""
+    inputs = {**example_inputs(), "project_number": None}
+    assert evaluate("local.broker_enabled", inputs) and evaluate("local.broker_url", inputs) is None
+    assert "JITR_BROKER_URL" not in evaluate("local.function_environment", inputs)
+    assert not _precondition_holds(inputs)
+    message = next(
+        p["error_message"]
+        for p in resources()[("google_cloudfunctions2_function", "this")]["lifecycle"][0]["precondition"]
+        if "project_number" in p["condition"]
+    )
+    assert "project_number is required" in message and "metadata" in message
+
+
+def test_with_every_pool_on_metadata_nothing_is_granted_to_a_broker_and_no_project_number_is_needed() -> None:
+    inputs = {**metadata_inputs(), "project_number": None}
+    grants = evaluate("local.secret_grants", inputs)
     assert not [key for key in grants if key.startswith("broker/")]
-    assert "broker" not in evaluate("local.custom_roles", example_inputs())
+    assert "broker" not in evaluate("local.custom_roles", inputs)
+    assert "broker" not in evaluate("local.functions", inputs)
+    environment = evaluate("local.function_environment", inputs)
+    assert "JITR_BROKER_URL" not in environment and evaluate("local.broker_url", inputs) is None
+    assert [p["handoff"] for p in json.loads(environment["JITR_POOLS"])] == ["metadata"] * len(inputs["pools"])
+    assert {pool.handoff for pool in Settings.from_env(environment).pools} == {"metadata"}
+    assert _precondition_holds(inputs)
+
+
+def test_a_metadata_pool_beside_a_default_one_keeps_the_broker() -> None:
+    inputs = deployed_inputs()
+    first, *rest = inputs["pools"]
+    mixed = {**inputs, "pools": [{**first, "handoff": "metadata"}, *rest]}
+    assert "broker" in evaluate("local.functions", mixed)
+    pools = json.loads(evaluate("local.function_environment", mixed)["JITR_POOLS"])
+    assert [p["handoff"] for p in pools] == ["metadata"] + ["broker"] * len(rest)
+    assert evaluate("local.broker_url", mixed) == f"https://jitr-broker-{PROJECT_NUMBER}.{inputs['region']}.run.app"
 
 
 def test_a_handoff_outside_metadata_and_broker_is_refused() -> None:

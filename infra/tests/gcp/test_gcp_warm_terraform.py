@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("hcl2", reason="python-hcl2 is not installed")
 
-from gcp_iac_terraform import TerraformError, evaluate, example_inputs
+from gcp_iac_terraform import PROJECT_NUMBER, TerraformError, evaluate, example_inputs
 from jitr_core.settings import Settings, WarmWindow
 
 WINDOW = {"days": ["mon", "fri"], "start_hour": 8, "end_hour": 18, "count": 2}
@@ -27,8 +27,16 @@ def test_warm_settings_render_into_the_pools() -> None:
 @pytest.mark.parametrize("warm", [{"warm": 1}, {"warm_windows": [WINDOW]}])
 def test_warm_vms_without_the_broker_handoff_are_refused(warm: dict[str, object]) -> None:
     inputs = example_inputs()
-    with pytest.raises(TerraformError, match="needs handoff"):
-        evaluate("local.pool_settings", {**inputs, "pools": [{**inputs["pools"][0], **warm}]})
+    with pytest.raises(TerraformError, match="needs the broker handoff"):
+        pools = [{**inputs["pools"][0], "handoff": "metadata", **warm}]
+        evaluate("local.pool_settings", {**inputs, "pools": pools})
+
+
+def test_a_pool_without_handoff_may_have_warm_vms() -> None:
+    """The broker handoff is the default, which warm VMs need."""
+    inputs = {**example_inputs(), "project_number": PROJECT_NUMBER}
+    pools = evaluate("local.pool_settings", {**inputs, "pools": [{**inputs["pools"][0], "warm": 1}]})
+    assert (pools[0]["handoff"], pools[0]["warm"]) == ("broker", 1)
 
 
 def test_the_broker_gets_an_instance_per_warm_vm() -> None:

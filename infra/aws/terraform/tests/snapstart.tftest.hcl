@@ -127,7 +127,15 @@ run "snapstart_publishes_versions_and_every_trigger_invokes_the_alias" {
     target = aws_lambda_alias.live["rebalancer"]
     values = { arn = "arn:aws:lambda:eu-west-1:123456789012:function:jitr-rebalancer:live", invoke_arn = "rebalancer-live-invoke-arn" }
   }
+  override_resource {
+    target = aws_lambda_alias.live["broker"]
+    values = { arn = "arn:aws:lambda:eu-west-1:123456789012:function:jitr-broker:live", invoke_arn = "broker-live-invoke-arn" }
+  }
 
+  assert {
+    condition     = contains(keys(aws_lambda_alias.live), "broker")
+    error_message = "the broker (there by default) has its alias too"
+  }
   assert {
     condition     = alltrue([for f in aws_lambda_function.function : f.publish && f.snap_start[0].apply_on == "PublishedVersions"])
     error_message = "with snapstart every function publishes versions with SnapStart on them"
@@ -177,7 +185,6 @@ run "snapstart_behind_http_apis" {
       machine_types = ["m7i.large"]
       subnet_ids    = ["subnet-0aaaaaaaaaaaaaaaa"]
       image         = "ami-0123456789abcdef0"
-      handoff       = "broker"
     }]
   }
 

@@ -1,5 +1,5 @@
 # `terraform test` (Terraform >= 1.7 or OpenTofu): what the variables refuse, and how pools are
-# rendered into JITR_POOLS. The AWS provider is mocked: nothing is created and no credentials
+# rendered into JITR_POOLS (each with its handoff: "broker" unless the pool says "metadata"). The AWS provider is mocked: nothing is created and no credentials
 # are needed.
 
 mock_provider "aws" {
@@ -45,8 +45,12 @@ mock_provider "aws" {
   mock_resource "aws_security_group" {
     defaults = { id = "sg-0123456789abcdef0" }
   }
+  # The broker's HTTP API is there by default: every run that creates it gets this endpoint.
   mock_resource "aws_apigatewayv2_api" {
-    defaults = { execution_arn = "arn:aws:execute-api:eu-west-1:123456789012:mocked" }
+    defaults = {
+      execution_arn = "arn:aws:execute-api:eu-west-1:123456789012:brk123"
+      api_endpoint  = "https://brk123.execute-api.eu-west-1.amazonaws.com"
+    }
   }
   mock_data "aws_iam_policy_document" {
     defaults = { json = "{\"Version\":\"2012-10-17\",\"Statement\":[]}" }
@@ -101,12 +105,14 @@ run "pools_render_what_jitr_reads" {
     condition = jsondecode(aws_lambda_function.function["scaleup"].environment[0].variables.JITR_POOLS) == [
       {
         name       = "linux", labels = ["self-hosted", "linux"], machine_types = ["m7i.large", "m6i.large"],
-        placements = ["subnet-0aaaaaaaaaaaaaaaa", "subnet-0bbbbbbbbbbbbbbbb"], image = "ami-0123456789abcdef0"
+        placements = ["subnet-0aaaaaaaaaaaaaaaa", "subnet-0bbbbbbbbbbbbbbbb"], image = "ami-0123456789abcdef0",
+        handoff    = "broker"
       },
       {
         name       = "arm", labels = ["self-hosted", "linux", "arm64"], machine_types = ["m7g.large"],
         placements = ["subnet-0aaaaaaaaaaaaaaaa"], image = "resolve:ssm:/aws/service/ami/arm64", arch = "arm64",
-        disk_gb    = 60, spot = false, options = { log_shipping = false, security_group_ids = ["sg-0123456789abcdef0"] }
+        disk_gb    = 60, spot = false, options = { log_shipping = false, security_group_ids = ["sg-0123456789abcdef0"] },
+        handoff    = "broker"
       },
     ]
     error_message = "JITR_POOLS is not the pools as jitr's settings loader reads them"
@@ -274,7 +280,7 @@ run "pool_sizing_labels_render" {
     condition = jsondecode(aws_lambda_function.function["scaleup"].environment[0].variables.JITR_POOLS) == [
       {
         name                = "linux", labels = ["self-hosted", "linux"], machine_types = ["m7i.large"],
-        placements          = ["subnet-0aaaaaaaaaaaaaaaa"], image = "ami-0123456789abcdef0",
+        placements          = ["subnet-0aaaaaaaaaaaaaaaa"], image = "ami-0123456789abcdef0", handoff = "broker",
         machine_type_labels = ["c6i.*", "m7i.2xlarge"],
         machine_sizes       = [{ machine_type = "c6i.2xlarge", cpu = 8, ram = 16 }]
       },
@@ -322,12 +328,85 @@ run "a_broker_pool_gets_the_broker_function_behind_an_http_api" {
   }
 }
 
-run "metadata_pools_get_no_broker" {
+run "a_pool_without_handoff_gets_the_broker" {
   command = plan
 
   assert {
+    condition     = length(aws_apigatewayv2_api.broker) == 1 && contains(keys(aws_lambda_function.function), "broker")
+    error_message = "the broker handoff is the default: a pool without handoff gets the broker function and its HTTP API"
+  }
+  assert {
+    condition     = length(aws_lambda_permission.broker) == 1 && length(aws_apigatewayv2_route.broker) == 1 && length(aws_apigatewayv2_stage.broker) == 1
+    error_message = "the broker's HTTP API routes POST /broker to the broker, which it may invoke"
+  }
+  assert {
+    condition     = contains(keys(aws_iam_role.function), "broker") && contains(keys(aws_cloudwatch_metric_alarm.function_errors), "broker")
+    error_message = "the broker gets its own role and an errors alarm like every function"
+  }
+}
+
+run "metadata_pools_get_no_broker" {
+  command = apply
+
+  variables {
+    pools = [
+      { name = "a", labels = ["self-hosted"], machine_types = ["m7i.large"], subnet_ids = ["subnet-0a"], image = "ami-0a", handoff = "metadata" },
+      { name = "b", labels = ["self-hosted", "b"], machine_types = ["m7i.large"], subnet_ids = ["subnet-0a"], image = "ami-0a", handoff = "metadata" },
+    ]
+  }
+
+  assert {
     condition     = length(aws_apigatewayv2_api.broker) == 0 && !contains(keys(aws_lambda_function.function), "broker")
-    error_message = "without a broker-mode pool there is no broker function or endpoint"
+    error_message = "when every pool says handoff = \"metadata\" there is no broker function or endpoint"
+  }
+  assert {
+    condition     = !contains(keys(aws_iam_role.function), "broker") && length(aws_cloudwatch_log_group.broker_api) == 0
+    error_message = "when every pool says handoff = \"metadata\" there is no broker role or access log"
+  }
+  assert {
+    condition     = alltrue([for f in aws_lambda_function.function : !contains(keys(f.environment[0].variables), "JITR_BROKER_URL")]) && output.broker_url == null
+    error_message = "without a broker no function is given JITR_BROKER_URL, and broker_url is null"
+  }
+  assert {
+    condition     = [for p in jsondecode(aws_lambda_function.function["scaleup"].environment[0].variables.JITR_POOLS) : p.handoff] == ["metadata", "metadata"]
+    error_message = "JITR_POOLS carries each pool's handoff = \"metadata\""
+  }
+}
+
+run "one_metadata_pool_beside_a_default_one_keeps_the_broker" {
+  command = apply
+
+  variables {
+    pools = [
+      { name = "private", labels = ["self-hosted", "private"], machine_types = ["m7i.large"], subnet_ids = ["subnet-0a"], image = "ami-0a", handoff = "metadata" },
+      { name = "public", labels = ["self-hosted"], machine_types = ["m7i.large"], subnet_ids = ["subnet-0b"], image = "ami-0a" },
+    ]
+  }
+
+  override_resource {
+    target = aws_apigatewayv2_api.broker[0]
+    values = { api_endpoint = "https://brk123.execute-api.eu-west-1.amazonaws.com", execution_arn = "arn:aws:execute-api:eu-west-1:123456789012:brk123" }
+  }
+
+  assert {
+    condition     = contains(keys(aws_lambda_function.function), "broker") && output.broker_url == "https://brk123.execute-api.eu-west-1.amazonaws.com/broker"
+    error_message = "a pool without handoff gets the broker even beside a metadata pool"
+  }
+  assert {
+    condition     = [for p in jsondecode(aws_lambda_function.function["scaleup"].environment[0].variables.JITR_POOLS) : p.handoff] == ["metadata", "broker"]
+    error_message = "JITR_POOLS carries each pool's resolved handoff, the default written out as \"broker\""
+  }
+}
+
+run "a_default_pool_may_have_warm_vms" {
+  command = plan
+  variables {
+    pools = [{ name = "a", labels = ["self-hosted"], machine_types = ["m7i.large"], subnet_ids = ["subnet-0a"], image = "ami-0a", warm = 1 }]
+  }
+
+  assert {
+    condition     = length(aws_apigatewayv2_api.broker) == 1
+    error_message = "a pool without handoff has the broker handoff, which warm VMs need"
   }
 }
 
@@ -367,7 +446,7 @@ run "a_pool_s_warm_vms_render" {
 run "warm_vms_without_the_broker_are_refused" {
   command = plan
   variables {
-    pools = [{ name = "a", labels = ["self-hosted"], machine_types = ["m7i.large"], subnet_ids = ["subnet-0a"], image = "ami-0a", warm = 1 }]
+    pools = [{ name = "a", labels = ["self-hosted"], machine_types = ["m7i.large"], subnet_ids = ["subnet-0a"], image = "ami-0a", handoff = "metadata", warm = 1 }]
   }
   expect_failures = [var.pools]
 }
