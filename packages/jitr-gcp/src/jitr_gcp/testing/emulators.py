@@ -10,6 +10,7 @@ started, and the group stops itself when the process that started it dies. The S
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import shutil
@@ -78,11 +79,14 @@ def free_port() -> int:
 
 @dataclass
 class Emulator:
-    """One running emulator; ``host`` is what ``*_EMULATOR_HOST`` must be set to."""
+    """One running emulator; ``host`` is what ``*_EMULATOR_HOST`` must be set to.
+
+    ``process`` is None when another process started it and stops it (see :mod:`.shared`).
+    """
 
     name: str
     port: int
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | None
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
 
@@ -97,17 +101,47 @@ class Emulator:
             return ""
 
     def stop(self) -> None:
-        """Stop the emulator's process group (the script and its JVM), then remove its log."""
+        """Stop the emulator's process group (the script and its JVM), wait until all of it has exited,
+        then remove its log. The script exits at once, the JVM a moment later: waiting for the
+        script alone would leave the JVM running past the test run."""
+        if self.process is None:
+            return
         if self.process.stdin is not None:
             self.process.stdin.close()
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
-        self.log_path.unlink(missing_ok=True)
+        group = self.process.pid
+        for sig, wait_s in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, sig)
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline:
+                self.process.poll()  # reap the script, our child
+                if not group_members(group):
+                    self.log_path.unlink(missing_ok=True)
+                    return
+                time.sleep(0.05)
+        raise EmulatorFailed(f"the {self.name} emulator's processes {group_members(group)} did not exit")
+
+
+def group_members(group: int) -> list[int]:
+    """The processes of process group ``group`` that still run (exited ones not yet reaped left out)."""
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return []
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return [group]  # no /proc: trust the signal
+    members = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state, _, pgrp = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue  # exited meanwhile
+        if int(pgrp) == group and state != "Z":
+            members.append(int(entry.name))
+    return members
 
 
 def start(name: str, timeout_s: float = 90.0, tries: int = 3) -> Emulator:
