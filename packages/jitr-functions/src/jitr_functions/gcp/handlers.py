@@ -103,6 +103,7 @@ def _deliver(request: flask.Request, queue: str, handler: Callable[[App], Callab
     if request.method != "POST":
         return _not_post(request)
     preimport.start()  # where no fork started it (functions-framework --debug)
+    preimport.wait()  # importing beside it could fail this request
     app = get_app()
     headers = dict(request.headers.items())
     raw = request.get_data(cache=False)
@@ -148,6 +149,7 @@ def _periodic(request: flask.Request, name: str, run: Callable[[App], Mapping[st
     if request.method != "POST":
         return _not_post(request)
     preimport.start()  # where no fork started it (functions-framework --debug)
+    preimport.wait()  # importing beside it could fail this request
     app = get_app()
     headers = dict(request.headers.items())
     raw = request.get_data(cache=False)

@@ -1,9 +1,7 @@
 """Import the Compute Engine client in the background on instances whose function will call it.
 
-``google.cloud.compute_v1`` takes seconds and ~160 MB to import. Imported on first use, it comes
-after the first message's other work (settings, the store, minting a JIT runner configuration
-over HTTP) and adds to it; started in a thread when the instance starts, it overlaps that work,
-most of which waits on the network.
+``google.cloud.compute_v1`` takes seconds and ~160 MB to import. Started in a thread when the
+worker starts, the import runs while the worker would otherwise wait for its first request.
 
 Only the targets that call Compute Engine (scaleup, lifecycle, scaledown) start it, as Cloud Run
 names them in ``FUNCTION_TARGET``; the webhook never imports it. functions-framework imports
@@ -11,6 +9,14 @@ names them in ``FUNCTION_TARGET``; the webhook never imports it. functions-frame
 before the fork would not run in the worker and could leave it an import lock held by no one.
 So the thread starts in the worker, right after the fork, or on the first request where no fork
 happened (functions-framework ``--debug``, tests calling ``create_app``).
+
+A request waits for the import to finish (:func:`wait`) before its own work, which it does not
+overlap: CPython's imports are not safe in two threads at once. A thread importing a package
+whose ``__init__`` imports a submodule and another importing that submodule directly take the
+two module locks in opposite orders; the import system then raises ``_DeadlockError`` in one of
+them or hands it a partly initialised module (python/cpython#83065). The request path imports
+from the same packages (``google.api_core``, ``google.auth``, ``requests``, ...), so a first
+request running beside the import could fail at once (a dead-lettering answered 503 that way).
 """
 
 from __future__ import annotations
@@ -55,6 +61,13 @@ def start() -> threading.Thread | None:
             _pid = os.getpid()
             _thread.start()
         return _thread
+
+
+def wait() -> None:
+    """Block until this process's background import, if one was started, has finished."""
+    running = thread()
+    if running is not None and running is not threading.current_thread():
+        running.join()
 
 
 def thread() -> threading.Thread | None:
