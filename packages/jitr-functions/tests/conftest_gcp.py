@@ -43,9 +43,17 @@ def gcp_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def deployment(
-    pubsub_emulator: Emulator, firestore_emulator: Emulator, gcp_bundle: Path, tmp_path: Path
+    pubsub_emulator: Emulator,
+    firestore_emulator: Emulator,
+    gcp_bundle: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Deployment]:
-    """Fresh topics, collection, fakes and simulator per test; function servers are stopped after it."""
+    """Fresh topics, collection, fakes and simulator per test; function servers are stopped after it.
+
+    What each function process wrote (its log lines and any traceback) is attached to the test's
+    report, so a failed test shows why a function answered as it did.
+    """
     suffix = uuid.uuid4().hex[:8]
     compute = FakeCompute(PROJECT, ("us-central1-a",))
     secrets = FakeSecretManager()
@@ -89,6 +97,11 @@ def deployment(
         yield deployment
     finally:
         stop_servers(deployment.servers)
+        for server in deployment.servers:
+            lines = server.log_text().splitlines()
+            request.node.add_report_section(
+                "teardown", f"function {server.log_path.name} (last 200 lines)", "\n".join(lines[-200:])
+            )
         sim.stop()
         compute.stop()
         secrets.stop()
