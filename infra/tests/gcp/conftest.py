@@ -17,5 +17,6 @@ try:
 except ImportError:  # the gcp extra is missing: the tests that need it skip themselves
     pass
 else:
+    gcp_emulators = fixtures.gcp_emulators
     pubsub_emulator = fixtures.pubsub_emulator
     firestore_emulator = fixtures.firestore_emulator
