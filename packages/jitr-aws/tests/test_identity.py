@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import base64
-import datetime
 import json
-import textwrap
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,10 +10,10 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from jitr_aws.identity import shipped_keys
+from jitr_aws.testing import IdentitySigner
 from jitr_core.backend import Backend
 from jitr_core.errors import IdentityError, SettingsError
 from jitr_core.plugins import JitrPluginManager
@@ -28,62 +25,13 @@ AUDIENCE = "https://broker.example/"
 CERTIFICATES = Path(__file__).parents[1] / "src" / "jitr_aws" / "certificates"
 
 
-def _key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def _certificate(key: rsa.RSAPrivateKey) -> bytes:
-    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "jitr test signer")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return certificate.public_bytes(serialization.Encoding.PEM)
-
-
-@pytest.fixture(scope="module")
-def signer() -> rsa.RSAPrivateKey:
-    return _key()
+SIGNER = IdentitySigner(ACCOUNT, REGION)  # AWS's key for REGION, as the certificates fixture trusts it
 
 
 @pytest.fixture
-def certificates(tmp_path: Path, signer: rsa.RSAPrivateKey) -> Path:
+def certificates(tmp_path: Path) -> Path:
     """A directory trusting the test signer for ``REGION`` (besides AWS's shipped certificate)."""
-    folder = tmp_path / "certificates"
-    folder.mkdir()
-    (folder / f"{REGION}.pem").write_bytes(_certificate(signer))
-    return folder
-
-
-def _document(**changes: Any) -> str:
-    """An instance identity document laid out as the metadata service serves it."""
-    pending = datetime.datetime.fromtimestamp(time.time() - 120, datetime.UTC)
-    fields = {
-        "accountId": ACCOUNT,
-        "architecture": "x86_64",
-        "availabilityZone": f"{REGION}b",
-        "imageId": "ami-0123456789abcdef0",
-        "instanceId": "i-0123456789abcdef0",
-        "instanceType": "m7i.large",
-        "pendingTime": pending.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "privateIp": "10.0.1.23",
-        "region": REGION,
-        "version": "2017-09-30",
-        **changes,
-    }
-    return json.dumps(fields, indent=2)
-
-
-def _sign(document: str, key: rsa.RSAPrivateKey) -> str:
-    signature = key.sign(document.encode(), padding.PKCS1v15(), hashes.SHA256())
-    return "\n".join(textwrap.wrap(base64.b64encode(signature).decode(), 64))
+    return SIGNER.trust(tmp_path / "certificates")
 
 
 def _backend(plugin_manager: JitrPluginManager, **aws: Any) -> Backend:
@@ -121,9 +69,9 @@ def test_the_shipped_aws_certificates_parse_as_rsa_keys_per_region() -> None:
         assert issuer in ("Amazon Web Services LLC", "Amazon.com Inc."), path.name
 
 
-def test_a_signed_document_proves_the_instance(backend: Backend, signer: rsa.RSAPrivateKey) -> None:
-    document = _document()
-    identity = backend.verify_vm_identity("aws", {"document": document, "signature": _sign(document, signer)}, AUDIENCE)
+def test_a_signed_document_proves_the_instance(backend: Backend) -> None:
+    document = SIGNER.document()
+    identity = backend.verify_vm_identity("aws", SIGNER.prove(document), AUDIENCE)
     assert (identity.provider, identity.vm_id, identity.zone, identity.account) == (
         "aws",
         "i-0123456789abcdef0",
@@ -133,23 +81,21 @@ def test_a_signed_document_proves_the_instance(backend: Backend, signer: rsa.RSA
     assert time.time() - 200 < identity.issued_at <= time.time() - 100
 
 
-def test_a_signature_on_one_line_verifies_too(backend: Backend, signer: rsa.RSAPrivateKey) -> None:
-    document = _document()
-    signature = _sign(document, signer).replace("\n", "")
+def test_a_signature_on_one_line_verifies_too(backend: Backend) -> None:
+    document = SIGNER.document()
+    signature = SIGNER.sign(document).replace("\n", "")
     assert backend.verify_vm_identity("aws", {"document": document, "signature": signature}, AUDIENCE)
 
 
-def test_a_document_whose_trailing_newline_a_shell_dropped_verifies(
-    backend: Backend, signer: rsa.RSAPrivateKey
-) -> None:
-    document = _document() + "\n"
-    proof = {"document": document.rstrip("\n"), "signature": _sign(document, signer)}
+def test_a_document_whose_trailing_newline_a_shell_dropped_verifies(backend: Backend) -> None:
+    document = SIGNER.document() + "\n"
+    proof = {"document": document.rstrip("\n"), "signature": SIGNER.sign(document)}
     assert backend.verify_vm_identity("aws", proof, AUDIENCE).vm_id == "i-0123456789abcdef0"
 
 
-def test_a_tampered_document_is_refused(backend: Backend, signer: rsa.RSAPrivateKey) -> None:
-    document = _document()
-    signature = _sign(document, signer)
+def test_a_tampered_document_is_refused(backend: Backend) -> None:
+    document = SIGNER.document()
+    signature = SIGNER.sign(document)
     tampered = document.replace("i-0123456789abcdef0", "i-0fedcba9876543210")
     _refused(backend, {"document": tampered, "signature": signature}, "does not verify")
     relaid = json.dumps(json.loads(document))  # the same fields, other bytes
@@ -157,23 +103,24 @@ def test_a_tampered_document_is_refused(backend: Backend, signer: rsa.RSAPrivate
 
 
 def test_a_signature_by_another_key_is_refused(backend: Backend) -> None:
-    document = _document()
-    _refused(backend, {"document": document, "signature": _sign(document, _key())}, "does not verify")
+    document = SIGNER.document()
+    forged = IdentitySigner(ACCOUNT, REGION).sign(document)  # a key of its own, which no one trusts
+    _refused(backend, {"document": document, "signature": forged}, "does not verify")
 
 
-def test_the_test_signer_is_not_trusted_where_only_aws_signs(backend: Backend, signer: rsa.RSAPrivateKey) -> None:
-    document = _document(region="us-east-1", availabilityZone="us-east-1a")
-    _refused(backend, {"document": document, "signature": _sign(document, signer)}, "us-east-1 certificate")
+def test_the_test_signer_is_not_trusted_where_only_aws_signs(backend: Backend) -> None:
+    document = SIGNER.document(region="us-east-1", availabilityZone="us-east-1a")
+    _refused(backend, SIGNER.prove(document), "us-east-1 certificate")
 
 
-def test_a_region_without_a_certificate_is_refused(backend: Backend, signer: rsa.RSAPrivateKey) -> None:
-    document = _document(region="xx-nowhere-9", availabilityZone="xx-nowhere-9a")
-    _refused(backend, {"document": document, "signature": _sign(document, signer)}, "no certificate is known")
+def test_a_region_without_a_certificate_is_refused(backend: Backend) -> None:
+    document = SIGNER.document(region="xx-nowhere-9", availabilityZone="xx-nowhere-9a")
+    _refused(backend, SIGNER.prove(document), "no certificate is known")
 
 
-def test_another_account_is_refused(backend: Backend, signer: rsa.RSAPrivateKey) -> None:
-    document = _document(accountId="999988887777")
-    _refused(backend, {"document": document, "signature": _sign(document, signer)}, "not an accepted account")
+def test_another_account_is_refused(backend: Backend) -> None:
+    document = SIGNER.document(accountId="999988887777")
+    _refused(backend, SIGNER.prove(document), "not an accepted account")
 
 
 @pytest.mark.parametrize(
@@ -181,19 +128,16 @@ def test_another_account_is_refused(backend: Backend, signer: rsa.RSAPrivateKey)
     [(3600 + 60, "ago; at most 3600 s"), (-3600, "in the future")],
 )
 def test_a_document_launched_too_long_ago_or_in_the_future_is_refused(
-    backend: Backend, signer: rsa.RSAPrivateKey, pending_ago_s: float, match: str
+    backend: Backend, pending_ago_s: float, match: str
 ) -> None:
-    pending = datetime.datetime.fromtimestamp(time.time() - pending_ago_s, datetime.UTC)
-    document = _document(pendingTime=pending.strftime("%Y-%m-%dT%H:%M:%SZ"))
-    _refused(backend, {"document": document, "signature": _sign(document, signer)}, match)
+    document = SIGNER.document(pending_time=time.time() - pending_ago_s)
+    _refused(backend, SIGNER.prove(document), match)
 
 
-def test_the_maximum_age_is_a_setting(
-    plugin_manager: JitrPluginManager, certificates: Path, signer: rsa.RSAPrivateKey
-) -> None:
+def test_the_maximum_age_is_a_setting(plugin_manager: JitrPluginManager, certificates: Path) -> None:
     backend = _backend(plugin_manager, identity_certificates=str(certificates), identity_max_age_s=60)
-    document = _document()  # launched 120 s ago
-    _refused(backend, {"document": document, "signature": _sign(document, signer)}, "at most 60 s")
+    document = SIGNER.document()  # launched 120 s ago
+    _refused(backend, SIGNER.prove(document), "at most 60 s")
 
 
 @pytest.mark.parametrize(
@@ -209,26 +153,24 @@ def test_the_maximum_age_is_a_setting(
     ],
     ids=lambda change: repr(change)[:40],
 )
-def test_a_signed_document_with_malformed_fields_is_refused(
-    backend: Backend, signer: rsa.RSAPrivateKey, change: dict[str, Any]
-) -> None:
-    document = _document(**change)
-    _refused(backend, {"document": document, "signature": _sign(document, signer)})
+def test_a_signed_document_with_malformed_fields_is_refused(backend: Backend, change: dict[str, Any]) -> None:
+    document = SIGNER.document(**change)
+    _refused(backend, SIGNER.prove(document))
 
 
 @pytest.mark.parametrize(
     "proof",
     [
         {},
-        {"document": _document()},
+        {"document": SIGNER.document()},
         {"signature": "AAAA"},
         {"document": "{not json", "signature": "AAAA"},
         {"document": "[1, 2]", "signature": "AAAA"},
-        {"document": _document(), "signature": "%%% not base64 %%%"},
-        {"document": _document(), "signature": ""},
-        {"document": _document(), "signature": 7},
-        {"document": _document() + " " * 10_000, "signature": "AAAA"},
-        {"document": _document(), "signature": "A" * 100_000},
+        {"document": SIGNER.document(), "signature": "%%% not base64 %%%"},
+        {"document": SIGNER.document(), "signature": ""},
+        {"document": SIGNER.document(), "signature": 7},
+        {"document": SIGNER.document() + " " * 10_000, "signature": "AAAA"},
+        {"document": SIGNER.document(), "signature": "A" * 100_000},
         ["document", "signature"],
     ],
     ids=lambda proof: repr(proof)[:30],
@@ -238,22 +180,19 @@ def test_malformed_and_oversized_proofs_are_refused(backend: Backend, proof: Any
 
 
 def test_the_default_account_is_the_one_jitr_runs_in(
-    plugin_manager: JitrPluginManager, moto_endpoint: str, certificates: Path, signer: rsa.RSAPrivateKey
+    plugin_manager: JitrPluginManager, moto_endpoint: str, certificates: Path
 ) -> None:
     backend = _backend(
         plugin_manager, identity_certificates=str(certificates), identity_accounts=[], endpoint_url=moto_endpoint
     )
-    own = _document(accountId="123456789012")  # moto's account
-    assert backend.verify_vm_identity("aws", {"document": own, "signature": _sign(own, signer)}, AUDIENCE)
-    other = _document()
-    _refused(backend, {"document": other, "signature": _sign(other, signer)}, "not an accepted account")
+    own = SIGNER.document(accountId="123456789012")  # moto's account
+    assert backend.verify_vm_identity("aws", SIGNER.prove(own), AUDIENCE)
+    other = SIGNER.document()
+    _refused(backend, SIGNER.prove(other), "not an accepted account")
 
 
-def test_bad_identity_settings_are_settings_errors(
-    plugin_manager: JitrPluginManager, tmp_path: Path, signer: rsa.RSAPrivateKey
-) -> None:
-    document = _document()
-    proof = {"document": document, "signature": _sign(document, signer)}
+def test_bad_identity_settings_are_settings_errors(plugin_manager: JitrPluginManager, tmp_path: Path) -> None:
+    proof = SIGNER.prove(SIGNER.document())
     with pytest.raises(SettingsError, match="12 digits"):
         _backend(plugin_manager, identity_accounts="1234").verify_vm_identity("aws", proof, AUDIENCE)
     with pytest.raises(SettingsError, match="not a directory"):

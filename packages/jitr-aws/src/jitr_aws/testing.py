@@ -1,0 +1,116 @@
+"""Test support for the AWS backend, reusable by other packages' tests: AWS's signer of EC2
+instance identity documents, played by a test key.
+
+AWS signs each instance's identity document with its key for the instance's region; the broker
+accepts a proof only if the signature verifies with a certificate it trusts for that region
+(:mod:`jitr_aws.identity`). No test can have AWS sign, so a test makes its own key, has the
+deployment trust its certificate (``[aws] identity_certificates``), and sends what a launched
+instance would. Nothing outside tests imports this module.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import textwrap
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
+
+__all__ = ["IdentitySigner"]
+
+
+class IdentitySigner:
+    """A fresh RSA key signing instance identity documents of ``account`` in ``region``.
+
+    Each signer has a key of its own: a second signer's signatures are forgeries to a deployment
+    that trusts the first.
+    """
+
+    def __init__(self, account: str, region: str) -> None:
+        self.account = account
+        self.region = region
+        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    def certificate_pem(self) -> bytes:
+        """A self-signed certificate of the key, valid from a day ago to a day ahead (clock skew)."""
+        name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "jitr test identity signer")])
+        now = datetime.datetime.now(datetime.UTC)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self._key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .sign(self._key, hashes.SHA256())
+        )
+        return certificate.public_bytes(serialization.Encoding.PEM)
+
+    def trust(self, directory: Path) -> Path:
+        """``directory`` (created if missing) with the certificate as ``<region>.pem`` in it: the
+        value of ``[aws] identity_certificates`` for a deployment that trusts this signer."""
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / f"{self.region}.pem").write_bytes(self.certificate_pem())
+        return directory
+
+    def document(
+        self,
+        *,
+        instance_id: str = "i-0123456789abcdef0",
+        availability_zone: str | None = None,
+        image_id: str = "ami-0123456789abcdef0",
+        instance_type: str = "m7i.large",
+        pending_time: float | None = None,
+        **changes: Any,
+    ) -> str:
+        """An instance identity document laid out as the metadata service serves it (the bytes
+        are what is signed). ``pending_time`` is the launch (default: 120 s ago), the zone
+        defaults to the region's ``b``; ``changes`` replace or add fields by their JSON names,
+        as a hostile or broken document would."""
+        launched = time.time() - 120 if pending_time is None else pending_time
+        fields = {
+            "accountId": self.account,
+            "architecture": "x86_64",
+            "availabilityZone": f"{self.region}b" if availability_zone is None else availability_zone,
+            "imageId": image_id,
+            "instanceId": instance_id,
+            "instanceType": instance_type,
+            "pendingTime": datetime.datetime.fromtimestamp(launched, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "privateIp": "10.0.1.23",
+            "region": self.region,
+            "version": "2017-09-30",
+            **changes,
+        }
+        return json.dumps(fields, indent=2)
+
+    def sign(self, document: str) -> str:
+        """The base64 RSA-SHA256 (PKCS#1 v1.5) signature of the document's bytes, in lines of 64
+        characters as the metadata service's ``signature`` serves it (the verifier accepts one line too)."""
+        signature = self._key.sign(document.encode(), padding.PKCS1v15(), hashes.SHA256())
+        return "\n".join(textwrap.wrap(base64.b64encode(signature).decode(), 64))
+
+    def prove(self, document: str) -> dict[str, str]:
+        """The proof an instance sends the broker: ``document`` and its signature."""
+        return {"document": document, "signature": self.sign(document)}
+
+    def prove_instance(self, instance: Mapping[str, Any], **changes: Any) -> dict[str, str]:
+        """The proof of an instance as ``describe_instances`` shows it (boto3's shape, as moto
+        answers it): its id, zone, image, type and launch time; ``changes`` as in :meth:`document`."""
+        document = self.document(
+            instance_id=instance["InstanceId"],
+            availability_zone=instance["Placement"]["AvailabilityZone"],
+            image_id=instance["ImageId"],
+            instance_type=instance["InstanceType"],
+            pending_time=instance["LaunchTime"].timestamp(),
+            **changes,
+        )
+        return self.prove(document)
