@@ -1,7 +1,8 @@
 """Fixtures for the Lambda tests: moto in server mode holding jitr's AWS resources, the GitHub
 simulator as GitHub, and the parts of Lambda the tests play themselves (a function URL in front
-of the webhook handler, an SQS event source mapping with partial batch responses). Test modules
-load it with ``pytest_plugins``.
+of the webhook handler, an SQS event source mapping with partial batch responses); for a
+broker-mode pool, AWS's signer of instance identity documents and the broker behind a function
+URL. Test modules load it with ``pytest_plugins``.
 """
 
 from __future__ import annotations
@@ -23,14 +24,18 @@ from typing import Any
 import boto3
 import jitr_functions.app
 import pytest
+from e2e_support import post
 from jitr_aws.dynamodb import create_table
+from jitr_aws.testing import IdentitySigner
 from jitr_core.messages import JobMessage, encode
 from jitr_core.settings import Settings
+from jitr_functions import aws
 from jitr_github.simulator import GitHubSimulator
 from moto.server import ThreadedMotoServer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "aws"
 REGION = "eu-west-1"
+ACCOUNT = "123456789012"  # moto's
 LABELS = ["self-hosted", "linux", "x64"]
 WEBHOOK_SECRET = "whsec-aws-functions-test-0123456789"
 MAX_RECEIVE_COUNT = 3
@@ -316,3 +321,32 @@ class FunctionUrl:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+@pytest.fixture(scope="session")
+def identity_signer() -> IdentitySigner:
+    """AWS's signer of the instance identity documents of the deployment's instances."""
+    return IdentitySigner(ACCOUNT, REGION)
+
+
+@pytest.fixture
+def brokered(
+    deployment: Deployment, identity_signer: IdentitySigner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Deployment, FunctionUrl]]:
+    """The deployment with its pool in broker mode, trusting ``identity_signer``, its broker behind a function URL."""
+    certificates = identity_signer.trust(tmp_path / "certificates")
+    front = FunctionUrl(aws.broker)
+    monkeypatch.setenv("JITR_POOLS", json.dumps([{**deployment.pool, "handoff": "broker"}]))
+    monkeypatch.setenv("JITR_BROKER_URL", front.url)
+    monkeypatch.setenv("JITR_AWS_IDENTITY_CERTIFICATES", str(certificates))
+    monkeypatch.setenv("JITR_AWS_IDENTITY_ACCOUNTS", ACCOUNT)
+    try:
+        yield deployment, front
+    finally:
+        front.close()
+
+
+def ask_broker(front: FunctionUrl, runner: str, proof: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    """What the broker answers an instance that sends ``proof`` for ``runner``: (status, JSON)."""
+    body = json.dumps({"runner_name": runner, "provider": "aws", "proof": proof}).encode()
+    return post(front.url, body, {"Content-Type": "application/json"})

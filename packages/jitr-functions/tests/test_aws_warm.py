@@ -8,21 +8,19 @@ from collections.abc import Iterator
 
 import pytest
 from broker_support import is_jit_config
-from conftest_aws import LABELS, Deployment, FunctionUrl, LambdaContext, event
-from cryptography.hazmat.primitives.asymmetric import rsa
+from conftest_aws import LABELS, Deployment, FunctionUrl, LambdaContext, ask_broker, event
+from jitr_aws.testing import IdentitySigner
 from jitr_core.model import RecordQuery
 from jitr_core.services.warm import WAITING, WARM
 from jitr_functions import aws
 from jitr_functions.app import get_app
-from test_aws_broker import _ask, _proof, brokered, signer  # noqa: F401 - fixtures
 
 pytest_plugins = ["conftest_aws"]
 
 
 @pytest.fixture
 def warm(
-    brokered: tuple[Deployment, FunctionUrl],  # noqa: F811 - the fixture imported above
-    monkeypatch: pytest.MonkeyPatch,
+    brokered: tuple[Deployment, FunctionUrl], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[Deployment, FunctionUrl]]:
     deployment, front = brokered
     monkeypatch.setenv("JITR_POOLS", json.dumps([{**deployment.pool, "handoff": "broker", "warm": 1}]))
@@ -31,8 +29,7 @@ def warm(
 
 
 def test_a_warm_instance_carries_no_secret_and_gets_the_config_of_the_job_it_is_given(
-    warm: tuple[Deployment, FunctionUrl],
-    signer: rsa.RSAPrivateKey,  # noqa: F811 - the fixture imported above
+    warm: tuple[Deployment, FunctionUrl], identity_signer: IdentitySigner
 ) -> None:
     deployment, front = warm
     deployment.sim.set_webhook(None, None)
@@ -45,7 +42,8 @@ def test_a_warm_instance_carries_no_secret_and_gets_the_config_of_the_job_it_is_
     assert "JITCONFIG=\"$(printf %s '" not in user_data
     assert not [s for s in deployment.sim.secrets_issued() if s in user_data or is_jit_config(s)]
 
-    status, _ = _ask(front, record.key, _proof(instance, signer))  # no job yet: held, then "ask again"
+    proof = identity_signer.prove_instance(instance)  # the same all the instance's life
+    status, _ = ask_broker(front, record.key, proof)  # no job yet: held, then "ask again"
     assert status == 204
 
     job_id = deployment.sim.queue_job("octo-org/api", LABELS)
@@ -56,8 +54,8 @@ def test_a_warm_instance_carries_no_secret_and_gets_the_config_of_the_job_it_is_
     refill = [i for i in deployment.instances() if i["InstanceId"] != instance["InstanceId"]]
     assert len(refill) == 1 and "JITCONFIG=\"$(printf %s '" not in deployment.user_data(refill[0]["InstanceId"])
 
-    status, answer = _ask(front, record.key, _proof(instance, signer))
+    status, answer = ask_broker(front, record.key, proof)
     assert status == 200 and answer["runner_name"] == runner.key, answer
     agent = deployment.sim.agent_connect(answer["jit_config"])
     assert deployment.sim.agent_poll(agent.id, timeout=5).id == job_id
-    assert _ask(front, record.key, _proof(instance, signer))[0] == 410  # the warm record is gone: once
+    assert ask_broker(front, record.key, proof)[0] == 410  # the warm record is gone: once
