@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 
 import pluggy
 from pluggy import HookCaller, HookImpl
-from pluggy._callers import _multicall
 
 from .errors import NoProviderError, PluginError, SettingsError
 from .metrics import Metrics
@@ -37,6 +36,19 @@ from .startup import Fragment, ScriptContext, assemble
 
 T = TypeVar("T")
 LOCAL_SECRET_SCHEMES = ("env:", "file:")
+
+
+def _pluggy_executor() -> object:
+    """pluggy's own executor, which call monitoring replaces; it is private, so None if it moves
+    (every call then goes through pluggy)."""
+    try:
+        from pluggy._callers import _multicall
+    except ImportError:  # pragma: no cover - every pluggy >=1.3,<2 has it
+        return None
+    return _multicall
+
+
+PLUGGY_EXECUTOR = _pluggy_executor()
 
 
 class FirstAnswer:
@@ -70,7 +82,8 @@ class FirstAnswer:
         if impls != known:  # a HookImpl equals itself only
             calls = self._plan(impls)
             self._state = (impls, calls)
-        if calls is None or self._pm._inner_hookexec is not _multicall:  # monitoring replaces pluggy's executor
+        executor = getattr(self._pm, "_inner_hookexec", None)
+        if calls is None or PLUGGY_EXECUTOR is None or executor is not PLUGGY_EXECUTOR:  # monitoring replaces it
             return self._caller(**dict(zip(self._argnames, args, strict=True)))
         for call in calls:
             result = call(*args)
