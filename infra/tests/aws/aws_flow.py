@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import datetime
 import fnmatch
 import http.client
 import json
@@ -58,10 +57,7 @@ from urllib.parse import unquote, urlsplit
 
 import boto3
 import botocore.handlers
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import NameOID
+from jitr_aws import testing as aws_testing
 from jitr_core.testing.environment import wait_until
 from jitr_github.simulator import GitHubSimulator
 
@@ -431,58 +427,25 @@ def run_broker_handoff(
 
 
 class IdentitySigner:
-    """AWS's signer of instance identity documents, played by a test key.
+    """AWS's signer of instance identity documents for a deployed broker, played by a test key
+    (:class:`jitr_aws.testing.IdentitySigner`).
 
-    AWS signs each instance's identity document with its key for the region; the broker checks the
-    signature against the certificates it trusts. :meth:`trust` writes this key's certificate into
-    a directory and returns the broker's environment with that directory added
-    (``JITR_AWS_IDENTITY_CERTIFICATES``, the one setting a deployment does not give);
-    :meth:`prove` is what a launched instance sends the broker.
+    :meth:`trust` writes the key's certificate into a directory and returns the broker function
+    with that directory added to its environment (``JITR_AWS_IDENTITY_CERTIFICATES``, the one
+    setting a deployment does not give); :meth:`prove` is what a launched instance sends the broker.
     """
 
     def __init__(self, account: str, region: str) -> None:
-        self.account = account
-        self.region = region
-        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-    def certificate(self) -> bytes:
-        name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "jitr infrastructure test signer")])
-        now = datetime.datetime.now(datetime.UTC)
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self._key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .sign(self._key, hashes.SHA256())
-        )
-        return certificate.public_bytes(serialization.Encoding.PEM)
+        self._signer = aws_testing.IdentitySigner(account, region)
 
     def trust(self, broker: DeployedFunction, directory: Path) -> DeployedFunction:
         """The broker function with this signer's certificate among the ones it trusts."""
-        (directory / f"{self.region}.pem").write_bytes(self.certificate())
-        return replace(broker, environment={**broker.environment, "JITR_AWS_IDENTITY_CERTIFICATES": str(directory)})
+        certificates = str(self._signer.trust(directory))
+        return replace(broker, environment={**broker.environment, "JITR_AWS_IDENTITY_CERTIFICATES": certificates})
 
     def prove(self, instance: Mapping[str, Any]) -> dict[str, str]:
         """The instance's identity document and its signature, as the instance metadata service serves them."""
-        launched = instance["LaunchTime"].astimezone(datetime.UTC)
-        document = json.dumps(
-            {
-                "accountId": self.account,
-                "availabilityZone": instance["Placement"]["AvailabilityZone"],
-                "imageId": instance["ImageId"],
-                "instanceId": instance["InstanceId"],
-                "instanceType": instance["InstanceType"],
-                "pendingTime": launched.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "region": self.region,
-                "version": "2017-09-30",
-            },
-            indent=2,
-        )
-        signature = self._key.sign(document.encode(), padding.PKCS1v15(), hashes.SHA256())
-        return {"document": document, "signature": base64.b64encode(signature).decode()}
+        return self._signer.prove_instance(instance)
 
 
 def _deployment_tag(functions: Mapping[str, DeployedFunction]) -> dict[str, str]:
