@@ -3,8 +3,10 @@ written by ``jitr bundle gcp``, the emulators from ``jitr_gcp.testing`` and a fr
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -29,15 +31,29 @@ firestore_emulator = fixtures.firestore_emulator
 
 @pytest.fixture(scope="session")
 def gcp_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A source directory written by ``jitr bundle gcp`` (the jitr command of this environment)."""
-    out = tmp_path_factory.mktemp("bundle") / "functions"
-    done = subprocess.run(
-        [str(Path(sys.executable).with_name("jitr")), "bundle", "gcp", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
+    """A source directory written by ``jitr bundle gcp`` (the jitr command of this environment).
+
+    Written once per run: the pytest-xdist workers take turns on a lock in the run's base
+    directory and the first writes it (seconds of CPU each time). Tests only read it.
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # each worker's base is a directory in the run's base
+        root = root.parent
+    root = root / "jitr-gcp-bundle"
+    root.mkdir(exist_ok=True)
+    out = root / "functions"
+    with (root / "lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / "written").exists():
+            shutil.rmtree(out, ignore_errors=True)  # a worker that failed here left a part
+            done = subprocess.run(
+                [str(Path(sys.executable).with_name("jitr")), "bundle", "gcp", "--out", str(out)],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert done.returncode == 0, done.stderr
+            (root / "written").touch()
     return out
 
 
