@@ -38,7 +38,9 @@ def test_a_burst_launches_every_job_once_and_loses_none(e2e_sandbox) -> None:
     wait_for(lambda: sandbox.all_launched(ids), 60, "a launch for every job of the burst")
     sandbox.vms.boot()
     wait_for(lambda: sandbox.all_done(ids), 60, "every job of the burst to complete")
+    before = sum(sandbox.sim.call_counts().values())
     report = sandbox.report(ids)
+    calls = sandbox.sim.call_counts()  # the rebalancer goes on calling GitHub meanwhile
 
     assert report["completed"] == report["jobs"] == JOBS
     assert report["lost_jobs"] == 0
@@ -47,9 +49,8 @@ def test_a_burst_launches_every_job_once_and_loses_none(e2e_sandbox) -> None:
     # a runner may take another job than its own (a swap): at most a few launches beyond one per job
     assert JOBS <= report["launches"] <= JOBS + JOBS // 10
     # one JIT config per launch; the other calls are installation tokens and the rebalancer's reads
-    calls = sandbox.sim.call_counts()
     assert calls[MINT] == report["launches"]
-    assert report["github_calls"] == sum(calls.values())
+    assert before <= report["github_calls"] <= sum(calls.values())
     assert set(report["pools"]) == {"linux"}
     assert report["pools"]["linux"]["jobs"] <= JOBS
 
