@@ -16,6 +16,7 @@ from e2e_support import (
     POOL,
     QUIET,
     assert_vms_accounted,
+    dead_letters,
     describe,
     github_runner_names,
     queue_jobs,
@@ -228,3 +229,32 @@ def test_ghost_runner_and_orphan_vm_are_removed(e2e_sandbox):
     assert total["ghost-runners"] >= 1, reports
     assert len(reports) <= 3, f"took {len(reports)} scale-down passes: {reports}"
     assert [r.key for r in runner_records(sandbox)] == [f"jitr-linux-{done}-1"]
+
+
+def test_a_registration_minted_by_a_worker_that_died_before_recording_it_goes_in_one_pass(e2e_sandbox):
+    """The worker dies between minting the JIT config and writing the registration's id down; its
+    message is not redelivered. The pass that ends the abandoned claim also removes the
+    registration, found by the runner's name among GitHub's runners."""
+    pool = {**POOL, "handoff": "metadata"}
+    settings = {"claim_timeout_s": 1, "ghost_grace_s": 1, "embedded": {"max_receive_count": "1"}}
+    sandbox = e2e_sandbox(pools=[pool], intervals=QUIET, settings=settings)
+
+    def die_after_minting(step: str) -> None:
+        if step == "minted":
+            raise SimulatedCrash("worker died after step 'minted'")
+
+    sandbox.app.scaleup.checkpoint = die_after_minting
+    [job] = queue_jobs(sandbox, 1, [REPO])
+    name = f"jitr-linux-{job}-1"
+    wait_for(lambda: name in github_runner_names(sandbox), 60, "the registration to be minted")
+    wait_for(lambda: dead_letters(sandbox, "jobs"), 60, "the message to be dead-lettered")
+    claim = record(sandbox, "runner", name)
+    assert claim is not None and claim.state == "claimed" and claim.data["github_runner_id"] is None
+    sandbox.app.scaleup.checkpoint = lambda step: None
+
+    later = ScaledownService(sandbox.app.backend, sandbox.app.github, clock=lambda: time.time() + 60)
+    report = later.run()
+
+    assert report["abandoned-claims"] == 1 and report["ghost-runners"] == 1, report
+    assert name not in github_runner_names(sandbox)
+    assert record(sandbox, "runner", name) is None

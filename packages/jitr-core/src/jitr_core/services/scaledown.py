@@ -87,7 +87,8 @@ class ScaledownService:
         # nothing about when a job took it
         warm = {r.key for state in WARM_STATES for r in self.backend.query_all(RecordQuery(WARM, state, limit=500))}
         tracked = {r.name for r in runners} | warm
-        runner_vms = {r.vm_id for r in in_flight(self.backend) if r.vm_id}
+        still_in_flight = list(in_flight(self.backend))
+        runner_vms = {r.vm_id for r in still_in_flight if r.vm_id}
         for vm in vms.values():
             if vm.runner_name in tracked or vm.vm_id in runner_vms:
                 continue
@@ -96,7 +97,10 @@ class ScaledownService:
                 log.info("orphan vm terminated", extra={"vm_id": vm.vm_id, "runner_name": vm.runner_name})
                 self.backend.metrics.record("orphans_removed", pool=vm.pool)
                 report["orphan-vms"] += 1
-        report["ghost-runners"] += self._reap_ghosts(github_runners, set(vm_by_runner), tracked)
+        # a runner this pass ended is a ghost now if its registration is left (a claim whose worker
+        # died between minting and writing the registration's id down)
+        registered = {r.name for r in still_in_flight} | warm
+        report["ghost-runners"] += self._reap_ghosts(github_runners, set(vm_by_runner), registered)
         report["stuck-jobs"] += self._requeue_stuck(now)
         report["purged"] += self.backend.purge_expired(now)
         if repaired := self.backend.repair_runner_counts():
