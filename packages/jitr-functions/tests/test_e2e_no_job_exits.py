@@ -11,6 +11,7 @@ condition under test holds. A dead letter here is what ``jitr status`` lists.
 from __future__ import annotations
 
 import shlex
+import socket
 import sys
 import threading
 import time
@@ -280,3 +281,29 @@ def test_a_local_runner_command_that_always_exits_dead_letters_the_job(e2e_sandb
     assert f"jitr-linux-{job}-1 on local-a/-/spot" in reason and f"jitr-linux-{job}-2 on local-b/-/spot" in reason
     assert sandbox.sim.job(job).status == "queued"
     assert not running_vms(sandbox)
+
+
+def test_a_vm_that_cannot_reach_the_broker_is_an_exit_that_names_the_broker(e2e_sandbox):
+    """The startup script of a broker pool's VM finds nothing at ``broker_url``, gives up after its
+    deadline and ends: no runner was ever registered, and the exit's reason says where to look."""
+    with socket.socket() as closed:  # a port nothing listens on once the socket is closed
+        closed.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{closed.getsockname()[1]}/broker"
+    sandbox = e2e_sandbox(
+        pools=[{**LOCAL_POOL, "handoff": "broker"}],
+        intervals=QUIET,
+        settings={
+            "vm_provider": "embedded",
+            "broker_url": nowhere,
+            "boot_timeout_s": 2,  # the script's deadline for the broker
+            "embedded": {"runner_command": AGENT, "launch_grace_s": "1", "terminate_grace_s": "1"},
+        },
+    )
+    [job] = queue_jobs(sandbox, 1, [REPO])
+
+    _scaledown_until(sandbox, lambda: _exits(sandbox, job), "the exit to be detected", job)
+
+    [exit_] = _exits(sandbox, job)
+    assert exit_["runner"] == f"jitr-linux-{job}-1"
+    assert "without fetching its JIT config from the broker" in exit_["reason"], exit_
+    assert not [r for r in sandbox.sim.runners() if r.name.startswith("jitr-")]  # nothing was registered

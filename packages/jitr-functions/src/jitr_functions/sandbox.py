@@ -222,7 +222,8 @@ class SimulatedVMs:
     def _run(self, vm: _VM, boots: bool) -> None:
         try:
             if vm.runner_exit == "no-job":
-                return  # the agent never starts: its JIT config is never used
+                vm.config(PROVIDER)  # the script gets its config as ever; then the agent never starts
+                return
             if not boots:
                 vm.stop.wait()
                 return

@@ -27,6 +27,7 @@ from ..backend import Backend
 from ..errors import GitHubError
 from ..github import GitHubAPI, GitHubJob
 from ..model import JobState, Record, RunnerState, Scope, VMInfo
+from .broker import WAITING
 from .candidates import candidate_key
 from .common import dead_letter_job, requeue, retire
 from .records import JOB, JobView, RunnerView, Store, job_can_move, step, with_steps
@@ -64,6 +65,8 @@ class NoJobExits:
         evidence = f"GitHub shows the job {seen.status}"
         reported = ended is not None and ended.runner_exit == "no-job"
         reason = "startup script reported no job" if reported else "VM gone without the runner going busy"
+        if runner.get("handoff") == WAITING:  # the broker never answered it: no runner was ever registered
+            reason = "VM gone without fetching its JIT config from the broker (unreachable from the VM, or refused it)"
         reason = f"{reason}; {evidence}"
         candidate = candidate_key(
             str(runner.get("machine_type") or "?"), runner.get("placement"), bool(runner.get("spot", False))
