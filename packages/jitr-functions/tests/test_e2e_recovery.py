@@ -67,3 +67,42 @@ def test_a_claim_left_by_a_dead_worker_is_resumed_for_the_job_it_was_handed_to(e
         detail=lambda: describe(sandbox, [job_a, job_b]),
     )
     assert record(sandbox, "job", job_b).state == "completed"
+
+
+def test_a_claim_whose_vm_was_launched_and_noted_is_resumed_for_the_job_it_was_handed_to(e2e_sandbox):
+    """As above, but A's worker dies after launching A's VM, and a scale-down pass notes that VM
+    on the claim before A's message comes back: the launch is resumed (recorded) for B, whose
+    broker VM is then answered."""
+    sandbox = e2e_sandbox(
+        pools=[{**POOL, "handoff": "broker"}],
+        installations={"octo-org": ["api"]},
+        intervals=NO_PERIODIC,
+        settings={"claim_timeout_s": 5, "embedded": {"max_receive_count": "60"}},
+    )
+    died = threading.Event()
+
+    def die_once_after_launching(step: str) -> None:
+        if step == "launched" and not died.is_set():
+            died.set()
+            raise SimulatedCrash("worker died after step 'launched'")
+
+    sandbox.app.scaleup.checkpoint = die_once_after_launching
+    [job_a] = queue_jobs(sandbox, 1)
+    wait_for(died.is_set, 60, "the worker launching job A to die")
+    [job_b] = queue_jobs(sandbox, 1)
+    a_claim = f"jitr-linux-{job_a}-1"
+    # B's runner takes A; B is left with A's claim, whose VM waits for the broker
+
+    def swapped() -> bool:
+        b = record(sandbox, "job", job_b)
+        return b is not None and b.data.get("launched_runner") == a_claim
+
+    wait_for(swapped, 60, "the swap", detail=lambda: describe(sandbox, [job_a, job_b]))
+    sandbox.app.scaledown.run()
+    noted = record(sandbox, "runner", a_claim)
+    assert noted.state == "claimed" and noted.data["vm_id"] is not None, noted
+
+    wait_completed(sandbox, [job_a, job_b], 60)
+
+    assert_one_vm_per_attempt(sandbox)
+    assert sandbox.sim.job(job_b).runner_name == a_claim

@@ -258,3 +258,33 @@ def test_a_registration_minted_by_a_worker_that_died_before_recording_it_goes_in
     assert report["abandoned-claims"] == 1 and report["ghost-runners"] == 1, report
     assert name not in github_runner_names(sandbox)
     assert record(sandbox, "runner", name) is None
+
+
+def test_a_vm_launched_by_a_worker_that_died_before_recording_it_is_retired_and_the_job_relaunched(e2e_sandbox):
+    """The worker dies between launching and recording the launch, and its message is not
+    redelivered: nothing will record that launch, and the broker pool's VM waits for it in vain.
+    Once the claim is older than claim_timeout_s, scaledown retires the runner with its VM and
+    gives the job a new attempt."""
+    settings = {"claim_timeout_s": 1, "embedded": {"max_receive_count": "1"}}
+    sandbox = e2e_sandbox(pools=[{**POOL, "handoff": "broker"}], intervals=QUIET, settings=settings)
+
+    def die_after_launching(step: str) -> None:
+        if step == "launched":
+            raise SimulatedCrash("worker died after step 'launched'")
+
+    sandbox.app.scaleup.checkpoint = die_after_launching
+    [job] = queue_jobs(sandbox, 1, [REPO])
+    first, second = f"jitr-linux-{job}-1", f"jitr-linux-{job}-2"
+    wait_for(lambda: dead_letters(sandbox, "jobs"), 60, "the message to be dead-lettered")
+    assert record(sandbox, "runner", first).state == "claimed" and first in running_vms(sandbox).values()
+    sandbox.app.scaleup.checkpoint = lambda step: None
+
+    later = ScaledownService(sandbox.app.backend, sandbox.app.github, clock=lambda: time.time() + 60)
+    report = later.run()
+    wait_completed(sandbox, [job], 60)
+
+    assert report["abandoned-claims"] == 1, report
+    assert record(sandbox, "runner", first).data["retired_reason"] == "claim-abandoned"
+    assert sandbox.sim.job(job).runner_name == second
+    assert first not in running_vms(sandbox).values()
+    assert dict(sandbox.vms.launches) == {first: 1, second: 1}

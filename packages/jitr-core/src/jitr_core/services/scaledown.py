@@ -155,13 +155,20 @@ class ScaledownService:
             retire(self.store, self.github, runner, reason="maximum-lifetime", force=True)
             return "lifetime-exceeded"
         if runner.state == RunnerState.CLAIMED:
-            if not runner.is_live(now, self.settings.claim_timeout_s):
-                if not self.backend.delete("runner", runner.name, expected_version=runner.record.version):
-                    return "ok"  # a redelivered message took the claim over in between
+            if now - runner.claimed_at < self.settings.claim_timeout_s:
+                return "ok"  # its worker may still be launching
+            if runner.vm_id is not None:
+                # its worker died after launching, before recording the launch (the VM was noted
+                # above), and no message resumed it: nothing will record it now, and a broker
+                # pool's VM would wait for that in vain. The VM goes, the job gets a new attempt.
+                if not retire(self.store, self.github, runner, reason="claim-abandoned"):
+                    return "ok"
+            elif not self.backend.delete("runner", runner.name, expected_version=runner.record.version):
+                return "ok"  # a redelivered message took the claim over in between
+            else:
                 self._deregister(runner)
-                self._requeue_job(runner, "claim-abandoned")
-                return "abandoned-claims"
-            return "ok"
+            self._requeue_job(runner, "claim-abandoned")
+            return "abandoned-claims"
         if on_github is not None and on_github.busy:
             return "ok"
         if vm is None and now - launched_at > self.settings.ghost_grace_s:

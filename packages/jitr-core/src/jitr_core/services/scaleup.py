@@ -204,13 +204,15 @@ class ScaleupService:
         released once its worker is surely gone, so it blocks no cap and no repair.
         """
         leftover = self.store.runner(name)
-        if leftover is None or leftover.state != RunnerState.CLAIMED or leftover.vm_id is not None:
+        if leftover is None or leftover.state != RunnerState.CLAIMED:
             return None
         stand_in = self.store.job(leftover.job_id) if leftover.job_id != message.job_id else None
         if stand_in is not None and stand_in.state == JobState.QUEUED and stand_in.launched_runner == name:
             claim = self._take_over(leftover)
-            self._launch(claim, True, message, pool, sizing=sizing)
+            self._launch(claim, True, message, pool, sizing=sizing)  # finds the VM the dead worker launched
             return "resumed-for-another-job"
+        if leftover.vm_id is not None:
+            return None  # a VM was launched for it, which no job needs: scaledown retires the two
         claim = self._take_over(leftover)
         self._release(claim, RunnerView(claim).scope, RunnerView(claim).github_runner_id)
         return "released-leftover-claim"
