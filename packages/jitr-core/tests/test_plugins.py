@@ -254,3 +254,19 @@ def test_importing_core_imports_only_the_standard_library_and_pluggy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_discovery_leaves_the_embedded_backend_unloaded_until_it_is_used() -> None:
+    """A cloud function discovers the built-in embedded plugin too; SQLite and the local VMs load
+    only when the embedded backend is asked for something."""
+    probe = textwrap.dedent("""
+        import sys
+        from jitr_core.plugins import create_plugin_manager
+        create_plugin_manager()
+        backend = ("sqlite3", "jitr_core.embedded.instance", "jitr_core.embedded.vms")
+        print(sorted(m for m in backend if m in sys.modules))
+        from jitr_core.embedded import open_embedded
+        print("jitr_core.embedded.instance" in sys.modules)
+    """)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split("\n")[:2] == ["[]", "True"], done.stdout

@@ -9,13 +9,29 @@ process. See ``docs/embedded.md``.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from ..settings import Settings
-from .config import EmbeddedConfig
-from .instance import Embedded, open_embedded
-from .queue import POLL_S
+
+if TYPE_CHECKING:
+    from .config import EmbeddedConfig
+    from .instance import Embedded, open_embedded
 
 __all__ = ["Embedded", "EmbeddedConfig", "open_embedded", "wait_for_messages"]
+
+
+def __getattr__(name: str) -> object:
+    """The backend's classes, imported on first use: discovering the built-in plugin in a cloud
+    function (which uses another provider) does not load SQLite and the local VMs."""
+    if name in ("Embedded", "open_embedded"):
+        from . import instance
+
+        return getattr(instance, name)
+    if name == "EmbeddedConfig":
+        from .config import EmbeddedConfig
+
+        return EmbeddedConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def wait_for_messages(queue: str, timeout_s: float, settings: Settings) -> bool:
@@ -24,6 +40,9 @@ def wait_for_messages(queue: str, timeout_s: float, settings: Settings) -> bool:
     With the embedded queue, an enqueue in this process wakes the worker at once; otherwise it
     waits for the next poll. With another queue provider it just sleeps one poll interval.
     """
+    from .instance import open_embedded
+    from .queue import POLL_S
+
     if settings.provider("queue") != "embedded":
         time.sleep(min(timeout_s, POLL_S))
         return True

@@ -6,6 +6,7 @@ Each answers only when the settings choose provider ``embedded`` for its role, a
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from ..errors import IdentityError
 from ..hookspecs import hookimpl
@@ -23,34 +24,45 @@ from ..model import (
     Written,
 )
 from ..secret import Secret
+from ..secret import read_local_secret as fetch_secret
+from ..secret import write_local_secret as store_secret
 from ..settings import Settings
 from ..startup import Fragment, ScriptContext
 from . import script
-from .instance import open_embedded
-from .secrets import fetch_secret, store_secret
+
+if TYPE_CHECKING:
+    from .instance import Embedded
 
 PROVIDER = "embedded"
+
+
+def _embedded(settings: Settings) -> Embedded:
+    """The embedded backend of ``settings``. Its modules (SQLite among them) load on first use, not
+    when the plugin is discovered: a cloud function's cold start does not pay for them."""
+    from .instance import open_embedded
+
+    return open_embedded(settings)
 
 
 @hookimpl(trylast=True)
 def jitr_launch_vm(request: LaunchRequest, settings: Settings) -> LaunchResult | None:
     if settings.provider("vm") != PROVIDER:
         return None
-    return open_embedded(settings).vms.launch(request)
+    return _embedded(settings).vms.launch(request)
 
 
 @hookimpl(trylast=True)
 def jitr_terminate_vm(vm_id: str, settings: Settings) -> bool | None:
     if settings.provider("vm") != PROVIDER:
         return None
-    return open_embedded(settings).vms.terminate(vm_id)
+    return _embedded(settings).vms.terminate(vm_id)
 
 
 @hookimpl(trylast=True)
 def jitr_list_vms(settings: Settings) -> Sequence[VMInfo] | None:
     if settings.provider("vm") != PROVIDER:
         return None
-    return open_embedded(settings).vms.list()
+    return _embedded(settings).vms.list()
 
 
 @hookimpl(trylast=True)
@@ -62,14 +74,14 @@ def jitr_verify_vm_identity(
         return None
     if settings.provider("vm") != PROVIDER:
         raise IdentityError("embedded VMs are not in use here (the VM provider is not embedded)")
-    return open_embedded(settings).vms.identity(proof)
+    return _embedded(settings).vms.identity(proof)
 
 
 @hookimpl(trylast=True)
 def jitr_enqueue(queue: str, message: QueueMessage, delay_s: int, settings: Settings) -> str | None:
     if settings.provider("queue") != PROVIDER:
         return None
-    return open_embedded(settings).queue.enqueue(queue, message, delay_s)
+    return _embedded(settings).queue.enqueue(queue, message, delay_s)
 
 
 @hookimpl(trylast=True)
@@ -78,35 +90,35 @@ def jitr_receive_messages(
 ) -> Sequence[ReceivedMessage] | None:
     if settings.provider("queue") != PROVIDER:
         return None
-    return open_embedded(settings).queue.receive(queue, max_messages, visibility_timeout_s)
+    return _embedded(settings).queue.receive(queue, max_messages, visibility_timeout_s)
 
 
 @hookimpl(trylast=True)
 def jitr_ack_message(queue: str, receipt: str, settings: Settings) -> bool | None:
     if settings.provider("queue") != PROVIDER:
         return None
-    return open_embedded(settings).queue.ack(queue, receipt)
+    return _embedded(settings).queue.ack(queue, receipt)
 
 
 @hookimpl(trylast=True)
 def jitr_dead_letter(queue: str, message: QueueMessage, reason: str, settings: Settings) -> bool | None:
     if settings.provider("queue") != PROVIDER:
         return None
-    return open_embedded(settings).queue.dead_letter(queue, message, reason)
+    return _embedded(settings).queue.dead_letter(queue, message, reason)
 
 
 @hookimpl(trylast=True)
 def jitr_dead_letters(queue: str, settings: Settings) -> Sequence[ReceivedMessage] | None:
     if settings.provider("queue") != PROVIDER:
         return None
-    return open_embedded(settings).queue.dead_letters(queue)
+    return _embedded(settings).queue.dead_letters(queue)
 
 
 @hookimpl(trylast=True)
 def jitr_store_runner(record: Record, expected_version: int | None, settings: Settings) -> Written | None:
     if settings.provider("store") != PROVIDER:
         return None
-    store = open_embedded(settings).store
+    store = _embedded(settings).store
     return Written(store.create(record) if expected_version is None else store.replace(record, expected_version))
 
 
@@ -114,28 +126,28 @@ def jitr_store_runner(record: Record, expected_version: int | None, settings: Se
 def jitr_load_record(kind: str, key: str, settings: Settings) -> Loaded | None:
     if settings.provider("store") != PROVIDER:
         return None
-    return Loaded(open_embedded(settings).store.load(kind, key))
+    return Loaded(_embedded(settings).store.load(kind, key))
 
 
 @hookimpl(trylast=True)
 def jitr_query_records(query: RecordQuery, settings: Settings) -> RecordPage | None:
     if settings.provider("store") != PROVIDER:
         return None
-    return open_embedded(settings).store.query(query)
+    return _embedded(settings).store.query(query)
 
 
 @hookimpl(trylast=True)
 def jitr_delete_record(kind: str, key: str, expected_version: int | None, settings: Settings) -> Written | None:
     if settings.provider("store") != PROVIDER:
         return None
-    return Written(open_embedded(settings).store.delete(kind, key, expected_version))
+    return Written(_embedded(settings).store.delete(kind, key, expected_version))
 
 
 @hookimpl(trylast=True)
 def jitr_purge_expired(now: float, settings: Settings) -> int | None:
     if settings.provider("store") != PROVIDER:
         return None
-    embedded = open_embedded(settings)
+    embedded = _embedded(settings)
     purged = embedded.store.purge_expired(now)
     if settings.provider("queue") == PROVIDER:  # dead letters are kept as long as finished records
         purged += embedded.queue.prune_dead_letters(now - settings.finished_ttl_s)
