@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from broker_support import free_port, start_deployment, stop_deployment
 from fake_plugin import install_fake_plugin
 from jitr_functions.cli import main
 from jitr_github.simulator import GitHubSimulator
@@ -30,7 +31,7 @@ def test_a_healthy_deployment_passes_every_check(tmp_path: Path, capsys: pytest.
         assert main(["doctor", "--config", str(config), "--json"]) == 0
     checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)}
     assert all(c["ok"] for c in checks.values()), checks
-    assert {"settings", "plugins", "store", "vms", "queue", "secret webhook_secret", "github"} <= set(checks)
+    assert {"settings", "plugins", "store", "vms", "queue", "handoff", "secret webhook_secret", "github"} <= set(checks)
     out = json.dumps(checks)
     assert "doctor-webhook-secret" not in out and "PRIVATE KEY" not in out
 
@@ -67,3 +68,54 @@ def test_a_broken_plugin_is_reported_next_to_valid_settings(
     assert checks["settings"]["ok"]
     assert not checks["plugins"]["ok"] and "'broken' (jitr-broken" in checks["plugins"]["detail"]
     assert set(checks) == {"settings", "plugins"}  # the provider checks need the plugins
+
+
+def _with_broker(config: Path, broker_url: str) -> None:
+    config.write_text(f'broker_url = "{broker_url}"\n' + config.read_text())
+
+
+def test_the_handoff_check_names_each_pools_handoff_and_asks_the_broker(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "hook").write_text("doctor-webhook-secret")
+    pool = {"name": "linux", "labels": ["self-hosted", "linux"], "machine_types": ["local"]}
+    (tmp_path / "deployment").mkdir()
+    deployment = start_deployment(tmp_path / "deployment", [pool])
+    try:
+        with GitHubSimulator() as sim:
+            config = _config(tmp_path, sim.base_url, sim.app_id, sim.private_key_pem, f"file:{tmp_path / 'hook'}")
+            _with_broker(config, deployment.broker)
+            assert main(["doctor", "--config", str(config), "--json"]) == 0
+    finally:
+        stop_deployment(deployment)
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)}
+    assert checks["handoff"] == {
+        "name": "handoff",
+        "ok": True,
+        "detail": f"linux: broker; the broker at {deployment.broker} answers",
+    }
+
+
+def test_a_broker_that_cannot_be_reached_fails_the_handoff_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "hook").write_text("doctor-webhook-secret")
+    nowhere = f"http://127.0.0.1:{free_port()}/broker"
+    with GitHubSimulator() as sim:
+        config = _config(tmp_path, sim.base_url, sim.app_id, sim.private_key_pem, f"file:{tmp_path / 'hook'}")
+        _with_broker(config, nowhere)
+        assert main(["doctor", "--config", str(config), "--json"]) == 1
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)}
+    assert not checks["handoff"]["ok"] and f"the broker at {nowhere} cannot be reached" in checks["handoff"]["detail"]
+    assert checks["github"]["ok"]  # the other checks still ran
+
+
+def test_without_a_broker_url_the_handoff_check_says_serve_brings_its_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "hook").write_text("doctor-webhook-secret")
+    with GitHubSimulator() as sim:
+        config = _config(tmp_path, sim.base_url, sim.app_id, sim.private_key_pem, f"file:{tmp_path / 'hook'}")
+        assert main(["doctor", "--config", str(config), "--json"]) == 0
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)}
+    assert checks["handoff"]["detail"].startswith("linux: metadata (`jitr serve` makes its own broker")
