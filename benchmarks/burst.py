@@ -43,7 +43,9 @@ def burst(jobs: int = JOBS, vm_provider: str = "recording", workers: int | None 
         Sandbox(
             pools=pools,
             faults=faults,
-            settings={"max_runners": jobs, "log_level": "ERROR", "rebalance_grace_s": 60},
+            # boot_timeout_s: the deployments' default; the sandbox's 5 s would retire the held VMs as
+            # never booting whenever a scale-down pass comes before they boot
+            settings={"max_runners": jobs, "log_level": "ERROR", "rebalance_grace_s": 60, "boot_timeout_s": 600},
             intervals=Intervals(scaledown_s=30, rebalancer_s=10),
             log_stream=devnull,
             workers=workers,

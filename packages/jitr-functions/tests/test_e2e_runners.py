@@ -260,11 +260,11 @@ def test_a_registration_minted_by_a_worker_that_died_before_recording_it_goes_in
     assert record(sandbox, "runner", name) is None
 
 
-def test_a_vm_launched_by_a_worker_that_died_before_recording_it_is_retired_and_the_job_relaunched(e2e_sandbox):
+def test_a_claim_whose_vm_ended_before_its_launch_was_recorded_is_retired_and_the_job_relaunched(e2e_sandbox):
     """The worker dies between launching and recording the launch, and its message is not
-    redelivered: nothing will record that launch, and the broker pool's VM waits for it in vain.
-    Once the claim is older than claim_timeout_s, scaledown retires the runner with its VM and
-    gives the job a new attempt."""
+    redelivered: nothing records that launch, and the broker pool's VM waits for it in vain.
+    While that VM runs, scaledown leaves the claim alone (a worker under load may record it
+    late); once the VM has given up and ended, the claim is retired and the job relaunched."""
     settings = {"claim_timeout_s": 1, "embedded": {"max_receive_count": "1"}}
     sandbox = e2e_sandbox(pools=[{**POOL, "handoff": "broker"}], intervals=QUIET, settings=settings)
 
@@ -276,15 +276,19 @@ def test_a_vm_launched_by_a_worker_that_died_before_recording_it_is_retired_and_
     [job] = queue_jobs(sandbox, 1, [REPO])
     first, second = f"jitr-linux-{job}-1", f"jitr-linux-{job}-2"
     wait_for(lambda: dead_letters(sandbox, "jobs"), 60, "the message to be dead-lettered")
-    assert record(sandbox, "runner", first).state == "claimed" and first in running_vms(sandbox).values()
     sandbox.app.scaleup.checkpoint = lambda step: None
+    claimed_at = record(sandbox, "runner", first).data["claimed_at"]
+    wait_for(lambda: time.time() - claimed_at > 1, 60, "the claim to be older than claim_timeout_s")
 
-    later = ScaledownService(sandbox.app.backend, sandbox.app.github, clock=lambda: time.time() + 60)
-    report = later.run()
+    assert "abandoned-claims" not in sandbox.app.scaledown.run()  # its VM still waits at the broker
+    noted = record(sandbox, "runner", first)
+    assert noted.state == "claimed" and noted.data["vm_id"] is not None
+    sandbox.app.backend.terminate_vm(noted.data["vm_id"])  # the VM gives up waiting and ends
+    wait_for(lambda: first not in running_vms(sandbox).values(), 60, "the VM to end")
+    report = sandbox.app.scaledown.run()
     wait_completed(sandbox, [job], 60)
 
     assert report["abandoned-claims"] == 1, report
     assert record(sandbox, "runner", first).data["retired_reason"] == "claim-abandoned"
     assert sandbox.sim.job(job).runner_name == second
-    assert first not in running_vms(sandbox).values()
     assert dict(sandbox.vms.launches) == {first: 1, second: 1}

@@ -158,9 +158,11 @@ class ScaledownService:
             if now - runner.claimed_at < self.settings.claim_timeout_s:
                 return "ok"  # its worker may still be launching
             if runner.vm_id is not None:
-                # its worker died after launching, before recording the launch (the VM was noted
-                # above), and no message resumed it: nothing will record it now, and a broker
-                # pool's VM would wait for that in vain. The VM goes, the job gets a new attempt.
+                if vm is not None:
+                    # launched, its launch not recorded yet: its worker or a redelivered message
+                    # records it; if neither does, a broker pool's VM gives up waiting and ends
+                    return "ok"
+                # its VM was launched and has ended, and nothing recorded the launch: nothing will
                 if not retire(self.store, self.github, runner, reason="claim-abandoned"):
                     return "ok"
             elif not self.backend.delete("runner", runner.name, expected_version=runner.record.version):

@@ -211,9 +211,7 @@ class ScaleupService:
             claim = self._take_over(leftover)
             self._launch(claim, True, message, pool, sizing=sizing)  # finds the VM the dead worker launched
             return "resumed-for-another-job"
-        if leftover.vm_id is not None:
-            return None  # a VM was launched for it, which no job needs: scaledown retires the two
-        claim = self._take_over(leftover)
+        claim = self._take_over(leftover)  # a VM it launched, no job needs: scaledown ends it as an orphan
         self._release(claim, RunnerView(claim).scope, RunnerView(claim).github_runner_id)
         return "released-leftover-claim"
 
