@@ -1,59 +1,45 @@
 """``terraform apply`` of examples/aws against moto, then jitr's flow through what it deployed.
 
 The example leaves its pool's ``handoff`` unset, so it deploys the broker (the default): six
-functions, the broker's HTTP API, and a runner VM that pulls its JIT config from the broker. A
-second, smaller deployment says ``handoff = "metadata"`` on its pool (an override of the example's
-module call): no broker at all, and the JIT config in the VM's user data.
+functions, the broker's HTTP API, and a runner VM that pulls its JIT config from the broker
+(``test_terraform_apply_metadata`` deploys it with the pool on ``metadata``).
 
-The example is applied once for this module, against moto in server mode, with a GitHub simulator
-as GitHub: the tfvars carry the simulator's App id, API URL and private key, and a webhook secret,
-so the secrets Terraform creates hold what the simulator signs and verifies with.
-
-The bundle given to Terraform is a small zip: moto stores function code but never runs it. The
-handlers run in this process from the installed packages, invoked by the handler name Terraform
-gave each function and with exactly the environment Terraform gave it (``aws_flow``), so
-everything the deployment decides (names, handlers, settings, queues, table, secrets, IAM) is
-what the run uses. The IAM test compares each role's policy with the AWS calls its function made.
-Finally ``terraform destroy`` must leave nothing behind.
+The example is applied once for this module (``aws_example``), against moto in server mode, with
+a GitHub simulator as GitHub. The handlers run in this process from the installed packages,
+invoked by the handler name Terraform gave each function and with exactly the environment
+Terraform gave it (``aws_flow``), so everything the deployment decides (names, handlers,
+settings, queues, table, secrets, IAM) is what the run uses. The IAM test compares each role's
+policy with the AWS calls its function made. Finally ``terraform destroy`` must leave nothing
+behind.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import secrets
-import zipfile
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from aws_example import Deployment, deploy
 from aws_flow import (
     KINDS,
     LABELS,
-    DeployedFunction,
     FlowResult,
     IdentitySigner,
     assert_covered,
-    aws_client,
-    deployed_functions,
     load_reasons,
     role_actions,
     role_statements,
     run_flow,
 )
-from aws_terraform import Workspace, moto_override, write_tfvars
 from conftest import REGION, Network
 from jitr_aws.dynamodb import table_definition, ttl_specification
 from jitr_core.metrics import CATALOGUE
 from jitr_core.settings import Settings
-from jitr_github.simulator import GitHubSimulator
 
 PREFIX = "jitr-tf"
-METADATA_PREFIX = "jitr-md"
 POOL = "linux-x64"
-METADATA_POOL = "linux-md"  # another runner name than the first deployment's for the same job id
 WITH_BROKER = (*KINDS, "broker")
 DOCUMENTED = {  # docs/aws-deploy.md: timeout (s), memory (MB)
     "webhook": (10, 256),
@@ -63,113 +49,12 @@ DOCUMENTED = {  # docs/aws-deploy.md: timeout (s), memory (MB)
     "rebalancer": (55, 512),
     "broker": (30, 512),
 }
-# The example's module call with its one pool on handoff = "metadata" (an override file: the
-# example itself is what users copy, and leaves handoff at its default).
-METADATA_OVERRIDE = """module "jitr" {
-  pools = [
-    {
-      name          = var.pool_name
-      labels        = var.pool_labels
-      machine_types = var.machine_types
-      subnet_ids    = var.subnet_ids
-      image         = var.image
-      disk_gb       = var.disk_gb
-      max_runners   = var.max_runners
-      handoff       = "metadata"
-    },
-  ]
-}
-"""
-
-
-@dataclass
-class Deployment:
-    endpoint: str
-    workspace: Workspace
-    tfvars: Path
-    outputs: dict[str, Any]
-    sim: GitHubSimulator
-    webhook_secret: str
-    network: Network
-    prefix: str = PREFIX
-    kinds: Sequence[str] = WITH_BROKER
-    destroyed: bool = False
-
-    def client(self, service: str) -> Any:
-        return aws_client(service, self.endpoint, REGION)
-
-    def functions(self) -> dict[str, DeployedFunction]:
-        return deployed_functions(self.endpoint, f"{self.prefix}-", REGION, kinds=self.kinds)
-
-    def destroy(self) -> None:
-        if not self.destroyed:
-            self.destroyed = True
-            self.workspace.destroy(self.workspace.example, self.tfvars)
 
 
 @pytest.fixture(scope="module")
 def deployment(moto_endpoint: str, network: Network, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     """examples/aws as it is: its pool's handoff left at the default, the broker."""
-    yield from _deploy(moto_endpoint, network, tmp_path_factory.mktemp("tf-apply"), PREFIX, POOL, WITH_BROKER)
-
-
-@pytest.fixture(scope="module")
-def metadata_deployment(
-    moto_endpoint: str, network: Network, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Deployment]:
-    """examples/aws with its one pool on handoff = "metadata": a deployment without a broker."""
-    root = tmp_path_factory.mktemp("tf-apply-metadata")
-    yield from _deploy(moto_endpoint, network, root, METADATA_PREFIX, METADATA_POOL, KINDS, override=METADATA_OVERRIDE)
-
-
-def _deploy(
-    moto_endpoint: str,
-    network: Network,
-    root: Path,
-    prefix: str,
-    pool: str,
-    kinds: Sequence[str],
-    override: str | None = None,
-) -> Iterator[Deployment]:
-    workspace = Workspace(root)
-    (workspace.example / "moto_override.tf").write_text(moto_override(moto_endpoint))
-    if override is not None:
-        (workspace.example / "jitr_override.tf").write_text(override)
-    bundle = root / "jitr-aws-lambda.zip"
-    with zipfile.ZipFile(bundle, "w") as archive:
-        archive.writestr("README.txt", "moto stores the code and never runs it; the tests run the handlers\n")
-    webhook_secret = secrets.token_hex(32)
-    with GitHubSimulator() as sim:
-        key = root / "app.pem"
-        key.write_text(sim.private_key_pem)
-        tfvars = write_tfvars(
-            root / "test.tfvars.json",
-            {
-                "region": REGION,
-                "name_prefix": prefix,
-                "bundle_path": str(bundle),
-                "github_app_id": str(sim.app_id),
-                "github_api_url": sim.base_url,
-                "webhook_secret": webhook_secret,
-                "github_app_private_key_path": str(key),
-                "vpc_id": network.vpc_id,
-                "subnet_ids": list(network.subnet_ids),
-                "image": network.image,
-                "pool_name": pool,
-                "pool_labels": list(LABELS),
-                "machine_types": ["m5.large", "m5a.large"],
-                "max_runners": 5,
-                "secret_recovery_window_days": 0,
-                "jitr_settings": {"JITR_REBALANCE_GRACE_S": "0"},
-            },
-        )
-        workspace.init(workspace.example)
-        outputs = workspace.apply(workspace.example, tfvars)
-        deployed = Deployment(moto_endpoint, workspace, tfvars, outputs, sim, webhook_secret, network, prefix, kinds)
-        try:
-            yield deployed
-        finally:
-            deployed.destroy()
+    yield from deploy(moto_endpoint, network, tmp_path_factory.mktemp("tf-apply"), PREFIX, POOL, WITH_BROKER)
 
 
 # -- what was deployed ------------------------------------------------------------------------
@@ -543,36 +428,3 @@ def test_destroy_leaves_nothing(deployment: Deployment, flow: FlowResult) -> Non
     )["SecurityGroups"]
     assert security_groups == []
     assert [a for a in deployment.client("apigatewayv2").get_apis()["Items"] if a["Name"].startswith(PREFIX)] == []
-
-
-# -- every pool on handoff = "metadata": no broker ---------------------------------------------------
-
-
-def test_with_every_pool_on_metadata_there_is_no_broker(metadata_deployment: Deployment) -> None:
-    functions = metadata_deployment.functions()  # exactly the five
-    environment = functions["webhook"].environment
-
-    assert all("JITR_BROKER_URL" not in f.environment for f in functions.values())
-    assert [p["handoff"] for p in json.loads(environment["JITR_POOLS"])] == ["metadata"]
-    [pool] = Settings.from_env(environment).pools
-    assert (pool.name, pool.handoff) == (METADATA_POOL, "metadata")
-    apis = metadata_deployment.client("apigatewayv2").get_apis()["Items"]
-    assert [a["Name"] for a in apis if a["Name"].startswith(METADATA_PREFIX)] == []
-    roles = metadata_deployment.client("iam").list_roles()["Roles"]
-    assert f"{METADATA_PREFIX}-broker" not in {r["RoleName"] for r in roles}
-    assert sorted(metadata_deployment.outputs["function_role_arns"]) == sorted(KINDS)
-
-
-def test_a_metadata_job_finds_its_jit_config_in_the_user_data(metadata_deployment: Deployment) -> None:
-    """The whole flow with the JIT config in the VM's user data; each role allows exactly what its function calls."""
-    functions = metadata_deployment.functions()
-    flow = run_flow(
-        metadata_deployment.endpoint, functions, metadata_deployment.sim,
-        webhook_secret=metadata_deployment.webhook_secret, region=REGION,
-    )  # fmt: skip
-
-    assert flow.instance_tags["jitr:deployment"] == METADATA_PREFIX
-    assert metadata_deployment.sim.job(flow.job_id).status == "completed"
-    allowed = {kind: role_actions(metadata_deployment.endpoint, f.role_name, REGION) for kind, f in functions.items()}
-    assert_covered(flow.calls, allowed, load_reasons())
-    metadata_deployment.destroy()
