@@ -20,7 +20,6 @@ import hashlib
 import hmac
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -83,9 +82,9 @@ class Server:
         (state / "secret").write_text(SECRET)
         config = state / "jitr.toml"
         config.write_text(CONFIG.format(secret=state / "secret", state=state / "db"))
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        from jitr_functions.local import free_port
+
+        self.port = free_port()
         self.db = state / "db"
         env = {k: v for k, v in os.environ.items() if not k.startswith("JITR_")}
         args = ["serve", "--config", str(config), "--port", str(self.port), "--workers", "0", *extra_args]

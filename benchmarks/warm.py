@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import socket
 import statistics
 import sys
 import tempfile
@@ -29,12 +28,6 @@ TARGET_P95_S = 1.0
 LABELS = ["self-hosted", "linux", "x64"]
 SECRET = "whsec-warm-benchmark-0123456789"  # noqa: S105 - the benchmark deployment's own
 AGENT = f"{sys.executable} -m jitr_github.simulator.agent --job-seconds 0.05 --wait-seconds 30"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait(predicate: Any, timeout_s: float, what: str) -> Any:
@@ -52,7 +45,7 @@ def online_times(warm: int, rounds: int) -> list[float]:
     from jitr_core.services.warm import WAITING, WARM
     from jitr_core.settings import Settings
     from jitr_functions.app import build_app
-    from jitr_functions.local import Intervals, LocalRuntime
+    from jitr_functions.local import Intervals, LocalRuntime, free_port
     from jitr_github.simulator import GitHubSimulator
 
     sim = GitHubSimulator()
@@ -62,7 +55,7 @@ def online_times(warm: int, rounds: int) -> list[float]:
         state = Path(tmp)
         (state / "webhook_secret").write_text(SECRET)
         (state / "app.pem").write_text(sim.private_key_pem)
-        port = _free_port()
+        port = free_port()
         pool = {"name": "linux", "labels": LABELS, "machine_types": ["local"], "max_runners": 10}
         data = {
             "provider": "embedded",

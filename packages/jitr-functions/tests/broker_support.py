@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 from e2e_support import QUIET, post, wait_for
 from jitr_core.settings import Settings
 from jitr_functions.app import App, build_app
-from jitr_functions.local import LocalRuntime
+from jitr_functions.local import LocalRuntime, free_port
 from jitr_github.simulator import GitHubSimulator
 from jitr_github.simulator.jitconfig import decode_jit_config
 
@@ -29,12 +28,6 @@ RUNNER_COMMAND = (
     f"exec {AGENT}"
 )
 JSON = {"Content-Type": "application/json"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from jitr_core.plugins import create_plugin_manager
 from jitr_core.settings import Settings
 from jitr_core.testing.environment import require_tool
 from jitr_functions.cli import _serve_settings, main, parser
-from jitr_functions.local import own_broker_url
+from jitr_functions.local import free_port, own_broker_url
 from jitr_github.simulator import GitHubSimulator
 
 LATENCY_KEYS = {"p50", "p95", "p99"}
@@ -174,17 +173,11 @@ def test_serve_makes_its_broker_the_default_handoff_unless_told_otherwise(config
     assert _serve_settings(args).pool("linux").handoff == "metadata"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Serve:
     """``jitr serve`` in a child process, as an operator runs it."""
 
     def __init__(self, config: Path, log: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         env = {k: v for k, v in os.environ.items() if not k.startswith("JITR_")}

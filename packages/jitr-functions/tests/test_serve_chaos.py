@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from e2e_support import LABELS, get, wait_for
 from jitr_core.model import IN_FLIGHT_RUNNER_STATES, RecordQuery
 from jitr_core.settings import Settings
 from jitr_functions.app import build_app
+from jitr_functions.local import free_port
 from jitr_github.simulator import GitHubSimulator
 
 SECRET = "whsec-chaos-test-0123456789"
@@ -75,17 +75,13 @@ class Serve:
     """``jitr serve`` as a child process on a port of its own; the simulator delivers to it."""
 
     def __init__(self, config: Path, log: Path, sim: GitHubSimulator, port: int = 0) -> None:
-        if not port:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = int(s.getsockname()[1])
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         env = {k: v for k, v in os.environ.items() if not k.startswith("JITR_")}
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "jitr_functions", "serve", "--config", str(config), "--port", str(port)],
+                [sys.executable, "-m", "jitr_functions", "serve", "--config", str(config), "--port", str(self.port)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
