@@ -96,6 +96,26 @@ def test_the_handoff_check_names_each_pools_handoff_and_asks_the_broker(
     }
 
 
+def test_a_url_that_answers_but_not_as_the_broker_fails_the_handoff_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "hook").write_text("doctor-webhook-secret")
+    pool = {"name": "linux", "labels": ["self-hosted", "linux"], "machine_types": ["local"]}
+    (tmp_path / "deployment").mkdir()
+    deployment = start_deployment(tmp_path / "deployment", [pool])
+    webhook = deployment.runtime.url + "/webhook"  # a jitr route, but not the broker's
+    try:
+        with GitHubSimulator() as sim:
+            config = _config(tmp_path, sim.base_url, sim.app_id, sim.private_key_pem, f"file:{tmp_path / 'hook'}")
+            _with_broker(config, webhook)
+            assert main(["doctor", "--config", str(config), "--json"]) == 1
+    finally:
+        stop_deployment(deployment)
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)}
+    assert not checks["handoff"]["ok"] and f"{webhook} answered" in checks["handoff"]["detail"], checks["handoff"]
+    assert "not as the broker does" in checks["handoff"]["detail"]
+
+
 def test_a_broker_that_cannot_be_reached_fails_the_handoff_check(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
