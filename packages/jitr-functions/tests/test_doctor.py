@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from broker_support import free_port, start_deployment, stop_deployment
+from broker_support import Deployment, free_port, start_deployment, stop_deployment
 from fake_plugin import install_fake_plugin
 from jitr_functions.cli import main
 from jitr_github.simulator import GitHubSimulator
@@ -70,24 +71,28 @@ def test_a_broken_plugin_is_reported_next_to_valid_settings(
     assert set(checks) == {"settings", "plugins"}  # the provider checks need the plugins
 
 
+@pytest.fixture
+def deployment(tmp_path: Path) -> Iterator[Deployment]:
+    """A running deployment with its broker, for the doctor to ask."""
+    pool = {"name": "linux", "labels": ["self-hosted", "linux"], "machine_types": ["local"]}
+    (tmp_path / "deployment").mkdir()
+    started = start_deployment(tmp_path / "deployment", [pool])
+    yield started
+    stop_deployment(started)
+
+
 def _with_broker(config: Path, broker_url: str) -> None:
     config.write_text(f'broker_url = "{broker_url}"\n' + config.read_text())
 
 
 def test_the_handoff_check_names_each_pools_handoff_and_asks_the_broker(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, deployment: Deployment, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "hook").write_text("doctor-webhook-secret")
-    pool = {"name": "linux", "labels": ["self-hosted", "linux"], "machine_types": ["local"]}
-    (tmp_path / "deployment").mkdir()
-    deployment = start_deployment(tmp_path / "deployment", [pool])
-    try:
-        with GitHubSimulator() as sim:
-            config = _config(tmp_path, sim.base_url, sim.app_id, sim.private_key_pem, f"file:{tmp_path / 'hook'}")
-            _with_broker(config, deployment.broker)
-            assert main(["doctor", "--config", str(config), "--json"]) == 0
-    finally:
-        stop_deployment(deployment)
+    with GitHubSimulator() as sim:
+        config = _config(tmp_path, sim.base_url, sim.app_id, sim.private_key_pem, f"file:{tmp_path / 'hook'}")
+        _with_broker(config, deployment.broker)
+        assert main(["doctor", "--config", str(config), "--json"]) == 0
     checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)}
     assert checks["handoff"] == {
         "name": "handoff",
@@ -97,20 +102,14 @@ def test_the_handoff_check_names_each_pools_handoff_and_asks_the_broker(
 
 
 def test_a_url_that_answers_but_not_as_the_broker_fails_the_handoff_check(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, deployment: Deployment, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "hook").write_text("doctor-webhook-secret")
-    pool = {"name": "linux", "labels": ["self-hosted", "linux"], "machine_types": ["local"]}
-    (tmp_path / "deployment").mkdir()
-    deployment = start_deployment(tmp_path / "deployment", [pool])
     webhook = deployment.runtime.url + "/webhook"  # a jitr route, but not the broker's
-    try:
-        with GitHubSimulator() as sim:
-            config = _config(tmp_path, sim.base_url, sim.app_id, sim.private_key_pem, f"file:{tmp_path / 'hook'}")
-            _with_broker(config, webhook)
-            assert main(["doctor", "--config", str(config), "--json"]) == 1
-    finally:
-        stop_deployment(deployment)
+    with GitHubSimulator() as sim:
+        config = _config(tmp_path, sim.base_url, sim.app_id, sim.private_key_pem, f"file:{tmp_path / 'hook'}")
+        _with_broker(config, webhook)
+        assert main(["doctor", "--config", str(config), "--json"]) == 1
     checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)}
     assert not checks["handoff"]["ok"] and f"{webhook} answered" in checks["handoff"]["detail"], checks["handoff"]
     assert "not as the broker does" in checks["handoff"]["detail"]
