@@ -4,6 +4,7 @@ the deployable index file, and errors."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -17,6 +18,7 @@ from google.cloud import firestore
 from jitr_core.backend import Backend
 from jitr_core.errors import BackendError
 from jitr_core.model import Record, RecordQuery
+from jitr_core.testing.environment import deadline_s
 from jitr_gcp.firestore import TTL_FIELD, document_id
 from jitr_gcp.testing.backend import PROJECT, gcp_backend, gcp_settings
 
@@ -101,6 +103,46 @@ def test_an_expired_record_is_taken_over_by_exactly_one_claimant(store_backend: 
     assert results.count(True) == 1
     held = store_backend.load(kind, "lease")
     assert held is not None and held.data == {"i": results.index(True)}
+
+
+def test_a_write_aborted_for_contention_is_tried_again(store_backend: Backend) -> None:
+    """A transaction holding the document makes the emulator abort the write ("Transaction lock
+    timeout"), as Firestore does under contention; the write goes through once the lock is free."""
+    kind, now = "t" + uuid.uuid4().hex[:10], time.time()
+    record = Record(kind, "r", state="queued", created_at=now, updated_at=now)
+    assert store_backend.create(record)
+    aborted = threading.Event()
+
+    class Aborts(logging.Handler):
+        def emit(self, entry: logging.LogRecord) -> None:
+            if "aborted for contention" in entry.getMessage():
+                aborted.set()
+
+    client = firestore.Client(project=PROJECT)
+    ref = client.collection("jitr").document(document_id(kind, "r"))
+    holding = threading.Event()
+
+    @firestore.transactional
+    def hold(transaction: firestore.Transaction) -> None:
+        ref.get(transaction=transaction)
+        holding.set()
+        aborted.wait(deadline_s(60))  # the lock is held until the write was turned away once
+
+    holder = threading.Thread(target=hold, args=(client.transaction(),))
+    logger, handler = logging.getLogger("jitr.gcp.firestore"), Aborts()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        holder.start()
+        assert holding.wait(deadline_s(60))
+        assert store_backend.replace(replace(record, version=2, state="running"), 1)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        aborted.set()
+        holder.join()
+    assert store_backend.load(kind, "r") == replace(record, version=2, state="running")
 
 
 def test_a_foreign_cursor_is_refused(store_backend: Backend) -> None:

@@ -3,7 +3,8 @@
 A document's id is ``<kind>#<key>`` (``%``, ``/`` and ``#`` escaped), so a claim is a plain
 ``create()``. Conditional writes read the document and write with a precondition on its
 ``update_time``: two writers at one version cannot both succeed, and no transaction (with its
-lock contention) is needed. ``expires_at`` is kept twice: as a number that loads and queries
+lock contention) is needed; a write Firestore aborts for contention anyway (another writer held the
+document) did not happen and is tried again. ``expires_at`` is kept twice: as a number that loads and queries
 compare, and as the Timestamp ``expire_time`` that a Firestore TTL policy deletes by, some time
 after expiry; until then expired documents are filtered out here. Queries use the composite
 indexes in ``firestore.indexes.json``.
@@ -14,11 +15,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import os
+import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from jitr_core.errors import BackendError
 from jitr_core.model import Loaded, Record, RecordPage, RecordQuery, Written
@@ -30,6 +33,10 @@ if TYPE_CHECKING:
     from google.cloud import firestore
 
 TTL_FIELD = "expire_time"
+WRITE_ATTEMPTS = 4  # tries of one write that Firestore aborts for contention
+
+log = logging.getLogger("jitr.gcp.firestore")
+T = TypeVar("T")
 
 
 def document_id(kind: str, key: str) -> str:
@@ -122,13 +129,31 @@ def store(record: Record, expected_version: int | None, cfg: GcpConfig) -> Writt
         raise BackendError(f"Firestore write of {record.kind} {record.key!r} failed: {exc.message}") from None
 
 
+def _uncontended(write: Callable[[], T], ref: firestore.DocumentReference) -> T:
+    """Run one document write, again after a short pause while Firestore aborts it for contention.
+
+    ``ABORTED`` on a write outside a transaction means another writer held the document's lock
+    and this write was not applied, so trying it again (with its precondition) is safe.
+    """
+    from google.api_core import exceptions
+
+    for attempt in range(1, WRITE_ATTEMPTS):
+        try:
+            return write()
+        except exceptions.Aborted as exc:
+            reason = {"document": ref.id, "reason": exc.message}
+            log.info("firestore write aborted for contention; trying again", extra=reason)
+            time.sleep(random.uniform(0.05, 0.15) * 2**attempt)
+    return write()
+
+
 def _create(ref: firestore.DocumentReference, record: Record, cfg: GcpConfig) -> bool:
     """Create-if-absent; an expired document counts as absent and is taken over."""
     from google.api_core import exceptions
 
     for _ in range(3):  # a document can vanish (TTL, delete) between the two calls
         try:
-            ref.create(_fields(record, replacing=False))
+            _uncontended(lambda: ref.create(_fields(record, replacing=False)), ref)
             return True
         except exceptions.AlreadyExists:
             snapshot = ref.get()
@@ -145,7 +170,7 @@ def _replace(ref: firestore.DocumentReference, snapshot: Any, record: Record, cf
 
     try:
         precondition = _client(cfg).write_option(last_update_time=snapshot.update_time)
-        ref.update(_fields(record, replacing=True), option=precondition)
+        _uncontended(lambda: ref.update(_fields(record, replacing=True), option=precondition), ref)
     except (exceptions.FailedPrecondition, exceptions.NotFound):
         return False
     return True
@@ -216,14 +241,15 @@ def delete(kind: str, key: str, expected_version: int | None, cfg: GcpConfig) ->
     ref = _collection(cfg).document(document_id(kind, key))
     try:
         if expected_version is None:
-            ref.delete()
+            _uncontended(ref.delete, ref)
             return Written(True)
         snapshot = ref.get()
         values = snapshot.to_dict() if snapshot.exists else None
         if values is None or _expired(values, time.time()) or values.get("version") != expected_version:
             return Written(False)
         try:
-            ref.delete(option=_client(cfg).write_option(last_update_time=snapshot.update_time))
+            precondition = _client(cfg).write_option(last_update_time=snapshot.update_time)
+            _uncontended(lambda: ref.delete(option=precondition), ref)
         except (exceptions.FailedPrecondition, exceptions.NotFound):
             return Written(False)
         return Written(True)
