@@ -37,6 +37,12 @@ PYTHONS = ["3.11", "3.12", "3.13"]
 # Extras a package's tests need beyond ``test`` (jitr-functions drives both cloud plugins).
 TEST_EXTRAS = {"jitr-functions": ["test", "aws", "gcp"]}
 REQUIRE_TOOLS = os.environ.get("JITR_REQUIRE_TOOLS") == "1"
+# Test runs write bytecode to one cache outside the tree, shared by every process of the run
+# (pytest's workers, function servers, CLI runs): uv installs without bytecode, so otherwise each
+# process compiles what it imports (google.cloud.compute_v1 alone takes seconds), and no
+# __pycache__ lands beside sources that a bundle copies. An inherited PYTHONDONTWRITEBYTECODE
+# would stop the cache being written, so it is cleared.
+BYTECODE = {"PYTHONPYCACHEPREFIX": str(ROOT / ".nox" / "pycache"), "PYTHONDONTWRITEBYTECODE": ""}
 # How each package's tests are spread over pytest-xdist workers. The end-to-end tests mostly wait
 # on other processes, so jitr-functions runs more workers than cores; a file keeps its own worker
 # where its tests share a costly session fixture (a bundle, the emulators) or install plugins.
@@ -138,7 +144,7 @@ def tests(session: nox.Session, package: str) -> None:
         f"--junitxml={report}",
         *WORKERS.get(package, []),
         *session.posargs,
-        env={"PYTHONDONTWRITEBYTECODE": "1"},
+        env=BYTECODE,
     )
 
 
@@ -232,7 +238,7 @@ def iac(session: nox.Session) -> None:
         "--dist",
         "loadfile",
         *session.posargs,
-        env={"PYTHONDONTWRITEBYTECODE": "1"},
+        env=BYTECODE,
     )
 
 
@@ -301,7 +307,7 @@ def release_check(session: nox.Session) -> None:
         "--dist",
         "loadfile",
         *session.posargs,
-        env={"JITR_RELEASE_DIST": str(dist), "JITR_RELEASE_PLUGINS": str(plugins), "PYTHONDONTWRITEBYTECODE": "1"},
+        env={"JITR_RELEASE_DIST": str(dist), "JITR_RELEASE_PLUGINS": str(plugins), **BYTECODE},
     )
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gcp_support import LABELS, WEBHOOK_SECRET, FunctionServer, stop_servers, wait_for
+from gcp_support import LABELS, WEBHOOK_SECRET, FunctionServer, bytecode_env, stop_servers, wait_for
 from jitr_gcp.testing.compute_fake import FakeCompute
 from jitr_gcp.testing.emulators import Emulator
 from jitr_gcp.testing.secretmanager_fake import FakeSecretManager
@@ -125,7 +125,7 @@ def deployment(
     base = {
         "PATH": os.environ.get("PATH", ""),
         "HOME": os.environ.get("HOME", "/tmp"),
-        "PYTHONDONTWRITEBYTECODE": "1",
+        **bytecode_env(),
         "PYTHONPATH": str(HOOK),
         "GOOGLE_CLOUD_PROJECT": project,
         **pubsub.env,

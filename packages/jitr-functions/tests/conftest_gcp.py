@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gcp_support import POOL, WEBHOOK_SECRET, Deployment, stop_servers
+from gcp_support import POOL, WEBHOOK_SECRET, Deployment, bytecode_env, stop_servers
 from jitr_core.settings import Settings
 from jitr_gcp import pubsub
 from jitr_gcp.config import gcp_config
@@ -94,7 +94,7 @@ def deployment(
         "PUBSUB_EMULATOR_HOST": pubsub_emulator.host,
         "FIRESTORE_EMULATOR_HOST": firestore_emulator.host,
         "GOOGLE_CLOUD_PROJECT": PROJECT,
-        "PYTHONDONTWRITEBYTECODE": "1",
+        **bytecode_env(),
         "JITR_PROVIDER": "gcp",
         "JITR_CLAIM_TIMEOUT_S": "2",
         "JITR_POOLS": json.dumps([POOL]),

@@ -41,6 +41,15 @@ POOL = {
 }
 
 
+def bytecode_env() -> dict[str, str]:
+    """Bytecode settings for a function server's made-up environment: the run's shared cache
+    (``PYTHONPYCACHEPREFIX``, set by the nox sessions) where there is one, so each server does not
+    compile again what the run compiled already; else none written, so no ``__pycache__`` lands in
+    the bundle the tests share."""
+    prefix = os.environ.get("PYTHONPYCACHEPREFIX")
+    return {"PYTHONPYCACHEPREFIX": prefix} if prefix else {"PYTHONDONTWRITEBYTECODE": "1"}
+
+
 def fixture(name: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((FIXTURES / name).read_text())
     return data
