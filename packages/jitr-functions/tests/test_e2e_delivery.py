@@ -161,6 +161,32 @@ def test_lost_webhooks_of_a_quiet_repository_are_redelivered(e2e_sandbox):
     assert_vms_accounted(sandbox, lost, scaledown=True)
 
 
+def test_failed_deliveries_are_looked_for_at_most_every_redelivery_interval(e2e_sandbox):
+    """Each look pages through GitHub's delivery log, so passes closer together than
+    ``redelivery_interval_s`` leave it alone; the first pass after the interval redelivers
+    what failed meanwhile."""
+    sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET, settings={"redelivery_interval_s": 3})
+    set_faults(sandbox, drop_webhook=1.0)
+    first = queue_jobs(sandbox, 1, ["mona/dotfiles"])
+    assert sandbox.sim.drain_webhooks(10)
+    set_faults(sandbox)
+    assert sandbox.app.rebalancer.run().get("redelivered") == 1
+    set_faults(sandbox, drop_webhook=1.0)
+    second = queue_jobs(sandbox, 1, ["mona/dotfiles"])
+    assert sandbox.sim.drain_webhooks(10)
+    set_faults(sandbox)
+    sandbox.sim.reset_call_counts()
+
+    assert sandbox.app.rebalancer.run().get("redelivered", 0) == 0
+    assert "GET /app/hook/deliveries" not in sandbox.sim.call_counts()
+    wait_for(lambda: sandbox.app.rebalancer.run().get("redelivered") == 1, 60, "the next look redelivering")
+
+    wait_completed(sandbox, first + second, 60)
+    assert sandbox.sim.drain_webhooks(10)
+    redelivered = [d.job_id for d in sandbox.sim.deliveries() if d.redelivery and d.action == "queued" and d.ok]
+    assert sorted(redelivered) == sorted(first + second)
+
+
 def test_lost_webhooks_with_periodic_functions_running(e2e_sandbox):
     """Without a hand on the controls: a fifth of all deliveries lost, every job still completes."""
     sandbox = e2e_sandbox(pools=[POOL], faults=SandboxFaults(github=Faults(seed=5, drop_webhook=0.2)))

@@ -42,6 +42,7 @@ ghost_grace_s = 1
 stuck_after_s = 3
 boot_timeout_s = 20
 rebalance_grace_s = 0
+redelivery_interval_s = 0
 
 [github]
 app_id = "{sim.app_id}"

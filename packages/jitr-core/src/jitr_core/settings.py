@@ -123,6 +123,7 @@ class Settings:
     claim_timeout_s: int = 120
     cap_wait_s: int = 15
     rebalance_grace_s: int = 60
+    redelivery_interval_s: int = 60
     finished_ttl_s: int = 7 * 86400
     max_body_bytes: int = 1024 * 1024
     broker_url: str = ""
@@ -215,6 +216,7 @@ _SCALARS = (
     "claim_timeout_s",
     "cap_wait_s",
     "rebalance_grace_s",
+    "redelivery_interval_s",
     "delivery_ttl_s",  # no longer used: accepted with a warning (see _RETIRED)
     "finished_ttl_s",
     "max_body_bytes",
@@ -397,6 +399,7 @@ def _build(data: dict[str, Any], names: _Names, source: str, default_broker_url:
         claim_timeout_s=r.integer(data, "claim_timeout_s", default=120, low=1),
         cap_wait_s=r.integer(data, "cap_wait_s", default=15, low=1),
         rebalance_grace_s=r.integer(data, "rebalance_grace_s", default=60, low=0),
+        redelivery_interval_s=r.integer(data, "redelivery_interval_s", default=60, low=0),
         finished_ttl_s=r.integer(data, "finished_ttl_s", default=7 * 86400, low=60),
         max_body_bytes=r.integer(data, "max_body_bytes", default=1024 * 1024, low=1024),
         broker_url=broker_url,

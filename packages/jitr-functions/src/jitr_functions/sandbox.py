@@ -483,6 +483,7 @@ class Sandbox:
             "stuck_after_s": 8,
             "claim_timeout_s": 3,
             "rebalance_grace_s": 0,
+            "redelivery_interval_s": 0,
             "log_level": "INFO",
         }
         extra = dict(self._extra)

@@ -5,7 +5,9 @@ so an unchanged queue costs no rate limit), routes them to pools, and compares p
 scope (a runner serves only its repository's, or its organisation's, jobs) with the runners in
 flight that are not yet busy. For each missing runner it enqueues a job:
 first jobs jitr never heard of (a lost webhook), then jobs whose runner is gone. It also asks
-GitHub to redeliver webhook deliveries that failed since the last run.
+GitHub to redeliver webhook deliveries that failed since its last look, at most every
+``redelivery_interval_s``: each look pages through every delivery since the one before, which
+in a burst is most of the App's log, however often the rebalancer runs.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from .records import REPO, JobView, Store
 
 log = logging.getLogger("jitr.rebalancer")
 CURSOR = "rebalancer-cursor"
+LATE_DELIVERY_S = 60  # a delivery appears in GitHub's log this long after its time, at most
 Registration = tuple[str, str, str | None]  # pool, owner, repository (None for an organisation pool)
 
 
@@ -118,6 +121,8 @@ class RebalancerService:
 
     def _redeliver(self, now: float) -> int:
         cursor = self.backend.load("cursor", CURSOR)
+        if cursor is not None and now - cursor.updated_at < self.settings.redelivery_interval_s:
+            return 0
         since = float(cursor.data.get("since", now - 3600)) if cursor else now - 3600
         try:
             count = self.github.redeliver_failed_deliveries(since)
@@ -125,7 +130,7 @@ class RebalancerService:
             log.warning("could not redeliver failed deliveries", extra={"reason": str(exc)})
             return 0
         if cursor is None:
-            self.store.create("cursor", CURSOR, "set", data={"since": now - 120})
+            self.store.create("cursor", CURSOR, "set", data={"since": now - LATE_DELIVERY_S})
         else:
-            self.store.write(cursor, since=now - 120)
+            self.store.write(cursor, since=now - LATE_DELIVERY_S)
         return count
