@@ -75,6 +75,33 @@ variables {
   }]
 }
 
+# The aliases' ARNs, which the mocked provider would make up, name their function (unused where
+# snapstart is off and there are no aliases).
+override_resource {
+  target = aws_lambda_alias.live["webhook"]
+  values = { arn = "arn:aws:lambda:eu-west-1:123456789012:function:jitr-webhook:live", invoke_arn = "webhook-live-invoke-arn" }
+}
+override_resource {
+  target = aws_lambda_alias.live["scaleup"]
+  values = { arn = "arn:aws:lambda:eu-west-1:123456789012:function:jitr-scaleup:live", invoke_arn = "scaleup-live-invoke-arn" }
+}
+override_resource {
+  target = aws_lambda_alias.live["lifecycle"]
+  values = { arn = "arn:aws:lambda:eu-west-1:123456789012:function:jitr-lifecycle:live", invoke_arn = "lifecycle-live-invoke-arn" }
+}
+override_resource {
+  target = aws_lambda_alias.live["scaledown"]
+  values = { arn = "arn:aws:lambda:eu-west-1:123456789012:function:jitr-scaledown:live", invoke_arn = "scaledown-live-invoke-arn" }
+}
+override_resource {
+  target = aws_lambda_alias.live["rebalancer"]
+  values = { arn = "arn:aws:lambda:eu-west-1:123456789012:function:jitr-rebalancer:live", invoke_arn = "rebalancer-live-invoke-arn" }
+}
+override_resource {
+  target = aws_lambda_alias.live["broker"]
+  values = { arn = "arn:aws:lambda:eu-west-1:123456789012:function:jitr-broker:live", invoke_arn = "broker-live-invoke-arn" }
+}
+
 run "snapstart_is_off_by_default" {
   command = apply
 
@@ -105,31 +132,6 @@ run "snapstart_publishes_versions_and_every_trigger_invokes_the_alias" {
 
   variables {
     snapstart = true
-  }
-
-  override_resource {
-    target = aws_lambda_alias.live["webhook"]
-    values = { arn = "arn:aws:lambda:eu-west-1:123456789012:function:jitr-webhook:live", invoke_arn = "webhook-live-invoke-arn" }
-  }
-  override_resource {
-    target = aws_lambda_alias.live["scaleup"]
-    values = { arn = "arn:aws:lambda:eu-west-1:123456789012:function:jitr-scaleup:live", invoke_arn = "scaleup-live-invoke-arn" }
-  }
-  override_resource {
-    target = aws_lambda_alias.live["lifecycle"]
-    values = { arn = "arn:aws:lambda:eu-west-1:123456789012:function:jitr-lifecycle:live", invoke_arn = "lifecycle-live-invoke-arn" }
-  }
-  override_resource {
-    target = aws_lambda_alias.live["scaledown"]
-    values = { arn = "arn:aws:lambda:eu-west-1:123456789012:function:jitr-scaledown:live", invoke_arn = "scaledown-live-invoke-arn" }
-  }
-  override_resource {
-    target = aws_lambda_alias.live["rebalancer"]
-    values = { arn = "arn:aws:lambda:eu-west-1:123456789012:function:jitr-rebalancer:live", invoke_arn = "rebalancer-live-invoke-arn" }
-  }
-  override_resource {
-    target = aws_lambda_alias.live["broker"]
-    values = { arn = "arn:aws:lambda:eu-west-1:123456789012:function:jitr-broker:live", invoke_arn = "broker-live-invoke-arn" }
   }
 
   assert {
@@ -179,38 +181,6 @@ run "snapstart_behind_http_apis" {
   variables {
     snapstart        = true
     webhook_endpoint = "api_gateway"
-    pools = [{
-      name          = "linux"
-      labels        = ["self-hosted", "linux"]
-      machine_types = ["m7i.large"]
-      subnet_ids    = ["subnet-0aaaaaaaaaaaaaaaa"]
-      image         = "ami-0123456789abcdef0"
-    }]
-  }
-
-  override_resource {
-    target = aws_lambda_alias.live["webhook"]
-    values = { arn = "arn:aws:lambda:eu-west-1:123456789012:function:jitr-webhook:live", invoke_arn = "webhook-live-invoke-arn" }
-  }
-  override_resource {
-    target = aws_lambda_alias.live["scaleup"]
-    values = { arn = "arn:aws:lambda:eu-west-1:123456789012:function:jitr-scaleup:live", invoke_arn = "scaleup-live-invoke-arn" }
-  }
-  override_resource {
-    target = aws_lambda_alias.live["lifecycle"]
-    values = { arn = "arn:aws:lambda:eu-west-1:123456789012:function:jitr-lifecycle:live", invoke_arn = "lifecycle-live-invoke-arn" }
-  }
-  override_resource {
-    target = aws_lambda_alias.live["scaledown"]
-    values = { arn = "arn:aws:lambda:eu-west-1:123456789012:function:jitr-scaledown:live", invoke_arn = "scaledown-live-invoke-arn" }
-  }
-  override_resource {
-    target = aws_lambda_alias.live["rebalancer"]
-    values = { arn = "arn:aws:lambda:eu-west-1:123456789012:function:jitr-rebalancer:live", invoke_arn = "rebalancer-live-invoke-arn" }
-  }
-  override_resource {
-    target = aws_lambda_alias.live["broker"]
-    values = { arn = "arn:aws:lambda:eu-west-1:123456789012:function:jitr-broker:live", invoke_arn = "broker-live-invoke-arn" }
   }
 
   assert {
