@@ -184,11 +184,11 @@ run "snapstart_behind_http_apis" {
   }
 
   assert {
-    condition     = aws_apigatewayv2_integration.webhook[0].integration_uri == "webhook-live-invoke-arn" && aws_lambda_permission.api[0].qualifier == "live"
+    condition     = aws_apigatewayv2_integration.http["webhook"].integration_uri == "webhook-live-invoke-arn" && aws_lambda_permission.http_api["webhook"].qualifier == "live"
     error_message = "the webhook's HTTP API invokes its alias, which API Gateway may invoke"
   }
   assert {
-    condition     = aws_apigatewayv2_integration.broker[0].integration_uri == "broker-live-invoke-arn" && aws_lambda_permission.broker[0].qualifier == "live"
+    condition     = aws_apigatewayv2_integration.http["broker"].integration_uri == "broker-live-invoke-arn" && aws_lambda_permission.http_api["broker"].qualifier == "live"
     error_message = "the broker's HTTP API invokes its alias, which API Gateway may invoke"
   }
 }

@@ -135,11 +135,11 @@ run "api_gateway_instead_of_a_function_url" {
   }
 
   assert {
-    condition     = length(aws_lambda_function_url.webhook) == 0 && length(aws_apigatewayv2_route.webhook) == 1
+    condition     = length(aws_lambda_function_url.webhook) == 0 && toset(keys(aws_apigatewayv2_route.http)) == toset(["webhook", "broker"])
     error_message = "api_gateway replaces the function URL with an HTTP API route"
   }
   assert {
-    condition     = aws_apigatewayv2_route.webhook[0].route_key == "POST /webhook"
+    condition     = aws_apigatewayv2_route.http["webhook"].route_key == "POST /webhook"
     error_message = "GitHub POSTs to /webhook"
   }
 }
@@ -152,7 +152,7 @@ run "api_gateway_webhook_url" {
   }
 
   override_resource {
-    target = aws_apigatewayv2_stage.webhook[0]
+    target = aws_apigatewayv2_stage.http["webhook"]
     values = { invoke_url = "https://abc123.execute-api.eu-west-1.amazonaws.com/" }
   }
 
@@ -304,7 +304,7 @@ run "a_broker_pool_gets_the_broker_function_behind_an_http_api" {
   }
 
   override_resource {
-    target = aws_apigatewayv2_api.broker[0]
+    target = aws_apigatewayv2_api.http["broker"]
     values = { api_endpoint = "https://brk123.execute-api.eu-west-1.amazonaws.com", execution_arn = "arn:aws:execute-api:eu-west-1:123456789012:brk123" }
   }
 
@@ -323,7 +323,7 @@ run "a_broker_pool_gets_the_broker_function_behind_an_http_api" {
     error_message = "JITR_POOLS carries the pool's handoff"
   }
   assert {
-    condition     = aws_apigatewayv2_route.broker[0].route_key == "POST /broker" && output.broker_url == "https://brk123.execute-api.eu-west-1.amazonaws.com/broker"
+    condition     = aws_apigatewayv2_route.http["broker"].route_key == "POST /broker" && output.broker_url == "https://brk123.execute-api.eu-west-1.amazonaws.com/broker"
     error_message = "the broker is POST /broker on its HTTP API, and its URL an output"
   }
 }
@@ -332,11 +332,11 @@ run "a_pool_without_handoff_gets_the_broker" {
   command = plan
 
   assert {
-    condition     = length(aws_apigatewayv2_api.broker) == 1 && contains(keys(aws_lambda_function.function), "broker")
+    condition     = contains(keys(aws_apigatewayv2_api.http), "broker") && contains(keys(aws_lambda_function.function), "broker")
     error_message = "the broker handoff is the default: a pool without handoff gets the broker function and its HTTP API"
   }
   assert {
-    condition     = length(aws_lambda_permission.broker) == 1 && length(aws_apigatewayv2_route.broker) == 1 && length(aws_apigatewayv2_stage.broker) == 1
+    condition     = toset(keys(aws_lambda_permission.http_api)) == toset(["broker"]) && toset(keys(aws_apigatewayv2_route.http)) == toset(["broker"]) && toset(keys(aws_apigatewayv2_stage.http)) == toset(["broker"])
     error_message = "the broker's HTTP API routes POST /broker to the broker, which it may invoke"
   }
   assert {
@@ -356,11 +356,11 @@ run "metadata_pools_get_no_broker" {
   }
 
   assert {
-    condition     = length(aws_apigatewayv2_api.broker) == 0 && !contains(keys(aws_lambda_function.function), "broker")
+    condition     = length(aws_apigatewayv2_api.http) == 0 && !contains(keys(aws_lambda_function.function), "broker")
     error_message = "when every pool says handoff = \"metadata\" there is no broker function or endpoint"
   }
   assert {
-    condition     = !contains(keys(aws_iam_role.function), "broker") && length(aws_cloudwatch_log_group.broker_api) == 0
+    condition     = !contains(keys(aws_iam_role.function), "broker") && length(aws_cloudwatch_log_group.http_api) == 0
     error_message = "when every pool says handoff = \"metadata\" there is no broker role or access log"
   }
   assert {
@@ -384,7 +384,7 @@ run "one_metadata_pool_beside_a_default_one_keeps_the_broker" {
   }
 
   override_resource {
-    target = aws_apigatewayv2_api.broker[0]
+    target = aws_apigatewayv2_api.http["broker"]
     values = { api_endpoint = "https://brk123.execute-api.eu-west-1.amazonaws.com", execution_arn = "arn:aws:execute-api:eu-west-1:123456789012:brk123" }
   }
 
@@ -405,7 +405,7 @@ run "a_default_pool_may_have_warm_vms" {
   }
 
   assert {
-    condition     = length(aws_apigatewayv2_api.broker) == 1
+    condition     = toset(keys(aws_apigatewayv2_api.http)) == toset(["broker"])
     error_message = "a pool without handoff has the broker handoff, which warm VMs need"
   }
 }
@@ -428,7 +428,7 @@ run "a_pool_s_warm_vms_render" {
   }
 
   override_resource {
-    target = aws_apigatewayv2_api.broker[0]
+    target = aws_apigatewayv2_api.http["broker"]
     values = { api_endpoint = "https://brk123.execute-api.eu-west-1.amazonaws.com", execution_arn = "arn:aws:execute-api:eu-west-1:123456789012:brk123" }
   }
 
