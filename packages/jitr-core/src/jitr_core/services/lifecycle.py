@@ -40,6 +40,7 @@ from .records import (
 from .rerun import rerun_if_interrupted
 
 log = logging.getLogger("jitr.lifecycle")
+MAX_SWAP_CHAIN = 16  # runners followed from a taken job to the idle one its taking left over
 
 
 class LifecycleService:
@@ -159,16 +160,10 @@ class LifecycleService:
         job_a = self.store.job(runner.job_id)
         if job_a is None or job_a.state != JobState.QUEUED:
             return
-        job_b = self.store.job(taken_job_id)
-        # B's runner may still be launching (claimed, not yet linked to B): find it by its name
-        spare_name = (
-            job_b.launched_runner or runner_name_for(job_b.record.pool, job_b.job_id, job_b.attempt) if job_b else None
-        )
-        spare = self.store.runner(spare_name) if spare_name else None
+        spare = self._spare(self.store.job(taken_job_id))
         # a claim whose worker died launches nothing: adopt it only while it may still be alive
         live = spare is not None and spare.is_live(self.clock(), self.settings.claim_timeout_s)
-        fits = spare is not None and self._fits(spare, job_a)
-        if spare is not None and live and fits and spare.state in (RunnerState.CLAIMED, RunnerState.LAUNCHED):
+        if spare is not None and live and self._fits(spare, job_a):
 
             def adopt(record: Record) -> dict[str, object] | None:
                 if record.state != JobState.QUEUED:
@@ -176,11 +171,32 @@ class LifecycleService:
                 adopted = step("adopted", self.clock(), runner=spare.name, reason="runner-taken-by-another-job")
                 return {"launched_runner": spare.name, **with_steps(record.data, adopted)}
 
-            self.store.update(JOB, str(job_a.job_id), adopt)
-            self.store.update(RUNNER, spare.name, lambda record: _rebind(record, job_a.job_id))
-            log.info("jobs swapped runners", extra={"runner_name": runner.name, "spare": spare.name})
+            written = self.store.update(JOB, str(job_a.job_id), adopt)
+            if written is not None and written.data.get("launched_runner") == spare.name:
+                self.store.update(RUNNER, spare.name, lambda record: _rebind(record, job_a.job_id))
+                log.info("jobs swapped runners", extra={"runner_name": runner.name, "spare": spare.name})
             return
         requeue(self.store, job_a, reason="runner-taken-by-another-job")
+
+    def _spare(self, job_b: JobView | None) -> RunnerView | None:
+        """The idle runner that job B's taking leaves over: B's own, or, where B's runner is busy with
+        job C already (two swaps at once: B's runner took C before B's swap could hand it C's),
+        C's runner, and so on along the chain; None when the chain ends in no idle runner."""
+        seen: set[str] = set()
+        while job_b is not None and len(seen) < MAX_SWAP_CHAIN:
+            # B's runner may still be launching (claimed, not yet linked to B): find it by its name
+            name = job_b.launched_runner or runner_name_for(job_b.record.pool, job_b.job_id, job_b.attempt)
+            spare = self.store.runner(name) if name not in seen else None
+            if spare is None:
+                return None
+            if spare.state in (RunnerState.CLAIMED, RunnerState.LAUNCHED):
+                return spare
+            serving = spare.get("serving_job_id")
+            if spare.state != RunnerState.BUSY or serving is None or int(serving) == job_b.job_id:
+                return None
+            seen.add(name)
+            job_b = self.store.job(int(serving))
+        return None
 
     def _fits(self, spare: RunnerView, job: JobView) -> bool:
         """Whether GitHub can give ``job`` to ``spare``: its pool's and sizing labels hold all of the job's.

@@ -1,0 +1,51 @@
+"""Runner swaps that race: two ``in_progress`` handled at once must not cost a launch.
+
+GitHub gives a job to any idle runner with matching labels. When A's runner takes B while B's
+runner takes C, and both ``in_progress`` are handled at the same moment, A's swap can find B's
+runner already busy (with C) before B's own swap ran, and B's swap then finds B no longer
+queued. The runner launched for C is the one left idle: A must be handed it, not launched for
+again (a surplus launch, and an idle runner retired later).
+"""
+
+from __future__ import annotations
+
+from e2e_support import LABELS, POOL, QUIET, describe, queue_jobs, record, wait_for
+from jitr_core.messages import LifecycleMessage, encode
+from jitr_core.model import RunnerState
+from jitr_core.services.records import RUNNER, Store
+from jitr_functions.sandbox import RECORDING
+
+
+def test_a_swap_that_finds_the_taken_jobs_runner_busy_hands_on_the_runner_left_idle(e2e_sandbox):
+    sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET, vm_provider=RECORDING, boot_s=None)
+    job_a, job_b, job_c = queue_jobs(sandbox, 3)
+    runners = {job: f"jitr-linux-{job}-1" for job in (job_a, job_b, job_c)}
+    wait_for(
+        lambda: all(getattr(record(sandbox, "runner", name), "state", None) == "launched" for name in runners.values()),
+        60,
+        "the three runners launched",
+        detail=lambda: describe(sandbox, list(runners)),
+    )
+    # B's runner took C, and that in_progress got as far as marking it busy when ...
+    Store(sandbox.app.backend).update(
+        RUNNER, runners[job_b], lambda _: {"state": RunnerState.BUSY, "serving_job_id": job_c}
+    )
+    # ... A's runner's taking B is handled
+    b = sandbox.sim.job(job_b)
+    taken = LifecycleMessage(
+        action="in_progress",
+        job_id=job_b,
+        run_id=b.run_id,
+        repository=b.repository,
+        owner=b.repository.split("/")[0],
+        installation_id=None,
+        labels=tuple(LABELS),
+        runner_name=runners[job_a],
+    )
+    assert sandbox.app.lifecycle.handle(encode(taken).body) == "took-another-jobs-runner"
+
+    a = record(sandbox, "job", job_a)
+    assert a.state == "queued" and a.data["launched_runner"] == runners[job_c], describe(sandbox, list(runners))
+    assert record(sandbox, "runner", runners[job_c]).data["job_id"] == job_a
+    assert [s["event"] for s in a.data["timeline"]].count("requeued") == 0
+    assert len(sandbox.vms.launches) == 3  # no launch for A again
