@@ -2,13 +2,14 @@
 
 GitHub gives a job to any idle runner with matching labels. When A's runner takes B while B's
 runner takes C, and both ``in_progress`` are handled at the same moment, A's swap can find B's
-runner already busy (with C) before B's own swap ran, and B's swap then finds B no longer
+runner already busy with C (or done with it) before B's own swap ran, and B's swap then finds B no longer
 queued. The runner launched for C is the one left idle: A must be handed it, not launched for
 again (a surplus launch, and an idle runner retired later).
 """
 
 from __future__ import annotations
 
+import pytest
 from e2e_support import LABELS, POOL, QUIET, describe, queue_jobs, record, wait_for
 from jitr_core.messages import LifecycleMessage, encode
 from jitr_core.model import RunnerState
@@ -16,7 +17,8 @@ from jitr_core.services.records import RUNNER, Store
 from jitr_functions.sandbox import RECORDING
 
 
-def test_a_swap_that_finds_the_taken_jobs_runner_busy_hands_on_the_runner_left_idle(e2e_sandbox):
+@pytest.mark.parametrize("b_runner", [RunnerState.BUSY, RunnerState.FINISHED])
+def test_a_swap_that_finds_the_taken_jobs_runner_gone_on_hands_on_the_runner_left_idle(e2e_sandbox, b_runner):
     sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET, vm_provider=RECORDING, boot_s=None)
     job_a, job_b, job_c = queue_jobs(sandbox, 3)
     runners = {job: f"jitr-linux-{job}-1" for job in (job_a, job_b, job_c)}
@@ -26,10 +28,9 @@ def test_a_swap_that_finds_the_taken_jobs_runner_busy_hands_on_the_runner_left_i
         "the three runners launched",
         detail=lambda: describe(sandbox, list(runners)),
     )
-    # B's runner took C, and that in_progress got as far as marking it busy when ...
-    Store(sandbox.app.backend).update(
-        RUNNER, runners[job_b], lambda _: {"state": RunnerState.BUSY, "serving_job_id": job_c}
-    )
+    # B's runner took C (and maybe finished it), and that in_progress got as far as marking the
+    # runner when ...
+    Store(sandbox.app.backend).update(RUNNER, runners[job_b], lambda _: {"state": b_runner, "serving_job_id": job_c})
     # ... A's runner's taking B is handled
     b = sandbox.sim.job(job_b)
     taken = LifecycleMessage(

@@ -179,8 +179,8 @@ class LifecycleService:
         requeue(self.store, job_a, reason="runner-taken-by-another-job")
 
     def _spare(self, job_b: JobView | None) -> RunnerView | None:
-        """The idle runner that job B's taking leaves over: B's own, or, where B's runner is busy with
-        job C already (two swaps at once: B's runner took C before B's swap could hand it C's),
+        """The idle runner that job B's taking leaves over: B's own, or, where B's runner took job C
+        already (busy or even done with it: B's runner took C before B's swap could hand it C's),
         C's runner, and so on along the chain; None when the chain ends in no idle runner."""
         seen: set[str] = set()
         while job_b is not None and len(seen) < MAX_SWAP_CHAIN:
@@ -192,7 +192,8 @@ class LifecycleService:
             if spare.state in (RunnerState.CLAIMED, RunnerState.LAUNCHED):
                 return spare
             serving = spare.get("serving_job_id")
-            if spare.state != RunnerState.BUSY or serving is None or int(serving) == job_b.job_id:
+            served = spare.state in (RunnerState.BUSY, RunnerState.FINISHED)
+            if not served or serving is None or int(serving) == job_b.job_id:
                 return None
             seen.add(name)
             job_b = self.store.job(int(serving))
