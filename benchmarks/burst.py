@@ -31,7 +31,9 @@ def burst(jobs: int = JOBS, vm_provider: str = "recording", workers: int | None 
     """Queue ``jobs`` jobs at once, wait for every one to complete, return the sandbox's report.
 
     Recorded VMs boot once every job has a launch: a real VM takes far longer to boot (20-60 s)
-    than the burst takes to launch, and its runner then takes whatever job GitHub gives it.
+    than the burst takes to launch, and its runner then takes whatever job GitHub gives it. One
+    rebalancer pass is run between the two, as a rebalancer every minute meets a burst: its
+    GitHub calls count, whether or not the burst lasts long enough for a periodic pass.
     """
     from jitr_functions.local import Intervals
     from jitr_functions.sandbox import RecordingVMs, Sandbox, SandboxFaults, VMFaults
@@ -43,10 +45,19 @@ def burst(jobs: int = JOBS, vm_provider: str = "recording", workers: int | None 
         Sandbox(
             pools=pools,
             faults=faults,
-            # boot_timeout_s: the deployments' default; the sandbox's 5 s would retire the held VMs as
-            # never booting whenever a scale-down pass comes before they boot
-            settings={"max_runners": jobs, "log_level": "ERROR", "rebalance_grace_s": 60, "boot_timeout_s": 600},
-            intervals=Intervals(scaledown_s=30, rebalancer_s=10),
+            # the deployments' defaults where the sandbox's suit its tests: a 5 s boot_timeout_s would
+            # retire the held VMs as never booting whenever a scale-down pass comes before they boot,
+            # and the sandbox looks for failed deliveries on every rebalancer pass
+            settings={
+                "max_runners": jobs,
+                "log_level": "ERROR",
+                "rebalance_grace_s": 60,
+                "boot_timeout_s": 600,
+                "redelivery_interval_s": 60,
+            },
+            # the rebalancer at its deployments' interval (one pass is run in the burst, below);
+            # scale-down every 30 s instead of 5 minutes, so that its passes fall inside the burst
+            intervals=Intervals(scaledown_s=30, rebalancer_s=60),
             log_stream=devnull,
             workers=workers,
             vm_provider=vm_provider,
@@ -62,6 +73,8 @@ def burst(jobs: int = JOBS, vm_provider: str = "recording", workers: int | None 
         if isinstance(sandbox.vms, RecordingVMs):
             sandbox.wait_until(lambda: sandbox.all_launched(ids), timeout_s=600, step_s=0.2)
             launched_in = round(time.monotonic() - start, 2)
+            # the pass a burst meets at a rebalancer every minute, whatever the burst's timing
+            sandbox.app.rebalancer.run()
             sandbox.vms.boot()
         sandbox.wait_until(lambda: sandbox.all_done(ids), timeout_s=300, step_s=0.5)
         report = sandbox.report(ids)
