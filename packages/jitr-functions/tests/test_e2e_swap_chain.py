@@ -1,13 +1,15 @@
-"""Runner swaps that race: two ``in_progress`` handled at once must not cost a launch.
+"""Runner swaps whose events race or arrive out of order must not cost a launch.
 
 GitHub gives a job to any idle runner with matching labels. When A's runner takes B while B's
 runner takes C, and both ``in_progress`` are handled at the same moment, A's swap can find B's
-runner already busy with C (or done with it) before B's own swap ran, and B's swap then finds B no longer
-queued. The runner launched for C is the one left idle: A must be handed it, not launched for
-again (a surplus launch, and an idle runner retired later).
+runner already busy with C (or done with it) before B's own swap ran, and B's swap then finds B
+no longer queued. The runner launched for C is the one left idle: A must be handed it, not
+launched for again (a surplus launch, and an idle runner retired later). And when a runner's
+``completed`` is handled before its ``in_progress``, the swap happens there.
 """
-
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 from e2e_support import LABELS, POOL, QUIET, describe, queue_jobs, record, wait_for
@@ -50,3 +52,41 @@ def test_a_swap_that_finds_the_taken_jobs_runner_gone_on_hands_on_the_runner_lef
     assert record(sandbox, "runner", runners[job_c]).data["job_id"] == job_a
     assert [s["event"] for s in a.data["timeline"]].count("requeued") == 0
     assert len(sandbox.vms.launches) == 3  # no launch for A again
+
+
+def test_a_runner_whose_completed_comes_before_its_in_progress_still_hands_its_job_the_spare(e2e_sandbox):
+    """A's runner took B and finished it, but the ``completed`` is handled first (the
+    ``in_progress`` late or lost): A is handed B's runner there, not left to the stuck-job repair."""
+    sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET, vm_provider=RECORDING, boot_s=None)
+    job_a, job_b = queue_jobs(sandbox, 2)
+    runners = {job: f"jitr-linux-{job}-1" for job in (job_a, job_b)}
+    wait_for(
+        lambda: all(getattr(record(sandbox, "runner", name), "state", None) == "launched" for name in runners.values()),
+        60,
+        "the two runners launched",
+        detail=lambda: describe(sandbox, list(runners)),
+    )
+    b = sandbox.sim.job(job_b)
+    done = LifecycleMessage(
+        action="completed",
+        job_id=job_b,
+        run_id=b.run_id,
+        repository=b.repository,
+        owner=b.repository.split("/")[0],
+        installation_id=None,
+        labels=tuple(LABELS),
+        runner_name=runners[job_a],
+        conclusion="success",
+    )
+    assert sandbox.app.lifecycle.handle(encode(done).body) == "finished"
+
+    a = record(sandbox, "job", job_a)
+    assert a.state == "queued" and a.data["launched_runner"] == runners[job_b], describe(sandbox, list(runners))
+    assert record(sandbox, "runner", runners[job_b]).data["job_id"] == job_a
+
+    # the late in_progress changes nothing: no second swap, no launch for A
+    assert sandbox.app.lifecycle.handle(encode(replace(done, action="in_progress", conclusion=None)).body) == "busy"
+    a = record(sandbox, "job", job_a)
+    assert a.data["launched_runner"] == runners[job_b]
+    assert [s["event"] for s in a.data["timeline"]].count("requeued") == 0
+    assert len(sandbox.vms.launches) == 2

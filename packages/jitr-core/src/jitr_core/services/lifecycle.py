@@ -3,7 +3,8 @@
 Keyed by runner name, tolerant of duplicates and of ``completed`` arriving before
 ``in_progress`` (states only move forward). Because GitHub gives a job to any idle runner with
 matching labels, the runner that takes a job may have been launched for another one; then the
-two jobs swap runners in the records, and the job left without one gets a new launch.
+two jobs swap runners in the records (on whichever of the two events comes first), and the job
+left without one gets a new launch.
 
 Spot interruption notices arrive on the same queue (see :mod:`jitr_core.interruption`): the
 runner is marked, a runner not yet serving its job is replaced (on-demand), and a job GitHub
@@ -229,6 +230,8 @@ class LifecycleService:
         )
         if runner_can_move(runner.state, RunnerState.FINISHED) and moved is not None:
             nudge_waiting(self.store, moved.pool)  # its slot is free: a job waiting for the cap need not wait
+            if runner.state != RunnerState.BUSY and runner.job_id != message.job_id:
+                self._swap(runner, message.job_id)  # its in_progress is late or lost: swap here instead
         if runner.get("interrupted_at") is not None and message.conclusion == "failure":
             self._mark_job(message.job_id, runner, None)
             return rerun_if_interrupted(self.store, self.github, message.job_id)
