@@ -25,6 +25,7 @@ from jitr_core.hookspecs import hookimpl
 from jitr_core.model import LaunchRequest, Record, RecordQuery
 from jitr_core.services.warm import ASSIGNED, WAITING, WARM, WarmPools
 from jitr_core.settings import Settings
+from jitr_core.testing.environment import deadline_s
 
 
 def _pool(**warm: Any) -> dict[str, Any]:
@@ -145,14 +146,17 @@ class HoldFirstClaim:
             if mine:
                 self.first = str(record.data["runner_name"])
         if mine:
-            self.second_tried.wait(30)
+            self.second_tried.wait(deadline_s(60))
         else:
             self.second_tried.set()
 
 
 def test_two_scaleups_racing_for_one_warm_vm_give_it_to_one_job(warm_deployment):
     hold = HoldFirstClaim()
-    d = warm_deployment(_pool(warm=1), plugins=(("hold-first-claim", hold),))
+    # the held job's message comes back while its write is held (visibility 1 s): with the
+    # deployments' 2 s claim timeout, a busy machine let that copy take the held claim over and win
+    # the VM as the second writer; the race under test is between the two jobs
+    d = warm_deployment(_pool(warm=1), plugins=(("hold-first-claim", hold),), claim_timeout_s=120)
     d.app.scaledown.run()
     [warm] = polling(d, 1)
 
