@@ -7,6 +7,7 @@ no longer queued. The runner launched for C is the one left idle: A must be hand
 launched for again (a surplus launch, and an idle runner retired later). And when a runner's
 ``completed`` is handled before its ``in_progress``, the swap happens there.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
