@@ -10,43 +10,53 @@ launched for again (a surplus launch, and an idle runner retired later). And whe
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 from e2e_support import LABELS, POOL, QUIET, describe, queue_jobs, record, wait_for
 from jitr_core.messages import LifecycleMessage, encode
 from jitr_core.model import RunnerState
 from jitr_core.services.records import RUNNER, Store
-from jitr_functions.sandbox import RECORDING
+from jitr_functions.sandbox import RECORDING, Sandbox
+
+
+def launched(e2e_sandbox, count: int) -> tuple[Sandbox, dict[int, str]]:
+    """A deployment whose recorded VMs never boot, with ``count`` jobs launched for: its runners by job."""
+    sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET, vm_provider=RECORDING, boot_s=None)
+    runners = {job: f"jitr-linux-{job}-1" for job in queue_jobs(sandbox, count)}
+    wait_for(
+        lambda: all(getattr(record(sandbox, "runner", name), "state", None) == "launched" for name in runners.values()),
+        60,
+        f"the {count} runners launched",
+        detail=lambda: describe(sandbox, list(runners)),
+    )
+    return sandbox, runners
+
+
+def took(sandbox: Sandbox, job_id: int, runner_name: str, action: str, conclusion: str | None = None) -> str:
+    """Handle the lifecycle message of ``runner_name`` taking (``in_progress``) or ending the job."""
+    job = sandbox.sim.job(job_id)
+    message = LifecycleMessage(
+        action=action,
+        job_id=job_id,
+        run_id=job.run_id,
+        repository=job.repository,
+        owner=job.repository.split("/")[0],
+        installation_id=None,
+        labels=tuple(LABELS),
+        runner_name=runner_name,
+        conclusion=conclusion,
+    )
+    return sandbox.app.lifecycle.handle(encode(message).body)
 
 
 @pytest.mark.parametrize("b_runner", [RunnerState.BUSY, RunnerState.FINISHED])
 def test_a_swap_that_finds_the_taken_jobs_runner_gone_on_hands_on_the_runner_left_idle(e2e_sandbox, b_runner):
-    sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET, vm_provider=RECORDING, boot_s=None)
-    job_a, job_b, job_c = queue_jobs(sandbox, 3)
-    runners = {job: f"jitr-linux-{job}-1" for job in (job_a, job_b, job_c)}
-    wait_for(
-        lambda: all(getattr(record(sandbox, "runner", name), "state", None) == "launched" for name in runners.values()),
-        60,
-        "the three runners launched",
-        detail=lambda: describe(sandbox, list(runners)),
-    )
+    sandbox, runners = launched(e2e_sandbox, 3)
+    job_a, job_b, job_c = runners
     # B's runner took C (and maybe finished it), and that in_progress got as far as marking the
     # runner when ...
     Store(sandbox.app.backend).update(RUNNER, runners[job_b], lambda _: {"state": b_runner, "serving_job_id": job_c})
     # ... A's runner's taking B is handled
-    b = sandbox.sim.job(job_b)
-    taken = LifecycleMessage(
-        action="in_progress",
-        job_id=job_b,
-        run_id=b.run_id,
-        repository=b.repository,
-        owner=b.repository.split("/")[0],
-        installation_id=None,
-        labels=tuple(LABELS),
-        runner_name=runners[job_a],
-    )
-    assert sandbox.app.lifecycle.handle(encode(taken).body) == "took-another-jobs-runner"
+    assert took(sandbox, job_b, runners[job_a], "in_progress") == "took-another-jobs-runner"
 
     a = record(sandbox, "job", job_a)
     assert a.state == "queued" and a.data["launched_runner"] == runners[job_c], describe(sandbox, list(runners))
@@ -58,35 +68,16 @@ def test_a_swap_that_finds_the_taken_jobs_runner_gone_on_hands_on_the_runner_lef
 def test_a_runner_whose_completed_comes_before_its_in_progress_still_hands_its_job_the_spare(e2e_sandbox):
     """A's runner took B and finished it, but the ``completed`` is handled first (the
     ``in_progress`` late or lost): A is handed B's runner there, not left to the stuck-job repair."""
-    sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET, vm_provider=RECORDING, boot_s=None)
-    job_a, job_b = queue_jobs(sandbox, 2)
-    runners = {job: f"jitr-linux-{job}-1" for job in (job_a, job_b)}
-    wait_for(
-        lambda: all(getattr(record(sandbox, "runner", name), "state", None) == "launched" for name in runners.values()),
-        60,
-        "the two runners launched",
-        detail=lambda: describe(sandbox, list(runners)),
-    )
-    b = sandbox.sim.job(job_b)
-    done = LifecycleMessage(
-        action="completed",
-        job_id=job_b,
-        run_id=b.run_id,
-        repository=b.repository,
-        owner=b.repository.split("/")[0],
-        installation_id=None,
-        labels=tuple(LABELS),
-        runner_name=runners[job_a],
-        conclusion="success",
-    )
-    assert sandbox.app.lifecycle.handle(encode(done).body) == "finished"
+    sandbox, runners = launched(e2e_sandbox, 2)
+    job_a, job_b = runners
+    assert took(sandbox, job_b, runners[job_a], "completed", conclusion="success") == "finished"
 
     a = record(sandbox, "job", job_a)
     assert a.state == "queued" and a.data["launched_runner"] == runners[job_b], describe(sandbox, list(runners))
     assert record(sandbox, "runner", runners[job_b]).data["job_id"] == job_a
 
     # the late in_progress changes nothing: no second swap, no launch for A
-    assert sandbox.app.lifecycle.handle(encode(replace(done, action="in_progress", conclusion=None)).body) == "busy"
+    assert took(sandbox, job_b, runners[job_a], "in_progress") == "busy"
     a = record(sandbox, "job", job_a)
     assert a.data["launched_runner"] == runners[job_b]
     assert [s["event"] for s in a.data["timeline"]].count("requeued") == 0
