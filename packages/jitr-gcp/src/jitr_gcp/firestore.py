@@ -3,11 +3,11 @@
 A document's id is ``<kind>#<key>`` (``%``, ``/`` and ``#`` escaped), so a claim is a plain
 ``create()``. Conditional writes read the document and write with a precondition on its
 ``update_time``: two writers at one version cannot both succeed, and no transaction (with its
-lock contention) is needed; a write Firestore aborts for contention anyway (another writer held the
-document) did not happen and is tried again. ``expires_at`` is kept twice: as a number that loads and queries
-compare, and as the Timestamp ``expire_time`` that a Firestore TTL policy deletes by, some time
-after expiry; until then expired documents are filtered out here. Queries use the composite
-indexes in ``firestore.indexes.json``.
+lock contention) is needed; a write Firestore aborts for contention anyway (another writer held
+the document) did not happen and is tried again. ``expires_at`` is kept twice: as a number that
+loads and queries compare, and as the Timestamp ``expire_time`` that a Firestore TTL policy
+deletes by, some time after expiry; until then expired documents are filtered out here. Queries
+use the composite indexes in ``firestore.indexes.json``.
 """
 
 from __future__ import annotations
