@@ -11,7 +11,7 @@ launched for again (a surplus launch, and an idle runner retired later). And whe
 from __future__ import annotations
 
 import pytest
-from e2e_support import LABELS, POOL, QUIET, describe, queue_jobs, record, wait_for
+from e2e_support import LABELS, POOL, QUIET, describe, queue_jobs, record, runner_records, wait_for
 from jitr_core.messages import LifecycleMessage, encode
 from jitr_core.model import RunnerState
 from jitr_core.services.records import RUNNER, Store
@@ -82,3 +82,36 @@ def test_a_runner_whose_completed_comes_before_its_in_progress_still_hands_its_j
     assert a.data["launched_runner"] == runners[job_b]
     assert [s["event"] for s in a.data["timeline"]].count("requeued") == 0
     assert len(sandbox.vms.launches) == 2
+
+
+def test_a_claim_handed_to_another_job_while_launching_still_gets_its_vm_its_config(e2e_sandbox):
+    """A's runner takes B while B's scaleup holds its claim and has launched nothing: A adopts the
+    claim (the swap rebinds it to A). Scaleup's write of the broker handoff comes after that
+    rebind and must not be lost to it, or B's VM is refused its config and A waits for ever."""
+    sandbox, runners = launched(e2e_sandbox, 1)
+    [job_a] = runners
+    swaps: list[tuple[str, str]] = []
+
+    def take_b_while_claimed(at: str) -> None:
+        if at != "claimed" or swaps:
+            return
+        [claim] = runner_records(sandbox, ["claimed"])
+        swaps.append((claim.key, took(sandbox, claim.data["job_id"], runners[job_a], "in_progress")))
+
+    sandbox.app.scaleup.checkpoint = take_b_while_claimed
+    queue_jobs(sandbox, 1)
+    wait_for(lambda: swaps, 60, "B's claim")
+    [(spare, outcome)] = swaps
+    assert outcome == "took-another-jobs-runner"
+    wait_for(lambda: record(sandbox, "runner", spare).state == "launched", 60, "B's runner launched")
+
+    runner = record(sandbox, "runner", spare)
+    assert runner.data["job_id"] == job_a and runner.data["handoff"] == "waiting", runner.data
+    assert record(sandbox, "job", job_a).data["launched_runner"] == spare
+    sandbox.vms.boot()  # A's VM is refused (its runner is busy in the records); B's gets its config
+    wait_for(
+        lambda: record(sandbox, "runner", spare).data.get("handoff") == "handed",
+        60,
+        "B's VM to be handed its config",
+        detail=sandbox.log_text,
+    )

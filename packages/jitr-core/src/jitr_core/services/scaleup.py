@@ -290,15 +290,8 @@ class ScaleupService:
             register_secret(jit.encoded.reveal())
             self.checkpoint("minted")
             encoded, runner_id, handoff = jit.encoded, jit.runner_id, {}
-        claim = (
-            self.store.write(
-                claim,
-                installation_id=scope.installation_id,
-                github_runner_id=runner_id,
-                claimed_at=self.clock(),
-                **handoff,
-            )
-            or claim
+        claim = self._prepare(
+            claim, installation_id=scope.installation_id, github_runner_id=runner_id, claimed_at=self.clock(), **handoff
         )
         provider = self.settings.provider("vm")
         context = ScriptContext(
@@ -329,17 +322,14 @@ class ScaleupService:
         self, claim: Record, warm: Record, scope: Scope, labels: list[str], pool: Pool, steps: list[dict[str, Any]]
     ) -> RunnerView:
         """Make the warm VM this claim's VM; its held broker call then mints the runner's config."""
-        claim = (
-            self.store.write(
-                claim,
-                installation_id=scope.installation_id,
-                claimed_at=self.clock(),
-                handoff=WAITING,
-                runner_labels=labels,
-                runner_group=pool.runner_group,
-                warm_vm=warm.key,
-            )
-            or claim
+        claim = self._prepare(
+            claim,
+            installation_id=scope.installation_id,
+            claimed_at=self.clock(),
+            handoff=WAITING,
+            runner_labels=labels,
+            runner_group=pool.runner_group,
+            warm_vm=warm.key,
         )
         d = warm.data
         result = LaunchResult(
@@ -355,6 +345,18 @@ class ScaleupService:
         self.backend.metrics.record("jobs_launched", pool=pool.name, market=market)
         steps.append(step("launch", self.clock(), outcome="warm", vm_id=result.vm_id, warm_vm=warm.key))
         return recorded
+
+    def _prepare(self, claim: Record, **data: object) -> Record:
+        """Write what the launch needs onto the claim, on top of whatever came between.
+
+        A runner that took another job may have handed this claim to that job (a swap rebinds it)
+        since it was read: a write at the version read would be lost, and a broker-mode VM whose
+        record has no ``handoff`` would be refused its config.
+        """
+        written = self.store.update(
+            RUNNER, claim.key, lambda record: data if record.state == RunnerState.CLAIMED else None
+        )
+        return written or claim
 
     def _refill(self, pool: Pool) -> None:
         """Replace the warm VM just taken; a failure is left to scaledown's upkeep, the job is served."""
