@@ -26,10 +26,11 @@ import tempfile
 import time
 import uuid
 import zipfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from jitr_aws.testing import FAKE_CREDENTIALS, moto_server
 
 HERE = Path(__file__).parent
 _PAYLOAD = json.loads((HERE / "queued.payload.json").read_bytes())
@@ -40,15 +41,7 @@ SECRET = "bench-webhook-secret"  # noqa: S105 - a benchmark fixture, not a crede
 REGION = "eu-west-1"
 TARGET = 1.25
 RUNTIME_MODULES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3")
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_EC2_METADATA_DISABLED": "true",
-    "AWS_CONFIG_FILE": "/dev/null",
-    "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-    "AWS_DEFAULT_REGION": REGION,
-}
+CREDENTIALS = {**FAKE_CREDENTIALS, "AWS_DEFAULT_REGION": REGION}
 FLOOR = """
 import sys
 sys.path.append(sys.argv[1])
@@ -86,7 +79,7 @@ def targets(quick: bool = False, bundles: Path | None = None) -> dict[str, dict[
             }
         }
     version, interpreter = python
-    with tempfile.TemporaryDirectory(prefix="jitr-cold-") as tmp, _moto() as endpoint:
+    with tempfile.TemporaryDirectory(prefix="jitr-cold-") as tmp, moto_server() as endpoint:
         root = Path(tmp)
         runtime = _runtime(root / "runtime", interpreter)
         zips = bundles or root
@@ -188,29 +181,6 @@ def _runtime(directory: Path, interpreter: str) -> Path:
         timeout=900,
     )
     return directory
-
-
-@contextmanager
-def _moto() -> Iterator[str]:
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
-    saved = {name: os.environ.get(name) for name in CREDENTIALS}
-    os.environ.update(CREDENTIALS)
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _deployment(endpoint: str) -> tuple[dict[str, str], str]:

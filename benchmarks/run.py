@@ -290,10 +290,6 @@ def _moto_aws_app(endpoint: str) -> tuple[Any, Any, str]:
     from jitr_core.settings import Settings
     from jitr_functions.app import build_app
 
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="eu-west-1",  # noqa: S106
-        AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null",
-    )  # fmt: skip
     sqs = boto3.client("sqs", region_name="eu-west-1", endpoint_url=endpoint)
     urls = {name: sqs.create_queue(QueueName=f"bench-{name}")["QueueUrl"] for name in ("jobs", "lifecycle")}
     secrets = boto3.client("secretsmanager", region_name="eu-west-1", endpoint_url=endpoint)
@@ -341,18 +337,12 @@ def target_publish_cpu_vs_send_floor(quick: bool = False) -> dict[str, Any]:
     """The webhook service's CPU per routed event against a bare ``send_message`` of the same body
     through the same boto3 client (the floor: what enqueueing alone costs the function). AWS is
     moto in a server thread of this process; the CPU counted is the calling thread's, as a Lambda's."""
-    import logging
-
+    from jitr_aws.testing import moto_server
     from jitr_core.messages import JobMessage, encode
     from jitr_core.webhook import inspect, lower_headers
-    from moto.server import ThreadedMotoServer
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        app, sqs, url = _moto_aws_app(f"http://{host}:{port}")
+    with moto_server() as endpoint:
+        app, sqs, url = _moto_aws_app(endpoint)
         event = inspect(lower_headers(headers(PAYLOAD)), PAYLOAD, SECRET, 1 << 20)
         message = encode(JobMessage.from_job(event.job, event.delivery_id, time.time()))
         attributes = {k: {"DataType": "String", "StringValue": v} for k, v in message.attributes.items() if v}
@@ -369,8 +359,6 @@ def target_publish_cpu_vs_send_floor(quick: bool = False) -> dict[str, Any]:
         for _ in range(3 if quick else 10):  # warm both paths
             publish(), send()
         cpu, floor = _interleaved(publish, send, rounds=5 if quick else 15, batch=20 if quick else 40)
-    finally:
-        server.stop()
     # value: CPU per routed event / CPU per bare send; floor: the bare send's CPU, in µs
     return _target(round(cpu / floor, 3), 1.3, floor=round(floor * 1e6), cpu_us=round(cpu * 1e6))
 

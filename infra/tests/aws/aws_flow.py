@@ -58,6 +58,7 @@ from urllib.parse import unquote, urlsplit
 import boto3
 import botocore.handlers
 from jitr_aws import testing as aws_testing
+from jitr_aws.testing import FAKE_CREDENTIALS
 from jitr_core.testing.environment import wait_until
 from jitr_github.simulator import GitHubSimulator
 
@@ -65,14 +66,6 @@ FIXTURES = Path(__file__).parent / "fixtures"
 REASONS = Path(__file__).parent / "uncalled_actions.json"
 KINDS = ("webhook", "scaleup", "lifecycle", "scaledown", "rebalancer")
 LABELS = ("self-hosted", "linux", "x64")
-FAKE_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_EC2_METADATA_DISABLED": "true",
-    "AWS_CONFIG_FILE": "/dev/null",
-    "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-}
 _JIT_IN_SCRIPT = re.compile(r"ACTIONS_RUNNER_INPUT_JITCONFIG=\"\$\(printf %s '([A-Za-z0-9+/=]+)' \| base64 -d\)\"")
 # DynamoDB transactions are authorised by the actions of the items they hold, not by an action of their own.
 _TRANSACT_ITEMS = {

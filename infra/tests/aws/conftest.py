@@ -6,13 +6,12 @@ with boto3 and run the real handlers against it (see ``aws_flow``).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from aws_flow import FAKE_CREDENTIALS, aws_client
-from moto.server import ThreadedMotoServer
+from aws_flow import aws_client
+from jitr_aws.testing import moto_server
 
 REGION = "eu-west-1"
 
@@ -20,18 +19,8 @@ REGION = "eu-west-1"
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """A moto server for this process (each xdist worker has its own), with fake credentials in the environment."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in FAKE_CREDENTIALS.items():
-            patch.setenv(name, value)
-        patch.delenv("AWS_PROFILE", raising=False)
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        try:
-            yield f"http://{host}:{port}"
-        finally:
-            server.stop()
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 @dataclass(frozen=True)

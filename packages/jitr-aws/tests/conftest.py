@@ -7,7 +7,6 @@ the table is created by :func:`jitr_aws.dynamodb.create_table`, the function the
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,26 +14,18 @@ from typing import Any
 import boto3
 import jitr_aws.plugin
 import pytest
-from awsworld import FAKE_CREDENTIALS, MAX_RECEIVE_COUNT, REGION, World
+from awsworld import MAX_RECEIVE_COUNT, REGION, World
 from jitr_aws.dynamodb import create_table
+from jitr_aws.testing import moto_server
 from jitr_core.backend import Backend
 from jitr_core.model import LaunchRequest
 from jitr_core.plugins import JitrPluginManager, create_plugin_manager
-from moto.server import ThreadedMotoServer
 
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in FAKE_CREDENTIALS.items():
-            patch.setenv(name, value)
-        patch.delenv("AWS_PROFILE", raising=False)
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
-        server.stop()
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 def _queue_with_dead_letters(sqs: Any, name: str) -> tuple[str, str]:

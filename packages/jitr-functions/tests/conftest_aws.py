@@ -12,7 +12,6 @@ import copy
 import hashlib
 import hmac
 import json
-import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,12 +25,11 @@ import jitr_functions.app
 import pytest
 from e2e_support import post
 from jitr_aws.dynamodb import create_table
-from jitr_aws.testing import IdentitySigner
+from jitr_aws.testing import FAKE_CREDENTIALS, IdentitySigner, moto_server
 from jitr_core.messages import JobMessage, encode
 from jitr_core.settings import Settings
 from jitr_functions import aws
 from jitr_github.simulator import GitHubSimulator
-from moto.server import ThreadedMotoServer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "aws"
 REGION = "eu-west-1"
@@ -39,14 +37,6 @@ ACCOUNT = "123456789012"  # moto's
 LABELS = ["self-hosted", "linux", "x64"]
 WEBHOOK_SECRET = "whsec-aws-functions-test-0123456789"
 MAX_RECEIVE_COUNT = 3
-FAKE_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_EC2_METADATA_DISABLED": "true",
-    "AWS_CONFIG_FILE": "/dev/null",
-    "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-}
 Handler = Callable[[Any, Any], Any]
 
 
@@ -103,16 +93,8 @@ class LambdaContext:
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in FAKE_CREDENTIALS.items():
-            patch.setenv(name, value)
-        patch.delenv("AWS_PROFILE", raising=False)
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
-        server.stop()
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,8 @@
-"""Test support for the AWS backend, reusable by other packages' tests: AWS's signer of EC2
-instance identity documents, played by a test key.
+"""Test support for the AWS backend, reusable by other packages' tests: a moto server with fake
+credentials, and AWS's signer of EC2 instance identity documents, played by a test key.
+
+moto comes with the test extra (``jitr-aws[test]``); it is imported when a server starts, so the
+signer needs only what the backend itself needs.
 
 AWS signs each instance's identity document with its key for the instance's region; the broker
 accepts a proof only if the signature verifies with a certificate it trusts for that region
@@ -13,9 +16,12 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import logging
+import os
 import textwrap
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +30,41 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-__all__ = ["IdentitySigner"]
+__all__ = ["FAKE_CREDENTIALS", "IdentitySigner", "moto_server"]
+
+# What botocore needs to sign requests to moto, and nothing that could reach a real account.
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_CONFIG_FILE": "/dev/null",
+    "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+}
+
+
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """A moto server in a thread of this process, its endpoint URL; while it runs, the environment
+    holds :data:`FAKE_CREDENTIALS` (and no ``AWS_PROFILE``), as the clients under test read it."""
+    from moto.server import ThreadedMotoServer
+
+    saved = {name: os.environ.get(name) for name in (*FAKE_CREDENTIALS, "AWS_PROFILE")}
+    os.environ.update(FAKE_CREDENTIALS)
+    os.environ.pop("AWS_PROFILE", None)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # a line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 class IdentitySigner:
