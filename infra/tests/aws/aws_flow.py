@@ -49,7 +49,6 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -239,40 +238,11 @@ class _Context:
     aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
-class FunctionUrl:
-    """A Lambda function URL (auth NONE) in front of the webhook function: requests become function URL events."""
+class FunctionUrl(aws_testing.FunctionUrl):
+    """A Lambda function URL (auth NONE) in front of a deployed function: requests become function URL events."""
 
     def __init__(self, invoke: Callable[[Any], dict[str, Any]]) -> None:
-        template = _fixture("lambdaFunctionUrlEvent.json")
-
-        class Front(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                request = copy.deepcopy(template)
-                request["headers"] = {name.lower(): value for name, value in self.headers.items()}
-                request["requestContext"]["http"]["method"] = "POST"
-                request["requestContext"]["requestId"] = str(uuid.uuid4())
-                request.update(rawPath=unquote(self.path), body=base64.b64encode(body).decode(), isBase64Encoded=True)
-                answer = invoke(request)
-                data = str(answer["body"]).encode()
-                self.send_response(int(answer["statusCode"]))
-                for name, value in answer.get("headers", {}).items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Front)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(invoke, _fixture("lambdaFunctionUrlEvent.json"))
 
 
 # -- the flow ------------------------------------------------------------------------------------

@@ -12,11 +12,9 @@ import copy
 import hashlib
 import hmac
 import json
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ import boto3
 import jitr_functions.app
 import pytest
 from e2e_support import post
+from jitr_aws import testing as aws_testing
 from jitr_aws.dynamodb import create_table
 from jitr_aws.testing import FAKE_CREDENTIALS, IdentitySigner, moto_server
 from jitr_core.messages import JobMessage, encode
@@ -269,40 +268,11 @@ def deployment(moto_endpoint: str, network: Network, monkeypatch: pytest.MonkeyP
         yield built
 
 
-class FunctionUrl:
+class FunctionUrl(aws_testing.FunctionUrl):
     """A Lambda function URL in front of a handler: each HTTP request becomes a real function URL event."""
 
     def __init__(self, handler: Handler) -> None:
-        template = event("lambdaFunctionUrlEvent.json")
-
-        class Front(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                request = copy.deepcopy(template)
-                request["headers"] = {name.lower(): value for name, value in self.headers.items()}
-                request["requestContext"]["http"]["method"] = "POST"
-                request["requestContext"]["requestId"] = str(uuid.uuid4())
-                request.update(rawPath=self.path, body=base64.b64encode(body).decode(), isBase64Encoded=True)
-                answer = handler(request, LambdaContext())
-                data = answer["body"].encode()
-                self.send_response(answer["statusCode"])
-                for name, value in answer["headers"].items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Front)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(lambda request: handler(request, LambdaContext()), event("lambdaFunctionUrlEvent.json"))
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """Test support for the AWS backend, reusable by other packages' tests: a moto server with fake
-credentials, and AWS's signer of EC2 instance identity documents, played by a test key.
+credentials, a Lambda function URL in front of a handler, and AWS's signer of EC2 instance
+identity documents, played by a test key.
 
 moto comes with the test extra (``jitr-aws[test]``); it is imported when a server starts, so the
 signer needs only what the backend itself needs.
@@ -14,23 +15,28 @@ instance would. Nothing outside tests imports this module.
 from __future__ import annotations
 
 import base64
+import copy
 import datetime
 import json
 import logging
 import os
 import textwrap
+import threading
 import time
-from collections.abc import Iterator, Mapping
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-__all__ = ["FAKE_CREDENTIALS", "IdentitySigner", "moto_server"]
+__all__ = ["FAKE_CREDENTIALS", "FunctionUrl", "IdentitySigner", "moto_server"]
 
 # What botocore needs to sign requests to moto, and nothing that could reach a real account.
 FAKE_CREDENTIALS = {
@@ -65,6 +71,41 @@ def moto_server() -> Iterator[str]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+class FunctionUrl:
+    """A Lambda function URL (auth NONE) on a local port: each POST becomes a function URL event
+    made from ``template`` (a real one), handed to ``invoke``, whose answer is sent back."""
+
+    def __init__(self, invoke: Callable[[dict[str, Any]], Mapping[str, Any]], template: Mapping[str, Any]) -> None:
+        class Front(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                request = copy.deepcopy(dict(template))
+                request["headers"] = {name.lower(): value for name, value in self.headers.items()}
+                request["requestContext"]["http"]["method"] = "POST"
+                request["requestContext"]["requestId"] = str(uuid.uuid4())
+                request.update(rawPath=unquote(self.path), body=base64.b64encode(body).decode(), isBase64Encoded=True)
+                answer = invoke(request)
+                data = str(answer["body"]).encode()
+                self.send_response(int(answer["statusCode"]))
+                for name, value in answer.get("headers", {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Front)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
 class IdentitySigner:
