@@ -17,7 +17,7 @@ from jitr_functions.bundle_gcp import MAIN_PY
 from jitr_functions.gcp import preimport
 
 PROBE = """
-import json, os, sys
+import gc, json, os, sys
 from functions_framework import create_app
 create_app(sys.argv[1], sys.argv[2])
 from jitr_functions.gcp import preimport
@@ -28,7 +28,8 @@ if pid == 0:
     if worker is not None:
         worker.join(600)
     print(json.dumps({"arbiter": in_arbiter, "worker": worker is not None,
-                      "loaded": preimport.MODULE in sys.modules}), flush=True)
+                      "loaded": preimport.MODULE in sys.modules,
+                      "collecting": gc.isenabled(), "frozen": gc.get_freeze_count() > 0}), flush=True)
     os._exit(0)
 os.waitpid(pid, 0)
 """
@@ -47,13 +48,26 @@ def probe(target: str, tmp_path: Path) -> dict[str, bool]:
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="gunicorn forks its worker only where os.fork exists")
 @pytest.mark.parametrize("target", sorted(preimport.TARGETS))
 def test_functions_that_call_compute_engine_import_it_in_the_worker_at_start(target: str, tmp_path: Path) -> None:
-    assert probe(target, tmp_path) == {"arbiter": False, "worker": True, "loaded": True}
+    # imported with the collector paused; what it made is frozen, and the collector runs again
+    assert probe(target, tmp_path) == {
+        "arbiter": False,
+        "worker": True,
+        "loaded": True,
+        "collecting": True,
+        "frozen": True,
+    }
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="gunicorn forks its worker only where os.fork exists")
 @pytest.mark.parametrize("target", ["webhook", "rebalancer"])
 def test_the_webhook_and_the_rebalancer_never_import_it(target: str, tmp_path: Path) -> None:
-    assert probe(target, tmp_path) == {"arbiter": False, "worker": False, "loaded": False}
+    assert probe(target, tmp_path) == {
+        "arbiter": False,
+        "worker": False,
+        "loaded": False,
+        "collecting": True,
+        "frozen": False,
+    }
 
 
 def test_without_a_compute_target_nothing_is_installed_or_started() -> None:

@@ -3,25 +3,30 @@
 
 Each translates one platform event into one core call on the process-wide app (built on the
 first invocation, the container's cold start). Importing this module costs no cloud SDK and no
-GitHub client: the webhook function never loads either of the latter.
+GitHub client: the webhook function never loads either of the latter. In a Lambda container it
+pauses the garbage collector until the first invocation ends (see ``coldstart.py``).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import logging
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from typing import Any
+from . import coldstart
 
-from jitr_core.errors import JitrError
-from jitr_core.logs import log_context
-from jitr_core.services.consume import Disposition, consume
+coldstart.pause()  # before the imports below: they start what a cold start allocates
 
-from . import snapstart
-from .app import App, get_app
+import base64  # noqa: E402
+import binascii  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+from collections.abc import Callable, Iterator, Mapping  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from typing import Any  # noqa: E402
+
+from jitr_core.errors import JitrError  # noqa: E402
+from jitr_core.logs import log_context  # noqa: E402
+from jitr_core.services.consume import Disposition, consume  # noqa: E402
+
+from . import snapstart  # noqa: E402
+from .app import App, get_app  # noqa: E402
 
 log = logging.getLogger("jitr.lambda")
 _JSON = {"content-type": "application/json"}
@@ -34,15 +39,18 @@ class EventError(JitrError):
 
 def webhook(event: Any, context: Any) -> dict[str, Any]:
     """API Gateway HTTP API (v2), function URL or REST API (v1) request → the webhook service's answer."""
-    with log_context(function="webhook", aws_request_id=getattr(context, "aws_request_id", None)):
-        app = get_app()
-        method, headers, body = _http_request(event)
-        if method != "POST":
-            return _http(405, {"error": f"webhooks are POSTed, found {method}"}, {"allow": "POST"})
-        if body is None:
-            return _http(400, {"error": "the body is not valid base64"})
-        response = app.webhook.handle(headers, body)
-        return _http(response.status, response.body, text=response.text)
+    try:
+        with log_context(function="webhook", aws_request_id=getattr(context, "aws_request_id", None)):
+            app = get_app()
+            method, headers, body = _http_request(event)
+            if method != "POST":
+                return _http(405, {"error": f"webhooks are POSTed, found {method}"}, {"allow": "POST"})
+            if body is None:
+                return _http(400, {"error": "the body is not valid base64"})
+            response = app.webhook.handle(headers, body)
+            return _http(response.status, response.body, text=response.text)
+    finally:
+        coldstart.settle()
 
 
 def broker(event: Any, context: Any) -> dict[str, Any]:
@@ -81,15 +89,18 @@ def rebalancer(event: Any, context: Any) -> dict[str, Any]:
 def _invocation(context: Any, function: str) -> Iterator[App]:
     """The app (built on the container's first invocation), with the request id bound to every log line;
     the metrics recorded are written once, as the invocation ends."""
-    with log_context(function=function, aws_request_id=getattr(context, "aws_request_id", None)):
-        app = get_app()
-        try:
-            yield app
-        except Exception:
-            app.backend.metrics.record("function_errors", function=function)
-            raise
-        finally:
-            app.flush_metrics()
+    try:
+        with log_context(function=function, aws_request_id=getattr(context, "aws_request_id", None)):
+            app = get_app()
+            try:
+                yield app
+            except Exception:
+                app.backend.metrics.record("function_errors", function=function)
+                raise
+            finally:
+                app.flush_metrics()
+    finally:
+        coldstart.settle()
 
 
 def _http_request(event: Any, function: str = "webhook") -> tuple[str, Mapping[Any, Any], bytes | None]:
