@@ -16,8 +16,9 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, version
 
 import pluggy
@@ -68,12 +69,21 @@ def blocked_names(environ: Mapping[str, str] | None = None) -> frozenset[str]:
 
 
 class JitrPluginManager(pluggy.PluginManager):
-    """A pluggy manager that remembers which distribution shipped each plugin."""
+    """A pluggy manager that remembers which distribution shipped each plugin.
+
+    The distribution's name and version are read from its metadata when first asked for (by
+    ``jitr plugins``, ``jitr doctor``, a broken plugin's report), not at every cold start.
+    """
 
     def __init__(self) -> None:
         super().__init__(hookspecs.PROJECT)
-        self.distributions: dict[str, tuple[str, str]] = {}
+        self.origins: dict[str, Callable[[], tuple[str, str]]] = {}
         self.broken: dict[str, BrokenPlugin] = {}
+
+    def distribution(self, name: str) -> tuple[str, str]:
+        """Name and version of the distribution that shipped plugin ``name``; ``("", "")`` when unknown."""
+        origin = self.origins.get(name)
+        return origin() if origin is not None else ("", "")
 
 
 def broken_plugins(pm: pluggy.PluginManager) -> tuple[BrokenPlugin, ...]:
@@ -104,18 +114,18 @@ def create_plugin_manager(
         for ep in _entry_points():
             if pm.is_blocked(ep.name):
                 continue
-            dist = (ep.dist.name, ep.dist.version) if ep.dist else ("", "")
+            origin = partial(_shipped, ep)
             try:
-                _register(pm, ep.name, _load(ep), dist)
+                _register(pm, ep.name, _load(ep), origin)
             except PluginError as exc:
-                _mark_broken(pm, ep.name, dist, exc)
-    entry_point_names = set(pm.distributions)
+                _mark_broken(pm, ep.name, origin(), exc)
+    entry_point_names = set(pm.origins)
     for name, plugin in extra:
         if not pm.is_blocked(name):
-            _register(pm, name, plugin, ("", ""))
+            _register(pm, name, plugin, _unknown)
     for name, module in DEFAULT_PLUGINS:
         if not pm.is_blocked(name):
-            _register(pm, name, importlib.import_module(module), ("jitr-core", _dist_version("jitr-core")))
+            _register(pm, name, importlib.import_module(module), _core)
     while True:
         try:
             pm.check_pending()
@@ -126,7 +136,8 @@ def create_plugin_manager(
             if name not in entry_point_names:
                 raise error from None
             pm.unregister(exc.plugin)
-            _mark_broken(pm, name, pm.distributions.pop(name, ("", "")), error)
+            _mark_broken(pm, name, pm.distribution(name), error)
+            pm.origins.pop(name, None)
 
 
 def _mark_broken(pm: JitrPluginManager, name: str, dist: tuple[str, str], exc: PluginError) -> None:
@@ -151,12 +162,24 @@ def _load(ep: EntryPoint) -> object:
         raise PluginError(f"plugin {ep.name!r} ({dist}, {ep.value}) failed to load: {exc!r}") from exc
 
 
-def _register(pm: JitrPluginManager, name: str, plugin: object, dist: tuple[str, str]) -> None:
+def _register(pm: JitrPluginManager, name: str, plugin: object, origin: Callable[[], tuple[str, str]]) -> None:
     try:
         pm.register(plugin, name=name)
     except (pluggy.PluginValidationError, ValueError) as exc:
         raise PluginError(f"plugin {name!r} could not be registered: {exc}") from None
-    pm.distributions[name] = dist
+    pm.origins[name] = origin
+
+
+def _shipped(ep: EntryPoint) -> tuple[str, str]:
+    return (ep.dist.name, ep.dist.version) if ep.dist else ("", "")
+
+
+def _unknown() -> tuple[str, str]:
+    return "", ""
+
+
+def _core() -> tuple[str, str]:
+    return "jitr-core", _dist_version("jitr-core")
 
 
 def list_plugins(pm: JitrPluginManager) -> list[PluginInfo]:
@@ -166,7 +189,7 @@ def list_plugins(pm: JitrPluginManager) -> list[PluginInfo]:
     for name, plugin in pm.list_name_plugin():
         if plugin is None:
             continue
-        dist, version = pm.distributions.get(name, ("", ""))
+        dist, version = pm.distribution(name)
         hooks = tuple(sorted(h.name for h in pm.get_hookcallers(plugin) or ()))
         infos.append(PluginInfo(name, dist, version, hooks, name in builtin))
     for broken in broken_plugins(pm):
