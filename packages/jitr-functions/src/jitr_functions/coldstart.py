@@ -10,8 +10,9 @@ the collector resumed:
 
 - on Lambda, from the handler module's import (:func:`pause`) to the first invocation's end
   (:func:`settle`), only where ``AWS_LAMBDA_FUNCTION_NAME`` is set: a process that imports the
-  handlers for another reason (tests, tools) keeps its collector. The garbage the first
-  invocation made is freed only when the process ends.
+  handlers for another reason (tests, tools) keeps its collector. Reference counting frees
+  most garbage, collector or not; what the first invocation left in reference cycles (an
+  exception and its traceback, say) stays frozen until the process ends.
 - on Cloud Run, around the background import of the Compute Engine client (:func:`paused`),
   which every request of that instance waits for.
 """
