@@ -18,6 +18,7 @@ from jitr_functions.gcp import preimport
 
 PROBE = """
 import gc, json, os, sys
+already_frozen = gc.get_freeze_count()  # Python 3.12 starts with some objects in the permanent generation
 from functions_framework import create_app
 create_app(sys.argv[1], sys.argv[2])
 from jitr_functions.gcp import preimport
@@ -29,7 +30,7 @@ if pid == 0:
         worker.join(600)
     print(json.dumps({"arbiter": in_arbiter, "worker": worker is not None,
                       "loaded": preimport.MODULE in sys.modules,
-                      "collecting": gc.isenabled(), "frozen": gc.get_freeze_count() > 0}), flush=True)
+                      "collecting": gc.isenabled(), "frozen": gc.get_freeze_count() > already_frozen}), flush=True)
     os._exit(0)
 os.waitpid(pid, 0)
 """
