@@ -1,4 +1,4 @@
-"""Test support for the AWS backend, reusable by other packages' tests: a moto server with fake
+"""Test support for the AWS backend, reusable by other packages' tests and the benchmarks: a moto server with fake
 credentials, a Lambda function URL in front of a handler, and AWS's signer of EC2 instance
 identity documents, played by a test key.
 
@@ -9,7 +9,7 @@ AWS signs each instance's identity document with its key for the instance's regi
 accepts a proof only if the signature verifies with a certificate it trusts for that region
 (:mod:`jitr_aws.identity`). No test can have AWS sign, so a test makes its own key, has the
 deployment trust its certificate (``[aws] identity_certificates``), and sends what a launched
-instance would. Nothing outside tests imports this module.
+instance would. Nothing outside tests and benchmarks imports this module.
 """
 
 from __future__ import annotations
