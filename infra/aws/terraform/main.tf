@@ -85,5 +85,6 @@ locals {
     JITR_AWS_INSTANCE_PROFILE           = aws_iam_instance_profile.runner.name
     JITR_AWS_ASSOCIATE_PUBLIC_IP        = var.runner_associate_public_ip ? "true" : "false"
     JITR_AWS_TAGS                       = join(",", [for k in sort(keys(local.runner_tags)) : "${k}=${local.runner_tags[k]}"])
+    JITR_AWS_METRICS_NAMESPACE          = local.metrics_namespace
   }, local.broker_enabled ? { JITR_BROKER_URL = local.broker_url } : {})
 }

@@ -1,10 +1,12 @@
 # jitr's metrics (docs/metrics.md): the functions write them as CloudWatch Embedded Metric Format
-# lines in the "jitr" namespace; the webhook's deliveries are counted from its existing log line
-# by metric filters. A dashboard shows them all, and an alarm fires on runners that exit without
-# taking a job. The dead-letter alarms are in alarms.tf (the queues' depth).
+# lines in the deployment's namespace, its name prefix (JITR_AWS_METRICS_NAMESPACE), so that
+# deployments sharing an account and region keep their metrics and alarms apart; the webhook's
+# deliveries are counted from its existing log line by metric filters. A dashboard shows them
+# all, and an alarm fires on runners that exit without taking a job. The dead-letter alarms are
+# in alarms.tf (the queues' depth).
 
 locals {
-  metrics_namespace = "jitr"
+  metrics_namespace = var.name_prefix
 
   # jitr_core.metrics.CATALOGUE, name => kind, dimensions and (for the webhook's) the log line
   # counted; infra/tests checks that the two are the same.
@@ -52,7 +54,7 @@ locals {
             label = ""
             expression = format(
               "SEARCH('{%s} MetricName=\"%s\"', '%s', 300)",
-              join(",", concat([local.metrics_namespace], local.metrics[name].labels)), name, stat,
+              join(",", concat(["\"${local.metrics_namespace}\""], local.metrics[name].labels)), name, stat,
             )
           }]
         ]

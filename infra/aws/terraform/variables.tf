@@ -189,8 +189,9 @@ variable "jitr_settings" {
       "JITR_SECRETS_GITHUB_APP_PRIVATE_KEY", "JITR_LOG_LEVEL", "JITR_AWS_TABLE", "JITR_AWS_JOBS_QUEUE_URL",
       "JITR_AWS_LIFECYCLE_QUEUE_URL", "JITR_AWS_JOBS_DLQ_URL", "JITR_AWS_LIFECYCLE_DLQ_URL",
       "JITR_AWS_SECURITY_GROUP_IDS", "JITR_AWS_INSTANCE_PROFILE", "JITR_AWS_TAGS", "JITR_AWS_ASSOCIATE_PUBLIC_IP",
+      "JITR_AWS_METRICS_NAMESPACE",
     ])) == 0
-    error_message = "jitr_settings must not set a variable the module sets (the provider, pools, GitHub App, secrets, table, queues, security groups, instance profile, tags, log level): use the module's own variables."
+    error_message = "jitr_settings must not set a variable the module sets (the provider, pools, GitHub App, secrets, table, queues, security groups, instance profile, tags, log level, metrics namespace): use the module's own variables."
   }
 }
 

@@ -365,6 +365,7 @@ def test_every_function_gets_settings_jitr_accepts(stack: Stack, functions: dict
     assert config.vm.security_group_ids == (stack.outputs["RunnerSecurityGroupId"],)
     assert config.vm.instance_profile == stack.outputs["RunnerInstanceProfileArn"]
     assert dict(config.tags) == {"test-run": stack.prefix, "jitr:deployment": stack.prefix}
+    assert config.metrics_namespace == stack.prefix  # stacks sharing an account keep their metrics apart
     (pool,) = settings.pools
     assert pool.name == "linux-cfn"
     assert set(pool.labels) == {"self-hosted", "linux", "x64"}
@@ -745,7 +746,7 @@ def test_alarms_watch_every_dead_letter_queue_and_function() -> None:
     resources = load_template()["Resources"]
     watched = set()
     for resource in resources.values():
-        if resource["Type"] != "AWS::CloudWatch::Alarm" or resource["Properties"]["Namespace"] == "jitr":
+        if resource["Type"] != "AWS::CloudWatch::Alarm" or resource["Properties"]["Namespace"] == {"Ref": "NamePrefix"}:
             continue
         properties = resource["Properties"]
         (dimension,) = properties["Dimensions"]
@@ -762,7 +763,7 @@ def test_alarms_watch_every_dead_letter_queue_and_function() -> None:
 def test_an_alarm_watches_runners_exiting_without_a_job_over_every_pool() -> None:
     resources = load_template()["Resources"]
     alarms = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
-    [alarm] = [a for a in alarms if a["Namespace"] == "jitr"]
+    [alarm] = [a for a in alarms if a["Namespace"] == {"Ref": "NamePrefix"}]
     assert alarm["MetricName"] == "runner_no_job_exits" and "Dimensions" not in alarm  # the total jitr publishes
     assert alarm["Threshold"] == {"Ref": "NoJobExitThreshold"}
 

@@ -36,7 +36,7 @@ def test_the_terraform_metrics_are_the_catalogue() -> None:
         name: (_plain(m["kind"]), _plain(m["labels"]), _plain(m["log_message"])) for name, m in local["metrics"].items()
     }
     assert declared == catalogue()
-    assert _plain(local["metrics_namespace"]) == "jitr"
+    assert _plain(local["metrics_namespace"]) == "${var.name_prefix}"  # one namespace per deployment
 
 
 def test_the_cloudformation_metric_filters_alarm_and_dashboard_name_catalogue_metrics() -> None:
@@ -51,14 +51,14 @@ def test_the_cloudformation_metric_filters_alarm_and_dashboard_name_catalogue_me
     for name, (pattern, transformation) in filters.items():
         metric = counted[name]
         assert pattern == f'{{ ($.logger = "{DELIVERY_LOGGER}") && ($.message = "{metric.log_message}") }}'
-        assert transformation["MetricNamespace"] == "jitr"
+        assert transformation["MetricNamespace"] == {"Ref": "NamePrefix"}
         assert [d["Key"] for d in transformation.get("Dimensions", [])] == list(metric.labels)
         assert all(d["Value"] == f"$.{d['Key']}" for d in transformation.get("Dimensions", []))
 
     jitr_alarms = [
         r["Properties"]["MetricName"]
         for r in resources.values()
-        if r["Type"] == "AWS::CloudWatch::Alarm" and r["Properties"]["Namespace"] == "jitr"
+        if r["Type"] == "AWS::CloudWatch::Alarm" and r["Properties"]["Namespace"] == {"Ref": "NamePrefix"}
     ]
     assert jitr_alarms == ["runner_no_job_exits"]
 
@@ -66,6 +66,6 @@ def test_the_cloudformation_metric_filters_alarm_and_dashboard_name_catalogue_me
     assert [w["properties"]["title"] for w in body["widgets"]] == list(CATALOGUE)
     for widget in body["widgets"]:
         metric = CATALOGUE[widget["properties"]["title"]]
-        dimensions = ",".join(["jitr", *metric.labels])
+        dimensions = ",".join(['"${NamePrefix}"', *metric.labels])
         for [query] in widget["properties"]["metrics"]:
             assert query["expression"].startswith(f"SEARCH('{{{dimensions}}} MetricName=\"{metric.name}\"'")

@@ -92,6 +92,7 @@ def test_every_function_gets_the_same_settings_and_jitr_accepts_them(deployment:
     aws = settings.section("aws")
     assert aws["table"] == deployment.outputs["table_name"]
     assert aws["jobs_queue_url"] == deployment.outputs["jobs_queue_url"]
+    assert aws["metrics_namespace"] == PREFIX  # deployments sharing an account keep their metrics apart
     assert aws["security_group_ids"] == deployment.outputs["runner_security_group_id"]
     assert aws["instance_profile"] == deployment.outputs["runner_instance_profile"]
     assert aws["tags"] == f"jitr:deployment={PREFIX}"
@@ -267,7 +268,7 @@ def test_alarms_watch_the_dead_letter_queues_and_every_function(deployment: Depl
     assert watched == sorted(
         [("AWS/SQS", "ApproximateNumberOfMessagesVisible", f"{PREFIX}-{q}-dlq") for q in ("jobs", "lifecycle")]
         + [("AWS/Lambda", "Errors", f"{PREFIX}-{kind}") for kind in WITH_BROKER]
-        + [("jitr", "runner_no_job_exits", None)],  # the total over the pools
+        + [(PREFIX, "runner_no_job_exits", None)],  # the total over the pools, in the deployment's namespace
         key=str,
     )
 
@@ -282,14 +283,14 @@ def test_metric_filters_count_the_webhooks_delivery_line_and_the_dashboard_shows
     for found in filters:
         metric = counted[found["metricTransformations"][0]["metricName"]]
         assert f'($.message = "{metric.log_message}")' in found["filterPattern"]
-        assert found["metricTransformations"][0]["metricNamespace"] == "jitr"
+        assert found["metricTransformations"][0]["metricNamespace"] == PREFIX
 
     body = json.loads(deployment.client("cloudwatch").get_dashboard(DashboardName=PREFIX)["DashboardBody"])
     titles = [widget["properties"]["title"] for widget in body["widgets"]]
     assert sorted(titles) == sorted(CATALOGUE)
     for widget in body["widgets"]:
         metric = CATALOGUE[widget["properties"]["title"]]
-        dimensions = ",".join(["jitr", *metric.labels])
+        dimensions = ",".join([f'"{PREFIX}"', *metric.labels])
         for [query] in widget["properties"]["metrics"]:
             assert query["expression"].startswith(f"SEARCH('{{{dimensions}}} MetricName=\"{metric.name}\"'")
 

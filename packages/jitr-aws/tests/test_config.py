@@ -41,12 +41,14 @@ def test_the_variables_are_read_and_typed() -> None:
         JITR_AWS_INSTANCE_PROFILE="arn:aws:iam::123456789012:instance-profile/jitr-runner",
         JITR_AWS_LAUNCH_TEMPLATE="lt-0123456789abcdef0:$Latest",
         JITR_AWS_JOBS_DLQ_URL=QUEUE + "-dlq",
+        JITR_AWS_METRICS_NAMESPACE="jitr-staging/ci",
     )
     assert config.region == "eu-west-1" and config.table == "jitr-state"
     assert config.queue_url("jobs") == QUEUE and config.queue_url("lifecycle") == LIFECYCLE
     assert config.dlq_url("jobs") == QUEUE + "-dlq" and config.dlq_url("lifecycle") is None
     assert config.tags == (("cost-centre", "42"), ("team", "ci"))
     assert config.secret_cache_ttl_s == 60
+    assert config.metrics_namespace == "jitr-staging/ci"
     assert config.vm == VMShape(
         launch_template="lt-0123456789abcdef0:$Latest",
         security_group_ids=("sg-0123456789abcdef0", "sg-0fedcba9876543210"),
@@ -58,6 +60,7 @@ def test_the_variables_are_read_and_typed() -> None:
 def test_defaults() -> None:
     config = _from_env()
     assert config.endpoint_url is None and config.tags == () and config.secret_cache_ttl_s == 300
+    assert config.metrics_namespace == "jitr"
     assert config.vm == VMShape()
 
 
@@ -80,6 +83,10 @@ def test_defaults() -> None:
         ({"JITR_AWS_TAGS": "managed-by=me"}, "JITR_AWS_TAGS has an invalid tag key 'managed-by'"),
         ({"JITR_AWS_TAGS": "aws:x=1"}, "JITR_AWS_TAGS has an invalid tag key 'aws:x'"),
         ({"JITR_AWS_REGOIN": "eu-west-1"}, "JITR_AWS_REGOIN is not an aws setting"),
+        ({"JITR_AWS_METRICS_NAMESPACE": "AWS/EC2"}, "JITR_AWS_METRICS_NAMESPACE must be a CloudWatch namespace"),
+        ({"JITR_AWS_METRICS_NAMESPACE": "jitr\n"}, "JITR_AWS_METRICS_NAMESPACE must be a CloudWatch namespace"),
+        ({"JITR_AWS_METRICS_NAMESPACE": "jitr|prod"}, "JITR_AWS_METRICS_NAMESPACE must be a CloudWatch namespace"),
+        ({"JITR_AWS_METRICS_NAMESPACE": "j" * 256}, "JITR_AWS_METRICS_NAMESPACE must be a CloudWatch namespace"),
     ],
 )
 def test_errors_name_the_variable(changes: dict[str, str | None], variable: str) -> None:

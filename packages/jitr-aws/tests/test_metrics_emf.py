@@ -6,6 +6,8 @@ import io
 import json
 from collections.abc import Sequence
 
+import jitr_aws.plugin
+import pytest
 from jitr_aws.metrics import emf_lines, write_emf
 from jitr_core.backend import Backend
 from jitr_core.hookspecs import hookimpl
@@ -84,3 +86,25 @@ def test_hostile_label_values_stay_inside_their_json_string() -> None:
 
 def test_every_catalogue_metric_has_a_cloudwatch_unit() -> None:
     assert {metric.unit for metric in CATALOGUE.values()} <= {"Count", "Seconds", "None"}
+
+
+def test_the_deployments_namespace_names_its_metrics(capsys: pytest.CaptureFixture[str]) -> None:
+    # two deployments in one account and region: each one's totals stay its own
+    settings = Settings.from_mapping(
+        {
+            "provider": "aws",
+            "aws": {
+                "region": "eu-west-1",
+                "table": "staging-state",
+                "jobs_queue_url": "https://sqs.eu-west-1.amazonaws.com/123456789012/staging-jobs",
+                "lifecycle_queue_url": "https://sqs.eu-west-1.amazonaws.com/123456789012/staging-lifecycle",
+                "metrics_namespace": "jitr-staging",
+            },
+        }
+    )
+    pm = create_plugin_manager(load_entry_points=False, environ={}, extra=[("aws", jitr_aws.plugin)])
+
+    pm.hook.jitr_emit_metrics(samples=_samples([("runner_no_job_exits", 1, {"pool": "linux"})]), settings=settings)
+
+    [line] = capsys.readouterr().out.splitlines()
+    assert json.loads(line)["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "jitr-staging"

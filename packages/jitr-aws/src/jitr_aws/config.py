@@ -33,6 +33,10 @@ _DEVICE = re.compile(r"^/dev/[a-z0-9]{2,16}$")
 _TAG_KEY = re.compile(r"^[\w .:/=+@-]{1,128}$")
 _RESERVED_TAGS = ("managed-by", "Name")
 _ACCOUNT = re.compile(r"^\d{12}$")
+# CloudWatch's namespace characters; "AWS/" is AWS's own services' prefix, refused to others
+_NAMESPACE = re.compile(r"^(?!AWS/)[A-Za-z0-9 .\-_/#:]{1,255}\Z")
+_NAMESPACE_RULE = "a CloudWatch namespace (letters, digits, . - _ / # : and spaces, at most 255) not starting with AWS/"
+METRICS_NAMESPACE = "jitr"
 # How long after its launch (the identity document's pendingTime) a VM may prove itself: a cold
 # VM asks the broker within minutes of boot; the hour covers slow images and retries. A warm VM
 # asks until its deadline (Settings.warm_deadline_s), which the default is raised to.
@@ -61,6 +65,7 @@ KNOWN_KEYS = (
     "identity_accounts",
     "identity_max_age_s",
     "identity_certificates",
+    "metrics_namespace",
     *VM_KEYS,
 )
 
@@ -96,6 +101,8 @@ class AwsConfig:
     identity_accounts: tuple[str, ...] = ()
     identity_max_age_s: int = IDENTITY_MAX_AGE_S
     identity_certificates: str | None = None
+    # the CloudWatch namespace of jitr's metrics: one per deployment sharing an account and region
+    metrics_namespace: str = METRICS_NAMESPACE
 
     def queue_url(self, queue: str) -> str:
         urls = {"jobs": self.jobs_queue_url, "lifecycle": self.lifecycle_queue_url}
@@ -168,6 +175,7 @@ def parse(settings: Settings) -> AwsConfig:
         identity_accounts=get("identity_accounts", _accounts, ()),
         identity_max_age_s=_identity_max_age(settings, get("identity_max_age_s", _seconds), name),
         identity_certificates=get("identity_certificates", _pattern(_PATH, "a directory of <region>.pem files")),
+        metrics_namespace=get("metrics_namespace", _pattern(_NAMESPACE, _NAMESPACE_RULE), METRICS_NAMESPACE),
     )
 
 

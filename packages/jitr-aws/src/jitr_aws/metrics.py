@@ -1,9 +1,10 @@
 """jitr's metrics on AWS: CloudWatch Embedded Metric Format lines, written to the Lambda's log.
 
-CloudWatch Logs turns each EMF line into metric data points in the ``jitr`` namespace, with no
-extra dependency and no API call. A batch (one invocation's samples) becomes one line per label
-set: every metric sharing those dimensions goes in that line, counters summed, a distribution's
-observations as a value array (at most 100 per line, as EMF allows), a gauge's last value.
+CloudWatch Logs turns each EMF line into metric data points in the deployment's namespace
+(``[aws] metrics_namespace``, ``jitr`` unless set), with no extra dependency and no API call. A
+batch (one invocation's samples) becomes one line per label set: every metric sharing those
+dimensions goes in that line, counters summed, a distribution's observations as a value array
+(at most 100 per line, as EMF allows), a gauge's last value.
 Each labelled metric is also published without dimensions, the total over its label sets, which
 the alarms watch whatever the pools are called.
 """
@@ -17,11 +18,12 @@ from typing import IO, Any
 
 from jitr_core.metrics import CATALOGUE, Kind, Sample
 
-NAMESPACE = "jitr"
+from .config import METRICS_NAMESPACE
+
 MAX_VALUES = 100  # EMF: at most 100 values in one metric's array
 
 
-def emf_lines(samples: Sequence[Sample]) -> Iterator[str]:
+def emf_lines(samples: Sequence[Sample], namespace: str = METRICS_NAMESPACE) -> Iterator[str]:
     """The EMF lines for ``samples``: one per label set (and per hundred observations of a distribution)."""
     groups: dict[tuple[tuple[str, str], ...], dict[str, list[float]]] = {}
     at: dict[tuple[tuple[str, str], ...], float] = {}
@@ -42,17 +44,17 @@ def emf_lines(samples: Sequence[Sample]) -> Iterator[str]:
             part = {name: values for name, values in part.items() if values}
             if not part:
                 break
-            yield _line(labels, part, at[labels])
+            yield _line(namespace, labels, part, at[labels])
             chunk += MAX_VALUES
 
 
-def _line(labels: tuple[tuple[str, str], ...], metrics: dict[str, list[float]], at: float) -> str:
+def _line(namespace: str, labels: tuple[tuple[str, str], ...], metrics: dict[str, list[float]], at: float) -> str:
     entry: dict[str, Any] = {
         "_aws": {
             "Timestamp": int(at * 1000),
             "CloudWatchMetrics": [
                 {
-                    "Namespace": NAMESPACE,
+                    "Namespace": namespace,
                     "Dimensions": [[key for key, _ in labels], []] if labels else [[]],
                     "Metrics": [{"Name": name, "Unit": CATALOGUE[name].unit} for name in metrics],
                 }
@@ -65,8 +67,8 @@ def _line(labels: tuple[tuple[str, str], ...], metrics: dict[str, list[float]], 
     return json.dumps(entry, separators=(",", ":"))
 
 
-def write_emf(samples: Sequence[Sample], stream: IO[str] | None = None) -> None:
+def write_emf(samples: Sequence[Sample], stream: IO[str] | None = None, namespace: str = METRICS_NAMESPACE) -> None:
     """Write ``samples`` as EMF lines to ``stream`` (the Lambda's stdout) in one write."""
     out = sys.stdout if stream is None else stream
-    out.write("".join(line + "\n" for line in emf_lines(samples)))
+    out.write("".join(line + "\n" for line in emf_lines(samples, namespace)))
     out.flush()

@@ -229,4 +229,4 @@ def jitr_emit_metrics(samples: Sequence[Sample], settings: Settings) -> None:
     if _mine(settings, "queue"):
         from .metrics import write_emf
 
-        write_emf(samples)
+        write_emf(samples, namespace=aws_config(settings).metrics_namespace)
