@@ -24,9 +24,10 @@ def requirements(bundle: Path) -> list[str]:
 
 def test_main_exposes_the_five_targets_from_jitr_functions_gcp(gcp_bundle: Path) -> None:
     tree = ast.parse((gcp_bundle / "main.py").read_text())
-    imports = [node for node in tree.body if isinstance(node, ast.ImportFrom)]
+    imports = [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
     assert [(node.module, sorted(a.name for a in node.names)) for node in imports] == [
-        ("jitr_functions.gcp", sorted(TARGETS))
+        ("jitr_functions.coldstart", ["paused"]),
+        ("jitr_functions.gcp", sorted(TARGETS)),  # inside `with paused():`
     ]
     assert sorted(TARGETS) == ["broker", "lifecycle", "rebalancer", "scaledown", "scaleup", "webhook"]
 

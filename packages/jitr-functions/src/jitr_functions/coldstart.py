@@ -13,8 +13,10 @@ the collector resumed:
   handlers for another reason (tests, tools) keeps its collector. Reference counting frees
   most garbage, collector or not; what the first invocation left in reference cycles (an
   exception and its traceback, say) stays frozen until the process ends.
-- on Cloud Run, around the background import of the Compute Engine client (:func:`paused`),
-  which every request of that instance waits for.
+- on Cloud Run, around ``main.py``'s import of the targets (in gunicorn's arbiter, before the
+  fork: the worker then shares the frozen objects' pages instead of copying them) and around the
+  background import of the Compute Engine client, which every request of that instance waits
+  for (:func:`paused`).
 """
 
 from __future__ import annotations
