@@ -57,8 +57,8 @@ def test_functions_that_call_compute_engine_import_it_in_the_worker_at_start(tar
         "worker": True,
         "loaded": True,
         "collecting": True,
-        "frozen_at_fork": True,  # main.py's imports
-        "frozen_after": True,  # the Compute Engine client's
+        "frozen_at_fork": False,  # outside Cloud Run (no K_SERVICE) main.py leaves the collector alone
+        "frozen_after": True,  # the Compute Engine client's import, paused on its own
     }
 
 
@@ -70,7 +70,7 @@ def test_the_webhook_and_the_rebalancer_never_import_it(target: str, tmp_path: P
         "worker": False,
         "loaded": False,
         "collecting": True,
-        "frozen_at_fork": True,
+        "frozen_at_fork": False,
         "frozen_after": False,
     }
 
@@ -80,3 +80,50 @@ def test_without_a_compute_target_nothing_is_installed_or_started() -> None:
     assert not preimport.install({})
     if not preimport._installed:  # this process's FUNCTION_TARGET (none in tests) chose nothing
         assert preimport.start() is None and preimport.thread() is None
+
+
+CLOUD_RUN_PROBE = """
+import gc, json, os, sys
+already_frozen = gc.get_freeze_count()
+from functions_framework import create_app
+app = create_app(sys.argv[1], sys.argv[2])
+seen = {"arbiter_after_import": gc.isenabled()}
+pid = os.fork()
+if pid == 0:
+    seen["worker_at_start"] = gc.isenabled()
+    answer = app.test_client().get("/")  # the first request: GET, refused after the app is built
+    seen["answer"] = answer.status_code
+    seen["worker_after_first"] = gc.isenabled()
+    seen["worker_frozen"] = gc.get_freeze_count() > already_frozen
+    print(json.dumps(seen), flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+print(json.dumps({"arbiter_after_fork": gc.isenabled(), "arbiter_frozen": gc.get_freeze_count() > already_frozen}))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="gunicorn forks its worker only where os.fork exists")
+@pytest.mark.parametrize(("pools", "status"), [("[]", 405), ("[", 500)], ids=["refused", "app-cannot-be-built"])
+def test_on_cloud_run_the_collector_waits_for_the_first_request(pools: str, status: int, tmp_path: Path) -> None:
+    (tmp_path / "main.py").write_text(MAIN_PY)
+    env = {
+        **os.environ,
+        "K_SERVICE": "jitr-webhook",  # Cloud Run's
+        "FUNCTION_TARGET": "webhook",
+        "JITR_PROVIDER": "embedded",
+        "JITR_EMBEDDED_STATE_DIR": str(tmp_path / "state"),
+        "JITR_POOLS": pools,
+    }
+    done = subprocess.run([sys.executable, "-c", CLOUD_RUN_PROBE, "webhook", str(tmp_path / "main.py")], env=env,
+                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    worker, arbiter = (json.loads(line) for line in done.stdout.splitlines()[-2:])
+
+    assert worker == {
+        "arbiter_after_import": False,  # paused by main.py
+        "worker_at_start": False,  # inherited: the app is built on the first request
+        "answer": status,
+        "worker_after_first": True,  # however the request ended
+        "worker_frozen": True,
+    }
+    assert arbiter == {"arbiter_after_fork": True, "arbiter_frozen": True}  # settled as it forked

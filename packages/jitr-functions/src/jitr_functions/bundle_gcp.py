@@ -36,15 +36,16 @@ ROOTS = ("jitr-functions", "functions-framework")
 REQUIRED_PLUGINS = ("jitr-gcp",)  # the functions' backend: leaving it out would deploy functions that cannot work
 MAIN_PY = f'''"""Cloud Run function targets written by ``jitr bundle gcp``; deploy each with ``--entry-point``.
 
-The targets are imported with the garbage collector paused, and what the import made is frozen
-before gunicorn forks the worker (``jitr_functions.coldstart``): a faster cold start, and pages
-the worker shares with its parent instead of copying.
+On Cloud Run the garbage collector is paused from here to the end of the first request of the
+worker (``jitr_functions.coldstart``): a faster cold start, and pages the worker shares with the
+gunicorn arbiter instead of copying them.
 """
 
-from jitr_functions.coldstart import paused
+from jitr_functions import coldstart
 
-with paused():
-    from jitr_functions.gcp import {", ".join(sorted(TARGETS))}
+coldstart.pause()
+
+from jitr_functions.gcp import {", ".join(sorted(TARGETS))}  # noqa: E402
 
 __all__ = {sorted(TARGETS)!r}
 '''.replace("'", '"')

@@ -9,6 +9,7 @@ an instance's first request (its cold start).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -25,6 +26,7 @@ from jitr_core.services.consume import FUNCTIONS, Disposition, consume
 from jitr_gcp.pubsub import NOT_BEFORE
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from .. import coldstart
 from ..app import App, get_app
 from . import events, preimport
 
@@ -33,9 +35,24 @@ log = logging.getLogger("jitr.gcp.functions")
 # are served by holding the request, longer ones by a 503 and Pub/Sub's retry backoff.
 HOLD_LIMIT_S = 20.0
 TRACE_FIELD = "logging.googleapis.com/trace"
+View = Callable[[flask.Request], flask.Response]
+
+
+def _settles(view: View) -> View:
+    """``view``, ending the cold start's collector pause as the worker's first request ends, however it ends."""
+
+    @functools.wraps(view)
+    def settled(request: flask.Request) -> flask.Response:
+        try:
+            return view(request)
+        finally:
+            coldstart.settle()
+
+    return settled
 
 
 @functions_framework.http
+@_settles
 def webhook(request: flask.Request) -> flask.Response:
     """GitHub's ``workflow_job`` deliveries: verify, de-duplicate, enqueue; 2xx, 4xx or 503."""
     app = get_app()
@@ -55,6 +72,7 @@ def webhook(request: flask.Request) -> flask.Response:
 
 
 @functions_framework.http
+@_settles
 def broker(request: flask.Request) -> flask.Response:
     """A VM's request for its JIT config, proven with its identity token: 200 once, 4xx refusals, 409/503 retries."""
     from jitr_core.services.broker import MAX_REQUEST_BYTES
@@ -76,24 +94,28 @@ def broker(request: flask.Request) -> flask.Response:
 
 
 @functions_framework.http
+@_settles
 def scaleup(request: flask.Request) -> flask.Response:
     """Jobs-queue messages: launch at most one runner VM per job attempt."""
     return _deliver(request, JOBS_QUEUE, lambda app: app.scaleup.handle)
 
 
 @functions_framework.http
+@_settles
 def lifecycle(request: flask.Request) -> flask.Response:
     """Lifecycle-queue messages: a job started or ended on a runner."""
     return _deliver(request, LIFECYCLE_QUEUE, lambda app: app.lifecycle.handle)
 
 
 @functions_framework.http
+@_settles
 def scaledown(request: flask.Request) -> flask.Response:
     """One scaledown run (Cloud Scheduler, every 5 minutes)."""
     return _periodic(request, "scaledown", lambda app: app.scaledown.run())
 
 
 @functions_framework.http
+@_settles
 def rebalancer(request: flask.Request) -> flask.Response:
     """One rebalancer run (Cloud Scheduler, every minute)."""
     return _periodic(request, "rebalancer", lambda app: app.rebalancer.run())
