@@ -27,10 +27,8 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
-_paused = False
-
-
 _PLATFORMS = ("AWS_LAMBDA_FUNCTION_NAME", "K_SERVICE")  # set by Lambda and by Cloud Run
+_paused = False
 _fork_hooked = False
 
 
