@@ -30,7 +30,7 @@ try:
 except ImportError:
     hooks = None
 result = {"built": app._APP is not None, "hooks": None if hooks is None else len(hooks),
-          "modules": [m for m in ("boto3", "jitr_aws.sqs", "jitr_aws.ec2", "jitr_github") if m in sys.modules]}
+          "modules": [m for m in json.loads(sys.argv[2]) if m in sys.modules]}
 if hooks:
     state = random.getstate()
     for hook in hooks:
@@ -38,6 +38,8 @@ if hooks:
     result["reseeded"] = random.getstate() != state
 print(json.dumps(result))
 """
+GITHUB_CLIENT = ["jitr_github.client", "requests", "jwt"]  # the client's module and the libraries it loads
+WATCHED = ["boto3", "jitr_aws.sqs", "jitr_aws.ec2", *GITHUB_CLIENT]
 SETTINGS = {
     "JITR_PROVIDER": "aws",
     "JITR_AWS_REGION": "eu-west-1",
@@ -59,8 +61,9 @@ def init(tmp_path: Path, hooks: bool, **env: str) -> dict[str, object]:
     library.mkdir()
     if hooks:
         (library / "snapshot_restore_py.py").write_text(HOOKS)
-    done = subprocess.run([sys.executable, "-c", PROBE, str(library)], capture_output=True, text=True, timeout=120,
-                          env={"PATH": os.environ.get("PATH", ""), **SETTINGS, **env}, check=False)  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", PROBE, str(library), json.dumps(WATCHED)], capture_output=True,
+                          text=True, timeout=120, env={"PATH": os.environ.get("PATH", ""), **SETTINGS, **env},
+                          check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
     result: dict[str, object] = json.loads(done.stdout.splitlines()[-1])
     return result
@@ -70,7 +73,7 @@ def init(tmp_path: Path, hooks: bool, **env: str) -> dict[str, object]:
     "handler,modules",
     [
         ("jitr_functions.aws.webhook", ["boto3", "jitr_aws.sqs"]),
-        ("jitr_functions.aws.scaleup", ["boto3", "jitr_aws.sqs", "jitr_aws.ec2", "jitr_github"]),
+        ("jitr_functions.aws.scaleup", ["boto3", "jitr_aws.sqs", "jitr_aws.ec2", *GITHUB_CLIENT]),
     ],
 )
 def test_a_snapstart_init_builds_the_app_and_imports_what_the_function_uses(

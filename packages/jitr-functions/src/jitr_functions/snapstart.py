@@ -32,7 +32,7 @@ log = logging.getLogger("jitr.lambda")
 # AWS_LAMBDA_INITIALIZATION_TYPE values whose INIT runs ahead of any request
 AHEAD_OF_TIME = frozenset({"snap-start", "provisioned-concurrency"})
 AWS_MODULES = ("boto3", "botocore.config", "jitr_aws.clients", "jitr_aws.sqs", "jitr_aws.dynamodb", "jitr_aws.secrets")
-WORKER_MODULES = ("jitr_aws.ec2", "jitr_github")  # not for the webhook: it never calls EC2 or GitHub
+WORKER_MODULES = ("jitr_aws.ec2", "jitr_github.client")  # not for the webhook: it never calls EC2 or GitHub
 
 
 def prime(environ: Mapping[str, str] = os.environ) -> bool:
