@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from jitr_core.backend import Backend
 from jitr_core.logs import configure_logging, register_secret
@@ -74,6 +74,13 @@ class App:
                 )
             return self._github
 
+    @cached_property
+    def _github_on_call(self) -> GitHubAPI:
+        """The services' GitHub client, made when one of them first calls GitHub rather than when it is
+        built: most lifecycle messages never call it, and a function that does not skips importing
+        requests and PyJWT and reading the App's private key on its cold start."""
+        return cast("GitHubAPI", _GitHubOnCall(self))
+
     def record_rate_limit(self) -> None:
         """Record how many GitHub requests are left, once a GitHub client exists and has seen an answer."""
         remaining = getattr(self._github, "rate_limit_remaining", None)
@@ -95,31 +102,43 @@ class App:
     def scaleup(self) -> ScaleupService:
         from jitr_core.services.scaleup import ScaleupService
 
-        return ScaleupService(self.backend, self.github, clock=self.clock)
+        return ScaleupService(self.backend, self._github_on_call, clock=self.clock)
 
     @cached_property
     def lifecycle(self) -> LifecycleService:
         from jitr_core.services.lifecycle import LifecycleService
 
-        return LifecycleService(self.backend, self.github, clock=self.clock)
+        return LifecycleService(self.backend, self._github_on_call, clock=self.clock)
 
     @cached_property
     def scaledown(self) -> ScaledownService:
         from jitr_core.services.scaledown import ScaledownService
 
-        return ScaledownService(self.backend, self.github, clock=self.clock)
+        return ScaledownService(self.backend, self._github_on_call, clock=self.clock)
 
     @cached_property
     def broker(self) -> BrokerService:
         from jitr_core.services.broker import BrokerService
 
-        return BrokerService(self.backend, self.github, clock=self.clock)
+        return BrokerService(self.backend, self._github_on_call, clock=self.clock)
 
     @cached_property
     def rebalancer(self) -> RebalancerService:
         from jitr_core.services.rebalancer import RebalancerService
 
-        return RebalancerService(self.backend, self.github, clock=self.clock)
+        return RebalancerService(self.backend, self._github_on_call, clock=self.clock)
+
+
+class _GitHubOnCall:
+    """Stands in for an app's GitHub client: the first attribute asked of it makes the client."""
+
+    __slots__ = ("_app",)
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._app.github, name)
 
 
 def build_app(
