@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 
 from e2e_support import (
+    LABELS,
     POOL,
     QUIET,
     dead_letters,
@@ -31,6 +32,7 @@ from e2e_support import (
 )
 from jitr_core.hookspecs import hookimpl
 from jitr_core.metrics import Sample
+from jitr_core.model import Scope
 from jitr_core.services import ScaledownService
 from jitr_core.settings import Settings
 from jitr_functions.sandbox import SandboxFaults, VMFaults
@@ -153,6 +155,48 @@ def test_a_runner_that_ran_its_job_unseen_is_not_counted(e2e_sandbox):
     assert record(sandbox, "runner", name).data["retired_reason"] == "job-ran-unseen"
     assert sandbox.vms.launches[name] == 1 and f"jitr-linux-{job}-2" not in sandbox.vms.launches
     assert record(sandbox, "job", job).state == "completed"  # caught up with GitHub
+    assert not dead_letters(sandbox, "jobs")
+
+
+def _another_runner_takes(sandbox, job: int) -> None:
+    """A runner that is not jitr's (registered by hand, as a user might) takes ``job`` and finishes it."""
+    installation = record(sandbox, "job", job).data["installation_id"]
+    owner, _, repo = REPO.partition("/")
+    config = sandbox.app.github.generate_jit_config(Scope(installation, owner, repo), "someone-else", LABELS, "Default")
+    other = sandbox.sim.agent_connect(config.encoded.reveal())
+    assert sandbox.sim.agent_poll(other.id, timeout=10).id == job
+    sandbox.sim.agent_finish(other.id)
+
+
+def test_a_vanished_runner_whose_job_another_runner_took_unseen_is_not_launched_for_again(e2e_sandbox):
+    """The runner's VM ends without taking its job; another runner takes the job while every webhook
+    is lost. GitHub, asked about the job, names that runner: not an exit to count, and no re-launch
+    for a job that ran (or, cancelled, needs no runner)."""
+    sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET, faults=SandboxFaults(vms=VMFaults(no_job_exits=2)))
+    taken, cancelled = queue_jobs(sandbox, 2, [REPO])
+    runners = {job: f"jitr-linux-{job}-1" for job in (taken, cancelled)}
+    wait_for(
+        lambda: set(runners.values()) <= set(sandbox.vms.launches) and not running_vms(sandbox), 60, "both VMs to end"
+    )
+    set_faults(sandbox, drop_webhook=1.0)
+    _another_runner_takes(sandbox, taken)
+    sandbox.sim.cancel_job(cancelled)
+
+    for job, name in runners.items():
+        _scaledown_until(
+            sandbox,
+            lambda name=name: record(sandbox, "runner", name).state == "retired",
+            "the runner's retirement",
+            job,
+        )
+
+    assert [record(sandbox, "runner", name).data["retired_reason"] for name in runners.values()] == ["vm-gone"] * 2
+    assert dict(sandbox.vms.launches) == dict.fromkeys(runners.values(), 1)  # nothing launched again
+    assert not _exits(sandbox, taken) and not _exits(sandbox, cancelled)
+    done, gone = record(sandbox, "job", taken), record(sandbox, "job", cancelled)
+    assert (done.state, done.data["runner_name"], done.data["conclusion"]) == ("completed", "someone-else", "success")
+    assert (gone.state, gone.data["conclusion"]) == ("cancelled", "cancelled")
+    assert done.data["timeline"][-1]["via"] == "github" and gone.data["timeline"][-1]["via"] == "github"
     assert not dead_letters(sandbox, "jobs")
 
 

@@ -16,6 +16,10 @@ re-launches the job with a new runner on the candidate after the one that failed
 fallback chain; the second moves the job to ``dead-lettered`` and puts its message in the jobs
 queue's dead letters with the reason. Each exit is written on the job record under the runner's
 name first, so overlapping or repeated scaledown passes count it once.
+
+When GitHub shows the job picked up after all (by this runner or another) or cancelled, and its
+webhooks are lost or still on their way, the job record catches up with GitHub instead: no exit
+is counted and nothing is launched for the job.
 """
 
 from __future__ import annotations
@@ -61,7 +65,10 @@ class NoJobExits:
         if seen.runner_name == runner.name:
             return self._ran_unseen(job, runner, seen)
         if seen.status not in _NOT_PICKED_UP:
-            return None  # another runner took it: the usual path retires this one
+            # another runner took it (or it was cancelled) and its webhooks are lost or late: the job
+            # record catches up, so the usual path retires this runner and launches nothing for the job
+            self._catch_up(job, seen)
+            return None
         evidence = f"GitHub shows the job {seen.status}"
         reported = ended is not None and ended.runner_exit == "no-job"
         reason = "startup script reported no job" if reported else "VM gone without the runner going busy"
@@ -110,11 +117,21 @@ class NoJobExits:
         """The runner took its job but its webhooks were lost: not an exit to count, nor a job to
         launch again. The job record catches up with what GitHub says."""
         retire(self.store, self.github, runner, reason="job-ran-unseen")
-        state = JobState.COMPLETED if seen.status == "completed" else JobState.RUNNING
+        self._catch_up(job, seen)
+        return "ran-unseen"
+
+    def _catch_up(self, job: JobView, seen: GitHubJob) -> None:
+        """Move the job record to where GitHub has the job (picked up: running, completed, or
+        cancelled when it completed with no runner), as its lost webhooks would have."""
+        if seen.status != "completed":
+            state, event = JobState.RUNNING, "in_progress"
+        elif seen.runner_name:
+            state, event = JobState.COMPLETED, "completed"
+        else:
+            state, event = JobState.CANCELLED, "cancelled"
         now = self.store.clock()
-        expires = now + self.backend.settings.finished_ttl_s if state == JobState.COMPLETED else None
-        event = "completed" if state == JobState.COMPLETED else "in_progress"
-        entry = step(event, now, runner=runner.name, conclusion=seen.conclusion, via="github")
+        expires = now + self.backend.settings.finished_ttl_s if state != JobState.RUNNING else None
+        entry = step(event, now, runner=seen.runner_name, conclusion=seen.conclusion, via="github")
 
         def catch_up(record: Record) -> dict[str, object] | None:
             if not job_can_move(record.state, state):
@@ -122,13 +139,12 @@ class NoJobExits:
             return {
                 "state": state,
                 "expires_at": expires,
-                "runner_name": runner.name,
+                "runner_name": seen.runner_name,
                 "conclusion": seen.conclusion,
                 **with_steps(record.data, entry),
             }
 
         self.store.update(JOB, str(job.job_id), catch_up)
-        return "ran-unseen"
 
     def _note(self, job: JobView, name: str, candidate: str, reason: str) -> tuple[bool, list[dict[str, Any]]]:
         """Write the exit on the job record once; (whether this call wrote it, every exit so far)."""
