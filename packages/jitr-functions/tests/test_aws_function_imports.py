@@ -1,6 +1,6 @@
 """The AWS functions import only what their work needs (their cold start): the webhook neither the
 other functions nor the GitHub client, the lifecycle function no GitHub client while no message
-calls GitHub."""
+calls GitHub. A GitHub App key that cannot be read fails only the messages that call GitHub."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import FIXTURES
-from jitr_core.messages import LifecycleMessage, encode
+from jitr_core.messages import JobMessage, LifecycleMessage, encode
 from jitr_core.webhook import parse_workflow_job
 
 SECRET = "webhook-imports-secret"
@@ -106,3 +106,21 @@ def test_the_aws_lifecycle_function_makes_no_github_client_for_messages_that_do_
     assert result["answer"] == {"batchItemFailures": []}, result
     assert result["outcomes"] == ["not-our-runner", "not-our-runner"], result
     assert result["loaded"] == [], result
+
+
+def test_an_unreadable_app_key_fails_only_the_messages_that_call_github(tmp_path: Path) -> None:
+    payload = json.loads((FIXTURES / "webhooks" / "workflow_job.queued.payload.json").read_bytes())
+    job = parse_workflow_job(payload)
+    served = replace(job, labels=("self-hosted", "linux"), private=True)  # the pool's, in a private repository
+    ignored = replace(served, job_id=job.job_id + 1, labels=("self-hosted", "gpu"))  # no pool serves it
+    records = [
+        {"messageId": f"m-{job.job_id}", "receiptHandle": f"r-{job.job_id}", "eventSource": "aws:sqs",
+         "body": encode(JobMessage.from_job(job, "d-1", 1.0)).body}
+        for job in (served, ignored)
+    ]  # fmt: skip
+
+    result = invoke("scaleup", {"Records": records}, tmp_path / "state", [])
+
+    # the served job's JIT config needs the key: that message is retried, the other one is done
+    assert result["answer"] == {"batchItemFailures": [{"itemIdentifier": f"m-{served.job_id}"}]}, result
+    assert result["outcomes"] == ["ignored"], result
