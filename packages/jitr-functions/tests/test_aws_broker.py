@@ -28,7 +28,10 @@ def test_an_instance_pulls_its_config_once_through_the_function_url(
     deployment.sim.set_webhook(None, None)
     job_id = deployment.sim.queue_job("octo-org/api", LABELS)
     deployment.sqs.send_message(QueueUrl=deployment.jobs_url, MessageBody=deployment.job_message(job_id))
+    deployment.sim.reset_call_counts()
     assert deployment.deliver(deployment.jobs_url, aws.scaleup)["batchItemFailures"] == []
+    # the broker mints the config: the launch calls GitHub for nothing, and makes no GitHub client
+    assert deployment.sim.call_counts() == {} and get_app()._github is None
     [instance] = deployment.instances()
     runner = deployment.runner_name(job_id)
     user_data = deployment.user_data(instance["InstanceId"])
