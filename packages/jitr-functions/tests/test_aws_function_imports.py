@@ -114,9 +114,9 @@ def test_an_unreadable_app_key_fails_only_the_messages_that_call_github(tmp_path
     served = replace(job, labels=("self-hosted", "linux"), private=True)  # the pool's, in a private repository
     ignored = replace(served, job_id=job.job_id + 1, labels=("self-hosted", "gpu"))  # no pool serves it
     records = [
-        {"messageId": f"m-{job.job_id}", "receiptHandle": f"r-{job.job_id}", "eventSource": "aws:sqs",
-         "body": encode(JobMessage.from_job(job, "d-1", 1.0)).body}
-        for job in (served, ignored)
+        {"messageId": f"m-{each.job_id}", "receiptHandle": f"r-{each.job_id}", "eventSource": "aws:sqs",
+         "body": encode(JobMessage.from_job(each, "d-1", 1.0)).body}
+        for each in (served, ignored)
     ]  # fmt: skip
 
     result = invoke("scaleup", {"Records": records}, tmp_path / "state", [])
