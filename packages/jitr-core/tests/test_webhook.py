@@ -6,12 +6,13 @@ import hashlib
 import hmac
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jitr_core.errors import JitrError, PayloadError, SignatureError
-from jitr_core.webhook import inspect, lower_headers, parse_workflow_job, verify_signature
+from jitr_core.webhook import READ_HEADERS, inspect, lower_headers, parse_workflow_job, read_headers, verify_signature
 
 FIXTURES = Path(__file__).parent / "fixtures" / "webhooks"
 SECRET = "test-webhook-secret"
@@ -80,6 +81,38 @@ def test_header_names_are_case_insensitive() -> None:
     body = (FIXTURES / "queued.payload.json").read_bytes()
     mixed = {"X-GitHub-Event": "workflow_job", "X-GitHub-Delivery": "d1", "X-Hub-Signature-256": sign(body)}
     assert inspect(lower_headers(mixed), body, SECRET, LIMIT).queue == "jobs"
+
+
+FUNCTION_URL = {  # a function URL's delivery: GitHub's headers in lower case, and the URL's own
+    "accept": "*/*",
+    "user-agent": "GitHub-Hookshot/3f9c2a1",
+    "x-github-hook-id": "412345678",
+    "x-forwarded-for": "140.82.115.12",
+    "x-amzn-trace-id": "Root=1-674e1c2b-5f302e550dcde3b12402207d",
+}
+
+
+@pytest.mark.parametrize(
+    "delivered",
+    [
+        pytest.param(lambda h: {**FUNCTION_URL, **h}, id="lower-case names"),
+        pytest.param(lambda h: {k.title(): v for k, v in {**FUNCTION_URL, **h}.items()}, id="title-case names"),
+        pytest.param(lambda h: {**FUNCTION_URL, **h, "x-github-event": 7}, id="a value not a string"),
+        pytest.param(lambda h: {k: v for k, v in h.items() if k != "content-type"}, id="no content type"),
+    ],
+)
+def test_the_headers_read_are_those_lower_headers_gives_for_the_names_inspect_reads(delivered: Any) -> None:
+    given = delivered(headers(b"{}"))
+    lowered = lower_headers(given)
+    assert read_headers(given) == {name: lowered[name] for name in READ_HEADERS if name in lowered}
+
+
+def test_a_content_type_named_in_another_case_is_read_beside_lower_case_names() -> None:
+    body = (FIXTURES / "queued.payload.json").read_bytes()
+    given = {k: v for k, v in headers(body).items() if k != "content-type"} | {"Content-Type": "text/plain"}
+    with pytest.raises(PayloadError) as info:
+        inspect(read_headers(given), body, SECRET, LIMIT)
+    assert info.value.status == 415
 
 
 def test_a_single_altered_byte_is_rejected() -> None:

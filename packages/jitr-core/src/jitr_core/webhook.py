@@ -20,6 +20,8 @@ from .model import MAX_ID, WorkflowJob
 SIGNATURE_HEADER = "x-hub-signature-256"
 EVENT_HEADER = "x-github-event"
 DELIVERY_HEADER = "x-github-delivery"
+CONTENT_TYPE_HEADER = "content-type"
+READ_HEADERS = (SIGNATURE_HEADER, EVENT_HEADER, DELIVERY_HEADER, CONTENT_TYPE_HEADER)  # all inspect() reads
 _ACTIONS = ("queued", "waiting", "in_progress", "completed")
 _ROUTES = {"queued": JOBS_QUEUE, "in_progress": LIFECYCLE_QUEUE, "completed": LIFECYCLE_QUEUE}
 
@@ -41,6 +43,18 @@ class WebhookEvent:
 def lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """Header names as HTTP treats them: case-insensitive."""
     return {str(k).lower(): str(v) for k, v in headers.items()}
+
+
+def read_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers :func:`inspect` reads (READ_HEADERS), by lower-case name, as :func:`lower_headers`
+    would give them. A delivery carries a dozen more, and a proxy adds its own: when the names come
+    in lower case (HTTP/2, API Gateway's version 2.0 events, function URLs), four look-ups copy what
+    is read; otherwise, or when one of the four is missing, every name is lowered."""
+    try:
+        return {name: str(headers[name]) for name in READ_HEADERS}
+    except KeyError:
+        lowered = lower_headers(headers)
+    return {name: lowered[name] for name in READ_HEADERS if name in lowered}
 
 
 def verify_signature(secret: str | bytes, body: bytes, header: str | None) -> None:
@@ -69,7 +83,7 @@ def inspect(headers: Mapping[str, str], body: bytes, secret: str | bytes, max_bo
         raise PayloadError("missing X-GitHub-Event header")
     if not delivery or len(delivery) > 128:
         raise PayloadError("missing or oversized X-GitHub-Delivery header")
-    content_type = headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    content_type = headers.get(CONTENT_TYPE_HEADER, "application/json").split(";")[0].strip().lower()
     if content_type != "application/json":
         raise PayloadError(
             f"content type must be application/json, found {content_type!r}; set the App's webhook to JSON",

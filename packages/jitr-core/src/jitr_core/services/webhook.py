@@ -22,7 +22,7 @@ from ..logs import log_context, log_line, register_secret
 from ..messages import JOBS_QUEUE, LIFECYCLE_QUEUE, JobMessage, LifecycleMessage, encode_job
 from ..model import RUNNER_PREFIX, WorkflowJob
 from ..routing import Router
-from ..webhook import WebhookEvent, inspect, lower_headers
+from ..webhook import WebhookEvent, inspect, read_headers
 
 log = logging.getLogger("jitr.webhook")
 SECRET_REFRESH_S = 60.0
@@ -74,7 +74,7 @@ class WebhookService:
     def handle(self, headers: Mapping[str, str], body: bytes) -> WebhookResponse:
         """Answer a delivery; never raises for bad input (4xx) and says 5xx only when a retry may help."""
         received_at = self.clock()
-        h = lower_headers(headers)
+        h = read_headers(headers)
         delivery_id = h.get("x-github-delivery")
         try:
             event = self._inspect(h, body)
