@@ -200,6 +200,45 @@ def test_a_vanished_runner_whose_job_another_runner_took_unseen_is_not_launched_
     assert not dead_letters(sandbox, "jobs")
 
 
+def test_a_vanished_runner_whose_job_another_jitr_runner_took_unseen_gets_that_runners_job_a_runner(e2e_sandbox):
+    """The first job's VM ends without taking it; the runner launched for the second job, while
+    every webhook is lost, takes the first (GitHub hands a runner the oldest job it can run).
+    Scaledown, finding the first VM gone, learns from GitHub which runner took its job and hands
+    lifecycle the lost ``in_progress``: the second job is launched for again while that runner still
+    runs the first, instead of once its VM is gone too, with an exit without a job counted."""
+    sandbox = e2e_sandbox(
+        pools=[POOL], intervals=QUIET, faults=SandboxFaults(vms=VMFaults(no_job_exits=1, job_seconds=(600.0, 600.0)))
+    )
+    [first] = queue_jobs(sandbox, 1, [REPO])
+    vanished = f"jitr-linux-{first}-1"
+    wait_for(lambda: vanished in sandbox.vms.launches and not running_vms(sandbox), 60, "the first VM to end")
+    set_faults(sandbox, drop_webhook=1.0)
+    [second] = queue_jobs(sandbox, 1, [REPO])
+    sandbox.app.rebalancer.run()  # the lost queued webhook: the rebalancer finds the job
+    taker = f"jitr-linux-{second}-1"
+    wait_for(lambda: sandbox.sim.job(first).status == "in_progress", 60, "a runner to take the first job")
+    assert sandbox.sim.job(first).runner_name == taker
+
+    _scaledown_until(
+        sandbox, lambda: record(sandbox, "runner", vanished).state == "retired", "the runner's retirement", first
+    )
+    again = f"jitr-linux-{second}-2"
+    wait_for(
+        lambda: again in sandbox.vms.launches,
+        60,
+        "a runner for the second job",
+        detail=lambda: describe(sandbox, [first, second]),
+    )
+
+    assert sandbox.sim.job(first).status == "in_progress"  # the taker still runs it
+    assert record(sandbox, "runner", taker).state == "busy"
+    assert record(sandbox, "runner", vanished).data["retired_reason"] == "vm-gone"
+    assert record(sandbox, "job", first).state == "running"
+    assert not _exits(sandbox, first) and not _exits(sandbox, second)
+    requeued = [e for e in record(sandbox, "job", second).data["timeline"] if e["event"] == "requeued"]
+    assert [e["reason"] for e in requeued] == ["runner-taken-by-another-job"]
+
+
 def test_when_github_cannot_be_asked_the_usual_repair_applies_and_nothing_is_counted(e2e_sandbox):
     """GitHub refuses the job read (a 404 from a repository the App lost): no exit is written and
     the runner goes the way of any vanished VM, its job launched again."""

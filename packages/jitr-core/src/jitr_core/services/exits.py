@@ -30,6 +30,7 @@ from typing import Any
 from ..backend import Backend
 from ..errors import GitHubError
 from ..github import GitHubAPI, GitHubJob
+from ..messages import LIFECYCLE_QUEUE, LifecycleMessage, encode
 from ..model import JobState, Record, RunnerState, Scope, VMInfo
 from .broker import WAITING
 from .candidates import candidate_key
@@ -65,10 +66,7 @@ class NoJobExits:
         if seen.runner_name == runner.name:
             return self._ran_unseen(job, runner, seen)
         if seen.status not in _NOT_PICKED_UP:
-            # another runner took it (or it was cancelled) and its webhooks are lost or late: the job
-            # record catches up, so the usual path retires this runner and launches nothing for the job
-            self._catch_up(job, seen)
-            return None
+            return self._taken_unseen(job, runner, seen)
         evidence = f"GitHub shows the job {seen.status}"
         reported = ended is not None and ended.runner_exit == "no-job"
         reason = "startup script reported no job" if reported else "VM gone without the runner going busy"
@@ -119,6 +117,44 @@ class NoJobExits:
         retire(self.store, self.github, runner, reason="job-ran-unseen")
         self._catch_up(job, seen)
         return "ran-unseen"
+
+    def _taken_unseen(self, job: JobView, runner: RunnerView, seen: GitHubJob) -> str:
+        """Another runner took the job (or it was cancelled) and its webhooks are lost or late: this
+        runner goes as any vanished one, the job record catches up and nothing is launched for it.
+
+        When the runner that took it is one of jitr's still waiting, in the records, for the job it
+        was launched for, lifecycle is handed the event the lost webhook carried: that job is given
+        a runner again now (a runner swap), not once that runner's VM is gone too, when it would be
+        counted as an exit without a job. This runner is retired first, so the swap cannot hand
+        its (gone) VM to that job."""
+        if not retire(self.store, self.github, runner, reason="vm-gone"):
+            return "ok"  # GitHub refused the deregistration: the next pass sees the runner again
+        self._catch_up(job, seen)
+        taker = self.store.runner(seen.runner_name) if seen.runner_name else None
+        if taker is not None and taker.state in (RunnerState.CLAIMED, RunnerState.LAUNCHED):
+            self.backend.enqueue(LIFECYCLE_QUEUE, encode(self._event(job, seen)))
+            log.info(
+                "lost webhook replayed",
+                extra={"job_id": job.job_id, "runner_name": taker.name, "launched_for": taker.job_id},
+            )
+        return "vm-gone"
+
+    def _event(self, job: JobView, seen: GitHubJob) -> LifecycleMessage:
+        """The lifecycle event GitHub's webhook carried for the job as ``seen``."""
+        return LifecycleMessage(
+            action="completed" if seen.status == "completed" else "in_progress",
+            job_id=job.job_id,
+            run_id=int(job.get("run_id", 0)),
+            repository=str(job.get("repository")),
+            owner=str(job.get("owner")),
+            installation_id=job.get("installation_id"),
+            labels=tuple(job.get("labels", ())),
+            runner_name=seen.runner_name,
+            runner_id=seen.runner_id,
+            conclusion=seen.conclusion if seen.status == "completed" else None,
+            received_at=self.store.clock(),
+            run_attempt=int(job.get("run_attempt", 1)),
+        )
 
     def _catch_up(self, job: JobView, seen: GitHubJob) -> None:
         """Move the job record to where GitHub has the job (picked up: running, completed, or
