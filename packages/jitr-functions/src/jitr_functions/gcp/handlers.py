@@ -54,7 +54,7 @@ def _settles(view: View) -> View:
 @functions_framework.http
 @_settles
 def webhook(request: flask.Request) -> flask.Response:
-    """GitHub's ``workflow_job`` deliveries: verify, de-duplicate, enqueue; 2xx, 4xx or 503."""
+    """GitHub's ``workflow_job`` deliveries: verify, admit, enqueue; 2xx, 4xx or 503."""
     app = get_app()
     headers = dict(request.headers.items())
     with _request_context(app, headers):
