@@ -17,19 +17,26 @@ log = logging.getLogger("jitr.services")
 REPO_ACTIVITY_S = 24 * 3600
 
 
+def job_fields(job: JobView) -> dict[str, Any]:
+    """What every queue message says of a job, as its record holds it."""
+    return {
+        "job_id": job.job_id,
+        "run_id": int(job.get("run_id", 0)),
+        "repository": str(job.get("repository")),
+        "owner": str(job.get("owner")),
+        "installation_id": job.get("installation_id"),
+        "labels": tuple(job.get("labels", ())),
+        "run_attempt": int(job.get("run_attempt", 1)),
+    }
+
+
 def job_message(job: JobView, attempt: int, reason: str, received_at: float) -> JobMessage:
     return JobMessage(
-        job_id=job.job_id,
-        run_id=int(job.get("run_id", 0)),
-        repository=str(job.get("repository")),
-        owner=str(job.get("owner")),
-        installation_id=job.get("installation_id"),
-        labels=tuple(job.get("labels", ())),
+        **job_fields(job),
         private=bool(job.get("private", False)),
         attempt=attempt,
         received_at=received_at,
         reason=reason,
-        run_attempt=int(job.get("run_attempt", 1)),
     )
 
 

@@ -34,7 +34,7 @@ from ..messages import LIFECYCLE_QUEUE, LifecycleMessage, encode
 from ..model import JobState, Record, RunnerState, Scope, VMInfo
 from .broker import WAITING
 from .candidates import candidate_key
-from .common import dead_letter_job, requeue, retire
+from .common import dead_letter_job, job_fields, requeue, retire
 from .records import JOB, JobView, RunnerView, Store, job_can_move, step, with_steps
 
 log = logging.getLogger("jitr.scaledown")
@@ -141,19 +141,14 @@ class NoJobExits:
 
     def _event(self, job: JobView, seen: GitHubJob) -> LifecycleMessage:
         """The lifecycle event GitHub's webhook carried for the job as ``seen``."""
+        completed = seen.status == "completed"
         return LifecycleMessage(
-            action="completed" if seen.status == "completed" else "in_progress",
-            job_id=job.job_id,
-            run_id=int(job.get("run_id", 0)),
-            repository=str(job.get("repository")),
-            owner=str(job.get("owner")),
-            installation_id=job.get("installation_id"),
-            labels=tuple(job.get("labels", ())),
+            **job_fields(job),
+            action="completed" if completed else "in_progress",
             runner_name=seen.runner_name,
             runner_id=seen.runner_id,
-            conclusion=seen.conclusion if seen.status == "completed" else None,
+            conclusion=seen.conclusion if completed else None,
             received_at=self.store.clock(),
-            run_attempt=int(job.get("run_attempt", 1)),
         )
 
     def _catch_up(self, job: JobView, seen: GitHubJob) -> None:
