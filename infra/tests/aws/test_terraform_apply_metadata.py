@@ -1,6 +1,7 @@
-"""``terraform apply`` of examples/aws with its one pool on ``handoff = "metadata"`` (an override of
-the example's module call), against moto: no broker at all, and the JIT config in the VM's user
-data. Its own module, so that it applies beside ``test_terraform_apply``'s deployment, not after it.
+"""``terraform apply`` of examples/aws with its one pool on ``handoff = "metadata"`` and the webhook
+behind API Gateway (an override of the example's module call), against moto: no broker at all,
+the JIT config in the VM's user data, and the webhook's HTTP API alone. Its own module, so that it
+applies beside ``test_terraform_apply``'s deployment, not after it.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from jitr_core.settings import Settings
 
 METADATA_PREFIX = "jitr-md"
 METADATA_POOL = "linux-md"  # another runner name than the broker deployment's for the same job id
-# The example's module call with its one pool on handoff = "metadata" (an override file: the
-# example itself is what users copy, and leaves handoff at its default).
+# The example's module call with its one pool on handoff = "metadata" and the webhook on API
+# Gateway (an override file: the example itself is what users copy, and leaves both at their defaults).
 METADATA_OVERRIDE = """module "jitr" {
+  webhook_endpoint = "api_gateway"
   pools = [
     {
       name          = var.pool_name
@@ -39,7 +41,7 @@ METADATA_OVERRIDE = """module "jitr" {
 def metadata_deployment(
     moto_endpoint: str, network: Network, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Deployment]:
-    """examples/aws with its one pool on handoff = "metadata": a deployment without a broker."""
+    """examples/aws with its one pool on handoff = "metadata" and the webhook on API Gateway: no broker."""
     root = tmp_path_factory.mktemp("tf-apply-metadata")
     yield from deploy(moto_endpoint, network, root, METADATA_PREFIX, METADATA_POOL, KINDS, override=METADATA_OVERRIDE)
 
@@ -53,10 +55,63 @@ def test_with_every_pool_on_metadata_there_is_no_broker(metadata_deployment: Dep
     [pool] = Settings.from_env(environment).pools
     assert (pool.name, pool.handoff) == (METADATA_POOL, "metadata")
     apis = metadata_deployment.client("apigatewayv2").get_apis()["Items"]
-    assert [a["Name"] for a in apis if a["Name"].startswith(METADATA_PREFIX)] == []
+    assert [a["Name"] for a in apis if a["Name"].startswith(METADATA_PREFIX)] == [f"{METADATA_PREFIX}-webhook"]
     roles = metadata_deployment.client("iam").list_roles()["Roles"]
     assert f"{METADATA_PREFIX}-broker" not in {r["RoleName"] for r in roles}
     assert sorted(metadata_deployment.outputs["function_role_arns"]) == sorted(KINDS)
+
+
+def test_the_webhook_is_an_http_api_route_to_the_webhook_function(metadata_deployment: Deployment) -> None:
+    apigateway = metadata_deployment.client("apigatewayv2")
+    [api] = [a for a in apigateway.get_apis()["Items"] if a["Name"] == f"{METADATA_PREFIX}-webhook"]
+    [route] = apigateway.get_routes(ApiId=api["ApiId"])["Items"]
+    [integration] = apigateway.get_integrations(ApiId=api["ApiId"])["Items"]
+    webhook = metadata_deployment.functions()["webhook"]
+
+    assert (route["RouteKey"], route["AuthorizationType"]) == ("POST /webhook", "NONE")
+    assert route["Target"] == f"integrations/{integration['IntegrationId']}"
+    assert (integration["IntegrationType"], integration["PayloadFormatVersion"]) == ("AWS_PROXY", "2.0")
+    assert webhook.name in integration["IntegrationUri"]
+    resources = metadata_deployment.workspace.state_resources(metadata_deployment.workspace.example)
+    assert not [r for r in resources if ".aws_lambda_function_url." in r]  # the HTTP API instead
+    assert metadata_deployment.outputs["webhook_url"].endswith("/webhook")
+    assert "//webhook" not in metadata_deployment.outputs["webhook_url"]
+
+
+# Where the webhook's HTTP API was before it shared its resources with the broker's (http_apis.tf).
+MOVED = {
+    'aws_apigatewayv2_api.http["webhook"]': "aws_apigatewayv2_api.webhook[0]",
+    'aws_apigatewayv2_integration.http["webhook"]': "aws_apigatewayv2_integration.webhook[0]",
+    'aws_apigatewayv2_route.http["webhook"]': "aws_apigatewayv2_route.webhook[0]",
+    'aws_cloudwatch_log_group.http_api["webhook"]': "aws_cloudwatch_log_group.api[0]",
+    'aws_apigatewayv2_stage.http["webhook"]': "aws_apigatewayv2_stage.webhook[0]",
+    'aws_lambda_permission.http_api["webhook"]': "aws_lambda_permission.api[0]",
+}
+
+
+def test_a_webhook_http_api_deployed_before_it_was_shared_is_moved_not_replaced(
+    metadata_deployment: Deployment,
+) -> None:
+    """A state written by the module before the webhook's and the broker's HTTP APIs shared their
+    resources (the webhook's at its old addresses) plans to move each of them, and to create or
+    destroy nothing."""
+    workspace = metadata_deployment.workspace
+    example = workspace.example
+    for now, before in MOVED.items():
+        workspace.run(example, "state", "mv", "-no-color", f"module.jitr.{now}", f"module.jitr.{before}")
+    try:
+        variables = f"-var-file={metadata_deployment.tfvars}"
+        workspace.run(example, "plan", "-no-color", "-refresh=false", variables, "-out=upgrade.tfplan", timeout_s=300)
+        plan = json.loads(workspace.run(example, "show", "-json", "upgrade.tfplan").stdout)
+    finally:
+        for now, before in MOVED.items():
+            workspace.run(example, "state", "mv", "-no-color", f"module.jitr.{before}", f"module.jitr.{now}")
+
+    changes = {change["address"]: change for change in plan["resource_changes"]}
+    previous = {now: changes[f"module.jitr.{now}"].get("previous_address") for now in MOVED}
+    assert previous == {now: f"module.jitr.{before}" for now, before in MOVED.items()}
+    replaced = [a for a, c in changes.items() if {"create", "delete"} & set(c["change"]["actions"])]
+    assert replaced == []
 
 
 def test_a_metadata_job_finds_its_jit_config_in_the_user_data(metadata_deployment: Deployment) -> None:
