@@ -47,12 +47,15 @@ def burst(jobs: int = JOBS, vm_provider: str = "recording", workers: int | None 
             faults=faults,
             # the deployments' defaults where the sandbox's suit its tests: a 5 s boot_timeout_s would
             # retire the held VMs as never booting whenever a scale-down pass comes before they boot,
-            # and the sandbox looks for failed deliveries on every rebalancer pass
+            # a 2 s ghost_grace_s would take a VM that ended while lifecycle is still behind the
+            # burst's webhooks for a vanished one and launch its job again, and the sandbox looks
+            # for failed deliveries on every rebalancer pass
             settings={
                 "max_runners": jobs,
                 "log_level": "ERROR",
                 "rebalance_grace_s": 60,
                 "boot_timeout_s": 600,
+                "ghost_grace_s": 300,
                 "redelivery_interval_s": 60,
             },
             # the rebalancer at its deployments' interval (one pass is run in the burst, below);
