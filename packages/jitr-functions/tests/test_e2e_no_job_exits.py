@@ -32,7 +32,7 @@ from e2e_support import (
 )
 from jitr_core.hookspecs import hookimpl
 from jitr_core.metrics import Sample
-from jitr_core.model import Scope
+from jitr_core.model import LaunchRequest, Scope
 from jitr_core.services import ScaledownService
 from jitr_core.settings import Settings
 from jitr_functions.sandbox import SandboxFaults, VMFaults
@@ -237,6 +237,43 @@ def test_a_vanished_runner_whose_job_another_jitr_runner_took_unseen_gets_that_r
     assert not _exits(sandbox, first) and not _exits(sandbox, second)
     requeued = [e for e in record(sandbox, "job", second).data["timeline"] if e["event"] == "requeued"]
     assert [e["reason"] for e in requeued] == ["runner-taken-by-another-job"]
+
+
+class LoseWebhooksFromLaunch:
+    """Every webhook is lost from the moment a VM is asked for, before its runner can take a job."""
+
+    sandbox = None
+
+    @hookimpl(tryfirst=True)
+    def jitr_launch_vm(self, request: LaunchRequest, settings: Settings) -> None:
+        set_faults(self.sandbox, drop_webhook=1.0)
+
+
+def test_a_vanished_runner_that_reported_another_job_is_not_counted_and_its_job_is_launched_again(e2e_sandbox):
+    """The runner takes an older job jitr never heard of, instead of its own, every webhook lost; its
+    VM reports that a job ran. GitHub still has its own job queued: no exit is counted (the runner
+    did run a job), and the job is launched for again as any vanished runner's."""
+    lose = LoseWebhooksFromLaunch()
+    sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET, extra_plugins=[("e2e-lose", lose)])
+    lose.sandbox = sandbox
+    set_faults(sandbox, drop_webhook=1.0)
+    [unseen] = queue_jobs(sandbox, 1, [REPO])  # its queued webhook lost: jitr never hears of it
+    set_faults(sandbox)
+    [job] = queue_jobs(sandbox, 1, [REPO])
+    first = f"jitr-linux-{job}-1"
+    wait_completed(sandbox, [unseen], 60)  # GitHub handed the older job to the runner launched for the newer
+    wait_for(lambda: first in sandbox.vms.launches and not running_vms(sandbox), 60, "the first VM to end")
+    assert sandbox.sim.job(job).status == "queued"
+
+    _scaledown_until(
+        sandbox, lambda: record(sandbox, "runner", first).state == "retired", "the runner's retirement", job
+    )
+    wait_completed(sandbox, [job], 60)
+
+    assert record(sandbox, "runner", first).data["retired_reason"] == "vm-gone"
+    assert not _exits(sandbox, job)
+    assert sandbox.vms.launches[f"jitr-linux-{job}-2"] == 1
+    assert not dead_letters(sandbox, "jobs")
 
 
 def test_when_github_cannot_be_asked_the_usual_repair_applies_and_nothing_is_counted(e2e_sandbox):

@@ -89,7 +89,7 @@ class _VM:
     stop: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
     runner_id: int | None = None
-    runner_exit: str | None = None  # "no-job" once it ended without taking one, as its script reports
+    runner_exit: str | None = None  # "job" once its runner took one, "no-job" if it ends without: its script's report
     jit: str | None = field(default=None, repr=False)  # from the script; None: asked from the broker
     token: str = field(default="", repr=False)  # its identity for the broker
     broker_url: str = ""
@@ -237,6 +237,8 @@ class SimulatedVMs:
             job = None
             while job is None and not vm.stop.is_set():
                 job = self.sim.agent_poll(runner.id, timeout=0.5)
+            if job is not None:
+                vm.runner_exit = "job"  # as the teardown reports it, whichever job the runner took
             if job is not None and not vm.stop.is_set():
                 with self._lock:
                     low, high = self.faults.job_seconds

@@ -7,11 +7,13 @@ an exit apart with facts every backend has, and no permission given to the runne
 - the runner never went busy (no ``in_progress`` named it: its record is still ``launched``)
   and its VM is gone, with no spot interruption notice on its record;
 - the job's record still waits for this runner;
+- GitHub, asked about this one job, still shows it not picked up by this runner;
 - the startup script did not report that a job ran (``VMInfo.runner_exit``, where the provider
-  can read it back after the VM ended);
-- GitHub, asked about this one job, still shows it not picked up by this runner.
+  can read it back after the VM ended): one that did took another job, whose webhooks are lost
+  or late, and its own job is launched again as any vanished runner's.
 
-Only such suspects cost a GitHub call, so the calls follow failures, not jobs. The first exit
+Only such suspects cost a GitHub call (a runner that goes busy is never one), so the calls
+follow failures and lost webhooks, not jobs. The first exit
 re-launches the job with a new runner on the candidate after the one that failed in the pool's
 fallback chain; the second moves the job to ``dead-lettered`` and puts its message in the jobs
 queue's dead letters with the reason. Each exit is written on the job record under the runner's
@@ -52,8 +54,9 @@ class NoJobExits:
         self.store = store
 
     def check(self, runner: RunnerView, ended: VMInfo | None) -> str | None:
-        """Handle ``runner`` (its VM gone) if it exited without a job; None leaves it to the usual path."""
-        if runner.state != RunnerState.LAUNCHED or (ended is not None and ended.runner_exit == "job"):
+        """Handle ``runner`` (its VM gone) if it exited without a job, or its job ran unseen; None
+        leaves it to the usual path."""
+        if runner.state != RunnerState.LAUNCHED:
             return None
         if runner.get("interrupted_at") is not None:
             return None  # a spot reclaim, not a runner failure: lifecycle re-launches it
@@ -67,6 +70,8 @@ class NoJobExits:
             return self._ran_unseen(job, runner, seen)
         if seen.status not in _NOT_PICKED_UP:
             return self._taken_unseen(job, runner, seen)
+        if ended is not None and ended.runner_exit == "job":
+            return None  # it ran another job, its webhooks lost or late: its own goes the usual way
         evidence = f"GitHub shows the job {seen.status}"
         reported = ended is not None and ended.runner_exit == "no-job"
         reason = "startup script reported no job" if reported else "VM gone without the runner going busy"
