@@ -13,15 +13,16 @@ an exit apart with facts every backend has, and no permission given to the runne
   or late, and its own job is launched again as any vanished runner's.
 
 Only such suspects cost a GitHub call (a runner that goes busy is never one), so the calls
-follow failures and lost webhooks, not jobs. The first exit
-re-launches the job with a new runner on the candidate after the one that failed in the pool's
-fallback chain; the second moves the job to ``dead-lettered`` and puts its message in the jobs
-queue's dead letters with the reason. Each exit is written on the job record under the runner's
-name first, so overlapping or repeated scaledown passes count it once.
+follow failures and lost webhooks, not jobs. The first exit re-launches the job with a new
+runner on the candidate after the one that failed in the pool's fallback chain; the second moves
+the job to ``dead-lettered`` and puts its message in the jobs queue's dead letters with the
+reason. Each exit is written on the job record under the runner's name first, so overlapping or
+repeated scaledown passes count it once.
 
 When GitHub shows the job picked up after all (by this runner or another) or cancelled, and its
 webhooks are lost or still on their way, the job record catches up with GitHub instead: no exit
-is counted and nothing is launched for the job.
+is counted and nothing is launched for the job. When one of jitr's runners took it, lifecycle is
+handed the lost ``in_progress`` (or ``completed``), so that runner's own job gets another.
 """
 
 from __future__ import annotations
