@@ -105,6 +105,41 @@ def test_job_cancelled_while_queued_retires_its_runner(e2e_sandbox, handoff: str
     assert sum(sandbox.vms.launches.values()) == 1
 
 
+@pytest.mark.parametrize("handoff", ["broker", "metadata"])
+def test_job_cancelled_while_its_runner_launches_retires_that_runner(e2e_sandbox, handoff: str):
+    """The cancellation reaches lifecycle after the VM is launched and recorded but before scaleup
+    links the job to its runner: lifecycle finds no runner to retire, so scaleup, seeing the job
+    cancelled when it links, retires it (before, the VM ran on until scale-down's surplus rule)."""
+    pool = {**POOL, "handoff": handoff}
+    sandbox = e2e_sandbox(pools=[pool], intervals=QUIET, faults=SandboxFaults(vms=VMFaults(never_boots=1.0)))
+    cancelled: list[int] = []
+
+    def cancel_before_the_link(step: str) -> None:
+        if step == "recorded" and not cancelled:
+            [job] = [r.data["job_id"] for r in runner_records(sandbox)]
+            cancelled.append(job)
+            sandbox.sim.cancel_job(job)
+            wait_for(lambda: record(sandbox, "job", job).state == "cancelled", 60, "lifecycle to see the cancellation")
+
+    sandbox.app.scaleup.checkpoint = cancel_before_the_link
+    [job] = queue_jobs(sandbox, 1, [REPO])
+    name = f"jitr-linux-{job}-1"
+    wait_for(lambda: cancelled, 60, "the launch to be recorded")
+
+    wait_for(
+        lambda: record(sandbox, "runner", name).state == "retired",
+        60,
+        "the surplus runner to be retired",
+        detail=lambda: describe(sandbox, [job]),
+    )
+    assert record(sandbox, "runner", name).data["retired_reason"] == "job-cancelled-while-queued"
+    assert record(sandbox, "job", job).state == "cancelled"
+    assert record(sandbox, "job", job).data.get("launched_runner") is None
+    wait_for(lambda: name not in running_vms(sandbox).values(), 60, "its VM to end")
+    assert name not in github_runner_names(sandbox)
+    assert sum(sandbox.vms.launches.values()) == 1
+
+
 def test_vm_that_never_boots_is_replaced_after_the_boot_timeout(e2e_sandbox):
     faults = SandboxFaults(vms=VMFaults(never_boots=1.0))
     sandbox = e2e_sandbox(pools=[POOL], faults=faults, settings={"boot_timeout_s": 2})

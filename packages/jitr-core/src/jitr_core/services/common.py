@@ -133,6 +133,15 @@ def retire(store: Store, github: GitHubAPI, runner: RunnerView, reason: str, for
     return True
 
 
+def retire_if_surplus(store: Store, github: GitHubAPI, name: str | None) -> bool:
+    """Retire the runner launched for a job cancelled while queued, unless it moved on (took a job,
+    ended, or was retired already); whether it was retired."""
+    runner = store.runner(name) if name else None
+    if runner is None or runner.state not in (RunnerState.CLAIMED, RunnerState.LAUNCHED):
+        return False
+    return retire(store, github, runner, reason="job-cancelled-while-queued")
+
+
 def nudge_waiting(store: Store, pool: str, look_at: int = 20) -> int | None:
     """A runner of ``pool`` left flight: send the oldest job that may be waiting for a cap at once.
 

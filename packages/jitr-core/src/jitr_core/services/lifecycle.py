@@ -25,7 +25,7 @@ from ..logs import log_context
 from ..messages import LifecycleMessage, decode
 from ..model import JobState, Record, RunnerState, runner_name_for
 from ..routing import Router
-from .common import in_flight, nudge_waiting, requeue, retire
+from .common import in_flight, nudge_waiting, requeue, retire, retire_if_surplus
 from .records import (
     JOB,
     RUNNER,
@@ -238,15 +238,16 @@ class LifecycleService:
         return "finished"
 
     def _cancelled(self, message: LifecycleMessage) -> str:
-        """Completed with no runner: cancelled while queued. Its launched runner is surplus."""
-        job = self.store.job(message.job_id)
+        """Completed with no runner: cancelled while queued. Its launched runner is surplus.
+
+        The job is read after it is moved: a launch linked to it before the move is found here,
+        and one linking after the move finds the job cancelled and retires its runner (scaleup)."""
         conclusion = message.conclusion or "cancelled"
         event = step("cancelled", self.clock(), conclusion=conclusion)
         self._move_job(message.job_id, JobState.CANCELLED, event, conclusion=conclusion)
-        surplus = self.store.runner(job.launched_runner) if job and job.launched_runner else None
-        if surplus is None or surplus.state not in (RunnerState.CLAIMED, RunnerState.LAUNCHED):
+        job = self.store.job(message.job_id)
+        if job is None or not retire_if_surplus(self.store, self.github, job.launched_runner):
             return "cancelled"
-        retire(self.store, self.github, surplus, reason="job-cancelled-while-queued")
         return "cancelled-runner-retired"
 
     def _notice(self, notice: Interruption) -> str:

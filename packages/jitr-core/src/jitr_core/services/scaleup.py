@@ -49,7 +49,7 @@ from ..settings import Pool
 from ..startup import ScriptContext, ScriptTooLargeError
 from .broker import WAITING
 from .candidates import candidate_key, fallback_chain, launch_request, relaunch_order
-from .common import in_flight, touch_repo
+from .common import in_flight, retire_if_surplus, touch_repo
 from .records import JOB, RUNNER, JobView, RunnerView, Store, new_job_data, step, with_steps
 from .rerun import prefers_on_demand
 from .warm import WarmPools
@@ -137,9 +137,13 @@ class ScaleupService:
                     f"GitHub cannot serve {message.repository} through installation {message.installation_id} "
                     f"(not installed there, uninstalled or a wrong id); not retried: {exc}"
                 ) from None
-            self._link_job(message.job_id, message.attempt, runner.name, steps)
+            linked = self._link_job(message.job_id, message.attempt, runner.name, steps)
             if runner.get("warm_vm") is not None:
                 self._refill(pool)
+            # cancelled while it launched: lifecycle read the job before this link and retired no runner
+            if linked == JobState.CANCELLED and retire_if_surplus(self.store, self.github, runner.name):
+                return "cancelled-runner-retired"
+            if runner.get("warm_vm") is not None:
                 return "assigned-warm"
             return "recovered" if recovered else "launched"
 
@@ -452,8 +456,9 @@ class ScaleupService:
         log.info("vm launched", extra={"vm_id": result.vm_id, "machine_type": result.machine_type, "spot": result.spot})
         return RunnerView(written)
 
-    def _link_job(self, job_id: int, attempt: int, runner_name: str, steps: list[dict[str, Any]]) -> None:
-        """Record the runner launched for the job, unless the job moved on while it launched.
+    def _link_job(self, job_id: int, attempt: int, runner_name: str, steps: list[dict[str, Any]]) -> JobState | None:
+        """Record the runner launched for the job, unless the job moved on while it launched; the
+        job's state as the link found it (None: no job record).
 
         A runner can take another job before this write; the lifecycle function then gave this
         job a spare (``launched_runner`` set) or a new attempt. Overwriting either would leave
@@ -461,14 +466,18 @@ class ScaleupService:
         write appends the claim and launch ``steps`` to the job's timeline.
         """
 
+        found: list[JobState] = []
+
         def link(record: Record) -> dict[str, object] | None:
             view = JobView(record)
+            found[:] = [view.state]  # called again when a concurrent write wins: the last read counts
             timeline = with_steps(record.data, *steps)
             if view.state != JobState.QUEUED or view.attempt > attempt or view.launched_runner is not None:
                 return timeline if steps else None
             return {"launched_runner": runner_name, **timeline}
 
         self.store.update(JOB, str(job_id), link)
+        return found[0] if found else None
 
     def _note(self, job_id: int, steps: list[dict[str, Any]]) -> None:
         """Append ``steps`` to a job's timeline (a launch that failed, so no other write carries them)."""
