@@ -72,7 +72,17 @@ class FunctionServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
-    def start(self, timeout_s: float = 120.0) -> FunctionServer:
+    def start(self, timeout_s: float = 120.0, tries: int = 3) -> FunctionServer:
+        """Start it and wait for its answer; on a port another process took between the pick and
+        the bind (the other then answers the probe), start again on a new port."""
+        for _ in range(tries):
+            if self._start(timeout_s):
+                return self
+            stop_servers([self])
+            self.port = free_port()
+        raise AssertionError(f"{self.target} found its port taken {tries} times:\n{self.log_text()}")
+
+    def _start(self, timeout_s: float) -> bool:
         command = [
             str(FUNCTIONS_FRAMEWORK),
             "--target",
@@ -105,8 +115,10 @@ class FunctionServer:
             except OSError:
                 time.sleep(0.05)
                 continue
+            if not _listens(self.process.pid, self.port):
+                return False
             self.ready_after_s = time.monotonic() - self.started_at
-            return self
+            return True
         raise AssertionError(f"{self.target} did not answer within {timeout_s} s:\n{self.log_text()}")
 
     def stop(self) -> None:
@@ -136,6 +148,26 @@ class FunctionServer:
                 return response.status, json.loads(response.read() or b"{}")
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"{}")
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds the socket listening on ``port`` (Linux's /proc; elsewhere,
+    assumed)."""
+    table = Path("/proc/net/tcp")
+    if not table.exists():
+        return True
+    sockets = set()
+    for line in table.read_text().splitlines()[1:]:
+        local, state, inode = line.split()[1], line.split()[3], line.split()[9]
+        if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+            sockets.add(f"socket:[{inode}]")
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            held.add(os.readlink(fd))
+        except OSError:  # closed since the listing
+            continue
+    return bool(sockets & held)
 
 
 def stop_servers(servers: list[FunctionServer]) -> None:
