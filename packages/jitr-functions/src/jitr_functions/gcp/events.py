@@ -38,12 +38,11 @@ class Delivery:
 
 
 def parse(headers: Mapping[str, str], raw: bytes) -> Delivery:
-    """The message a request delivers, from any of the three shapes."""
-    h = {k.lower(): v for k, v in headers.items()}
+    """The message a request delivers, from any of the three shapes (``headers`` by lower-case name)."""
     document = _json(raw)
-    if "ce-specversion" in h:
-        _check_type(h.get("ce-type", ""))
-        return _published(document, h.get("ce-id", ""))
+    if "ce-specversion" in headers:
+        _check_type(headers.get("ce-type", ""))
+        return _published(document, headers.get("ce-id", ""))
     if "specversion" in document:
         _check_type(str(document.get("type", "")))
         data = document.get("data")
@@ -60,14 +59,14 @@ def parse(headers: Mapping[str, str], raw: bytes) -> Delivery:
 
 
 def trace_id(headers: Mapping[str, str]) -> str | None:
-    """The trace id from ``traceparent``/``ce-traceparent`` or ``X-Cloud-Trace-Context``, if any."""
-    h = {k.lower(): v for k, v in headers.items()}
+    """The trace id from ``traceparent``/``ce-traceparent`` or ``X-Cloud-Trace-Context``, if any
+    (``headers`` by lower-case name)."""
     for name, pattern in (
         ("traceparent", _TRACEPARENT),
         ("ce-traceparent", _TRACEPARENT),
         ("x-cloud-trace-context", _CLOUD_TRACE),
     ):
-        if match := pattern.match(h.get(name, "").strip()):
+        if match := pattern.match(headers.get(name, "").strip()):
             return match.group(1)
     return None
 

@@ -56,7 +56,7 @@ def _settles(view: View) -> View:
 def webhook(request: flask.Request) -> flask.Response:
     """GitHub's ``workflow_job`` deliveries: verify, admit, enqueue; 2xx, 4xx or 503."""
     app = get_app()
-    headers = dict(request.headers.items())
+    headers = _headers(request)
     with _request_context(app, headers):
         if request.method != "POST":
             return _not_post(request)
@@ -78,7 +78,7 @@ def broker(request: flask.Request) -> flask.Response:
     from jitr_core.services.broker import MAX_REQUEST_BYTES
 
     app = get_app()
-    with _request_context(app, dict(request.headers.items())):
+    with _request_context(app, _headers(request)):
         if request.method != "POST":
             return _not_post(request)
         request.max_content_length = MAX_REQUEST_BYTES
@@ -127,7 +127,7 @@ def _deliver(request: flask.Request, queue: str, handler: Callable[[App], Callab
     preimport.start()  # where no fork started it (functions-framework --debug)
     preimport.wait()  # importing beside it could fail this request
     app = get_app()
-    headers = dict(request.headers.items())
+    headers = _headers(request)
     raw = request.get_data(cache=False)
     with _request_context(app, headers), _metrics(app, FUNCTIONS[queue]):
         try:
@@ -173,10 +173,10 @@ def _periodic(request: flask.Request, name: str, run: Callable[[App], Mapping[st
     preimport.start()  # where no fork started it (functions-framework --debug)
     preimport.wait()  # importing beside it could fail this request
     app = get_app()
-    headers = dict(request.headers.items())
+    headers = _headers(request)
     raw = request.get_data(cache=False)
-    event_id = request.headers.get("ce-id") or _message_id(headers, raw)
-    job = request.headers.get("X-CloudScheduler-JobName")
+    event_id = headers.get("ce-id") or _message_id(headers, raw)
+    job = headers.get("x-cloudscheduler-jobname")
     with _request_context(app, headers), _metrics(app, name), log_context(event_id=event_id, scheduler_job=job):
         try:
             report = run(app)
@@ -203,6 +203,11 @@ def _not_due_for(attributes: Mapping[str, str]) -> float:
         return max(0.0, float(attributes.get(NOT_BEFORE, "0")) - time.time())
     except ValueError:
         return 0.0
+
+
+def _headers(request: flask.Request) -> dict[str, str]:
+    """The request's headers by lower-case name (what the core and :mod:`.events` read), made once."""
+    return {name.lower(): value for name, value in request.headers.items()}
 
 
 @contextmanager
