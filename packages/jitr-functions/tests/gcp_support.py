@@ -158,7 +158,8 @@ def _listens(pid: int, port: int) -> bool:
         return True
     sockets = set()
     for line in table.read_text().splitlines()[1:]:
-        local, state, inode = line.split()[1], line.split()[3], line.split()[9]
+        columns = line.split()
+        local, state, inode = columns[1], columns[3], columns[9]
         if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
             sockets.add(f"socket:[{inode}]")
     held = set()
