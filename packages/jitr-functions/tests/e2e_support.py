@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from jitr_core.errors import CapacityError
+from jitr_core.errors import BackendError, CapacityError
 from jitr_core.hookspecs import hookimpl
 from jitr_core.model import IN_FLIGHT_RUNNER_STATES, LaunchRequest, Record, RecordQuery
 from jitr_core.settings import Settings
@@ -277,6 +277,18 @@ class NoCapacity:
         if request.spot or self.refuse_on_demand:
             market = "spot" if request.spot else "on-demand"
             raise CapacityError(f"no {market} {request.machine_type} in {request.placement}", "InsufficientCapacity")
+
+
+class DeletionProtection:
+    """A VM-provider fault: the VMs in ``vm_ids`` refuse to be deleted, before the simulated cloud sees the call."""
+
+    def __init__(self) -> None:
+        self.vm_ids: set[str] = set()
+
+    @hookimpl(tryfirst=True)
+    def jitr_terminate_vm(self, vm_id: str, settings: Settings) -> None:
+        if vm_id in self.vm_ids:
+            raise BackendError(f"{vm_id} has deletion protection")
 
 
 class Gate:

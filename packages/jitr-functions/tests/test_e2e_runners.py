@@ -7,6 +7,7 @@ purpose for more than a scale-down cycle after its grace period (its lifetime at
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 
@@ -15,6 +16,7 @@ from e2e_support import (
     LABELS,
     POOL,
     QUIET,
+    DeletionProtection,
     assert_vms_accounted,
     dead_letters,
     describe,
@@ -196,6 +198,53 @@ def test_vm_past_its_lifetime_is_terminated_even_while_busy(e2e_sandbox, crash_a
     # retired for its lifetime, or finished by the failure GitHub reported when its VM vanished
     wait_for(lambda: record(sandbox, "runner", name).state in ("retired", "finished"), 60, "the record to end")
     assert sum(sandbox.vms.launches.values()) == 1
+
+
+def test_a_vm_that_cannot_be_deleted_does_not_stop_the_pass(e2e_sandbox):
+    """Two runners past their lifetime and an orphan VM, the orphan and one runner's VM refusing
+    deletion: the pass retires the other runner, logs and counts the two failures, and a later
+    pass removes both once their VMs can be deleted."""
+    protection = DeletionProtection()
+    sandbox = e2e_sandbox(
+        pools=[{**POOL, "handoff": "metadata", "max_lifetime_s": 300}],  # the orphan holds its own config
+        intervals=QUIET,
+        faults=SandboxFaults(vms=VMFaults(job_seconds=(600.0, 600.0))),
+        extra_plugins=[("e2e-deletion-protection", protection)],
+    )
+    jobs = queue_jobs(sandbox, 2, [REPO])
+    protected, other = (f"jitr-linux-{job}-1" for job in jobs)
+
+    def busy(name: str) -> bool:
+        runner = record(sandbox, "runner", name)
+        return runner is not None and runner.state == "busy" and runner.data.get("vm_id") is not None
+
+    wait_for(
+        lambda: busy(protected) and busy(other), 60, "both runners to be busy", detail=lambda: describe(sandbox, jobs)
+    )
+    orphan = "jitr-linux-8000000003-1"
+    _mint_and_launch(sandbox, orphan, launch=True)
+    orphan_vm = wait_for(
+        lambda: next((vm for vm, name in running_vms(sandbox).items() if name == orphan), None), 60, "the orphan VM"
+    )
+    protection.vm_ids |= {record(sandbox, "runner", protected).data["vm_id"], orphan_vm}
+    later = ScaledownService(sandbox.app.backend, sandbox.app.github, clock=lambda: time.time() + 301)
+
+    report = later.run()
+
+    assert report.get("lifetime-exceeded") == 1 and report.get("errors") == 2, report
+    wait_for(lambda: other not in running_vms(sandbox).values(), 60, "the other VM to be terminated")
+    assert {protected, orphan} <= set(running_vms(sandbox).values())
+    assert record(sandbox, "runner", protected).state == "busy"
+    failures = [json.loads(line) for line in sandbox.log_text().splitlines() if "deletion protection" in line]
+    assert sorted((f["level"], f["step"], f.get("runner_name") or f.get("vm_id")) for f in failures) == [
+        ("ERROR", "orphan removal", orphan_vm),
+        ("ERROR", "runner check", protected),
+    ]
+
+    protection.vm_ids.clear()
+    report = later.run()
+    assert report.get("lifetime-exceeded") == 1 and report.get("orphan-vms") == 1 and "errors" not in report, report
+    wait_for(lambda: not {protected, orphan} & set(running_vms(sandbox).values()), 60, "both VMs to go once they can")
 
 
 def _mint_and_launch(sandbox, name: str, launch: bool) -> None:

@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 from broker_support import Deployment, ask, start_deployment, stop_deployment, vm_token
-from e2e_support import LABELS, wait_for
+from e2e_support import LABELS, DeletionProtection, wait_for
 from jitr_core.errors import CapacityError
 from jitr_core.hookspecs import hookimpl
 from jitr_core.model import LaunchRequest, Record, RecordQuery
-from jitr_core.services.warm import ASSIGNED, WAITING, WARM, WarmPools
+from jitr_core.services.warm import ASSIGNED, RETIRING, WAITING, WARM, WarmPools
 from jitr_core.settings import Settings
 from jitr_core.testing.environment import deadline_s
 
@@ -260,6 +260,31 @@ def test_an_idle_warm_vm_is_retired_and_replaced(warm_deployment):
     wait_for(lambda: old.data["vm_id"] not in running_vm_ids(d), 30, "the idle VM to end")
     [new] = polling(d, 1)
     assert new.key != old.key
+
+
+def test_a_warm_vm_that_cannot_be_deleted_leaves_the_pool_and_goes_once_it_can(warm_deployment):
+    protection = DeletionProtection()
+    d = warm_deployment(_pool(warm=1, warm_max_idle_s=60), plugins=(("deletion-protection", protection),))
+    d.app.scaledown.run()
+    [old] = polling(d, 1)
+    protection.vm_ids.add(old.data["vm_id"])
+    later = d.app.scaledown.clock() + 120
+
+    report = type(d.app.scaledown)(d.app.backend, d.app.github, clock=lambda: later).run()
+
+    assert report.get("errors") == 1 and "warm-idle" not in report, report
+    # out of the pool, so no job is handed it; its retirement stopped half-way, the VM runs
+    assert old.key not in {r.key for r in warm_records(d)}
+    assert [r.key for r in warm_records(d, RETIRING)] == [old.key]
+    assert old.data["vm_id"] in running_vm_ids(d)
+
+    protection.vm_ids.clear()
+    much_later = later + d.app.settings.claim_timeout_s + 1
+    report = type(d.app.scaledown)(d.app.backend, d.app.github, clock=lambda: much_later).run()
+
+    assert report.get("warm-retired") == 1 and "errors" not in report, report
+    wait_for(lambda: old.data["vm_id"] not in running_vm_ids(d), 30, "the VM to end once it can")
+    assert not warm_records(d, RETIRING)
 
 
 def test_windows_set_the_count_and_a_vm_that_dies_waiting_is_replaced(warm_deployment):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..backend import Backend
-from ..errors import GitHubError
+from ..errors import GitHubError, JitrError
 from ..github import GitHubAPI
 from ..messages import JobMessage, encode
 from ..model import IN_FLIGHT_RUNNER_STATES, JobState, Record, RecordQuery, RunnerState, runner_name_for
@@ -15,6 +16,22 @@ from .records import JOB, REPO, RUNNER, JobView, RunnerView, Store, step, with_s
 
 log = logging.getLogger("jitr.services")
 REPO_ACTIVITY_S = 24 * 3600
+
+
+def isolated(report: Counter[str], what: str, step: Callable[[], str | None], **ids: object) -> str | None:
+    """The outcome of one item of a periodic pass, ``step()``, counted in ``report`` (None: nothing
+    to count). A cloud, store or GitHub call that fails for this item alone is logged and counted
+    as ``errors``, and None is returned: the pass goes on with the other items (one VM that cannot
+    be deleted must not stop the reaping of the rest) and the next pass tries this one again."""
+    try:
+        outcome = step()
+    except JitrError as exc:
+        log.error("step failed; the next pass tries it again", extra={"step": what, **ids, "reason": str(exc)})
+        report["errors"] += 1
+        return None
+    if outcome is not None:
+        report[outcome] += 1
+    return outcome
 
 
 def job_fields(job: JobView) -> dict[str, Any]:

@@ -17,6 +17,9 @@
 
 A runner that GitHub reports busy is never removed before its maximum lifetime. Reads are
 indexed queries on in-flight states, so their cost follows the work in flight, not history.
+Each runner, VM and job is a step of its own: one whose cloud, store or GitHub call fails (a VM
+with deletion protection, say) is logged and counted under ``errors``, and the pass goes on with
+the rest; the next pass tries it again.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from ..backend import Backend
@@ -40,7 +44,7 @@ from ..model import (
     Scope,
     VMInfo,
 )
-from .common import in_flight, requeue, retire
+from .common import in_flight, isolated, requeue, retire
 from .exits import NoJobExits
 from .lease import lease
 from .records import JOB, REPO, RUNNER, JobView, RunnerView, Store
@@ -80,7 +84,8 @@ class ScaledownService:
             # a runner given a warm VM holds a VM named for the warm VM: found by its id
             vm = vm_by_runner.get(runner.name) or (vms.get(runner.vm_id) if runner.vm_id else None)
             gone = ended.get(runner.name) or (ended_by_id.get(runner.vm_id) if runner.vm_id else None)
-            report[self._check_runner(runner, vm, github_runners, now, gone)] += 1
+            check = partial(self._check_runner, runner, vm, github_runners, now, gone)
+            isolated(report, "runner check", check, runner_name=runner.name)
         report.update(WarmPools(self.backend, self.store).upkeep(now, vms))
         # read after the listing, warm records first: a warm VM a job took meanwhile (its warm record
         # deleted once its runner holds it) is found under its runner, and a warm VM's age says
@@ -93,15 +98,12 @@ class ScaledownService:
             if vm.runner_name in tracked or vm.vm_id in runner_vms:
                 continue
             if now - vm.created_at > self.settings.ghost_grace_s:
-                self.backend.terminate_vm(vm.vm_id)
-                log.info("orphan vm terminated", extra={"vm_id": vm.vm_id, "runner_name": vm.runner_name})
-                self.backend.metrics.record("orphans_removed", pool=vm.pool)
-                report["orphan-vms"] += 1
+                isolated(report, "orphan removal", partial(self._remove_orphan, vm), vm_id=vm.vm_id)
         # a runner this pass ended is a ghost now if its registration is left (a claim whose worker
         # died between minting and writing the registration's id down)
         registered = {r.name for r in still_in_flight} | warm
         report["ghost-runners"] += self._reap_ghosts(github_runners, set(vm_by_runner), registered)
-        report["stuck-jobs"] += self._requeue_stuck(now)
+        self._requeue_stuck(now, report)
         report["purged"] += self.backend.purge_expired(now)
         if repaired := self.backend.repair_runner_counts():
             report["counts-repaired"] += repaired
@@ -244,13 +246,20 @@ class ScaledownService:
                     log.warning("could not deregister ghost", extra={"runner_name": ghost.name, "reason": str(exc)})
         return reaped
 
-    def _requeue_stuck(self, now: float) -> int:
-        count = 0
+    def _remove_orphan(self, vm: VMInfo) -> str:
+        self.backend.terminate_vm(vm.vm_id)
+        log.info("orphan vm terminated", extra={"vm_id": vm.vm_id, "runner_name": vm.runner_name})
+        self.backend.metrics.record("orphans_removed", pool=vm.pool)
+        return "orphan-vms"
+
+    def _requeue_stuck(self, now: float, report: Counter[str]) -> None:
         cutoff = now - self.settings.stuck_after_s
         for record in self.backend.query_all(RecordQuery(JOB, JobState.QUEUED, updated_before=cutoff, limit=500)):
             job = JobView(record)
-            runner = self.store.runner(job.launched_runner) if job.launched_runner else None
-            if runner is not None and runner.is_live(now, self.settings.claim_timeout_s):
-                continue
-            count += requeue(self.store, job, "stuck-without-runner")
-        return count
+            isolated(report, "stuck job requeue", partial(self._requeue_if_stuck, job, now), job_id=job.job_id)
+
+    def _requeue_if_stuck(self, job: JobView, now: float) -> str | None:
+        runner = self.store.runner(job.launched_runner) if job.launched_runner else None
+        if runner is not None and runner.is_live(now, self.settings.claim_timeout_s):
+            return None
+        return "stuck-jobs" if requeue(self.store, job, "stuck-without-runner") else None

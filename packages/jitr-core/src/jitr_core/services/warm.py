@@ -26,6 +26,7 @@ import re
 import secrets
 from collections import Counter
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from ..backend import Backend
@@ -35,7 +36,7 @@ from ..secret import Secret
 from ..settings import Pool
 from ..startup import ScriptContext
 from .candidates import fallback_chain, launch_request
-from .common import in_flight
+from .common import in_flight, isolated
 from .records import Store
 
 log = logging.getLogger("jitr.warm")
@@ -198,24 +199,23 @@ class WarmPools:
         report: Counter[str] = Counter()
         by_name = {vm.runner_name: vm for vm in vms.values()}
         for record in self.backend.query_all(RecordQuery(WARM, ASSIGNED, limit=500)):
-            report[self._settle(record, now)] += 1
+            isolated(report, "warm assignment", partial(self._settle, record, now), warm_vm=record.key)
         for record in self.backend.query_all(RecordQuery(WARM, RETIRING, limit=500)):
             if now - record.updated_at > self.settings.claim_timeout_s:  # a retirement that stopped half-way
-                report[self._finish_retiring(record)] += 1
+                isolated(report, "warm retirement", partial(self._finish_retiring, record), warm_vm=record.key)
         for pool in self.settings.pools:
             alive = []
             for record in self.waiting(pool.name):
-                outcome = self._check(record, pool, now, vms, by_name)
-                if outcome is None:
-                    alive.append(record)
-                else:
-                    report[outcome] += 1
+                check = partial(self._check, record, pool, now, vms, by_name)
+                if isolated(report, "warm vm check", check, warm_vm=record.key) is None:
+                    alive.append(record)  # or its check failed: it counts as waiting until the next pass
             extra = max(0, len(alive) - pool.warm_wanted(now))
             for record in alive[:extra]:  # the oldest go first
-                report["warm-extra" if self.retire(record, "extra") else "ok"] += 1
+                isolated(report, "warm retirement", partial(self._retired, record, "extra"), warm_vm=record.key)
             if alive[extra:] and (over := self.over_caps(pool)):
                 for record in alive[extra:][:over]:
-                    report["warm-over-cap" if self.retire(record, "over-cap") else "ok"] += 1
+                    retired = partial(self._retired, record, "over-cap")
+                    isolated(report, "warm retirement", retired, warm_vm=record.key)
             if not pool.keeps_warm:
                 continue
             try:
@@ -226,6 +226,9 @@ class WarmPools:
                 report["warm-launch-errors"] += 1
         report.pop("ok", None)
         return report
+
+    def _retired(self, record: Record, reason: str) -> str:
+        return f"warm-{reason}" if self.retire(record, reason) else "ok"
 
     def _check(
         self, record: Record, pool: Pool, now: float, vms: Mapping[str, VMInfo], by_name: Mapping[str, VMInfo]
