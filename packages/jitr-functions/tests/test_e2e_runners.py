@@ -212,14 +212,12 @@ def test_a_vm_that_cannot_be_deleted_does_not_stop_the_pass(e2e_sandbox):
         extra_plugins=[("e2e-deletion-protection", protection)],
     )
     jobs = queue_jobs(sandbox, 2, [REPO])
-    protected, other = (f"jitr-linux-{job}-1" for job in jobs)
 
-    def busy(name: str) -> bool:
-        runner = record(sandbox, "runner", name)
-        return runner is not None and runner.state == "busy" and runner.data.get("vm_id") is not None
+    def busy() -> list[str]:  # by their records: a runner may take the other job, and then a swap names a third
+        return sorted(r.key for r in runner_records(sandbox, ["busy"]) if r.data.get("vm_id") is not None)
 
-    wait_for(
-        lambda: busy(protected) and busy(other), 60, "both runners to be busy", detail=lambda: describe(sandbox, jobs)
+    protected, other = wait_for(
+        lambda: len(names := busy()) == 2 and names, 60, "two busy runners", detail=lambda: describe(sandbox, jobs)
     )
     orphan = "jitr-linux-8000000003-1"
     _mint_and_launch(sandbox, orphan, launch=True)
