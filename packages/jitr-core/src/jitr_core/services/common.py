@@ -110,10 +110,13 @@ def dead_letter_job(store: Store, job: JobView, reason: str, message_reason: str
     return True
 
 
-def retire(store: Store, github: GitHubAPI, runner: RunnerView, reason: str, force: bool = False) -> bool:
+def retire(
+    store: Store, github: GitHubAPI, runner: RunnerView, reason: str, force: bool = False, **facts: object
+) -> bool:
     """Remove a runner: deregister it from GitHub (refused while busy unless ``force``), delete its VM.
 
     Deregistering first means a runner that GitHub is handing a job right now is left alone.
+    ``facts`` are written on its record with the retirement (what it did, learnt only now).
     """
     runner_id = runner.github_runner_id
     if runner_id is not None and not force:
@@ -140,7 +143,7 @@ def retire(store: Store, github: GitHubAPI, runner: RunnerView, reason: str, for
         if record.state in (RunnerState.FINISHED, RunnerState.RETIRED):
             return None
         left_flight.append(record.pool)
-        return {"state": RunnerState.RETIRED, "expires_at": expires, "retired_reason": reason}
+        return {"state": RunnerState.RETIRED, "expires_at": expires, "retired_reason": reason, **facts}
 
     store.update(RUNNER, runner.name, mark)
     log.info("runner retired", extra={"runner_name": runner.name, "reason": reason})

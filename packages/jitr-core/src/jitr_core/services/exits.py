@@ -120,7 +120,14 @@ class NoJobExits:
     def _ran_unseen(self, job: JobView, runner: RunnerView, seen: GitHubJob) -> str:
         """The runner took its job but its webhooks were lost: not an exit to count, nor a job to
         launch again. The job record catches up with what GitHub says."""
-        retire(self.store, self.github, runner, reason="job-ran-unseen")
+        retire(
+            self.store,
+            self.github,
+            runner,
+            reason="job-ran-unseen",
+            serving_job_id=job.job_id,
+            conclusion=seen.conclusion,
+        )
         self._catch_up(job, seen)
         return "ran-unseen"
 
