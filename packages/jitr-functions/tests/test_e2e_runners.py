@@ -1,5 +1,6 @@
 """Runners that do not do what they were launched for: taken by another job, surplus after a
-cancellation, never booting, outliving their lifetime, ghosts and orphans.
+cancellation, never booting, outliving their lifetime, ghosts and orphans; VMs that refuse to be
+deleted, which must not stop scale-down's pass.
 
 Invariants 2 and 3: every queued job gets a runner, and no VM or registration outlives its
 purpose for more than a scale-down cycle after its grace period (its lifetime at most).
