@@ -5,8 +5,8 @@ GitHub simulator over HTTP) with a pool that keeps warm VMs. Scaledown, which fi
 pool, is run by the tests. Checked: a burst larger than the pool (warm VMs first, then cold, every
 job once, the pool refilled); two scaleups racing for one warm VM; a warm VM dying once assigned;
 scaledown retiring a VM a job just took (it may not); idle retirement, and a VM that refuses to be
-deleted; windows and a VM dying while it waits; the caps counting warm VMs, and a cold launch making room under them; the broker
-holding a warm VM's call only for that VM's own identity.
+deleted; windows and a VM dying while it waits; the caps counting warm VMs, and a cold launch
+making room under them; the broker holding a warm VM's call only for that VM's own identity.
 """
 
 from __future__ import annotations
