@@ -10,6 +10,7 @@ condition under test holds. A dead letter here is what ``jitr status`` lists.
 
 from __future__ import annotations
 
+import json
 import shlex
 import socket
 import sys
@@ -30,9 +31,11 @@ from e2e_support import (
     wait_completed,
     wait_for,
 )
+from jitr_core.errors import BackendError
 from jitr_core.hookspecs import hookimpl
+from jitr_core.messages import LIFECYCLE_QUEUE
 from jitr_core.metrics import Sample
-from jitr_core.model import LaunchRequest, Scope
+from jitr_core.model import LaunchRequest, QueueMessage, Scope
 from jitr_core.services import ScaledownService
 from jitr_core.settings import Settings
 from jitr_functions.sandbox import SandboxFaults, VMFaults
@@ -206,15 +209,12 @@ def test_a_vanished_runner_whose_job_another_runner_took_unseen_is_not_launched_
     assert not dead_letters(sandbox, "jobs")
 
 
-def test_a_vanished_runner_whose_job_another_jitr_runner_took_unseen_gets_that_runners_job_a_runner(e2e_sandbox):
-    """The first job's VM ends without taking it; the runner launched for the second job, while
-    every webhook is lost, takes the first (GitHub hands a runner the oldest job it can run).
-    Scaledown, finding the first VM gone, learns from GitHub which runner took its job and hands
-    lifecycle the lost ``in_progress``: the second job is launched for again while that runner still
-    runs the first, instead of once its VM is gone too, with an exit without a job counted."""
-    sandbox = e2e_sandbox(
-        pools=[POOL], intervals=QUIET, faults=SandboxFaults(vms=VMFaults(no_job_exits=1, job_seconds=(600.0, 600.0)))
-    )
+_TAKER_FAULTS = SandboxFaults(vms=VMFaults(no_job_exits=1, job_seconds=(600.0, 600.0)))
+
+
+def _first_job_taken_by_the_seconds_runner(sandbox) -> tuple[int, int, str, str]:
+    """The first job's VM ends without taking it, then, every webhook lost, the runner launched for
+    a second job takes the first: (first, second, the vanished runner, the taker)."""
     [first] = queue_jobs(sandbox, 1, [REPO])
     vanished = f"jitr-linux-{first}-1"
     wait_for(lambda: vanished in sandbox.vms.launches and not running_vms(sandbox), 60, "the first VM to end")
@@ -224,6 +224,28 @@ def test_a_vanished_runner_whose_job_another_jitr_runner_took_unseen_gets_that_r
     taker = f"jitr-linux-{second}-1"
     wait_for(lambda: sandbox.sim.job(first).status == "in_progress", 60, "a runner to take the first job")
     assert sandbox.sim.job(first).runner_name == taker
+    return first, second, vanished, taker
+
+
+class LifecycleQueueDown:
+    """While armed, the lifecycle queue refuses every message."""
+
+    armed = False
+
+    @hookimpl(tryfirst=True)
+    def jitr_enqueue(self, queue: str, message: QueueMessage, delay_s: int, settings: Settings) -> None:
+        if self.armed and queue == LIFECYCLE_QUEUE:
+            raise BackendError("the lifecycle queue is unavailable")
+
+
+def test_a_vanished_runner_whose_job_another_jitr_runner_took_unseen_gets_that_runners_job_a_runner(e2e_sandbox):
+    """The first job's VM ends without taking it; the runner launched for the second job, while
+    every webhook is lost, takes the first (GitHub hands a runner the oldest job it can run).
+    Scaledown, finding the first VM gone, learns from GitHub which runner took its job and hands
+    lifecycle the lost ``in_progress``: the second job is launched for again while that runner still
+    runs the first, instead of once its VM is gone too, with an exit without a job counted."""
+    sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET, faults=_TAKER_FAULTS)
+    first, second, vanished, taker = _first_job_taken_by_the_seconds_runner(sandbox)
 
     _scaledown_until(
         sandbox, lambda: record(sandbox, "runner", vanished).state == "retired", "the runner's retirement", first
@@ -243,6 +265,33 @@ def test_a_vanished_runner_whose_job_another_jitr_runner_took_unseen_gets_that_r
     assert not _exits(sandbox, first) and not _exits(sandbox, second)
     requeued = [e for e in record(sandbox, "job", second).data["timeline"] if e["event"] == "requeued"]
     assert [e["reason"] for e in requeued] == ["runner-taken-by-another-job"]
+
+
+def test_a_lost_webhook_that_cannot_be_replayed_leaves_the_takers_job_to_the_usual_path(e2e_sandbox):
+    """As above, but the lifecycle queue refuses the replayed ``in_progress``: the pass goes on and
+    counts no error, the job record still catches up, and the second job waits for the usual path
+    (launched again once its taker's VM is gone) instead of failing every later pass."""
+    down = LifecycleQueueDown()
+    sandbox = e2e_sandbox(
+        pools=[POOL], intervals=QUIET, faults=_TAKER_FAULTS, extra_plugins=[("e2e-lifecycle-down", down)]
+    )
+    first, second, vanished, taker = _first_job_taken_by_the_seconds_runner(sandbox)
+    down.armed = True
+    reports = []
+
+    def retired() -> bool:
+        reports.append(sandbox.app.scaledown.run())
+        return record(sandbox, "runner", vanished).state == "retired"
+
+    wait_for(retired, 60, "the runner's retirement", step_s=0.2, detail=lambda: describe(sandbox, [first]))
+
+    assert not [r for r in reports if "errors" in r], reports
+    assert record(sandbox, "runner", vanished).data["retired_reason"] == "vm-gone"
+    assert record(sandbox, "job", first).state == "running"  # caught up with GitHub all the same
+    [line] = [json.loads(x) for x in sandbox.log_text().splitlines() if "lost webhook not replayed" in x]
+    assert (line["level"], line["runner_name"], line["launched_for"]) == ("WARNING", taker, second)
+    assert f"jitr-linux-{second}-2" not in sandbox.vms.launches
+    assert record(sandbox, "runner", taker).state == "launched"  # the records still have it waiting for its own
 
 
 class LoseWebhooksFromLaunch:

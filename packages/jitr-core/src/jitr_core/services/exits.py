@@ -31,7 +31,7 @@ import logging
 from typing import Any
 
 from ..backend import Backend
-from ..errors import GitHubError
+from ..errors import GitHubError, JitrError
 from ..github import GitHubAPI, GitHubJob
 from ..messages import LIFECYCLE_QUEUE, LifecycleMessage, encode
 from ..model import JobState, Record, RunnerState, Scope, VMInfo
@@ -145,12 +145,20 @@ class NoJobExits:
         self._catch_up(job, seen)
         taker = self.store.runner(seen.runner_name) if seen.runner_name else None
         if taker is not None and taker.state in (RunnerState.CLAIMED, RunnerState.LAUNCHED):
-            self.backend.enqueue(LIFECYCLE_QUEUE, encode(self._event(job, seen)))
-            log.info(
-                "lost webhook replayed",
-                extra={"job_id": job.job_id, "runner_name": taker.name, "launched_for": taker.job_id},
-            )
+            self._replay(job, seen, taker)
         return "vm-gone"
+
+    def _replay(self, job: JobView, seen: GitHubJob, taker: RunnerView) -> None:
+        """Hand lifecycle the event of ``job`` the lost webhook carried. If that fails, no later pass
+        tries again (this runner is retired): the taker's own job waits until the taker's VM ends,
+        and is launched again then, as any vanished runner's."""
+        ids = {"job_id": job.job_id, "runner_name": taker.name, "launched_for": taker.job_id}
+        try:
+            self.backend.enqueue(LIFECYCLE_QUEUE, encode(self._event(job, seen)))
+        except JitrError as exc:
+            log.warning("lost webhook not replayed", extra={**ids, "reason": str(exc)})
+            return
+        log.info("lost webhook replayed", extra=ids)
 
     def _event(self, job: JobView, seen: GitHubJob) -> LifecycleMessage:
         """The lifecycle event GitHub's webhook carried for the job as ``seen``."""
