@@ -126,6 +126,25 @@ def test_an_instance_is_launched_locked_down_and_tagged(
     backend.terminate_vm(result.vm_id)
 
 
+def test_an_instance_with_termination_protection_is_a_backend_error_naming_it(
+    backend: Backend, world: World, launch_request: Callable[..., LaunchRequest]
+) -> None:
+    """EC2 refuses to terminate it: the error says which instance and why, and it keeps running
+    (scale-down counts the failure and tries again on its next pass)."""
+    result = backend.launch_vm(launch_request(_name(), uuid.uuid4().hex))
+    ec2 = world.client("ec2")
+    ec2.modify_instance_attribute(InstanceId=result.vm_id, DisableApiTermination={"Value": True})
+
+    refused = rf"EC2 TerminateInstances for {result.vm_id} failed: OperationNotPermitted"
+    with pytest.raises(BackendError, match=refused):
+        backend.terminate_vm(result.vm_id)
+
+    assert _describe(world, result.vm_id)["State"]["Name"] == "running"
+    ec2.modify_instance_attribute(InstanceId=result.vm_id, DisableApiTermination={"Value": False})
+    assert backend.terminate_vm(result.vm_id)
+    assert _describe(world, result.vm_id)["State"]["Name"] in ("shutting-down", "terminated")
+
+
 def test_on_demand_launch(backend: Backend, world: World, launch_request: Callable[..., LaunchRequest]) -> None:
     result = backend.launch_vm(launch_request(_name(), uuid.uuid4().hex, spot=False))
     assert result.spot is False
