@@ -27,6 +27,7 @@ from conftest_aws import (
 )
 from jitr_aws.clients import client
 from jitr_aws.config import aws_config
+from jitr_core.errors import PassIncomplete
 from jitr_core.logs import JsonFormatter
 from jitr_core.messages import JobMessage, decode
 from jitr_core.testing.environment import deadline_s
@@ -348,6 +349,34 @@ def test_scaledown_terminates_an_orphan_instance(
     assert json.loads(json.dumps(report)) == report
     assert orphan not in [i["InstanceId"] for i in deployment.instances()]
     assert report["orphan-vms"] >= 1, report  # moto is shared: earlier tests' instances are orphans too
+
+
+def test_an_orphan_with_termination_protection_fails_the_invocation_after_the_rest_is_done(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JITR_GHOST_GRACE_S", "0")
+    protected, other = (
+        deployment.ec2.run_instances(
+            ImageId=deployment.network.image, InstanceType="m5.large", MinCount=1, MaxCount=1,
+            SubnetId=deployment.network.subnets[0],
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [
+                {"Key": "managed-by", "Value": "jitr"}, {"Key": "jitr-runner", "Value": f"jitr-linux-{4343 + i}-1"},
+                {"Key": "jitr-pool", "Value": deployment.pool["name"]}, {"Key": "test-run", "Value": deployment.run_id},
+            ]}],
+        )["Instances"][0]["InstanceId"]
+        for i in range(2)
+    )  # fmt: skip
+    deployment.ec2.modify_instance_attribute(InstanceId=protected, DisableApiTermination={"Value": True})
+
+    with pytest.raises(PassIncomplete, match="failed steps") as incomplete:
+        aws.scaledown(event(SCHEDULES[0]), LambdaContext())
+
+    assert incomplete.value.report["errors"] == 1 and incomplete.value.report["orphan-vms"] >= 1
+    running = [i["InstanceId"] for i in deployment.instances()]
+    assert protected in running and other not in running
+    deployment.ec2.modify_instance_attribute(InstanceId=protected, DisableApiTermination={"Value": False})
+    assert "errors" not in aws.scaledown(event(SCHEDULES[0]), LambdaContext())
+    assert protected not in [i["InstanceId"] for i in deployment.instances()]
 
 
 def test_rebalancer_enqueues_a_job_whose_webhook_was_lost(deployment: Deployment) -> None:

@@ -30,6 +30,7 @@ from e2e_support import (
     wait_completed,
     wait_for,
 )
+from jitr_core.errors import PassIncomplete
 from jitr_core.model import LaunchRequest, Scope, idempotency_token
 from jitr_core.services import ScaledownService
 from jitr_core.startup import ScriptContext
@@ -203,8 +204,8 @@ def test_vm_past_its_lifetime_is_terminated_even_while_busy(e2e_sandbox, crash_a
 
 def test_a_vm_that_cannot_be_deleted_does_not_stop_the_pass(e2e_sandbox):
     """Two runners past their lifetime and an orphan VM, the orphan and one runner's VM refusing
-    deletion: the pass retires the other runner, logs and counts the two failures, and a later
-    pass removes both once their VMs can be deleted."""
+    deletion: the pass retires the other runner, logs and counts the two failures and ends in an
+    error, and a later pass removes both once their VMs can be deleted."""
     protection = DeletionProtection()
     sandbox = e2e_sandbox(
         pools=[{**POOL, "handoff": "metadata", "max_lifetime_s": 300}],  # the orphan holds its own config
@@ -228,8 +229,10 @@ def test_a_vm_that_cannot_be_deleted_does_not_stop_the_pass(e2e_sandbox):
     protection.vm_ids |= {record(sandbox, "runner", protected).data["vm_id"], orphan_vm}
     later = ScaledownService(sandbox.app.backend, sandbox.app.github, clock=lambda: time.time() + 301)
 
-    report = later.run()
+    with pytest.raises(PassIncomplete) as incomplete:  # the invocation fails, once the rest is done
+        later.run()
 
+    report = incomplete.value.report
     assert report.get("lifetime-exceeded") == 1 and report.get("errors") == 2, report
     wait_for(lambda: other not in running_vms(sandbox).values(), 60, "the other VM to be terminated")
     assert {protected, orphan} <= set(running_vms(sandbox).values())

@@ -128,3 +128,15 @@ class RetryLaterError(JitrError):
 
 class CapacityExhaustedError(BackendError):
     """Every candidate of a pool's fallback chain lacked capacity; the queue retries later."""
+
+
+class PassIncomplete(JitrError):
+    """A periodic pass did all it could, but some of its steps failed (each logged with its reason).
+
+    Raised as the pass ends, so that its invocation counts as failed (the function's error alarm,
+    ``function_errors``) while one stuck item no longer stops the others; ``report`` is the pass's.
+    """
+
+    def __init__(self, function: str, report: dict[str, int]) -> None:
+        super().__init__(f"{function} pass done but for {report.get('errors')} failed steps (logged): {report}")
+        self.report = report

@@ -19,7 +19,8 @@ A runner that GitHub reports busy is never removed before its maximum lifetime. 
 indexed queries on in-flight states, so their cost follows the work in flight, not history.
 Each runner, VM and job is a step of its own: one whose cloud, store or GitHub call fails (a VM
 with deletion protection, say) is logged and counted under ``errors``, and the pass goes on with
-the rest; the next pass tries it again.
+the rest; the next pass tries it again. A pass with such errors ends raising
+:class:`~jitr_core.errors.PassIncomplete`, so its invocation still counts as failed.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from functools import partial
 from typing import Any
 
 from ..backend import Backend
-from ..errors import GitHubError
+from ..errors import GitHubError, PassIncomplete
 from ..github import GitHubAPI, GitHubRunner
 from ..model import (
     IN_FLIGHT_RUNNER_STATES,
@@ -108,6 +109,8 @@ class ScaledownService:
         if repaired := self.backend.repair_runner_counts():
             report["counts-repaired"] += repaired
         report.pop("ok", None)
+        if report["errors"]:
+            raise PassIncomplete("scaledown", dict(report))
         return dict(report)
 
     def _github_runners(self, runners: list[RunnerView], report: Counter[str]) -> dict[Scope, list[GitHubRunner]]:
