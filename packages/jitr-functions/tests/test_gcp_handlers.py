@@ -10,6 +10,7 @@ import json
 import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ pytest.importorskip("functions_framework", reason="the gcp extra is not installe
 from gcp_support import (
     FIXTURES,
     LABELS,
+    POOL,
     PUBLISHED,
     WEBHOOK_SECRET,
     Deployment,
@@ -31,6 +33,7 @@ from gcp_support import (
     wait_for,
     with_data,
 )
+from jitr_core.model import LaunchRequest
 
 pytest_plugins = ["conftest_gcp"]
 
@@ -143,6 +146,47 @@ def test_a_periodic_run_answers_a_scheduler_call_over_http_and_over_pubsub(deplo
     runs = logged(server, f"{target} run")
     assert [r.get("scheduler_job") for r in runs] == [f"jitr-{target}", None]
     assert runs[1]["event_id"] == "3103425958877813"
+
+
+def test_a_protected_orphan_fails_the_scaledown_run_after_the_rest_is_done(deployment: Deployment) -> None:
+    """GCE refuses to delete one of two orphans: the run deletes the other, answers 500 (Cloud
+    Scheduler's failure, counted in function_errors) and deletes the first once it can."""
+    orphans = [
+        deployment.backend.launch_vm(
+            LaunchRequest(
+                runner_name=name,
+                pool="linux",
+                machine_type="e2-standard-2",
+                placement="us-central1-a",
+                spot=True,
+                image=str(POOL["image"]),
+                disk_gb=20,
+                startup_script="#!/bin/sh\n",
+                idempotency_token=uuid.uuid4().hex,
+                max_lifetime_s=3600,
+                labels={"jitr-runner": name, "jitr-pool": "linux", "jitr-job": "1", "jitr-attempt": "1"},
+            )
+        ).vm_id
+        for name in (f"jitr-linux-{4444 + i}-1" for i in range(2))
+    ]
+    zone, _, protected = orphans[0].partition("/")
+    other = orphans[1].partition("/")[2]
+    deployment.compute.protect(zone, protected)
+    server = deployment.serve("scaledown", JITR_GHOST_GRACE_S="0")
+
+    status, body = server.post(b"", {"X-CloudScheduler-JobName": "jitr-scaledown"})
+
+    assert status == 500, body
+    assert (deployment.compute.instance_count(protected), deployment.compute.instance_count(other)) == (1, 0)
+    [failed] = logged(server, "step failed; the next pass tries it again", vm_id=orphans[0])
+    assert "protected against deletion" in failed["reason"]
+    assert logged(server, "scaledown run failed")
+    counted = [r for r in server.records() if r.get("metric") == "function_errors"]
+    assert [r["function"] for r in counted] == ["scaledown"]
+    deployment.compute.protect(zone, protected, on=False)
+    status, body = server.post(b"", {"X-CloudScheduler-JobName": "jitr-scaledown"})
+    assert status == 200 and body["report"].get("orphan-vms") == 1, body
+    assert deployment.compute.instance_count(protected) == 0
 
 
 IMPORT_PROBE = """

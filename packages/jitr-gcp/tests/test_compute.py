@@ -299,6 +299,24 @@ def test_terminate_deletes_and_tolerates_absence(vm_backend: Backend, fake_compu
         vm_backend.terminate_vm("i-0abc")
 
 
+def test_a_protected_instance_is_a_backend_error_naming_it_and_keeps_running(
+    vm_backend: Backend, fake_compute: FakeCompute
+) -> None:
+    """GCE refuses to delete it: the error says which instance and why (scale-down counts the
+    failure and tries again on its next pass)."""
+    result = vm_backend.launch_vm(request())
+    zone, _, name = result.vm_id.partition("/")
+    fake_compute.protect(zone, name)
+
+    with pytest.raises(BackendError, match=f"GCE did not delete {result.vm_id}: .*protected against deletion"):
+        vm_backend.terminate_vm(result.vm_id)
+
+    assert fake_compute.instance_count(name) == 1
+    fake_compute.protect(zone, name, on=False)
+    assert vm_backend.terminate_vm(result.vm_id)
+    assert fake_compute.instance_count(name) == 0
+
+
 def test_hooks_stay_silent_for_another_provider(vm_settings: Settings) -> None:
     other = replace(vm_settings, providers={**vm_settings.providers, "vm": "aws"})
     pm = gcp_backend(other).pm

@@ -7,7 +7,8 @@ must be a UUID and repeats return the first operation), ``instances.get``, ``ins
 pagination, scopes for zones without instances carry a warning), ``zoneOperations.get`` and
 ``.wait``. Errors are Google's JSON errors; capacity failures are injected with :meth:`exhaust`
 either as a failed operation (``error.errors[].code``, as GCE reports stockouts) or as a
-synchronous error (``errors[].reason``, as GCE reports quota).
+synchronous error (``errors[].reason``, as GCE reports quota); an instance given deletion
+protection (:meth:`FakeCompute.protect`) refuses ``instances.delete`` with GCE's 400.
 
 Every insert request body is kept in :attr:`FakeCompute.inserts` for tests to inspect.
 """
@@ -96,6 +97,11 @@ class FakeCompute(JsonServer):
         """Move an instance to another state, as a guest shutdown or a preemption would."""
         with self.lock:
             self.instances[(zone, name)]["status"] = status
+
+    def protect(self, zone: str, name: str, on: bool = True) -> None:
+        """Set an instance's ``deletionProtection``, as ``instances.setDeletionProtection`` does."""
+        with self.lock:
+            self.instances[(zone, name)]["deletionProtection"] = on
 
     def set_guest_attribute(self, zone: str, name: str, path: str, value: str) -> None:
         """Write a guest attribute (``namespace/key``), as the VM does through its metadata server."""
@@ -241,7 +247,10 @@ class FakeCompute(JsonServer):
         return 200, instance
 
     def _delete(self, args: dict[str, str], query: dict[str, str], body: Any) -> tuple[int, Any]:
-        self._get(args, query, body)
+        _, instance = self._get(args, query, body)
+        if instance.get("deletionProtection"):  # GCE's answer, word for word
+            message = "Invalid resource usage: 'Resource cannot be deleted if it's protected against deletion.'."
+            raise ApiError(400, message, "invalidResourceUsage")
         del self.instances[(args["z"], args["n"])]
         self.guest.pop((args["z"], args["n"]), None)
         operation = self._new_operation(args["z"], "delete", args["n"])
