@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
@@ -16,32 +15,12 @@ from jitr_aws.dynamodb import create_table
 from jitr_core.backend import Backend
 from jitr_core.model import Admission, Record
 from jitr_core.plugins import JitrPluginManager
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-from werkzeug.serving import make_server
-
-
-@pytest.fixture(scope="module")
-def serial_endpoint(world: World) -> Iterator[str]:
-    """A second front to the same moto backends that answers one request at a time.
-
-    DynamoDB applies each transaction atomically; moto's threaded server runs concurrent
-    transactions interleaved (and fails copying a table that another request changes), so the
-    racing claimers here reach moto through a front that serialises requests, as DynamoDB does.
-    """
-    server = make_server("127.0.0.1", 0, DomainDispatcherApplication(create_backend_app), threaded=False)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    thread.join()
 
 
 @pytest.fixture
-def fresh(
-    world: World, serial_endpoint: str, plugin_manager: JitrPluginManager, unique: Callable[[str], str]
-) -> Backend:
+def fresh(world: World, plugin_manager: JitrPluginManager, unique: Callable[[str], str]) -> Backend:
     """A backend on a table of its own, so the counters start at nothing."""
-    settings = world.settings(table=unique("jitr-caps"), endpoint_url=serial_endpoint)
+    settings = world.settings(table=unique("jitr-caps"))
     create_table(settings)
     return Backend(plugin_manager, settings)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import copy
 import datetime
+import functools
 import json
 import logging
 import os
@@ -55,6 +56,7 @@ def moto_server() -> Iterator[str]:
     holds :data:`FAKE_CREDENTIALS` (and no ``AWS_PROFILE``), as the clients under test read it."""
     from moto.server import ThreadedMotoServer
 
+    _serialise_dynamodb_requests()
     saved = {name: os.environ.get(name) for name in (*FAKE_CREDENTIALS, "AWS_PROFILE")}
     os.environ.update(FAKE_CREDENTIALS)
     os.environ.pop("AWS_PROFILE", None)
@@ -71,6 +73,29 @@ def moto_server() -> Iterator[str]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@functools.cache
+def _serialise_dynamodb_requests() -> None:
+    """Have moto answer one DynamoDB request at a time, once per process.
+
+    DynamoDB applies each write and each transaction atomically. moto checks a write's condition
+    and then applies it with nothing held in between, and copies a table for a transaction while
+    other requests change it: on its threaded server two racing claims of one job could both win.
+    One lock per DynamoDB request restores what jitr relies on; other services (SQS's long polls)
+    stay concurrent.
+    """
+    from moto.dynamodb.responses import DynamoHandler
+
+    call_action = DynamoHandler.call_action
+    lock = threading.Lock()
+
+    @functools.wraps(call_action)
+    def one_at_a_time(self: DynamoHandler) -> Any:
+        with lock:
+            return call_action(self)
+
+    DynamoHandler.call_action = one_at_a_time  # type: ignore[method-assign]
 
 
 class FunctionUrl:
