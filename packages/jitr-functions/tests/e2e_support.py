@@ -280,14 +280,16 @@ class NoCapacity:
 
 
 class DeletionProtection:
-    """A VM-provider fault: the VMs in ``vm_ids`` refuse to be deleted, before the simulated cloud sees the call."""
+    """A VM-provider fault: the VMs in ``vm_ids`` (every VM while ``all_vms``) refuse to be
+    deleted, before the simulated cloud sees the call."""
 
-    def __init__(self) -> None:
+    def __init__(self, all_vms: bool = False) -> None:
         self.vm_ids: set[str] = set()
+        self.all_vms = all_vms
 
     @hookimpl(tryfirst=True)
     def jitr_terminate_vm(self, vm_id: str, settings: Settings) -> None:
-        if vm_id in self.vm_ids:
+        if self.all_vms or vm_id in self.vm_ids:
             raise BackendError(f"{vm_id} has deletion protection")
 
 

@@ -34,6 +34,7 @@ from jitr_core.errors import PassIncomplete
 from jitr_core.model import LaunchRequest, Scope, idempotency_token
 from jitr_core.services import ScaledownService
 from jitr_core.startup import ScriptContext
+from jitr_functions.local import Intervals
 from jitr_functions.sandbox import SandboxFaults, SimulatedCrash, VMFaults
 
 REPO = "octo-org/api"
@@ -247,6 +248,34 @@ def test_a_vm_that_cannot_be_deleted_does_not_stop_the_pass(e2e_sandbox):
     report = later.run()
     assert report.get("lifetime-exceeded") == 1 and report.get("orphan-vms") == 1 and "errors" not in report, report
     wait_for(lambda: not {protected, orphan} & set(running_vms(sandbox).values()), 60, "both VMs to go once they can")
+
+
+def test_serve_logs_an_incomplete_scaledown_pass_without_a_traceback(e2e_sandbox):
+    """``jitr serve``'s scale-down loop, an orphan VM refusing deletion: each pass ends in one
+    ERROR line with its report (the failed step's own line says why; a traceback would say
+    nothing more), and a later pass removes the orphan once it can be deleted."""
+    protection = DeletionProtection(all_vms=True)
+    sandbox = e2e_sandbox(
+        pools=[{**POOL, "handoff": "metadata"}],  # the orphan holds its own config
+        intervals=Intervals(scaledown_s=0.2, rebalancer_s=3600.0, visibility_timeout_s=1),
+        settings={"ghost_grace_s": 0},
+        extra_plugins=[("e2e-deletion-protection", protection)],
+    )
+    orphan = "jitr-linux-8000000004-1"
+    _mint_and_launch(sandbox, orphan, launch=True)
+
+    incomplete = wait_for(lambda: _logged(sandbox, "periodic run incomplete"), 60, "an incomplete pass")[0]
+
+    assert incomplete["level"] == "ERROR" and "exception" not in incomplete, incomplete
+    assert incomplete["report"].get("errors") == 1, incomplete
+    assert [f["step"] for f in _logged(sandbox, "step failed; the next pass tries it again")][:1] == ["orphan removal"]
+    assert not _logged(sandbox, "periodic run failed")
+    protection.all_vms = False
+    wait_for(lambda: orphan not in running_vms(sandbox).values(), 60, "the orphan to go once it can")
+
+
+def _logged(sandbox, message: str) -> list[dict]:
+    return [line for line in map(json.loads, sandbox.log_text().splitlines()) if line.get("message") == message]
 
 
 def _mint_and_launch(sandbox, name: str, launch: bool) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jitr_core.embedded import wait_for_messages
-from jitr_core.errors import SettingsError
+from jitr_core.errors import PassIncomplete, SettingsError
 from jitr_core.services.consume import Disposition, consume
 from jitr_core.settings import Settings
 
@@ -317,6 +317,9 @@ class LocalRuntime:
             try:
                 report = run()
                 log.info("periodic run", extra={"report": report})
+            except PassIncomplete as incomplete:  # each failed step has its line and reason already
+                log.error("periodic run incomplete", extra={"report": incomplete.report})
+                self.app.backend.metrics.record("function_errors", function=function)
             except Exception:
                 log.exception("periodic run failed")
                 self.app.backend.metrics.record("function_errors", function=function)

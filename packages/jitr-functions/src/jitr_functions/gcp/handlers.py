@@ -19,6 +19,7 @@ from typing import Any
 
 import flask
 import functions_framework
+from jitr_core.errors import PassIncomplete
 from jitr_core.logs import log_context
 from jitr_core.messages import JOBS_QUEUE, LIFECYCLE_QUEUE
 from jitr_core.model import QueueMessage
@@ -180,6 +181,10 @@ def _periodic(request: flask.Request, name: str, run: Callable[[App], Mapping[st
     with _request_context(app, headers), _metrics(app, name), log_context(event_id=event_id, scheduler_job=job):
         try:
             report = run(app)
+        except PassIncomplete as incomplete:  # each failed step has its line and reason already
+            log.error(f"{name} run incomplete", extra={"report": incomplete.report})
+            app.backend.metrics.record("function_errors", function=name)
+            return _answer(500, {"error": f"{name} run incomplete", "report": incomplete.report})
         except Exception:
             log.exception(f"{name} run failed")
             app.backend.metrics.record("function_errors", function=name)
