@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 
 from jitr_core.errors import BackendError, CapacityError
 from jitr_core.hookspecs import hookimpl
-from jitr_core.model import IN_FLIGHT_RUNNER_STATES, LaunchRequest, Record, RecordQuery
+from jitr_core.messages import JOBS_QUEUE
+from jitr_core.model import IN_FLIGHT_RUNNER_STATES, LaunchRequest, QueueMessage, Record, RecordQuery
 from jitr_core.settings import Settings
 from jitr_core.testing.environment import wait_until
 from jitr_functions.local import Intervals
@@ -291,6 +292,18 @@ class DeletionProtection:
     def jitr_terminate_vm(self, vm_id: str, settings: Settings) -> None:
         if self.all_vms or vm_id in self.vm_ids:
             raise BackendError(f"{vm_id} has deletion protection")
+
+
+class JobsRefused:
+    """A queue fault: the jobs queue refuses the messages of the jobs in ``job_ids``."""
+
+    def __init__(self, job_ids: Iterable[int] = ()) -> None:
+        self.job_ids = set(job_ids)
+
+    @hookimpl(tryfirst=True)
+    def jitr_enqueue(self, queue: str, message: QueueMessage, delay_s: int, settings: Settings) -> None:
+        if queue == JOBS_QUEUE and int(message.attributes.get("job_id", 0)) in self.job_ids:
+            raise BackendError(f"the jobs queue refused job {message.attributes['job_id']}")
 
 
 class Gate:

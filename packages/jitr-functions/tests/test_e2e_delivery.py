@@ -6,13 +6,16 @@ gets a runner) under lost ones, and forward-only records under reordering.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter, defaultdict
 
+import pytest
 from e2e_support import (
     POOL,
     QUIET,
+    JobsRefused,
     assert_vms_accounted,
     describe,
     launches_per_job,
@@ -23,6 +26,7 @@ from e2e_support import (
     wait_completed,
     wait_for,
 )
+from jitr_core.errors import PassIncomplete
 from jitr_core.model import RunnerState
 from jitr_core.services.records import RUNNER, Store
 from jitr_functions.sandbox import SandboxFaults, VMFaults
@@ -119,6 +123,41 @@ def test_lost_webhooks_are_recovered_from_githubs_queue(e2e_sandbox):
     assert_vms_accounted(sandbox, seen + lost, scaledown=True)
     # a second pass finds nothing missing
     assert sandbox.app.rebalancer.run().get("enqueued", 0) == 0
+
+
+def test_a_lost_job_the_queue_refuses_does_not_stop_the_rebalancer(e2e_sandbox):
+    """Three queued webhooks are lost and the jobs queue refuses the newest job's message: the
+    pass enqueues the other two, still looks for failed deliveries, logs the refused job and ends
+    in an error; the next pass enqueues it once the queue takes it."""
+    refused = JobsRefused()
+    sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET, extra_plugins=[("e2e-jobs-refused", refused)])
+    repo = "octo-org/api"
+    seen = queue_jobs(sandbox, 1, [repo])
+    wait_completed(sandbox, seen, 60)  # the repository is now known to be active
+    assert_vms_accounted(sandbox, seen, scaledown=True)
+    set_faults(sandbox, drop_webhook=1.0)
+    lost = queue_jobs(sandbox, 3, [repo])
+    assert sandbox.sim.drain_webhooks(10)
+    set_faults(sandbox)
+    refused.job_ids.add(max(lost))
+    sandbox.sim.reset_call_counts()
+
+    with pytest.raises(PassIncomplete) as incomplete:
+        sandbox.app.rebalancer.run()
+
+    report = incomplete.value.report
+    assert (report.get("enqueued"), report.get("errors")) == (2, 1), report
+    assert "GET /app/hook/deliveries" in sandbox.sim.call_counts()  # the pass went on to its last step
+    lines = [json.loads(line) for line in sandbox.log_text().splitlines()]
+    failed = [line for line in lines if line["message"] == "step failed; the next pass tries it again"]
+    assert [(f["level"], f["step"], f["job_id"]) for f in failed] == [("ERROR", "lost job enqueue", max(lost))]
+    wait_completed(sandbox, sorted(lost)[:2], 60)
+    assert record(sandbox, "job", max(lost)) is None
+
+    refused.job_ids.clear()
+    assert sandbox.app.rebalancer.run().get("enqueued") == 1
+    wait_completed(sandbox, lost, 60)
+    assert_vms_accounted(sandbox, seen + lost, scaledown=True)
 
 
 def test_an_idle_runner_of_another_owner_does_not_hide_a_lost_job(e2e_sandbox):

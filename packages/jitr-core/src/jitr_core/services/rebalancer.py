@@ -4,10 +4,12 @@ For every repository with recent activity it asks GitHub for queued jobs (condit
 so an unchanged queue costs no rate limit), routes them to pools, and compares per pool and registration
 scope (a runner serves only its repository's, or its organisation's, jobs) with the runners in
 flight that are not yet busy. For each missing runner it enqueues a job:
-first jobs jitr never heard of (a lost webhook), then jobs whose runner is gone. It also asks
-GitHub to redeliver webhook deliveries that failed since its last look, at most every
-``redelivery_interval_s``: each look pages through every delivery since the one before, which
-in a burst is most of the App's log, however often the rebalancer runs.
+first jobs jitr never heard of (a lost webhook), then jobs whose runner is gone. A job the queue
+refuses is left to the next pass, and this one, once the rest is done, ends raising
+:class:`~jitr_core.errors.PassIncomplete`. It also asks GitHub to redeliver webhook deliveries
+that failed since its last look, at most every ``redelivery_interval_s``: each look pages through
+every delivery since the one before, which in a burst is most of the App's log, however often the
+rebalancer runs.
 """
 
 from __future__ import annotations
@@ -16,15 +18,16 @@ import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from ..backend import Backend
-from ..errors import GitHubError
+from ..errors import GitHubError, PassIncomplete
 from ..github import GitHubAPI, QueuedJob
 from ..messages import JobMessage, encode
 from ..model import JobState, RecordQuery, RunnerState, Scope
 from ..routing import Router
-from .common import in_flight, requeue
+from .common import in_flight, isolated, requeue
 from .lease import lease
 from .records import REPO, JobView, Store
 
@@ -84,12 +87,18 @@ class RebalancerService:
             gap = len(waiting) - idle[registration]
             report["queued"] += len(waiting)
             if gap > 0:
-                report["enqueued"] += self._fill(waiting, gap, now)
+                self._fill(waiting, gap, now, report)
         report["redelivered"] += self._redeliver(now)
+        if report["errors"]:
+            raise PassIncomplete("rebalancer", dict(report))
         return dict(report)
 
-    def _fill(self, jobs: list[tuple[QueuedJob, dict[str, Any]]], gap: int, now: float) -> int:
-        """Enqueue up to ``gap`` jobs: unknown ones first, then known ones whose runner is gone."""
+    def _fill(self, jobs: list[tuple[QueuedJob, dict[str, Any]]], gap: int, now: float, report: Counter[str]) -> None:
+        """Enqueue up to ``gap`` jobs: unknown ones first, then known ones whose runner is gone.
+
+        Each job is a step of its own: one the queue or the store refuses is logged and counted as
+        ``errors``, the next job takes its place, and the next pass tries it again.
+        """
         unknown, orphaned = [], []
         for job, repo in sorted(jobs, key=lambda pair: (pair[0].created_at or "", pair[0].job_id)):
             view = self.store.job(job.job_id)
@@ -99,25 +108,35 @@ class RebalancerService:
                 runner = self.store.runner(view.launched_runner) if view.launched_runner else None
                 if runner is None or not runner.is_live(now, self.settings.claim_timeout_s):
                     orphaned.append(view)
+        steps: list[tuple[str, int, Callable[[], str | None]]] = [
+            *(("lost job enqueue", job.job_id, partial(self._enqueue_lost, job, repo, now)) for job, repo in unknown),
+            *(("job requeue", view.job_id, partial(self._requeue, view)) for view in orphaned),
+        ]
         sent = 0
-        for job, repo in unknown[:gap]:
-            message = JobMessage(
-                job_id=job.job_id,
-                run_id=job.run_id,
-                repository=job.repository,
-                owner=str(repo.get("owner")),
-                installation_id=repo.get("installation_id"),
-                labels=job.labels,
-                private=bool(repo.get("private")),
-                received_at=now,
-                reason="rebalancer",
-            )
-            self.backend.enqueue("jobs", encode(message))
-            log.info("lost job enqueued", extra={"job_id": job.job_id})
-            sent += 1
-        for view in orphaned[: max(0, gap - sent)]:
-            sent += requeue(self.store, JobView(view.record), "rebalancer-gap")
-        return sent
+        for what, job_id, enqueue in steps:
+            if sent == gap:
+                return
+            if isolated(report, what, enqueue, job_id=job_id):
+                sent += 1
+
+    def _enqueue_lost(self, job: QueuedJob, repo: dict[str, Any], now: float) -> str:
+        message = JobMessage(
+            job_id=job.job_id,
+            run_id=job.run_id,
+            repository=job.repository,
+            owner=str(repo.get("owner")),
+            installation_id=repo.get("installation_id"),
+            labels=job.labels,
+            private=bool(repo.get("private")),
+            received_at=now,
+            reason="rebalancer",
+        )
+        self.backend.enqueue("jobs", encode(message))
+        log.info("lost job enqueued", extra={"job_id": job.job_id})
+        return "enqueued"
+
+    def _requeue(self, view: JobView) -> str | None:
+        return "enqueued" if requeue(self.store, view, "rebalancer-gap") else None
 
     def _redeliver(self, now: float) -> int:
         cursor = self.backend.load("cursor", CURSOR)
