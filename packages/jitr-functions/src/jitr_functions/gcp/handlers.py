@@ -69,7 +69,7 @@ def webhook(request: flask.Request) -> flask.Response:
             request.max_content_length = None
             return _answer(413, {"error": f"body exceeds {app.settings.max_body_bytes} bytes"})
         response = app.webhook.handle(headers, body)
-        return _answer(response.status, dict(response.body))
+        return _answer(response.status, response.body, text=response.text)
 
 
 @functions_framework.http
@@ -245,5 +245,6 @@ def _not_post(request: flask.Request) -> flask.Response:
     return response
 
 
-def _answer(status: int, body: Mapping[str, Any]) -> flask.Response:
-    return flask.Response(json.dumps(body, default=str), status=status, mimetype="application/json")
+def _answer(status: int, body: Mapping[str, Any], text: str = "") -> flask.Response:
+    """``body`` as JSON, or ``text`` when the answer was encoded ahead (a routed delivery's)."""
+    return flask.Response(text or json.dumps(body, default=str), status=status, mimetype="application/json")
