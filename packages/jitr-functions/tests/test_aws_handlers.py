@@ -352,7 +352,7 @@ def test_scaledown_terminates_an_orphan_instance(
 
 
 def test_an_orphan_with_termination_protection_fails_the_invocation_after_the_rest_is_done(
-    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch, logs: io.StringIO
 ) -> None:
     monkeypatch.setenv("JITR_GHOST_GRACE_S", "0")
     protected, other = (
@@ -372,6 +372,8 @@ def test_an_orphan_with_termination_protection_fails_the_invocation_after_the_re
         aws.scaledown(event(SCHEDULES[0]), LambdaContext())
 
     assert incomplete.value.report["errors"] == 1 and incomplete.value.report["orphan-vms"] >= 1
+    [line] = [line for line in log_lines(logs) if line["message"] == "periodic run incomplete"]
+    assert (line["level"], line["report"], line["function"]) == ("ERROR", incomplete.value.report, "scaledown")
     running = [i["InstanceId"] for i in deployment.instances()]
     assert protected in running and other not in running
     deployment.ec2.modify_instance_attribute(InstanceId=protected, DisableApiTermination={"Value": False})

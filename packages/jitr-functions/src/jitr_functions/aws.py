@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from typing import Any  # noqa: E402
 
-from jitr_core.errors import JitrError  # noqa: E402
+from jitr_core.errors import JitrError, PassIncomplete  # noqa: E402
 from jitr_core.logs import log_context  # noqa: E402
 from jitr_core.services.consume import Disposition, consume  # noqa: E402
 
@@ -188,7 +188,11 @@ def _periodic(event: Any, context: Any, function: str, run: Callable[[App], dict
         if not isinstance(event, Mapping) or any(key in event for key in ("Records", "requestContext", "httpMethod")):
             raise _misrouted(function, "a scheduled event", event)
         with log_context(event_id=event.get("id")):
-            report = run(app)
+            try:
+                report = run(app)
+            except PassIncomplete as incomplete:  # still raised: the invocation fails, for the error alarm
+                log.error("periodic run incomplete", extra={"report": incomplete.report})
+                raise
         log.info("periodic run", extra={"report": report})
     return report
 
