@@ -154,6 +154,12 @@ def running_vms(sandbox: Sandbox) -> dict[str, str]:
     return {vm.vm_id: vm.runner_name for vm in sandbox.app.backend.list_vms() if vm.running}
 
 
+def logged(sandbox: Any, message: str) -> list[dict[str, Any]]:
+    """The sandbox's JSON log lines with this ``message`` (``e2e_sandbox`` gives it ``log_text``)."""
+    lines = map(json.loads, sandbox.log_text().splitlines())
+    return [line for line in lines if line.get("message") == message]
+
+
 def github_runner_names(sandbox: Sandbox) -> set[str]:
     return {runner.name for runner in sandbox.sim.runners()}
 

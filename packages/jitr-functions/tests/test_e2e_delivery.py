@@ -6,7 +6,6 @@ gets a runner) under lost ones, and forward-only records under reordering.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import Counter, defaultdict
@@ -19,6 +18,7 @@ from e2e_support import (
     assert_vms_accounted,
     describe,
     launches_per_job,
+    logged,
     post,
     queue_jobs,
     record,
@@ -148,8 +148,7 @@ def test_a_lost_job_the_queue_refuses_does_not_stop_the_rebalancer(e2e_sandbox):
     report = incomplete.value.report
     assert (report.get("enqueued"), report.get("errors")) == (2, 1), report
     assert "GET /app/hook/deliveries" in sandbox.sim.call_counts()  # the pass went on to its last step
-    lines = [json.loads(line) for line in sandbox.log_text().splitlines()]
-    failed = [line for line in lines if line["message"] == "step failed; the next pass tries it again"]
+    failed = logged(sandbox, "step failed; the next pass tries it again")
     assert [(f["level"], f["step"], f["job_id"]) for f in failed] == [("ERROR", "lost job enqueue", max(lost))]
     wait_completed(sandbox, sorted(lost)[:2], 60)
     assert record(sandbox, "job", max(lost)) is None

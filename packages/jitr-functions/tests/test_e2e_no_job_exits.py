@@ -10,7 +10,6 @@ condition under test holds. A dead letter here is what ``jitr status`` lists.
 
 from __future__ import annotations
 
-import json
 import shlex
 import socket
 import sys
@@ -24,6 +23,7 @@ from e2e_support import (
     QUIET,
     dead_letters,
     describe,
+    logged,
     queue_jobs,
     record,
     running_vms,
@@ -288,7 +288,7 @@ def test_a_lost_webhook_that_cannot_be_replayed_leaves_the_takers_job_to_the_usu
     assert not [r for r in reports if "errors" in r], reports
     assert record(sandbox, "runner", vanished).data["retired_reason"] == "vm-gone"
     assert record(sandbox, "job", first).state == "running"  # caught up with GitHub all the same
-    [line] = [json.loads(x) for x in sandbox.log_text().splitlines() if "lost webhook not replayed" in x]
+    [line] = logged(sandbox, "lost webhook not replayed")
     assert (line["level"], line["runner_name"], line["launched_for"]) == ("WARNING", taker, second)
     assert f"jitr-linux-{second}-2" not in sandbox.vms.launches
     assert record(sandbox, "runner", taker).state == "launched"  # the records still have it waiting for its own

@@ -22,6 +22,7 @@ from e2e_support import (
     dead_letters,
     describe,
     github_runner_names,
+    logged,
     queue_jobs,
     record,
     runner_records,
@@ -264,18 +265,14 @@ def test_serve_logs_an_incomplete_scaledown_pass_without_a_traceback(e2e_sandbox
     orphan = "jitr-linux-8000000004-1"
     _mint_and_launch(sandbox, orphan, launch=True)
 
-    incomplete = wait_for(lambda: _logged(sandbox, "periodic run incomplete"), 60, "an incomplete pass")[0]
+    incomplete = wait_for(lambda: logged(sandbox, "periodic run incomplete"), 60, "an incomplete pass")[0]
 
     assert incomplete["level"] == "ERROR" and "exception" not in incomplete, incomplete
     assert incomplete["report"].get("errors") == 1, incomplete
-    assert [f["step"] for f in _logged(sandbox, "step failed; the next pass tries it again")][:1] == ["orphan removal"]
-    assert not _logged(sandbox, "periodic run failed")
+    assert [f["step"] for f in logged(sandbox, "step failed; the next pass tries it again")][:1] == ["orphan removal"]
+    assert not logged(sandbox, "periodic run failed")
     protection.all_vms = False
     wait_for(lambda: orphan not in running_vms(sandbox).values(), 60, "the orphan to go once it can")
-
-
-def _logged(sandbox, message: str) -> list[dict]:
-    return [line for line in map(json.loads, sandbox.log_text().splitlines()) if line.get("message") == message]
 
 
 def _mint_and_launch(sandbox, name: str, launch: bool) -> None:
