@@ -32,7 +32,7 @@ from e2e_support import (
     wait_for,
 )
 from jitr_core.errors import PassIncomplete
-from jitr_core.model import LaunchRequest, Scope, idempotency_token
+from jitr_core.model import LaunchRequest, Record, Scope, idempotency_token
 from jitr_core.services import ScaledownService
 from jitr_core.startup import ScriptContext
 from jitr_functions.local import Intervals
@@ -399,3 +399,39 @@ def test_a_claim_whose_vm_ended_before_its_launch_was_recorded_is_retired_and_th
     assert record(sandbox, "runner", first).data["retired_reason"] == "claim-abandoned"
     assert sandbox.sim.job(job).runner_name == second
     assert dict(sandbox.vms.launches) == {first: 1, second: 1}
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        ({"job_id": 8000000005}, "has no owner"),
+        ({"owner": "octo-org", "repo": "api", "installation_id": 1001, "job_id": "x"}, "has no job id (found 'x')"),
+    ],
+    ids=["no-owner", "bad-job-id"],
+)
+def test_a_malformed_runner_record_does_not_stop_the_pass(e2e_sandbox, data, reason):
+    """A runner record lacking a field jitr writes (its owner, its job: a hand edit, a store
+    restored from elsewhere) fails its own step, named and explained, every pass; the rest of the
+    pass (an orphan VM here) goes on, and the rebalancer is not stopped by it either."""
+    sandbox = e2e_sandbox(pools=[{**POOL, "handoff": "metadata"}], intervals=QUIET)  # the orphan holds its config
+    broken = "jitr-linux-8000000005-1"
+    now = time.time()
+    record_data = {**data, "vm_id": "vm-none", "launched_at": now}
+    assert sandbox.app.backend.create(
+        Record("runner", broken, "launched", "linux", created_at=now, updated_at=now, data=record_data)
+    )
+    orphan = "jitr-linux-8000000006-1"
+    _mint_and_launch(sandbox, orphan, launch=True)
+    wait_for(lambda: orphan in running_vms(sandbox).values(), 60, "the orphan VM")
+    later = ScaledownService(sandbox.app.backend, sandbox.app.github, clock=lambda: time.time() + 301)
+
+    with pytest.raises(PassIncomplete) as incomplete:
+        later.run()
+
+    report = incomplete.value.report
+    assert report.get("orphan-vms") == 1 and report.get("errors") == 1, report
+    [failed] = [f for f in logged(sandbox, "step failed; the next pass tries it again") if f["step"] == "runner check"]
+    assert failed["runner_name"] == broken and failed["reason"].endswith(reason), failed
+    wait_for(lambda: orphan not in running_vms(sandbox).values(), 60, "the orphan to be terminated")
+    assert record(sandbox, "runner", broken).state == "launched"  # left for an operator: nothing says what it was
+    sandbox.app.rebalancer.run()

@@ -114,6 +114,11 @@ class GitHubUnavailableError(GitHubError):
     """GitHub kept failing (5xx, timeouts, connection errors) after retries."""
 
 
+class RecordError(JitrError):
+    """A stored record lacks a field jitr writes, or holds it with the wrong type (a hand edit, a
+    store restored from another version); the message names the record and the field."""
+
+
 class StoreConflictError(BackendError):
     """A record kept changing under every retry of an update; redelivery will try again."""
 

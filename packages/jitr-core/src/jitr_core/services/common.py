@@ -8,10 +8,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..backend import Backend
-from ..errors import GitHubError, JitrError
+from ..errors import GitHubError, JitrError, RecordError
 from ..github import GitHubAPI
 from ..messages import JobMessage, encode
-from ..model import IN_FLIGHT_RUNNER_STATES, JobState, Record, RecordQuery, RunnerState, runner_name_for
+from ..model import IN_FLIGHT_RUNNER_STATES, JobState, Record, RecordQuery, RunnerState, Scope, runner_name_for
 from .records import JOB, REPO, RUNNER, JobView, RunnerView, Store, step, with_steps
 
 log = logging.getLogger("jitr.services")
@@ -190,6 +190,14 @@ def in_flight(backend: Backend, pool: str | None = None) -> Iterator[RunnerView]
     for state in IN_FLIGHT_RUNNER_STATES:
         for record in backend.query_all(RecordQuery(RUNNER, state, pool=pool, limit=500)):
             yield RunnerView(record)
+
+
+def scope_of(runner: RunnerView) -> Scope | None:
+    """The runner's scope, or None when its record is malformed (scale-down's check of it says so)."""
+    try:
+        return runner.scope
+    except RecordError:
+        return None
 
 
 def touch_repo(store: Store, repository: str, owner: str, installation_id: int | None, private: bool) -> None:

@@ -27,7 +27,7 @@ from ..github import GitHubAPI, QueuedJob
 from ..messages import JobMessage, encode
 from ..model import JobState, RecordQuery, RunnerState, Scope
 from ..routing import Router
-from .common import in_flight, isolated, requeue
+from .common import in_flight, isolated, requeue, scope_of
 from .lease import lease
 from .records import REPO, JobView, Store
 
@@ -79,9 +79,11 @@ class RebalancerService:
                     queued[_registration(admission.pool.name, owner, repository)].append((job, dict(repo.data)))
         # an idle runner serves only jobs of its pool where it is registered (its repository or owner)
         idle: Counter[Registration] = Counter(
-            _registration(r.record.pool, r.scope.owner, r.scope.repo)
+            _registration(r.record.pool, where.owner, where.repo)
             for r in in_flight(self.backend)
-            if r.state != RunnerState.BUSY and r.is_live(now, self.settings.claim_timeout_s)
+            if r.state != RunnerState.BUSY
+            and r.is_live(now, self.settings.claim_timeout_s)
+            and (where := scope_of(r)) is not None
         )
         for registration, waiting in queued.items():
             gap = len(waiting) - idle[registration]

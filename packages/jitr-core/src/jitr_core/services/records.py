@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..backend import Backend
-from ..errors import StoreConflictError
+from ..errors import RecordError, StoreConflictError
 from ..messages import JobMessage, LifecycleMessage
 from ..model import JobState, Record, RunnerState, Scope
 
@@ -130,7 +130,11 @@ class RunnerView:
 
     @property
     def job_id(self) -> int:
-        return int(self.record.data["job_id"])
+        value = self.record.data.get("job_id")
+        try:
+            return int(value)  # type: ignore[arg-type]  # None and the like: the TypeError below
+        except (TypeError, ValueError):
+            raise RecordError(f"runner record {self.name} has no job id (found {value!r:.40})") from None
 
     @property
     def vm_id(self) -> str | None:
@@ -139,7 +143,10 @@ class RunnerView:
     @property
     def scope(self) -> Scope:
         d = self.record.data
-        return Scope(d.get("installation_id"), d["owner"], d.get("repo"))
+        owner = d.get("owner")
+        if not owner or not isinstance(owner, str):
+            raise RecordError(f"runner record {self.name} has no owner")
+        return Scope(d.get("installation_id"), owner, d.get("repo"))
 
     @property
     def github_runner_id(self) -> int | None:

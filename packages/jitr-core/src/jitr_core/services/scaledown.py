@@ -45,7 +45,7 @@ from ..model import (
     Scope,
     VMInfo,
 )
-from .common import in_flight, isolated, requeue, retire
+from .common import in_flight, isolated, requeue, retire, scope_of
 from .exits import NoJobExits
 from .lease import lease
 from .records import JOB, REPO, RUNNER, JobView, RunnerView, Store
@@ -117,7 +117,7 @@ class ScaledownService:
         """GitHub's runners for every scope with work in flight or recent activity (a ghost may be
         all that is left in a scope); a failing tenant is skipped, not fatal."""
         listed: dict[Scope, list[GitHubRunner]] = {}
-        scopes = {r.scope for r in runners} | self._active_scopes()
+        scopes = {scope for r in runners if (scope := scope_of(r))} | self._active_scopes()
         for scope in {s for s in scopes if s.installation_id is not None}:
             try:
                 listed[scope] = list(self.github.list_runners(scope))
