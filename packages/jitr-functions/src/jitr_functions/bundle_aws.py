@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -160,11 +160,16 @@ def pinned_dependencies(names: Iterable[str]) -> tuple[str, ...]:
             continue
         if name not in roots:
             found[name] = f"{dist.metadata['Name']}=={dist.version}"
-        for requirement in dist.requires or ():
-            match = _NAME.match(requirement)
-            if match and "extra" not in requirement.partition(";")[2]:
-                todo.append(canonical(match.group(1)))
+        todo.extend(_needs(dist))
     return tuple(found[name] for name in sorted(found))
+
+
+def _needs(dist: metadata.Distribution) -> Iterator[str]:
+    """The canonical names of what ``dist`` requires outside its extras."""
+    for requirement in dist.requires or ():
+        match = _NAME.match(requirement)
+        if match and "extra" not in requirement.partition(";")[2]:
+            yield canonical(match.group(1))
 
 
 def _interpreter(python: str) -> str:
@@ -268,11 +273,7 @@ def _prune(target: Path, roots: Iterable[str]) -> None:
         if name in keep or name in RUNTIME_PROVIDED or name not in dists:
             continue
         keep.add(name)
-        for requirement in dists[name].requires or ():
-            marker = requirement.partition(";")[2]
-            match = _NAME.match(requirement)
-            if match and "extra" not in marker:
-                todo.append(canonical(match.group(1)))
+        todo.extend(_needs(dists[name]))
     for name, dist in dists.items():
         if name not in keep:
             _remove_distribution(target, dist)
