@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 from dataclasses import replace
 
@@ -54,7 +55,7 @@ def test_values_are_cached_for_the_ttl(fake_secret_manager: FakeSecretManager) -
     assert fake_secret_manager.accesses == 3
 
 
-def test_disabled_and_empty_secrets_are_not_found(
+def test_disabled_empty_and_binary_secrets_are_not_found(
     secrets_backend: Backend, fake_secret_manager: FakeSecretManager, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -65,7 +66,11 @@ def test_disabled_and_empty_secrets_are_not_found(
     fake_secret_manager.put(PROJECT, "empty", "")
     with pytest.raises(SecretNotFoundError, match=r"webhook_secret.*is empty") as empty:
         with_reference(secrets_backend, "empty").secret("webhook_secret")
-    for error in (disabled.value, empty.value):
+    binary = fake_secret_manager.put(PROJECT, "binary", "placeholder")
+    fake_secret_manager.secrets[binary][-1]["data"] = base64.b64encode(b"0\x82\x04\xa4\xff-" + VALUE.encode()).decode()
+    with pytest.raises(SecretNotFoundError, match=r"webhook_secret.*is not UTF-8 text") as undecodable:
+        with_reference(secrets_backend, "binary").secret("webhook_secret")
+    for error in (disabled.value, empty.value, undecodable.value):
         assert VALUE not in repr(error) and error.__cause__ is None
     assert VALUE not in caplog.text
 

@@ -95,7 +95,10 @@ def _access(name: str, resource: str, cfg: GcpConfig) -> str:
         raise BackendError(f"reading secret {name!r} ({resource}) failed: HTTP {exc.code}") from None
     except OSError as exc:  # the REST transport's connection errors and timeouts
         raise BackendError(f"Secret Manager could not be reached for secret {name!r}: {type(exc).__name__}") from None
-    value = response.payload.data.decode("utf-8")
+    try:
+        value = response.payload.data.decode("utf-8")
+    except UnicodeDecodeError:  # a binary file uploaded by mistake (a DER key, say)
+        raise SecretNotFoundError(f"secret {name!r} ({resource}) is not UTF-8 text") from None
     if not value:
         raise SecretNotFoundError(f"secret {name!r} ({resource}) is empty")
     register_secret(value)  # jitr's log formatter now redacts it, should anything try to log it
