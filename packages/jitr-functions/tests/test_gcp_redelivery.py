@@ -11,7 +11,8 @@ import pytest
 pytest.importorskip("jitr_gcp", reason="the gcp extra is not installed")
 pytest.importorskip("functions_framework", reason="the gcp extra is not installed")
 
-from gcp_support import LABELS, WEBHOOK_SECRET, Deployment, logged, quiet_job, runner, wait_for
+from gcp_support import LABELS, WEBHOOK_SECRET, Deployment, logged, quiet_job, runner, wait_for, with_data
+from jitr_gcp.config import gcp_config
 
 pytest_plugins = ["conftest_gcp"]
 
@@ -115,3 +116,32 @@ def test_a_crash_after_a_step_then_redelivery_launches_one_instance(
     wait_for(lambda: deployment.backend.load("job", str(job_id)).data.get("launched_runner"), 60, "a launch")
     assert deployment.instances(f"jitr-linux-{job_id}-") == [runner(job_id)]
     assert deployment.compute.instance_count(runner(job_id)) == 1
+
+
+def test_a_message_not_due_for_long_is_published_again_before_its_last_delivery(deployment: Deployment) -> None:
+    """A push delivery long before its message is due (a job waiting out a GitHub rate limit) is
+    answered 503 for Pub/Sub to redeliver; each counts against the dead-letter policy, so the
+    next-to-last allowed one (policy: 5) is published again instead, due at the same time with a
+    fresh count, and acknowledged: a long wait never dead-letters a message."""
+    from google.cloud import pubsub_v1
+
+    scaleup = deployment.serve("scaleup")
+    job_id = quiet_job(deployment)
+    body = deployment.job_message(job_id)
+    due = f"{time.time() + 600:.3f}"
+
+    def push(attempt: int) -> tuple[int, dict[str, object]]:
+        message = {"messageId": f"m-{attempt}", "attributes": {"type": "job", "not_before": due}}
+        envelope = with_data({"message": message, "subscription": "projects/p/subscriptions/s"}, body)
+        return scaleup.post({**envelope, "deliveryAttempt": attempt})
+
+    assert [push(attempt)[0] for attempt in (1, 2, 3)] == [503, 503, 503]
+    status, answer = push(4)
+
+    assert status == 200 and "published again" in str(answer["deferred"]), answer
+    subscription = gcp_config(deployment.settings).queue("jobs").subscription
+    pulled = pubsub_v1.SubscriberClient().pull(request={"subscription": subscription, "max_messages": 10}, timeout=30)
+    [copy] = [r.message for r in pulled.received_messages if r.message.data == body]
+    assert copy.attributes["type"] == "job" and abs(float(copy.attributes["not_before"]) - float(due)) <= 2
+    assert len(logged(scaleup, "message not due yet; left for redelivery")) == 3
+    assert not deployment.instances(runner(job_id)) and not deployment.backend.dead_letters("jobs")

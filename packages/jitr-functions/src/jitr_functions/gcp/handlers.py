@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -19,11 +20,12 @@ from typing import Any
 
 import flask
 import functions_framework
-from jitr_core.errors import PassIncomplete
+from jitr_core.errors import JitrError, PassIncomplete
 from jitr_core.logs import log_context
 from jitr_core.messages import JOBS_QUEUE, LIFECYCLE_QUEUE
 from jitr_core.model import QueueMessage
 from jitr_core.services.consume import FUNCTIONS, Disposition, consume
+from jitr_gcp.config import gcp_config
 from jitr_gcp.pubsub import NOT_BEFORE
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -143,8 +145,7 @@ def _deliver(request: flask.Request, queue: str, handler: Callable[[App], Callab
         ):
             wait = _not_due_for(delivery.attributes)
             if wait > HOLD_LIMIT_S:
-                log.info("message not due yet; left for redelivery", extra={"queue": queue, "due_in_s": round(wait)})
-                return _answer(503, {"retry": f"not due for {round(wait)} s"})
+                return _not_due(app, queue, delivery, wait)
             if wait > 0:
                 time.sleep(wait)
             try:
@@ -156,6 +157,25 @@ def _deliver(request: flask.Request, queue: str, handler: Callable[[App], Callab
             if outcome.disposition is Disposition.RETRY:
                 return _answer(503, {"retry": outcome.detail})
             return _answer(200, {"done": outcome.detail})
+
+
+def _not_due(app: App, queue: str, delivery: events.Delivery, wait: float) -> flask.Response:
+    """A message delivered long before it is due goes back to Pub/Sub (a 503: redelivered after the
+    retry policy's backoff). Each of those deliveries counts against the dead-letter policy, so on
+    the next-to-last one it is published again instead, due at the same time with a fresh count,
+    and this copy acknowledged: a long wait never dead-letters it."""
+    attempt = delivery.delivery_attempt
+    if attempt is None or attempt < gcp_config(app.settings).max_deliveries - 1:
+        log.info("message not due yet; left for redelivery", extra={"queue": queue, "due_in_s": round(wait)})
+        return _answer(503, {"retry": f"not due for {round(wait)} s"})
+    attributes = {key: value for key, value in delivery.attributes.items() if key != NOT_BEFORE}
+    try:
+        app.backend.enqueue(queue, QueueMessage(delivery.body, attributes), delay_s=math.ceil(wait))
+    except JitrError as exc:
+        log.error("a message not due could not be published again", extra={"queue": queue, "reason": str(exc)})
+        return _answer(503, {"retry": f"not due for {round(wait)} s"})
+    log.info("message not due yet; published again", extra={"queue": queue, "due_in_s": round(wait)})
+    return _answer(200, {"deferred": f"published again, due in {round(wait)} s"})
 
 
 def _dead_letter(app: App, queue: str, raw: bytes, reason: str) -> flask.Response:
