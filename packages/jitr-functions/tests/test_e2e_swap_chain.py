@@ -115,3 +115,27 @@ def test_a_claim_handed_to_another_job_while_launching_still_gets_its_vm_its_con
         "B's VM to be handed its config",
         detail=sandbox.log_text,
     )
+
+
+@pytest.mark.parametrize("b_runner_left", [True, False], ids=["adopts-the-spare", "launches-again"])
+def test_a_duplicated_in_progress_of_a_swap_swaps_once(e2e_sandbox, b_runner_left):
+    """A's runner took B; the in_progress saying so comes twice (an at-least-once queue, a
+    redelivered webhook). The first hands A B's idle runner, or, with none left, launches A
+    again; the second finds the swap done and changes nothing: no third runner for A."""
+    sandbox, runners = launched(e2e_sandbox, 2)
+    job_a, job_b = runners
+    if not b_runner_left:  # B's runner gone before booting (a reclaimed spot VM): nothing to hand A
+        Store(sandbox.app.backend).update(RUNNER, runners[job_b], lambda _: {"state": RunnerState.RETIRED})
+    assert took(sandbox, job_b, runners[job_a], "in_progress") == "took-another-jobs-runner"
+    after_first = record(sandbox, "job", job_a).data
+    assert (after_first["attempt"], after_first["launched_runner"]) == (
+        (1, runners[job_b]) if b_runner_left else (2, None)
+    ), describe(sandbox, list(runners))
+
+    took(sandbox, job_b, runners[job_a], "in_progress")
+
+    after_second = record(sandbox, "job", job_a).data
+    assert after_second["attempt"] == after_first["attempt"], describe(sandbox, list(runners))
+    if b_runner_left:
+        assert after_second["launched_runner"] == runners[job_b]
+    assert [e["event"] for e in after_second["timeline"]].count("requeued") == (0 if b_runner_left else 1)

@@ -157,9 +157,12 @@ class LifecycleService:
             self.backend.metrics.record("boot_time_seconds", max(0.0, now - launched_at), pool=job.pool)
 
     def _swap(self, runner: RunnerView, taken_job_id: int) -> None:
-        """``runner`` was launched for job A but took job B: give A the runner launched for B, if idle."""
+        """``runner`` was launched for job A but took job B: give A the runner launched for B, if idle.
+
+        Once: a repeated event finds A no longer waiting for ``runner`` (given another, or launched
+        again), and the swap done."""
         job_a = self.store.job(runner.job_id)
-        if job_a is None or job_a.state != JobState.QUEUED:
+        if job_a is None or job_a.state != JobState.QUEUED or not _waits_for(job_a, runner):
             return
         spare = self._spare(self.store.job(taken_job_id))
         # a claim whose worker died launches nothing: adopt it only while it may still be alive
@@ -348,3 +351,11 @@ def _rebind(record: Record, job_id: int) -> dict[str, object] | None:
     if record.state not in (RunnerState.CLAIMED, RunnerState.LAUNCHED) or record.data.get("job_id") == job_id:
         return None
     return {"job_id": job_id}
+
+
+def _waits_for(job: JobView, runner: RunnerView) -> bool:
+    """Whether ``job`` still counts on ``runner``: linked to it, or not linked yet and ``runner`` is
+    the one its current attempt launches."""
+    if job.launched_runner is not None:
+        return job.launched_runner == runner.name
+    return runner.name == runner_name_for(runner.record.pool, job.job_id, job.attempt)
