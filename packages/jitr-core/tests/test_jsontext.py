@@ -78,6 +78,7 @@ def jobs() -> st.SearchStrategy[WorkflowJob]:
     ids = st.integers(min_value=0, max_value=MAX_ID)
     names = st.text(min_size=1, max_size=40)
     optional = st.none() | names
+    segments = st.text(alphabet=st.characters(blacklist_characters="/"), min_size=1, max_size=40)
     return st.builds(
         WorkflowJob,
         action=st.sampled_from(["queued", "in_progress", "completed"]),
@@ -87,7 +88,7 @@ def jobs() -> st.SearchStrategy[WorkflowJob]:
         name=st.text(max_size=20),
         status=st.sampled_from(["queued", "in_progress", "completed"]),
         labels=st.lists(names, max_size=5).map(tuple),
-        repository=names,
+        repository=st.tuples(segments, segments).map("/".join),  # the webhook's full_name: owner/name
         owner=names,
         private=st.booleans(),
         installation_id=st.none() | ids,

@@ -7,7 +7,7 @@ queue or a dead-letter queue can be read by an operator without exposing anythin
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, fields
 from operator import attrgetter, itemgetter
 from typing import Any
@@ -246,6 +246,20 @@ def _build(cls: type[JobMessage] | type[LifecycleMessage], data: Mapping[str, An
     return cls(**values)
 
 
+def _full_name(value: str) -> bool:
+    owner, slash, name = value.partition("/")
+    return bool(owner and slash and name) and "/" not in name
+
+
+MAX_EPOCH_S = 1e11  # past the year 5000: any time a message carries
+_ANY = ("str", lambda value: True)
+# what the webhook accepted these fields as; a message that says otherwise was not made by jitr
+_SHAPES: dict[str, tuple[str, Callable[[str], bool]]] = {
+    "repository": ("'owner/name'", _full_name),
+    "owner": ("a non-empty str", bool),
+}
+
+
 def _check(name: str, value: Any, annotation: str) -> Any:
     optional = "None" in annotation
     if value is None and optional:
@@ -253,12 +267,14 @@ def _check(name: str, value: Any, annotation: str) -> Any:
     if annotation.startswith("int"):
         limit = MAX_ATTEMPT if name == "attempt" else MAX_ID
         ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= limit
-    elif annotation.startswith("float"):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif annotation.startswith("float"):  # epoch seconds: NaN, infinities and huge numbers fail
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < MAX_EPOCH_S
+        annotation = f"{annotation} (epoch seconds)"
     elif annotation.startswith("bool"):
         ok = isinstance(value, bool)
     elif annotation.startswith("str"):
-        ok = isinstance(value, str) and len(value) <= 512
+        ok = isinstance(value, str) and len(value) <= 512 and _SHAPES.get(name, _ANY)[1](value)
+        annotation = _SHAPES.get(name, (annotation,))[0]
     elif annotation.startswith("tuple"):
         ok = isinstance(value, list) and len(value) <= 64 and all(isinstance(v, str) and len(v) <= 256 for v in value)
         value = tuple(value) if ok else value
