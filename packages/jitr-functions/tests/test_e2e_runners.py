@@ -32,6 +32,7 @@ from e2e_support import (
     wait_for,
 )
 from jitr_core.errors import PassIncomplete
+from jitr_core.messages import JobMessage, LifecycleMessage, encode
 from jitr_core.model import LaunchRequest, Record, Scope, idempotency_token
 from jitr_core.services import ScaledownService
 from jitr_core.startup import ScriptContext
@@ -124,6 +125,29 @@ def test_job_cancelled_while_its_runner_launches_retires_that_runner(e2e_sandbox
 
     assert record(sandbox, "job", job).data.get("launched_runner") is None
     _assert_retired_as_surplus(sandbox, job, name)
+
+
+def test_job_cancelled_before_its_queued_message_is_handled_gets_no_runner(e2e_sandbox):
+    """The two queues keep no order between them: the cancellation (``completed``, no runner) is
+    handled before the job's ``queued`` message. Lifecycle records the job cancelled, so scaleup
+    launches nothing for it (before, it launched a runner that idled to its maximum lifetime,
+    and the stuck-job rule then launched the cancelled job again)."""
+    sandbox = e2e_sandbox(pools=[POOL], intervals=QUIET)
+    set_faults(sandbox, drop_webhook=1.0)  # the test hands each service its message, in that order
+    job = sandbox.sim.queue_job(REPO, LABELS, name="cancelled")
+    sandbox.sim.cancel_job(job)
+    run_id = sandbox.sim.job(job).run_id
+    fields = dict(
+        job_id=job, run_id=run_id, repository=REPO, owner="octo-org", installation_id=None, labels=tuple(LABELS)
+    )
+
+    cancelled = LifecycleMessage(action="completed", conclusion="cancelled", received_at=time.time(), **fields)
+    assert sandbox.app.lifecycle.handle(encode(cancelled).body) == "cancelled"
+    queued = JobMessage(private=True, received_at=time.time(), **fields)
+
+    assert sandbox.app.scaleup.handle(encode(queued).body) == "job-finished"
+    assert record(sandbox, "job", job).state == "cancelled"
+    assert not runner_records(sandbox) and not sandbox.vms.launches
 
 
 def _assert_retired_as_surplus(sandbox, job: int, name: str) -> None:

@@ -244,7 +244,10 @@ class LifecycleService:
         """Completed with no runner: cancelled while queued. Its launched runner is surplus.
 
         The job is read after it is moved: a launch linked to it before the move is found here,
-        and one linking after the move finds the job cancelled and retires its runner (scaleup)."""
+        and one linking after the move finds the job cancelled and retires its runner (scaleup).
+        A job jitr has no record of yet is recorded, then cancelled: its ``queued`` message, on
+        the other queue, may come later, and then finds the job finished."""
+        self._job_record(message)
         conclusion = message.conclusion or "cancelled"
         event = step("cancelled", self.clock(), conclusion=conclusion)
         self._move_job(message.job_id, JobState.CANCELLED, event, conclusion=conclusion)
