@@ -76,6 +76,22 @@ def test_a_delayed_message_carries_its_due_time(make_queue_backend: Callable[...
     assert backend.ack("lifecycle", message.receipt)
 
 
+def test_waiting_for_its_due_time_does_not_use_up_a_messages_deliveries(
+    make_queue_backend: Callable[..., Backend],
+) -> None:
+    """With one delivery allowed, a delayed message pulled early (and hidden until due) is still
+    delivered once due, not dead-lettered: waiting is no failed delivery."""
+    backend = make_queue_backend(max_deliveries=1)
+    body = json.dumps({"v": 1, "waits": uuid.uuid4().hex})
+    backend.enqueue("jobs", QueueMessage(body, {"type": "job"}), delay_s=2)
+    assert not [m for m in backend.receive("jobs", 10, 30) if m.body == body]  # early: hidden until due
+
+    message = _until(lambda: list(backend.receive("jobs", 10, 30)), body)
+
+    assert backend.ack("jobs", message.receipt)
+    assert not [m for m in backend.dead_letters("jobs") if m.body == body]
+
+
 def test_an_unknown_receipt_is_not_acknowledged(make_queue_backend: Callable[..., Backend]) -> None:
     assert make_queue_backend().ack("jobs", "not-a-receipt") is False
 

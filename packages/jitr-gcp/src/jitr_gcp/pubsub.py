@@ -10,7 +10,9 @@ uses a push subscription instead) and a dead-letter topic with a subscription to
   (5 to 100 attempts) does the same on the server; whichever limit is lower wins.
 - Pub/Sub cannot delay a message, so a delayed one carries a ``not_before`` attribute (epoch
   seconds); pulled early, its ack deadline is set to the time left (at most 600 s, Pub/Sub's
-  limit) and it is not returned. Each early pull counts as a delivery attempt.
+  limit) and it is not returned. Each early pull counts as a delivery attempt in Pub/Sub's
+  ``delivery_attempt`` (and its dead-letter policy), not against ``max_deliveries`` here
+  (counted per process).
 """
 
 from __future__ import annotations
@@ -87,8 +89,13 @@ class _DeliveryCounter:
                 self._counts.popitem(last=False)
         return count
 
+    def count(self, subscription: str, message_id: str) -> int:
+        with self._lock:
+            return self._counts.get((subscription, message_id), 0)
+
 
 _counter = _DeliveryCounter()
+_early = _DeliveryCounter()  # pulls of a message before it was due: waiting is no failed delivery
 
 
 def enqueue(queue: str, message: QueueMessage, delay_s: int, cfg: GcpConfig) -> str:
@@ -132,9 +139,10 @@ def receive(queue: str, max_messages: int, visibility_timeout_s: int, cfg: GcpCo
         attempt = received.delivery_attempt or _counter.next(names.subscription, message.message_id)
         not_before = _float(attributes.get(NOT_BEFORE))
         if not_before > now:
+            _early.next(names.subscription, message.message_id)
             seconds = min(MAX_ACK_DEADLINE_S, math.ceil(not_before - now))
             deferred.setdefault(seconds, []).append(received.ack_id)
-        elif attempt > cfg.max_deliveries:
+        elif attempt - _early.count(names.subscription, message.message_id) > cfg.max_deliveries:
             dead.append((received, attempt))
         else:
             body = message.data.decode("utf-8", errors="replace")
