@@ -61,6 +61,9 @@ def test_queued_jobs_follow_pages_of_runs(github_simulator: GitHubSimulator) -> 
     assert {j.job_id for j in client.queued_jobs(Scope(None, "octo-org", "app"))} == jobs
     assert sim.call_counts()[RUNS] == 3  # two pages of queued runs, one (empty) page of runs in progress
     assert sim.call_counts()[RUN_JOBS] == 120
+    # polled again, nothing changed: each page answers 304, which carries no Link header
+    assert {j.job_id for j in client.queued_jobs(Scope(None, "octo-org", "app"))} == jobs
+    assert sim.call_counts()[RUNS] == 6
 
 
 def test_finished_and_cancelled_jobs_are_not_queued(github_simulator: GitHubSimulator) -> None:

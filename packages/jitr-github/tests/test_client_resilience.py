@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from github_support import FakeClock, SimFactory, Sleeps, make_client
-from jitr_core.errors import GitHubNotFoundError, GitHubRateLimitError, GitHubUnavailableError
+from jitr_core.errors import GitHubError, GitHubNotFoundError, GitHubRateLimitError, GitHubUnavailableError
 from jitr_core.model import Scope
 from jitr_core.secret import Secret
 from jitr_github import GitHubClient
+from jitr_github.manifest import convert_manifest_code
 from jitr_github.simulator import Faults, GitHubSimulator
 
 RUNNERS = "GET /repos/{owner}/{repo}/actions/runners"
@@ -165,3 +173,85 @@ def test_github_enterprise_server_urls_keep_their_path(make_sim: SimFactory) -> 
     without_prefix = GitHubClient(str(sim.app_id), Secret(sim.private_key_pem), sim.root_url, sleep=Sleeps())
     with pytest.raises(GitHubNotFoundError):
         without_prefix.installation_for("octo-org", "app")
+
+
+class _Hostile(BaseHTTPRequestHandler):
+    """A GitHub of answers the simulator never gives: runner registrations counted in a bucket of
+    their own, spent (``/generate-jitconfig``), a body nested past any parser's depth (``/nested``),
+    an answer cut off mid-body (``/app-manifests``); core answers otherwise."""
+
+    reset = str(int(time.time()) + 3000)
+    calls: list[str] = []
+
+    def _answer(self, status: int, body: object, resource: str = "core", remaining: int = 4990) -> None:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        for name, value in {
+            "limit": "5000",
+            "remaining": str(remaining),
+            "reset": self.reset,
+            "resource": resource,
+        }.items():
+            self.send_header(f"x-ratelimit-{name}", value)
+        self.send_header("Content-Length", str(len(raw) * (2 if "/app-manifests/" in self.path else 1)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def do_POST(self) -> None:
+        self.calls.append(self.path)
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path.endswith("/access_tokens"):
+            self._answer(201, {"token": "ghs_hostile", "expires_at": "2099-01-01T00:00:00Z"})
+        elif self.path.endswith("/generate-jitconfig"):
+            jit = {"runner": {"id": 1, "name": "r1"}, "encoded_jit_config": "e30="}
+            self._answer(201, jit, resource="actions_runner_registration", remaining=0)
+        else:  # a manifest conversion, its connection dropped half-way (Content-Length says twice as much)
+            self._answer(201, b'{"id": 1, "slug": "x", "pem": "-----BEGIN RSA PRIVATE KEY-----')
+            self.close_connection = True
+
+    def do_GET(self) -> None:
+        nested = "nested" in self.path
+        self._answer(200, b"[" * 100_000 + b"]" * 100_000 if nested else {"total_count": 0, "runners": []})
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def hostile() -> Iterator[str]:
+    _Hostile.calls = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hostile)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _app_key() -> Secret:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return Secret(pem.decode())
+
+
+def test_a_spent_registration_bucket_does_not_stop_core_calls(hostile: str) -> None:
+    """GitHub counts runner registrations in a bucket of their own (``x-ratelimit-resource``):
+    that one spent, the installation's core calls go on, and the core window is the one kept."""
+    client = GitHubClient("1", _app_key(), hostile)
+    scope = Scope(7, "o", "r")
+    client.generate_jit_config(scope, "r1", ["self-hosted"], "")
+
+    assert client.list_runners(scope) == []
+    assert client.rate_limit_remaining == 4990
+    assert {limit.resource for limit in client.rate_limits().values()} == {"core"}
+
+
+def test_a_body_nested_past_the_parsers_depth_is_a_github_error(hostile: str) -> None:
+    client = GitHubClient("1", _app_key(), hostile, max_retries=0)
+    with pytest.raises(GitHubError, match="not JSON"):
+        client.list_runners(Scope(7, "o", "nested"))
+
+
+def test_a_manifest_conversion_cut_off_mid_answer_is_retried_then_unavailable(hostile: str) -> None:
+    with pytest.raises(GitHubUnavailableError, match="ChunkedEncodingError"):
+        convert_manifest_code(hostile, "abc", sleep=lambda s: None)
+    assert len(_Hostile.calls) == 3  # the first try and max_retries (2) more

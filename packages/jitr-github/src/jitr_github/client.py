@@ -122,7 +122,7 @@ class GitHubClient:
         return self._transport.lowest_remaining()
 
     def rate_limits(self) -> dict[str, RateLimit]:
-        """The last rate limit seen per principal (``"app"``, ``"installation:<id>"``)."""
+        """The last core rate limit seen per principal (``"app"``, ``"installation:<id>"``)."""
         return self._transport.rate_limits()
 
     @_answers

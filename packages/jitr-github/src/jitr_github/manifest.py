@@ -87,8 +87,10 @@ def convert_manifest_code(
             reason = ""
             try:
                 response = http.post(url, headers=headers, timeout=timeout)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                reason, status = type(exc).__name__, None
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+                reason, status = type(exc).__name__, None  # not answered, or cut off mid-answer: again
+            except requests.RequestException as exc:
+                raise GitHubError(f"cannot send POST {path} ({type(exc).__name__})") from None
             else:
                 status = response.status_code
                 if status == 201:
@@ -122,7 +124,7 @@ def _message(response: requests.Response) -> str:
     """GitHub's error message and validation errors, short; never the whole body."""
     try:
         data = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return response.reason or "no message"
     if not isinstance(data, dict):
         return response.reason or "no message"
@@ -156,7 +158,7 @@ def _created(response: requests.Response) -> CreatedApp:
             client_secret=Secret(client_secret),
             webhook_secret=Secret(webhook_secret) if isinstance(webhook_secret, str) and webhook_secret else None,
         )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
         raise GitHubError(
             f"GitHub's answer to the manifest conversion has an unexpected shape ({type(exc).__name__})"
         ) from None

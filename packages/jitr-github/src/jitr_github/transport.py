@@ -96,12 +96,12 @@ class Transport:
         }
         self._lock = threading.Lock()
         self._limits: dict[str, RateLimit] = {}
-        self._etags: OrderedDict[tuple[str, str], tuple[str, Any]] = OrderedDict()
+        self._etags: OrderedDict[tuple[str, str], tuple[str, Any, str | None]] = OrderedDict()
 
     # -- rate limits ------------------------------------------------------------------------
 
     def rate_limits(self) -> dict[str, RateLimit]:
-        """The last rate limit seen per principal."""
+        """The last core rate limit seen per principal."""
         with self._lock:
             return dict(self._limits)
 
@@ -112,8 +112,11 @@ class Transport:
             return min((limit.remaining for limit in self._limits.values() if limit.reset > now), default=None)
 
     def _note_limit(self, principal: str, headers: Mapping[str, str]) -> None:
+        """Keep the principal's core window, which every call but a few spends. GitHub counts some
+        calls in buckets of their own (runner registrations, search): one of those spent says
+        nothing of the others, and a call that needs it is refused with a 403/429, waited on then."""
         limit = RateLimit.from_headers(headers)
-        if limit is not None:
+        if limit is not None and limit.resource == "core":
             with self._lock:
                 self._limits[principal] = limit
 
@@ -197,20 +200,21 @@ class Transport:
                     "duration_ms": round((time.monotonic() - started) * 1000, 1),
                 },
             )
-            if status == 304 and cached is not None:
+            if status == 304 and cached is not None:  # unchanged, the next page's link with it
                 with self._lock:
                     self._etags.move_to_end(cache_key)
-                return Reply(200, cached[1], response.links.get("next", {}).get("url"))
+                return Reply(200, cached[1], cached[2])
             if 200 <= status < 300:
                 data = _decode(response)
+                next_url = response.links.get("next", {}).get("url")
                 etag = response.headers.get("ETag")
                 if conditional and etag:
                     with self._lock:
-                        self._etags[cache_key] = (etag, data)
+                        self._etags[cache_key] = (etag, data, next_url)
                         self._etags.move_to_end(cache_key)
                         while len(self._etags) > ETAG_CACHE_SIZE:
                             self._etags.popitem(last=False)
-                return Reply(status, data, response.links.get("next", {}).get("url"))
+                return Reply(status, data, next_url)
             message = _message(response)
             wait = rate_limit_wait(status, response.headers, message, self._clock())
             if wait is not None:
@@ -264,7 +268,7 @@ def _decode(response: requests.Response) -> Any:
         return None
     try:
         return response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past the parser's depth
         raise GitHubError(
             f"GitHub answered {response.status_code} with a body that is not JSON", response.status_code
         ) from None
@@ -274,7 +278,7 @@ def _message(response: requests.Response) -> str:
     """GitHub's error message, short; never the whole body."""
     try:
         data = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return response.reason or "no message"
     message = data.get("message") if isinstance(data, dict) else None
     return str(message)[:200] if message else (response.reason or "no message")
