@@ -264,6 +264,17 @@ def test_an_unreachable_api_is_a_retryable_backend_error() -> None:
         assert not isinstance(caught.value, LaunchError) and JIT_CONFIG not in str(caught.value)
 
 
+def test_a_listing_gce_keeps_answering_503_is_a_backend_error(fake_compute: FakeCompute) -> None:
+    """Retried for ``operation_timeout_s``, then a BackendError: the client's own retry gives up
+    after ten minutes with a RetryError, which scale-down's per-step isolation does not catch."""
+    backend = gcp_backend(gcp_settings({"compute_endpoint": fake_compute.url, "operation_timeout_s": 5}))
+    fake_compute.unavailable.add("aggregated")
+    with pytest.raises(BackendError, match="could not list"):
+        backend.list_vms()
+    fake_compute.unavailable.clear()
+    assert backend.list_vms() == []
+
+
 def test_a_launch_needs_a_zone(fake_compute: FakeCompute) -> None:
     backend = gcp_backend(gcp_settings({"compute_endpoint": fake_compute.url}))
     with pytest.raises(LaunchError, match="JITR_GCP_ZONES"):

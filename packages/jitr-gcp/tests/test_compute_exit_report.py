@@ -7,6 +7,7 @@ import uuid
 
 from jitr_core.backend import Backend
 from jitr_core.model import LaunchRequest
+from jitr_gcp.testing.backend import gcp_backend, gcp_settings
 from jitr_gcp.testing.compute_fake import FakeCompute
 
 ZONE = "us-central1-a"
@@ -66,3 +67,18 @@ def test_a_running_instance_is_not_asked_and_a_hostile_report_is_ignored(
     fake_compute.set_guest_attribute(ZONE, name, "jitr/runner-exit", "$(reboot)")
     fake_compute.set_status(ZONE, name, "TERMINATED")
     assert _listed(vm_backend, vm.vm_id).runner_exit is None  # only "job" or "no-job" is a report
+
+
+def test_an_exit_report_gce_keeps_failing_to_read_leaves_the_listing_whole(fake_compute: FakeCompute) -> None:
+    """The report is a hint: a read GCE answers 503 to, retried for ``operation_timeout_s``, is
+    logged and the instance listed without it (the client's own retry would give up only after
+    ten minutes, with an error the listing did not catch)."""
+    backend = gcp_backend(gcp_settings({"compute_endpoint": fake_compute.url, "operation_timeout_s": 5}))
+    stopped = backend.launch_vm(_request())
+    fake_compute.set_guest_attribute(ZONE, stopped.vm_id.split("/")[1], "jitr/runner-exit", "no-job")
+    fake_compute.set_status(ZONE, stopped.vm_id.split("/")[1], "TERMINATED")
+    fake_compute.unavailable.add("guest_attributes")
+
+    listed = _listed(backend, stopped.vm_id)
+
+    assert (listed.running, listed.runner_exit) == (False, None)

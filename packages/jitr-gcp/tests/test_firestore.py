@@ -21,6 +21,7 @@ from jitr_core.model import Record, RecordQuery
 from jitr_core.testing.environment import deadline_s
 from jitr_gcp.firestore import TTL_FIELD, document_id
 from jitr_gcp.testing.backend import PROJECT, gcp_backend, gcp_settings
+from jitr_gcp.testing.emulators import free_port
 
 
 def raw(kind: str, key: str) -> dict[str, object]:
@@ -179,3 +180,19 @@ def test_hooks_stay_silent_for_another_provider() -> None:
     assert hook.jitr_query_records(query=RecordQuery("k", "s"), settings=other) is None
     assert hook.jitr_delete_record(kind="k", key="k", expected_version=None, settings=other) is None
     assert hook.jitr_purge_expired(now=0.0, settings=other) is None
+
+
+def test_an_unreachable_firestore_is_a_backend_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Firestore answering UNAVAILABLE (here: nothing listens): each call is retried for
+    ``operation_timeout_s``, then a BackendError, the store's one error (the client's own retry
+    gives up after one to five minutes with a RetryError)."""
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", f"127.0.0.1:{free_port()}")
+    backend = gcp_backend(gcp_settings({"operation_timeout_s": 5}))
+    calls = {
+        "read": lambda: backend.load("runner", "jitr-linux-1-1"),
+        "query": lambda: backend.query(RecordQuery("runner", "claimed")),
+        "write": lambda: backend.create(Record("runner", "jitr-linux-1-1", state="claimed")),
+    }
+    for what, call in calls.items():
+        with pytest.raises(BackendError, match=f"Firestore {what}"):
+            call()

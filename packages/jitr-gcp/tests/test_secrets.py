@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import logging
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from jitr_core.backend import Backend
-from jitr_core.errors import SecretNotFoundError
+from jitr_core.errors import BackendError, SecretNotFoundError
 from jitr_core.logs import JsonFormatter
 from jitr_gcp.testing.backend import PROJECT, gcp_backend, gcp_settings
+from jitr_gcp.testing.fakehttp import ApiError
 from jitr_gcp.testing.secretmanager_fake import FakeSecretManager
 
 VALUE = "whsec-7f3b9c1d-never-printed"
@@ -96,3 +98,26 @@ def test_hooks_stay_silent_for_another_provider(secrets_backend: Backend) -> Non
     settings = secrets_backend.settings
     other = replace(settings, providers={**settings.providers, "secrets": "embedded"})
     assert secrets_backend.pm.hook.jitr_fetch_secret(name="webhook_secret", reference="x", settings=other) is None
+
+
+class _Unavailable(FakeSecretManager):
+    def _access(self, secret: str, version: str) -> dict[str, Any]:
+        raise ApiError(503, "The service is currently unavailable.", "backendError")
+
+
+def test_a_secret_manager_that_keeps_failing_is_a_backend_error() -> None:
+    """Retried for ``operation_timeout_s``, then a BackendError saying so (the client's own retry
+    gives up after a minute with a RetryError, which is none of jitr's errors)."""
+    fake = _Unavailable()
+    fake.start()
+    try:
+        backend = gcp_backend(
+            gcp_settings(
+                {"secretmanager_endpoint": fake.url, "operation_timeout_s": 5, "secret_cache_ttl_s": 0},
+                secrets={"webhook_secret": "webhook"},
+            )
+        )
+        with pytest.raises(BackendError, match="kept failing"):
+            backend.secret("webhook_secret")
+    finally:
+        fake.stop()

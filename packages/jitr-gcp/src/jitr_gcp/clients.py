@@ -36,3 +36,13 @@ def anonymous_if_local(endpoint: str) -> Any:
     from google.auth.credentials import AnonymousCredentials
 
     return AnonymousCredentials()  # type: ignore[no-untyped-call, unused-ignore]
+
+
+def bounded(timeout_s: float) -> dict[str, Any]:
+    """``retry`` and ``timeout`` for one call: Google's retry of transient errors (429, 500, 503, a
+    dropped connection) for ``timeout_s`` at most. A method's own default retries for up to ten
+    minutes, past a function's timeout, and gives up raising ``RetryError``, which is no
+    ``GoogleAPICallError``: callers catch it as well."""
+    from google.api_core import retry
+
+    return {"retry": retry.Retry(predicate=retry.if_transient_error, timeout=timeout_s), "timeout": timeout_s}

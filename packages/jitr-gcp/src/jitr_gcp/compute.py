@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from jitr_core.errors import BackendError, CapacityError, LaunchError
 from jitr_core.model import LaunchRequest, LaunchResult, VMInfo
 
-from .clients import anonymous_if_local, cached_client
+from .clients import anonymous_if_local, bounded, cached_client
 from .config import PROVIDER, GcpConfig
 
 if TYPE_CHECKING:
@@ -249,8 +249,10 @@ def _existing(request: LaunchRequest, zone: str, cfg: GcpConfig) -> LaunchResult
     from google.api_core import exceptions
 
     try:
-        found = _instances(cfg).get(project=cfg.project, zone=zone, instance=request.runner_name)
-    except (exceptions.GoogleAPICallError, OSError) as exc:
+        found = _instances(cfg).get(
+            project=cfg.project, zone=zone, instance=request.runner_name, **bounded(cfg.operation_timeout_s)
+        )
+    except (exceptions.GoogleAPICallError, exceptions.RetryError, OSError) as exc:
         raise BackendError(f"GCE instance {request.runner_name} exists but could not be read: {_text(exc)}") from None
     if found.labels.get(MANAGED_LABEL[0]) != MANAGED_LABEL[1]:
         raise LaunchError(f"instance name {request.runner_name} in {zone} is taken by an instance jitr does not manage")
@@ -327,10 +329,10 @@ def list_vms(cfg: GcpConfig) -> list[VMInfo]:
     try:
         vms = [
             _vm_info(instance, scope)
-            for scope, scoped in _instances(cfg).aggregated_list(request=request, timeout=cfg.operation_timeout_s)
+            for scope, scoped in _instances(cfg).aggregated_list(request=request, **bounded(cfg.operation_timeout_s))
             for instance in scoped.instances
         ]
-    except (exceptions.GoogleAPICallError, OSError) as exc:
+    except (exceptions.GoogleAPICallError, exceptions.RetryError, OSError) as exc:
         raise BackendError(f"GCE could not list jitr instances: {_text(exc)}") from None
     return [vm if vm.running else replace(vm, runner_exit=_runner_exit(cfg, vm.vm_id)) for vm in vms]
 
@@ -347,10 +349,10 @@ def _runner_exit(cfg: GcpConfig, vm: str) -> str | None:
         project=cfg.project, zone=zone, instance=name, query_path=f"{EXIT_REPORT[0]}/"
     )
     try:
-        answer = _instances(cfg).get_guest_attributes(request=request, timeout=cfg.operation_timeout_s)
+        answer = _instances(cfg).get_guest_attributes(request=request, **bounded(cfg.operation_timeout_s))
     except exceptions.NotFound:
         return None
-    except (exceptions.GoogleAPICallError, OSError) as exc:  # the report is a hint: listing goes on
+    except (exceptions.GoogleAPICallError, exceptions.RetryError, OSError) as exc:  # a hint: listing goes on
         log.warning("could not read a runner's exit report", extra={"vm_id": vm, "reason": _text(exc)})
         return None
     for item in answer.query_value.items:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from jitr_core.errors import BackendError
 from jitr_core.model import Loaded, Record, RecordPage, RecordQuery, Written
 
-from .clients import cached_client
+from .clients import bounded, cached_client
 from .config import GcpConfig
 
 if TYPE_CHECKING:
@@ -120,12 +120,12 @@ def store(record: Record, expected_version: int | None, cfg: GcpConfig) -> Writt
     try:
         if expected_version is None:
             return Written(_create(ref, record, cfg))
-        snapshot = ref.get()
+        snapshot = ref.get(**bounded(cfg.operation_timeout_s))
         values = snapshot.to_dict() if snapshot.exists else None
         if values is None or _expired(values, time.time()) or values.get("version") != expected_version:
             return Written(False)
         return Written(_replace(ref, snapshot, record, cfg))
-    except exceptions.GoogleAPICallError as exc:
+    except (exceptions.GoogleAPICallError, exceptions.RetryError) as exc:
         raise BackendError(f"Firestore write of {record.kind} {record.key!r} failed: {exc.message}") from None
 
 
@@ -153,10 +153,10 @@ def _create(ref: firestore.DocumentReference, record: Record, cfg: GcpConfig) ->
 
     for _ in range(3):  # a document can vanish (TTL, delete) between the two calls
         try:
-            _uncontended(lambda: ref.create(_fields(record, replacing=False)), ref)
+            _uncontended(lambda: ref.create(_fields(record, replacing=False), **bounded(cfg.operation_timeout_s)), ref)
             return True
         except exceptions.AlreadyExists:
-            snapshot = ref.get()
+            snapshot = ref.get(**bounded(cfg.operation_timeout_s))
         if snapshot.exists:
             if not _expired(snapshot.to_dict(), time.time()):
                 return False
@@ -170,7 +170,8 @@ def _replace(ref: firestore.DocumentReference, snapshot: Any, record: Record, cf
 
     try:
         precondition = _client(cfg).write_option(last_update_time=snapshot.update_time)
-        _uncontended(lambda: ref.update(_fields(record, replacing=True), option=precondition), ref)
+        update = _fields(record, replacing=True)
+        _uncontended(lambda: ref.update(update, option=precondition, **bounded(cfg.operation_timeout_s)), ref)
     except (exceptions.FailedPrecondition, exceptions.NotFound):
         return False
     return True
@@ -181,8 +182,8 @@ def load(kind: str, key: str, cfg: GcpConfig) -> Loaded:
     from google.api_core import exceptions
 
     try:
-        snapshot = _collection(cfg).document(document_id(kind, key)).get()
-    except exceptions.GoogleAPICallError as exc:
+        snapshot = _collection(cfg).document(document_id(kind, key)).get(**bounded(cfg.operation_timeout_s))
+    except (exceptions.GoogleAPICallError, exceptions.RetryError) as exc:
         raise BackendError(f"Firestore read of {kind} {key!r} failed: {exc.message}") from None
     values = snapshot.to_dict() if snapshot.exists else None
     if values is None or _expired(values, time.time()):
@@ -208,8 +209,8 @@ def query(q: RecordQuery, cfg: GcpConfig) -> RecordPage:
         updated_at, doc_id = _decode_cursor(q.cursor)
         query = query.start_after({"updated_at": updated_at, FieldPath.document_id(): collection.document(doc_id)})
     try:
-        snapshots = list(query.stream())
-    except exceptions.GoogleAPICallError as exc:
+        snapshots = list(query.stream(**bounded(cfg.operation_timeout_s)))
+    except (exceptions.GoogleAPICallError, exceptions.RetryError) as exc:
         raise BackendError(f"Firestore query for {q.kind} in state {q.state!r} failed: {exc.message}") from None
     now = time.time()
     records = tuple(_record(v) for v in (s.to_dict() for s in snapshots) if v and not _expired(v, now))
@@ -241,17 +242,17 @@ def delete(kind: str, key: str, expected_version: int | None, cfg: GcpConfig) ->
     ref = _collection(cfg).document(document_id(kind, key))
     try:
         if expected_version is None:
-            _uncontended(ref.delete, ref)
+            _uncontended(lambda: ref.delete(**bounded(cfg.operation_timeout_s)), ref)
             return Written(True)
-        snapshot = ref.get()
+        snapshot = ref.get(**bounded(cfg.operation_timeout_s))
         values = snapshot.to_dict() if snapshot.exists else None
         if values is None or _expired(values, time.time()) or values.get("version") != expected_version:
             return Written(False)
         try:
             precondition = _client(cfg).write_option(last_update_time=snapshot.update_time)
-            _uncontended(lambda: ref.delete(option=precondition), ref)
+            _uncontended(lambda: ref.delete(option=precondition, **bounded(cfg.operation_timeout_s)), ref)
         except (exceptions.FailedPrecondition, exceptions.NotFound):
             return Written(False)
         return Written(True)
-    except exceptions.GoogleAPICallError as exc:
+    except (exceptions.GoogleAPICallError, exceptions.RetryError) as exc:
         raise BackendError(f"Firestore delete of {kind} {key!r} failed: {exc.message}") from None

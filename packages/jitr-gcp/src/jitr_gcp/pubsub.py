@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from jitr_core.errors import BackendError
 from jitr_core.model import QueueMessage, ReceivedMessage
 
-from .clients import cached_client
+from .clients import bounded, cached_client
 from .config import GcpConfig, QueueNames
 
 if TYPE_CHECKING:
@@ -148,9 +148,10 @@ def receive(queue: str, max_messages: int, visibility_timeout_s: int, cfg: GcpCo
             body = message.data.decode("utf-8", errors="replace")
             ready.append(ReceivedMessage(body, received.ack_id, attempt, attributes))
     if ready:
-        _modify(names.subscription, [m.receipt for m in ready], min(MAX_ACK_DEADLINE_S, max(0, visibility_timeout_s)))
+        hidden = min(MAX_ACK_DEADLINE_S, max(0, visibility_timeout_s))
+        _modify(names.subscription, [m.receipt for m in ready], hidden, cfg)
     for seconds, ack_ids in deferred.items():
-        _modify(names.subscription, ack_ids, seconds)
+        _modify(names.subscription, ack_ids, seconds, cfg)
     for received, attempt in dead:
         _dead_letter(names, received, attempt, cfg)
     return ready
@@ -162,10 +163,12 @@ def ack(queue: str, receipt: str, cfg: GcpConfig) -> bool:
 
     subscription = cfg.queue(queue).subscription
     try:
-        _subscriber().acknowledge(request={"subscription": subscription, "ack_ids": [receipt]})
+        _subscriber().acknowledge(
+            request={"subscription": subscription, "ack_ids": [receipt]}, **bounded(cfg.operation_timeout_s)
+        )
     except exceptions.InvalidArgument:
         return False
-    except exceptions.GoogleAPICallError as exc:
+    except (exceptions.GoogleAPICallError, exceptions.RetryError) as exc:
         raise BackendError(f"acknowledging on {subscription} failed: {exc.message}") from None
     return True
 
@@ -175,7 +178,7 @@ def dead_letters(queue: str, cfg: GcpConfig) -> list[ReceivedMessage]:
     subscription = cfg.queue(queue).dead_letter_subscription
     pulled = _pull(subscription, _PEEK_LIMIT, cfg)
     if pulled:
-        _modify(subscription, [r.ack_id for r in pulled], 0)
+        _modify(subscription, [r.ack_id for r in pulled], 0, cfg)
     return [
         ReceivedMessage(
             r.message.data.decode("utf-8", errors="replace"),
@@ -231,14 +234,15 @@ def _pull(subscription: str, max_messages: int, cfg: GcpConfig) -> list[Any]:
     return list(response.received_messages)
 
 
-def _modify(subscription: str, ack_ids: list[str], seconds: int) -> None:
+def _modify(subscription: str, ack_ids: list[str], seconds: int, cfg: GcpConfig) -> None:
     from google.api_core import exceptions
 
     try:
         _subscriber().modify_ack_deadline(
-            request={"subscription": subscription, "ack_ids": ack_ids, "ack_deadline_seconds": seconds}
+            request={"subscription": subscription, "ack_ids": ack_ids, "ack_deadline_seconds": seconds},
+            **bounded(cfg.operation_timeout_s),
         )
-    except exceptions.GoogleAPICallError as exc:
+    except (exceptions.GoogleAPICallError, exceptions.RetryError) as exc:
         raise BackendError(f"changing ack deadlines on {subscription} failed: {exc.message}") from None
 
 

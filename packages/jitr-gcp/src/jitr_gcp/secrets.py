@@ -19,7 +19,7 @@ from jitr_core.errors import BackendError, SecretNotFoundError, SettingsError
 from jitr_core.logs import register_secret
 from jitr_core.secret import Secret
 
-from .clients import anonymous_if_local, cached_client
+from .clients import anonymous_if_local, bounded, cached_client
 from .config import GcpConfig
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def _access(name: str, resource: str, cfg: GcpConfig) -> str:
     from google.api_core import exceptions
 
     try:
-        response = _client(cfg).access_secret_version(name=resource, timeout=cfg.operation_timeout_s)
+        response = _client(cfg).access_secret_version(name=resource, **bounded(cfg.operation_timeout_s))
     except exceptions.NotFound:
         raise SecretNotFoundError(f"secret {name!r} not found in Secret Manager ({resource})") from None
     except exceptions.BadRequest as exc:  # REST answers FAILED_PRECONDITION (disabled, destroyed) as a 400
@@ -93,6 +93,10 @@ def _access(name: str, resource: str, cfg: GcpConfig) -> str:
         ) from None
     except exceptions.GoogleAPICallError as exc:
         raise BackendError(f"reading secret {name!r} ({resource}) failed: HTTP {exc.code}") from None
+    except exceptions.RetryError:
+        raise BackendError(
+            f"Secret Manager kept failing for secret {name!r} for {cfg.operation_timeout_s}s; try again later"
+        ) from None
     except OSError as exc:  # the REST transport's connection errors and timeouts
         raise BackendError(f"Secret Manager could not be reached for secret {name!r}: {type(exc).__name__}") from None
     try:

@@ -67,6 +67,7 @@ class FakeCompute(JsonServer):
         self.guest: dict[tuple[str, str], dict[str, str]] = {}  # (zone, name) → "namespace/key" → value
         self.faults: dict[tuple[str, str | None], Fault] = {}
         self.page_limit = 500  # GCE's largest maxResults; lower it to force pagination
+        self.unavailable: set[str] = set()  # calls answered 503 for now: "aggregated", "get", "guest_attributes"
         self._ids = itertools.count(4_600_000_000_000_000_000)
 
     # -- test controls ------------------------------------------------------------------------
@@ -118,6 +119,8 @@ class FakeCompute(JsonServer):
         for verb, pattern, action in _ROUTES:
             match = pattern.match(path)
             if verb == method and match:
+                if action in self.unavailable:
+                    raise ApiError(503, "Internal error. Please try again or contact Google Support.", "backendError")
                 args = match.groupdict()
                 if args["p"] != self.project:
                     raise ApiError(404, f"The resource 'projects/{args['p']}' was not found", "notFound")
