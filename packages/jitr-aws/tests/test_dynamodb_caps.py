@@ -56,6 +56,13 @@ def test_concurrent_claims_never_pass_a_pool_or_the_global_cap(fresh: Backend, w
     assert _counts(fresh, world) == (5, per_pool["a"], per_pool["b"])
 
 
+def test_a_paused_pool_admits_no_claim_even_before_its_first(fresh: Backend, world: World) -> None:
+    """``max_runners = 0`` pauses a pool: refused while its counter does not exist yet, as after."""
+    assert fresh.claim_runner(_claim("jitr-a-1-1", "a"), 0, 5) == Admission(False, "pool")
+    assert fresh.claim_runner(_claim("jitr-a-2-1", "a"), 1, 0) == Admission(False, "global")
+    assert fresh.load("runner", "jitr-a-1-1") is None and _counts(fresh, world) == (0, 0, 0)
+
+
 def test_a_runner_leaving_flight_frees_its_slot_exactly_once(fresh: Backend, world: World) -> None:
     first, second = _claim("jitr-a-1-1", "a"), _claim("jitr-a-2-1", "a")
     assert fresh.claim_runner(first, 2, 10).ok and fresh.claim_runner(second, 2, 10).ok

@@ -238,8 +238,8 @@ def _bump(pool: str | None, delta: int, config: AwsConfig, cap: int | None = Non
         "ExpressionAttributeNames": {"#n": "n", "#u": "updated_at"},
         "ExpressionAttributeValues": values,
     }
-    if cap is not None:
-        update["ConditionExpression"] = "attribute_not_exists(#n) OR #n < :cap"
+    if cap is not None:  # a counter not written yet counts 0, under any cap but 0 (a paused pool)
+        update["ConditionExpression"] = "attribute_not_exists(#n) OR #n < :cap" if cap > 0 else "#n < :cap"
         values[":cap"] = {"N": str(int(cap))}
     return {"Update": update}
 
