@@ -444,6 +444,11 @@ variable "runner_tags" {
     condition     = alltrue([for k, v in var.runner_tags : can(regex("^[\\w .:/=+@-]{1,128}$", k)) && !startswith(k, "aws:") && !startswith(k, "jitr-") && !contains(["managed-by", "Name", "jitr:deployment"], k) && length(v) <= 256 && !strcontains(v, ",") && !strcontains(k, "=")])
     error_message = "runner_tags keys must be 1-128 characters and not reserved (aws:*, jitr-*, jitr:deployment, managed-by, Name); values at most 256 characters without commas."
   }
+
+  validation {
+    condition     = length(var.runner_tags) <= 42
+    error_message = "runner_tags holds at most 42 tags: EC2 takes 50 on a VM, and jitr writes 8 of its own (jitr:deployment among them)."
+  }
 }
 
 variable "runner_log_shipping" {

@@ -65,6 +65,11 @@ def test_unusable_references_are_clear_errors_without_the_value(
     world.client("secretsmanager").create_secret(Name=plain, SecretString="not json")
     with pytest.raises(SecretNotFoundError, match="is not a JSON object") as not_json:
         with_reference(backend, f"{plain}#key").store_secret("webhook_secret", Secret(VALUE))
+    binary = unique_name()
+    world.client("secretsmanager").create_secret(Name=binary, SecretBinary=b"\x00\xff key material")
+    with pytest.raises(SecretNotFoundError, match="is not a JSON object"):  # not taken for absent and replaced
+        with_reference(backend, f"{binary}#key").store_secret("webhook_secret", Secret(VALUE))
+    assert world.client("secretsmanager").get_secret_value(SecretId=binary)["SecretBinary"] == b"\x00\xff key material"
     with pytest.raises(SettingsError, match="not a Secrets Manager secret name") as bad:
         with_reference(backend, "no spaces allowed").store_secret("webhook_secret", Secret(VALUE))
     with pytest.raises(SettingsError, match="env:JITR_WEBHOOK_SECRET"):

@@ -82,6 +82,10 @@ def test_defaults() -> None:
         ({"JITR_AWS_TAGS": "team"}, "JITR_AWS_TAGS must be key=value pairs"),
         ({"JITR_AWS_TAGS": "managed-by=me"}, "JITR_AWS_TAGS has an invalid tag key 'managed-by'"),
         ({"JITR_AWS_TAGS": "aws:x=1"}, "JITR_AWS_TAGS has an invalid tag key 'aws:x'"),
+        (
+            {"JITR_AWS_TAGS": ",".join(f"t{i}=v" for i in range(44))},
+            "JITR_AWS_TAGS has 44 tags; at most 43 fit beside jitr's 7 in EC2's 50",
+        ),
         ({"JITR_AWS_REGOIN": "eu-west-1"}, "JITR_AWS_REGOIN is not an aws setting"),
         ({"JITR_AWS_METRICS_NAMESPACE": "AWS/EC2"}, "JITR_AWS_METRICS_NAMESPACE must be a CloudWatch namespace"),
         ({"JITR_AWS_METRICS_NAMESPACE": "jitr\n"}, "JITR_AWS_METRICS_NAMESPACE must be a CloudWatch namespace"),

@@ -243,6 +243,12 @@ run "reserved_runner_tag" {
   expect_failures = [var.runner_tags]
 }
 
+run "too_many_runner_tags" {
+  command = plan
+  variables { runner_tags = { for i in range(43) : "t${i}" => "v" } }
+  expect_failures = [var.runner_tags]
+}
+
 run "setting_the_module_owns" {
   command = plan
   variables { jitr_settings = { JITR_POOLS = "[]" } }

@@ -32,6 +32,9 @@ _PATH = re.compile(r"^[^\x00-\x1f]{1,4096}$")
 _DEVICE = re.compile(r"^/dev/[a-z0-9]{2,16}$")
 _TAG_KEY = re.compile(r"^[\w .:/=+@-]{1,128}$")
 _RESERVED_TAGS = ("managed-by", "Name")
+# EC2 takes 50 tags on a resource; a runner's VM carries 7 of jitr's own (Name, managed-by, and
+# jitr-runner, -pool, -job, -attempt, -client-token)
+MAX_EXTRA_TAGS = 50 - 7
 _ACCOUNT = re.compile(r"^\d{12}$")
 # CloudWatch's namespace characters; "AWS/" is AWS's own services' prefix, refused to others
 _NAMESPACE = re.compile(r"^(?!AWS/)[A-Za-z0-9 .\-_/#:]{1,255}\Z")
@@ -302,6 +305,10 @@ def _tags(value: Any, name: str) -> tuple[tuple[str, str], ...]:
         pairs = [(str(k), v) for k, v in value.items()]
     else:
         raise SettingsError(f"{name} must be a table or key=value pairs, found {type(value).__name__}")
+    if len(pairs) > MAX_EXTRA_TAGS:
+        raise SettingsError(
+            f"{name} has {len(pairs)} tags; at most {MAX_EXTRA_TAGS} fit beside jitr's 7 in EC2's 50 per resource"
+        )
     for key, val in pairs:
         if not _TAG_KEY.match(key) or key.startswith("aws:") or key.startswith("jitr-") or key in _RESERVED_TAGS:
             raise SettingsError(

@@ -66,6 +66,10 @@ def fetch(name: str, reference: str, config: AwsConfig) -> str:
     return text
 
 
+class _BinarySecret(SecretNotFoundError):
+    """The secret exists and holds bytes that are not text."""
+
+
 def _secret_string(name: str, secret_id: str, config: AwsConfig) -> str:
     key = (config.region, config.endpoint_url, secret_id)
     now = time.monotonic()
@@ -90,7 +94,7 @@ def _secret_string(name: str, secret_id: str, config: AwsConfig) -> str:
         except UnicodeDecodeError:
             text = None  # the error would carry the bytes
         if text is None:
-            raise SecretNotFoundError(f"secret {name!r}: {secret_id!r} holds binary data, not text")
+            raise _BinarySecret(f"secret {name!r}: {secret_id!r} holds binary data, not text")
     with _lock:
         _cache[key] = (now, text)
     return text
@@ -145,6 +149,8 @@ def _json_object(name: str, secret_id: str, config: AwsConfig) -> dict[str, obje
     """The JSON object a ``#key`` reference's secret holds now (empty when there is no such secret)."""
     try:
         current = _secret_string(name, secret_id, replace(config, secret_cache_ttl_s=0))
+    except _BinarySecret:
+        current = ""  # there, and no JSON: refused below, not replaced
     except SecretNotFoundError:
         return {}
     try:
