@@ -275,6 +275,26 @@ def test_a_listing_gce_keeps_answering_503_is_a_backend_error(fake_compute: Fake
     assert backend.list_vms() == []
 
 
+def test_a_launch_refused_for_capacity_tries_again_when_asked_again(
+    vm_backend: Backend, fake_compute: FakeCompute
+) -> None:
+    """A launch is asked again (the job's message redelivered) with the same request id, which GCE
+    answers for an hour with the first insert's operation: an old failure is no answer, so the
+    launch inserts again under an id of its own, each time it is asked, until GCE has room."""
+    launch = request()
+    fake_compute.exhaust("us-central1-a", "e2-standard-4")
+    for _ in range(2):
+        with pytest.raises(CapacityError):
+            vm_backend.launch_vm(launch)
+        for operation in fake_compute.operations.values():  # a minute passes
+            operation["insertTime"] = "2026-01-01T00:00:00.000+00:00"
+    fake_compute.faults.clear()
+
+    assert vm_backend.launch_vm(launch).vm_id == f"us-central1-a/{launch.runner_name}"
+    assert fake_compute.instance_count(launch.runner_name) == 1
+    assert len({insert["requestId"] for insert in fake_compute.inserts}) == 3
+
+
 def test_a_launch_needs_a_zone(fake_compute: FakeCompute) -> None:
     backend = gcp_backend(gcp_settings({"compute_endpoint": fake_compute.url}))
     with pytest.raises(LaunchError, match="JITR_GCP_ZONES"):

@@ -55,6 +55,10 @@ _LABEL_UNSAFE = re.compile(r"[^a-z0-9_-]")
 _REQUEST_ID_NAMESPACE = uuid.UUID("6f1c9a52-4b8e-5d0a-9c61-2f7e3b1d8a40")
 
 
+REPLAY_SKEW_S = 5.0  # GCE's clock against ours: an operation older than this was not started by this call
+MAX_REPLAYS = 20  # failed inserts of one launch GCE may still answer with (one per try within its hour)
+
+
 def request_id(idempotency_token: str) -> str:
     """The GCE ``requestId`` for a token: GCE wants a UUID, the same token must give the same one."""
     return str(uuid.uuid5(_REQUEST_ID_NAMESPACE, idempotency_token))
@@ -181,7 +185,6 @@ def _options(cfg: GcpConfig) -> dict[str, str] | None:
 
 def launch(request: LaunchRequest, cfg: GcpConfig) -> LaunchResult:
     """Create the runner's instance and wait (bounded) until GCE accepted or refused it."""
-    from google.api_core import exceptions
     from google.cloud import compute_v1
 
     zone = request.placement or (cfg.zones[0] if cfg.zones else "")
@@ -199,17 +202,18 @@ def launch(request: LaunchRequest, cfg: GcpConfig) -> LaunchResult:
         instance_resource=compute_v1.Instance(instance_body(request, zone, cfg)),
         request_id=request_id(request.idempotency_token),
     )
-    try:
-        operation = _instances(cfg).insert_unary(request=insert, timeout=cfg.operation_timeout_s)
-    except exceptions.Conflict as exc:
-        if "alreadyExists" not in _codes(exc):
-            raise _launch_error(request, zone, exc) from None
-        return _existing(request, zone, cfg)
-    except exceptions.GoogleAPICallError as exc:
-        raise _launch_error(request, zone, exc) from None
-    except OSError as exc:  # the REST transport's connection errors and timeouts
-        raise BackendError(f"GCE could not be reached to create {request.runner_name}: {exc!r}") from None
-    operation = _wait(operation, zone, cfg, what=f"launch of {request.runner_name}")
+    asked_at = time.time()
+    operation = _insert(insert, request, cfg)
+    for _ in range(MAX_REPLAYS):
+        if not isinstance(operation, compute_v1.Operation) or not _replayed(operation, asked_at):
+            break
+        # GCE answers a request id it has seen (for about an hour) with that insert's operation: a
+        # failure then (no capacity) is not an answer now, and a failed insert created nothing. The
+        # next id follows from the failed operation, so a later try finds this one's answer.
+        insert.request_id = request_id(f"{request.idempotency_token}/{operation.name}")
+        operation = _insert(insert, request, cfg)
+    if isinstance(operation, LaunchResult):
+        return operation
     codes = [e.code for e in operation.error.errors]
     if codes:
         messages = "; ".join(_scrub(e.message, request) for e in operation.error.errors)
@@ -222,6 +226,36 @@ def launch(request: LaunchRequest, cfg: GcpConfig) -> LaunchResult:
         raise LaunchError(f"GCE refused to create {request.runner_name} in {zone} ({', '.join(codes)}): {messages}")
     log.info("gcp instance created", extra={"runner_name": request.runner_name, "zone": zone})
     return LaunchResult(vm_id(zone, request.runner_name), PROVIDER, request.machine_type, zone, request.spot)
+
+
+def _insert(
+    insert: compute_v1.InsertInstanceRequest, request: LaunchRequest, cfg: GcpConfig
+) -> compute_v1.Operation | LaunchResult:
+    """The insert's finished operation, or the instance an earlier try of this launch made."""
+    from google.api_core import exceptions
+
+    zone = insert.zone
+    try:
+        operation = _instances(cfg).insert_unary(request=insert, timeout=cfg.operation_timeout_s)
+    except exceptions.Conflict as exc:
+        if "alreadyExists" not in _codes(exc):
+            raise _launch_error(request, zone, exc) from None
+        return _existing(request, zone, cfg)
+    except exceptions.GoogleAPICallError as exc:
+        raise _launch_error(request, zone, exc) from None
+    except OSError as exc:  # the REST transport's connection errors and timeouts
+        raise BackendError(f"GCE could not be reached to create {request.runner_name}: {exc!r}") from None
+    return _wait(operation, zone, cfg, what=f"launch of {request.runner_name}")
+
+
+def _replayed(operation: compute_v1.Operation, asked_at: float) -> bool:
+    """Whether the operation failed and began before this call asked (by more than clocks may disagree)."""
+    if not operation.error.errors:
+        return False
+    try:
+        return datetime.fromisoformat(operation.insert_time).timestamp() < asked_at - REPLAY_SKEW_S
+    except ValueError:
+        return False
 
 
 def _wait(operation: compute_v1.Operation, zone: str, cfg: GcpConfig, what: str) -> compute_v1.Operation:
