@@ -58,8 +58,10 @@ class GitHubClient:
     """A GitHub App acting on its installations.
 
     ``app_id`` is the App's id or client id; ``api_url`` is ``https://api.github.com`` or a
-    GitHub Enterprise Server API URL such as ``https://ghe.example/api/v3``. Calls time out after
-    ``timeout`` seconds and are retried ``max_retries`` times on connection errors and 5xx;
+    GitHub Enterprise Server API URL such as ``https://ghe.example/api/v3``. A call times out when
+    connecting, or any wait for the next bytes of the answer, takes ``timeout`` seconds (a server
+    that keeps sending slowly is not cut off); calls are retried ``max_retries`` times on
+    connection errors and 5xx;
     rate-limit waits up to ``max_rate_limit_wait_s`` are slept through, longer ones raised.
     ``clock``, ``sleep`` and ``jitter`` exist for tests.
     """
