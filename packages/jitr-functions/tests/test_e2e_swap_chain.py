@@ -128,9 +128,9 @@ def test_a_duplicated_in_progress_of_a_swap_swaps_once(e2e_sandbox, b_runner_lef
         Store(sandbox.app.backend).update(RUNNER, runners[job_b], lambda _: {"state": RunnerState.RETIRED})
     assert took(sandbox, job_b, runners[job_a], "in_progress") == "took-another-jobs-runner"
     after_first = record(sandbox, "job", job_a).data
-    assert (after_first["attempt"], after_first["launched_runner"]) == (
-        (1, runners[job_b]) if b_runner_left else (2, None)
-    ), describe(sandbox, list(runners))
+    assert after_first["attempt"] == (1 if b_runner_left else 2), describe(sandbox, list(runners))
+    if b_runner_left:  # (launched again, the new attempt's runner may be linked already)
+        assert after_first["launched_runner"] == runners[job_b]
 
     took(sandbox, job_b, runners[job_a], "in_progress")
 
