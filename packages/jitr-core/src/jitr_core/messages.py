@@ -252,7 +252,6 @@ def _full_name(value: str) -> bool:
 
 
 MAX_EPOCH_S = 1e11  # past the year 5000: any time a message carries
-_ANY = ("str", lambda value: True)
 # what the webhook accepted these fields as; a message that says otherwise was not made by jitr
 _SHAPES: dict[str, tuple[str, Callable[[str], bool]]] = {
     "repository": ("'owner/name'", _full_name),
@@ -273,8 +272,9 @@ def _check(name: str, value: Any, annotation: str) -> Any:
     elif annotation.startswith("bool"):
         ok = isinstance(value, bool)
     elif annotation.startswith("str"):
-        ok = isinstance(value, str) and len(value) <= 512 and _SHAPES.get(name, _ANY)[1](value)
-        annotation = _SHAPES.get(name, (annotation,))[0]
+        shape = _SHAPES.get(name)
+        ok = isinstance(value, str) and len(value) <= 512 and (shape is None or shape[1](value))
+        annotation = shape[0] if shape else annotation
     elif annotation.startswith("tuple"):
         ok = isinstance(value, list) and len(value) <= 64 and all(isinstance(v, str) and len(v) <= 256 for v in value)
         value = tuple(value) if ok else value
