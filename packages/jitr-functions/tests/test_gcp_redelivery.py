@@ -145,3 +145,17 @@ def test_a_message_not_due_for_long_is_published_again_before_its_last_delivery(
     assert copy.attributes["type"] == "job" and abs(float(copy.attributes["not_before"]) - float(due)) <= 2
     assert len(logged(scaleup, "message not due yet; left for redelivery")) == 3
     assert not deployment.instances(runner(job_id)) and not deployment.backend.dead_letters("jobs")
+
+
+def test_a_message_not_due_waits_one_backoff_before_it_is_published_again(deployment: Deployment) -> None:
+    """With ``max_deliveries`` set below Pub/Sub's least policy (5), a copy published again is
+    still answered 503 on its first delivery: published again at once, each copy would come
+    straight back, over and over until due."""
+    scaleup = deployment.serve("scaleup", JITR_GCP_MAX_DELIVERIES="1")
+    job_id = quiet_job(deployment)
+    body = deployment.job_message(job_id)
+    message = {"messageId": "m-1", "attributes": {"type": "job", "not_before": f"{time.time() + 600:.3f}"}}
+    envelope = with_data({"message": message, "subscription": "projects/p/subscriptions/s"}, body)
+
+    assert scaleup.post({**envelope, "deliveryAttempt": 1})[0] == 503
+    assert scaleup.post({**envelope, "deliveryAttempt": 2})[0] == 200

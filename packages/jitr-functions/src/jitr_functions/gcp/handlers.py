@@ -163,9 +163,10 @@ def _not_due(app: App, queue: str, delivery: events.Delivery, wait: float) -> fl
     """A message delivered long before it is due goes back to Pub/Sub (a 503: redelivered after the
     retry policy's backoff). Each of those deliveries counts against the dead-letter policy, so on
     the next-to-last one it is published again instead, due at the same time with a fresh count,
-    and this copy acknowledged: a long wait never dead-letters it."""
+    and this copy acknowledged: a long wait never dead-letters it. Never on its first delivery,
+    which a copy just published would be, over and over (``max_deliveries`` below 3)."""
     attempt = delivery.delivery_attempt
-    if attempt is None or attempt < gcp_config(app.settings).max_deliveries - 1:
+    if attempt is None or attempt < max(2, gcp_config(app.settings).max_deliveries - 1):
         log.info("message not due yet; left for redelivery", extra={"queue": queue, "due_in_s": round(wait)})
         return _answer(503, {"retry": f"not due for {round(wait)} s"})
     attributes = {key: value for key, value in delivery.attributes.items() if key != NOT_BEFORE}
