@@ -15,7 +15,7 @@ from jitr_core.backend import Backend
 from jitr_core.errors import SettingsError
 from jitr_core.model import QueueMessage, ReceivedMessage
 from jitr_core.testing.environment import deadline_s, wait_until
-from jitr_gcp.pubsub import DEAD_LETTER_COUNT, DEAD_LETTER_SUBSCRIPTION, NOT_BEFORE
+from jitr_gcp.pubsub import DEAD_LETTER_COUNT, DEAD_LETTER_REASON, DEAD_LETTER_SUBSCRIPTION, NOT_BEFORE
 from jitr_gcp.testing.backend import PROJECT, gcp_backend, gcp_settings, queue_names
 from jitr_gcp.testing.emulators import Emulator
 
@@ -109,3 +109,21 @@ def test_hooks_stay_silent_for_another_provider() -> None:
     assert hook.jitr_receive_messages(queue="jobs", max_messages=1, visibility_timeout_s=1, settings=other) is None
     assert hook.jitr_ack_message(queue="jobs", receipt="r", settings=other) is None
     assert hook.jitr_dead_letters(queue="jobs", settings=other) is None
+
+
+def test_a_dead_letters_reason_fits_pub_subs_attribute_limit_in_bytes(
+    make_queue_backend: Callable[..., Backend],
+) -> None:
+    """Pub/Sub takes an attribute value of at most 1,024 bytes (the emulator does not check): a long
+    reason in a script of two-byte characters is cut on a character's edge to fit."""
+    backend = make_queue_backend()
+    body = json.dumps({"v": 1, "poison": uuid.uuid4().hex})
+    reason = "échec: " + "é" * 1500
+    assert backend.dead_letter("jobs", QueueMessage(body, {"type": "job"}), reason)
+    [letter] = wait_until(
+        lambda: [m for m in backend.dead_letters("jobs") if m.body == body] or None, 60, "the dead letter", step_s=0
+    )
+    kept = letter.attributes[DEAD_LETTER_REASON]
+    assert len(kept.encode()) <= 1024
+    assert len(kept.encode()) > 1020
+    assert reason.startswith(kept)

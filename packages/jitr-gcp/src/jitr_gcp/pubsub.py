@@ -44,6 +44,7 @@ DEAD_LETTER_COUNT = "CloudPubSubDeadLetterSourceDeliveryCount"
 DEAD_LETTER_REASON = "dead_letter_reason"
 DEAD_LETTER_SUBSCRIPTION = "CloudPubSubDeadLetterSourceSubscription"
 MAX_ACK_DEADLINE_S = 600
+MAX_ATTRIBUTE_BYTES = 1024
 # Pub/Sub's bounds for a dead-letter policy's max_delivery_attempts.
 POLICY_ATTEMPTS = (5, 100)
 _PEEK_LIMIT = 100
@@ -115,7 +116,7 @@ def enqueue(queue: str, message: QueueMessage, delay_s: int, cfg: GcpConfig) -> 
 def dead_letter(queue: str, message: QueueMessage, reason: str, cfg: GcpConfig) -> bool:
     """Publish a poison message straight to the queue's dead-letter topic, with the reason attached."""
     names = cfg.queue(queue)
-    attributes = {**message.attributes, DEAD_LETTER_REASON: reason[:1024]}
+    attributes = {**message.attributes, DEAD_LETTER_REASON: _attribute(reason)}
     try:
         _publisher().publish(names.dead_letter_topic, message.body.encode(), **attributes).result(
             timeout=cfg.operation_timeout_s
@@ -123,6 +124,11 @@ def dead_letter(queue: str, message: QueueMessage, reason: str, cfg: GcpConfig) 
     except Exception as exc:  # the future re-raises whatever the publish failed with
         raise BackendError(f"publishing to dead-letter topic {names.dead_letter_topic} failed: {_text(exc)}") from None
     return True
+
+
+def _attribute(value: str) -> str:
+    """``value`` cut to Pub/Sub's limit for an attribute value, in UTF-8 bytes, on a character's edge."""
+    return value.encode()[:MAX_ATTRIBUTE_BYTES].decode(errors="ignore")
 
 
 def receive(queue: str, max_messages: int, visibility_timeout_s: int, cfg: GcpConfig) -> list[ReceivedMessage]:
