@@ -60,6 +60,19 @@ def test_a_poison_message_goes_straight_to_the_dead_letter_queue(backend: Backen
     assert all(m.body != body for m in backend.receive("lifecycle", 10, 1))
 
 
+def test_a_dead_letters_reason_holds_only_what_sqs_takes(backend: Backend) -> None:
+    """SQS refuses an attribute holding a character XML does not allow (moto does not check), and a
+    lone surrogate (as JSON's ``\\ud800`` decodes) cannot be sent at all: a reason quoting such text
+    (a GitHub error message) still dead-letters the message, those characters replaced."""
+    body = _body()
+    reason = "GitHub said: \x00bad\x1b[0m \ud800 end\ufffe" + "x" * 2000
+    assert backend.dead_letter("jobs", QueueMessage(body, {"type": "job"}), reason)
+    [dead] = [m for m in backend.dead_letters("jobs") if m.body == body]
+    kept = dead.attributes["dead_letter_reason"]
+    assert kept.startswith("GitHub said: \ufffdbad\ufffd[0m \ufffd end\ufffdxxx")
+    assert len(kept) == 1000
+
+
 def test_the_dead_letter_queue_is_found_from_the_redrive_policy(
     world: World, plugin_manager: JitrPluginManager
 ) -> None:

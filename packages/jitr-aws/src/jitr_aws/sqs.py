@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +26,8 @@ MAX_BATCH = 10  # SQS's limit for MaxNumberOfMessages
 MAX_VISIBILITY_S = 12 * 3600  # SQS's limit for VisibilityTimeout
 REASON_ATTRIBUTE = "dead_letter_reason"
 _REASON_LIMIT = 1000
+# What SQS takes in a body or string attribute (XML's characters); anything else is refused.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 _dead_letter_urls: dict[str, str | None] = {}
 
@@ -68,7 +71,7 @@ def dead_letter(queue: str, message: QueueMessage, reason: str, config: AwsConfi
     if url is None:
         logger.warning("queue %s has no dead-letter queue; poison message dropped", queue, extra={"queue": queue})
         return False
-    attributes = {**message.attributes, REASON_ATTRIBUTE: reason[:_REASON_LIMIT]}
+    attributes = {**message.attributes, REASON_ATTRIBUTE: _NOT_XML.sub("\ufffd", reason[:_REASON_LIMIT])}
     _send(url, f"{queue} dead-letter", message.body, attributes, 0, config)
     return True
 

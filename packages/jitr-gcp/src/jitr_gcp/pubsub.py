@@ -127,8 +127,9 @@ def dead_letter(queue: str, message: QueueMessage, reason: str, cfg: GcpConfig) 
 
 
 def _attribute(value: str) -> str:
-    """``value`` cut to Pub/Sub's limit for an attribute value, in UTF-8 bytes, on a character's edge."""
-    return value.encode()[:MAX_ATTRIBUTE_BYTES].decode(errors="ignore")
+    """``value`` cut to Pub/Sub's limit for an attribute value, in UTF-8 bytes, on a character's edge
+    (a lone surrogate, which UTF-8 cannot carry, becomes ``?``)."""
+    return value.encode(errors="replace")[:MAX_ATTRIBUTE_BYTES].decode(errors="ignore")
 
 
 def receive(queue: str, max_messages: int, visibility_timeout_s: int, cfg: GcpConfig) -> list[ReceivedMessage]:
