@@ -231,6 +231,8 @@ def test_an_unsigned_token_is_refused(backend: Backend, google: Signer) -> None:
         {"token": "a.b.c"},
         {"token": "e30.e30.e30"},
         {"token": "a.b.c\n"},
+        {"token": base64.urlsafe_b64encode(b"[" * 5000).decode().rstrip("=") + ".e30.AAAA"},  # nested header
+        {"token": "e30." + base64.urlsafe_b64encode(b"[" * 5000).decode().rstrip("=") + ".AAAA"},  # nested claims
         {"token": "x" * 9000 + ".a.b"},
         {"document": "{}"},
         ["token"],

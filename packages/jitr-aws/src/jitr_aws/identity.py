@@ -165,7 +165,7 @@ def _signature(text: str) -> bytes:
 def _document(text: str) -> Mapping[str, Any]:
     try:
         document = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise IdentityError("the identity document is not JSON") from None
     if not isinstance(document, dict):
         raise IdentityError("the identity document is not a JSON object")

@@ -163,6 +163,8 @@ def _claims(token: str, audience: str, certs_url: str, keys: KeyCache) -> Mappin
         text = str(exc).lower()
         reason = next((why for needle, why in _REASONS if needle in text), "the identity token is malformed")
         raise IdentityError(reason) from None
+    except RecursionError:  # a header or claims segment nested past the parser's depth
+        raise IdentityError("the identity token is malformed") from None
     if not isinstance(claims, Mapping):
         raise IdentityError("the identity token is malformed")
     return claims

@@ -299,7 +299,7 @@ def _parse(body: bytes) -> _Request:
         raise _Refusal(413, f"the request exceeds {MAX_REQUEST_BYTES} bytes")
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise _Refusal(400, "the request is not JSON") from None
     if not isinstance(data, dict) or set(data) != {"runner_name", "provider", "proof"}:
         raise _Refusal(400, "the request is a JSON object with exactly runner_name, provider and proof")
