@@ -6,19 +6,24 @@ pool, is run by the tests. Checked: a burst larger than the pool (warm VMs first
 job once, the pool refilled); two scaleups racing for one warm VM; a warm VM dying once assigned;
 scaledown retiring a VM a job just took (it may not); idle retirement, and a VM that refuses to be
 deleted; windows and a VM dying while it waits; the caps counting warm VMs, and a cold launch
-making room under them; the broker holding a warm VM's call only for that VM's own identity.
+making room under them; overlapping refills; the warm VMs of a pool no longer configured; a GCE
+preemption naming a warm VM its runner took; the broker holding a warm VM's call only for that
+VM's own identity.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from broker_support import Deployment, ask, start_deployment, stop_deployment, vm_token
+from broker_support import RUNNER_COMMAND, Deployment, ask, start_deployment, stop_deployment, vm_token
 from e2e_support import LABELS, DeletionProtection, wait_for
 from jitr_core.errors import CapacityError, PassIncomplete
 from jitr_core.hookspecs import hookimpl
@@ -26,6 +31,7 @@ from jitr_core.model import LaunchRequest, Record, RecordQuery
 from jitr_core.services.warm import ASSIGNED, RETIRING, WAITING, WARM, WarmPools
 from jitr_core.settings import Settings
 from jitr_core.testing.environment import deadline_s
+from jitr_functions.app import build_app
 
 
 def _pool(**warm: Any) -> dict[str, Any]:
@@ -329,6 +335,82 @@ def test_warm_vms_count_against_the_caps(warm_deployment):
         return len([r for r in warm_records(d) if r.data.get("vm_id") in running_vm_ids(d)]) == 2
 
     wait_for(refilled, 60, "the pool refilled once the runner ended", step_s=0.3)
+
+
+class SlowFirstWarmLaunch:
+    """The first warm launch takes until released, as a cloud launch takes seconds."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.lock = threading.Lock()
+        self.in_first = threading.Event()
+        self.release = threading.Event()
+
+    @hookimpl(tryfirst=True)
+    def jitr_launch_vm(self, request: LaunchRequest, settings: Settings) -> None:
+        if request.labels.get("jitr-job") != "warm":
+            return
+        with self.lock:
+            self.calls += 1
+            first = self.calls == 1
+        if first:
+            self.in_first.set()
+            self.release.wait(deadline_s(30))
+
+
+def test_overlapping_refills_launch_no_more_than_the_pool_lacks(warm_deployment):
+    """A refill whose first launch is under way while another refill runs (scaleups refill after
+    each warm VM they take, scaledown too) launches only what is still lacking after it."""
+    slow = SlowFirstWarmLaunch()
+    d = warm_deployment(_pool(warm=2, max_runners=2), plugins=(("slow-first-warm-launch", slow),))
+    pool = d.app.settings.pools[0]
+    pools = WarmPools(d.app.backend, d.app.scaledown.store)
+    first = threading.Thread(target=pools.replenish, args=(pool, 0.0))
+    first.start()
+    assert slow.in_first.wait(deadline_s(30))
+    assert pools.replenish(pool, 0.0) == 1  # the other refill: one is being launched already
+    slow.release.set()
+    first.join(deadline_s(30))
+    assert slow.calls == 2 and len(warm_records(d)) == 2
+    polling(d, 2)
+
+
+def test_the_warm_vms_of_a_pool_no_longer_configured_are_retired(warm_deployment):
+    """A pool renamed (or removed) leaves its warm VMs behind: scale-down retires them, and the
+    room they held under the global cap goes to the pools configured now."""
+    d = warm_deployment(_pool(warm=1), max_runners=1)
+    d.app.scaledown.run()
+    [old] = polling(d, 1)
+    renamed = replace(d.app.settings, pools=(replace(d.app.settings.pools[0], name="renamed"),))
+    app = build_app(renamed, environ={}, log_stream=io.StringIO())
+
+    report = app.scaledown.run()
+    assert report.get("warm-unconfigured") == 1 and report.get("warm-launched") == 1, report
+    assert [r.pool for r in warm_records(d)] == ["renamed"]
+    wait_for(lambda: old.data["vm_id"] not in running_vm_ids(d), 30, "the old pool's warm VM to end")
+
+
+def test_a_gce_preemption_of_a_warm_vm_reaches_the_runner_that_took_it(warm_deployment, tmp_path):
+    """GCE names the preempted instance, and a warm VM keeps its warm name under the runner that
+    took it: the notice is that runner's (marked interrupted), not a VM jitr does not know."""
+    long_job = RUNNER_COMMAND.replace("--job-seconds 0.2", "--job-seconds 5")  # busy long enough to be preempted
+    assert long_job != RUNNER_COMMAND
+    embedded = {"state_dir": str(tmp_path / "state"), "runner_command": long_job, "launch_grace_s": 1}
+    d = warm_deployment(_pool(warm=1), embedded=embedded)
+    d.app.scaledown.run()
+    [warm] = polling(d, 1)
+    job = d.sim.queue_job("octo-org/api", LABELS, name="preempted")
+    runner = wait_for(
+        lambda: next((r for r in d.runners() if r.data.get("warm_vm") == warm.key and r.state == "busy"), None),
+        60,
+        "the job's runner busy on the warm VM",
+    )
+    entry = json.loads((Path(__file__).parent / "fixtures/gcp/gce-preempted-log-entry.json").read_text())
+    entry["protoPayload"]["resourceName"] = f"projects/jitr-test/zones/us-central1-a/instances/{warm.key}"
+
+    assert d.app.lifecycle.handle(json.dumps(entry)) != "not-our-vm"
+    assert d.runner(runner.key).data["interruption"] == "gcp:preempted"
+    assert_each_job_once(d, [job])
 
 
 def test_a_warm_vm_is_held_only_with_its_own_identity(warm_deployment):

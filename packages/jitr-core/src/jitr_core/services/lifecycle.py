@@ -39,6 +39,7 @@ from .records import (
     with_steps,
 )
 from .rerun import rerun_if_interrupted
+from .warm import is_warm_name
 
 log = logging.getLogger("jitr.lifecycle")
 MAX_SWAP_CHAIN = 16  # runners followed from a taken job to the idle one its taking left over
@@ -301,6 +302,8 @@ class LifecycleService:
         """The runner a notice is about: by name when it carries one, else by VM id (records, then the cloud)."""
         if notice.runner_name:
             runner = self.store.runner(notice.runner_name)
+            if runner is None and is_warm_name(notice.runner_name):  # a warm VM keeps its name under its runner
+                runner = next((r for r in in_flight(self.backend) if r.get("warm_vm") == notice.runner_name), None)
             # a GCE notice's id is the numeric instance id, jitr's is zone/name: the name suffices; a VM
             # not recorded yet (launched, its id not written) is the named runner's
             known = runner.vm_id if runner is not None and notice.source != "gcp" else None

@@ -133,15 +133,22 @@ class WarmPools:
         return len(retired)
 
     def replenish(self, pool: Pool, now: float) -> int:
-        """Launch the warm VMs ``pool`` lacks now (within the caps); returns how many were launched."""
-        missing = pool.warm_wanted(now) - len(self.waiting(pool.name))
-        if missing <= 0:
-            return 0
+        """Launch the warm VMs ``pool`` lacks now (within the caps); returns how many were launched.
+
+        What is lacking is read again before each launch: refills overlap (every scaleup that takes
+        a warm VM refills, and scaledown does), and a launch takes seconds, in which another refill
+        may have recorded the VMs this one would launch next. Stops at the first launch without capacity.
+        """
         launched = 0
-        for _ in range(min(missing, self.headroom(pool))):
-            if self.launch(pool):
-                launched += 1
+        while launched < pool.warm_wanted(now) and self._lacking(pool, now) > 0:
+            if not self.launch(pool):
+                break
+            launched += 1
         return launched
+
+    def _lacking(self, pool: Pool, now: float) -> int:
+        missing = pool.warm_wanted(now) - len(self.waiting(pool.name))
+        return min(missing, self.headroom(pool)) if missing > 0 else 0
 
     def launch(self, pool: Pool) -> bool:
         """Record, then boot one warm VM through the pool's fallback chain; False when no capacity."""
@@ -203,6 +210,11 @@ class WarmPools:
         for record in self.backend.query_all(RecordQuery(WARM, RETIRING, limit=500)):
             if now - record.updated_at > self.settings.claim_timeout_s:  # a retirement that stopped half-way
                 isolated(report, "warm retirement", partial(self._finish_retiring, record), warm_vm=record.key)
+        configured = {pool.name for pool in self.settings.pools}
+        for record in self.waiting():  # of a pool renamed or removed: nothing else checks them, the caps count them
+            if record.pool not in configured:
+                retired = partial(self._retired, record, "unconfigured")
+                isolated(report, "warm retirement", retired, warm_vm=record.key)
         for pool in self.settings.pools:
             alive = []
             for record in self.waiting(pool.name):
