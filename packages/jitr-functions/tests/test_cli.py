@@ -152,25 +152,60 @@ def test_serve_is_its_own_broker_as_its_local_vms_reach_it(host: str, port: int,
 
 
 def test_serve_makes_its_broker_the_default_handoff_unless_told_otherwise(config: Path) -> None:
-    args = parser().parse_args(["serve", "--config", str(config), "--host", "0.0.0.0", "--port", "8123"])
-    served = _serve_settings(args)
+    served = _serve_settings(str(config), "0.0.0.0", 8123)
     assert served.broker_url == "http://127.0.0.1:8123/broker" and served.pool("linux").handoff == "broker"
 
     named = config.parent / "named.toml"
     named.write_text('broker_url = "https://broker.example/b"\n' + config.read_text())
-    args = parser().parse_args(["serve", "--config", str(named)])
-    assert _serve_settings(args).broker_url == "https://broker.example/b"
+    assert _serve_settings(str(named)).broker_url == "https://broker.example/b"
 
     # VMs of another provider run elsewhere and may not reach this host: no broker unless named
     other = config.parent / "other.toml"
     other.write_text('vm_provider = "aws"\n' + config.read_text())
-    args = parser().parse_args(["serve", "--config", str(other)])
-    assert _serve_settings(args).broker_url == "" and _serve_settings(args).pool("linux").handoff == "metadata"
+    assert (
+        _serve_settings(str(other)).broker_url == "" and _serve_settings(str(other)).pool("linux").handoff == "metadata"
+    )
 
     opted_out = config.parent / "metadata.toml"
     opted_out.write_text(config.read_text() + 'handoff = "metadata"\n')
-    args = parser().parse_args(["serve", "--config", str(opted_out)])
-    assert _serve_settings(args).pool("linux").handoff == "metadata"
+    assert _serve_settings(str(opted_out)).pool("linux").handoff == "metadata"
+
+
+def test_the_rendered_script_is_the_one_serve_gives_its_vms(capsys, config):
+    """Local VMs of ``jitr serve`` ask its broker for their config: the preview shows that script."""
+    code, out, _ = _run(capsys, "render-startup-script", "--pool", "linux", "--config", str(config))
+    assert code == 0 and "jitr_fetch_jit_config" in out and "http://127.0.0.1:8080/broker" in out
+    assert "UFJFVklFVy1OT1QtQS1SRUFMLUNPTkZJRw" not in out  # no config placeholder: the broker hands it over
+
+
+@pytest.mark.parametrize("port", ["65536", "70000", "-1", "http"])
+def test_serve_refuses_a_port_that_is_none(capsys, config, port):
+    """argparse's exit: a port waitress would wrap around (70000 → 4464) while the broker URL names 70000."""
+    with pytest.raises(SystemExit) as exited:
+        parser().parse_args(["serve", "--config", str(config), "--port", port])
+    assert exited.value.code == 2 and "expected a port from 0 to 65535" in capsys.readouterr().err
+
+
+def test_serve_on_a_port_in_use_says_so_and_exits_2(capsys, config):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _, err = _run(capsys, "serve", "--config", str(config), "--port", str(port))
+    assert code == 2 and f"jitr: cannot listen on 127.0.0.1:{port}" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("kind", ["directory", "not-utf8"])
+def test_a_settings_file_that_cannot_be_read_is_a_settings_error(capsys, tmp_path, kind):
+    path = tmp_path / "jitr.toml"
+    if kind == "directory":
+        path.mkdir()
+    else:
+        path.write_bytes(b'log_level = "\xd0\x00"\n')
+    code, _, err = _run(capsys, "render-startup-script", "--pool", "linux", "--config", str(path))
+    assert code == 2 and f"jitr: settings file {path}" in err and "Traceback" not in err
 
 
 class Serve:

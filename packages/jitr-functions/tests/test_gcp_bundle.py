@@ -122,3 +122,10 @@ def test_a_distribution_installed_from_a_wheel_is_rebuilt_from_its_installed_fil
     with zipfile.ZipFile(original) as a, zipfile.ZipFile(rebuilt) as b:
         assert sorted(a.namelist()) == sorted(b.namelist())
         assert all(a.read(n) == b.read(n) for n in a.namelist() if not n.endswith("RECORD"))
+        # no build time in the bytes: the same installed files make the same wheel, and Terraform,
+        # which names the source after its hash, deploys nothing new
+        assert {info.date_time for info in b.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+    (tmp_path / "again").mkdir()
+    assert _repack(
+        metadata.PathDistribution(next(site.glob("jitr_gcp-*.dist-info"))), tmp_path / "again"
+    ).read_bytes() == (rebuilt.read_bytes())

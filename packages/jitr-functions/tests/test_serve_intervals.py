@@ -33,7 +33,11 @@ def test_the_serve_section_sets_them(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
-        ("JITR_SERVE_SCALEDOWN_INTERVAL_S", "0", "JITR_SERVE_SCALEDOWN_INTERVAL_S must be a number of seconds >= 1"),
+        ("JITR_SERVE_SCALEDOWN_INTERVAL_S", "0", "JITR_SERVE_SCALEDOWN_INTERVAL_S must be a number of seconds from 1"),
+        # past what a thread may wait: the scale-down thread would die at its first wait
+        ("JITR_SERVE_SCALEDOWN_INTERVAL_S", "1e10", "JITR_SERVE_SCALEDOWN_INTERVAL_S must be .* to 31536000"),
+        ("JITR_SERVE_REBALANCER_INTERVAL_S", "inf", "JITR_SERVE_REBALANCER_INTERVAL_S must be a number of seconds"),
+        ("JITR_SERVE_VISIBILITY_TIMEOUT_S", "inf", "JITR_SERVE_VISIBILITY_TIMEOUT_S must be a number of seconds"),
         ("JITR_SERVE_VISIBILITY_TIMEOUT_S", "soon", "JITR_SERVE_VISIBILITY_TIMEOUT_S must be a number of seconds"),
         ("JITR_SERVE_SCALEDOWN_S", "10", "JITR_SERVE_SCALEDOWN_S is not a setting"),
     ],
@@ -63,6 +67,7 @@ def test_the_serve_section_sets_the_http_limits_and_the_options_win(tmp_path: Pa
         ("JITR_SERVE_HTTP_THREADS", "0", "JITR_SERVE_HTTP_THREADS must be a whole number >= 1, found '0'"),
         ("JITR_SERVE_HTTP_BACKLOG", "1.5", "JITR_SERVE_HTTP_BACKLOG must be a whole number >= 1"),
         ("JITR_SERVE_HTTP_IDLE_TIMEOUT_S", "never", "JITR_SERVE_HTTP_IDLE_TIMEOUT_S must be a number of seconds > 0"),
+        ("JITR_SERVE_HTTP_REQUEST_TIMEOUT_S", "inf", "JITR_SERVE_HTTP_REQUEST_TIMEOUT_S must be a number of seconds"),
     ],
 )
 def test_bad_http_limits_name_the_variable(variable: str, value: str, message: str) -> None:

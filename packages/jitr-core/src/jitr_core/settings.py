@@ -201,6 +201,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise SettingsError(f"settings file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"settings file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise SettingsError(f"settings file {path} is not UTF-8 text") from None
+    except OSError as exc:  # a directory, no permission
+        raise SettingsError(f"settings file {path} cannot be read: {exc.strerror or type(exc).__name__}") from None
 
 
 # Top-level keys that a JITR_<KEY> variable sets, with the parser for its text form.

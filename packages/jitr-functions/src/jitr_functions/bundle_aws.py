@@ -302,6 +302,15 @@ def _tidy(target: Path) -> None:
         record.write_text("".join(line for line in lines if not line.startswith(f"{path.parent.name}/{path.name},")))
 
 
+def zip_entry(name: str, executable: bool = False) -> zipfile.ZipInfo:
+    """A zip entry that is the same in every build: a fixed timestamp, a normalised mode, deflated."""
+    info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+    info.external_attr = (stat.S_IFREG | (0o755 if executable else 0o644)) << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.create_system = 3  # unix, so the mode above is honoured
+    return info
+
+
 def write_zip(source: Path, out: Path) -> Path:
     """Zip ``source`` reproducibly (sorted entries, a fixed timestamp, normalised modes); the zip's path.
 
@@ -316,11 +325,8 @@ def write_zip(source: Path, out: Path) -> Path:
     try:
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
             for path in files:
-                info = zipfile.ZipInfo(path.relative_to(source).as_posix(), date_time=_ZIP_TIME)
                 executable = path.stat().st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-                info.external_attr = (stat.S_IFREG | (0o755 if executable else 0o644)) << 16
-                info.compress_type = zipfile.ZIP_DEFLATED
-                info.create_system = 3  # unix, so the modes above are honoured
+                info = zip_entry(path.relative_to(source).as_posix(), bool(executable))
                 archive.writestr(info, path.read_bytes(), compresslevel=9)
         os.replace(partial, out)
     except BaseException:

@@ -29,6 +29,7 @@ from urllib.parse import unquote, urlparse
 
 from jitr_core.errors import JitrError
 
+from .bundle_aws import zip_entry
 from .bundle_plugins import installed_plugins, resolve_exclusions, verify_plugins, warn_unknown
 
 TARGETS = ("webhook", "scaleup", "lifecycle", "scaledown", "rebalancer", "broker")
@@ -212,9 +213,9 @@ def _repack(dist: metadata.Distribution, out: Path) -> Path:
             if file.parts[0] == info_dir and file.name in _INSTALL_ONLY:
                 continue
             data = Path(str(file.locate())).read_bytes()
-            wheel.writestr(file.as_posix(), data)
+            wheel.writestr(zip_entry(file.as_posix()), data)  # no build time in the bytes: a rebuild deploys nothing
             digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
             writer.writerow([file.as_posix(), f"sha256={digest}", len(data)])
         writer.writerow([f"{info_dir}/RECORD", "", ""])
-        wheel.writestr(f"{info_dir}/RECORD", record.getvalue())
+        wheel.writestr(zip_entry(f"{info_dir}/RECORD"), record.getvalue())
     return target

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 import threading
@@ -15,6 +16,9 @@ from typing import Any
 from jitr_core.errors import JitrError
 from jitr_core.settings import Settings
 
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8080  # where ``jitr serve`` listens unless told
+MAX_PORT = 65535
+
 
 def _settings(path: str | None, default_broker_url: str = "") -> Settings:
     if path:
@@ -22,15 +26,15 @@ def _settings(path: str | None, default_broker_url: str = "") -> Settings:
     return Settings.from_env(default_broker_url=default_broker_url)
 
 
-def _serve_settings(args: argparse.Namespace) -> Settings:
+def _serve_settings(config: str | None, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> Settings:
     """The settings of ``jitr serve``: local VMs pull their JIT config from its own broker unless
     the settings name another broker (or the VMs are not local: they may not reach this one)."""
     from .local import own_broker_url
 
-    settings = _settings(args.config)
+    settings = _settings(config)
     if settings.broker_url or settings.provider("vm") != "embedded":
         return settings
-    return _settings(args.config, own_broker_url(args.host, args.port))
+    return _settings(config, own_broker_url(host, port))
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -60,7 +64,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from jitr_core.secret import Secret
     from jitr_core.startup import ScriptContext
 
-    settings = _settings(args.config)
+    settings = _serve_settings(args.config)  # the script ``jitr serve`` (default address) gives its VMs
     pool = settings.pool(args.pool)
     provider = args.provider or settings.provider("vm")
     context = ScriptContext(
@@ -239,7 +243,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .app import build_app
     from .local import LocalRuntime, Workers, http_limits
 
-    app = build_app(_serve_settings(args))
+    app = build_app(_serve_settings(args.config, args.host, args.port))
     http = http_limits(
         app.settings,
         threads=args.http_threads,
@@ -285,11 +289,17 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, found {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be more than 0, found {text}")
+        if not 0 < value < math.inf:
+            raise argparse.ArgumentTypeError(f"must be a finite number more than 0, found {text}")
         return value
 
     return parse
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > MAX_PORT:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to {MAX_PORT}, found {text!r}")
+    return int(text)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -316,8 +326,8 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_status)
     s = sub.add_parser("serve", help="run the control plane on this machine (embedded backend)")
     s.add_argument("--config", help="TOML settings file (default: JITR_* environment)")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--host", default=DEFAULT_HOST)
+    s.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"0: any free port (default {DEFAULT_PORT})")
     s.add_argument(
         "--workers",
         type=_positive(int),

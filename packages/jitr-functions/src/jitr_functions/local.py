@@ -51,6 +51,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
+MAX_INTERVAL_S = 365 * 86400  # for any ``[serve]`` time: finite, and within what a thread may wait
+
+
 @dataclass(frozen=True, slots=True)
 class Intervals:
     """How often the periodic functions run, and how long a message in hand is hidden from others.
@@ -80,9 +83,10 @@ class Intervals:
                 value = float(raw) if not isinstance(raw, bool) else float("nan")
             except (TypeError, ValueError):
                 value = float("nan")
-            if not value >= 1:
+            if not 1 <= value <= MAX_INTERVAL_S:  # a thread's wait takes no more (threading.TIMEOUT_MAX)
                 raise SettingsError(
-                    f"{settings.setting_name('serve', key)} must be a number of seconds >= 1, found {raw!r}"
+                    f"{settings.setting_name('serve', key)} must be a number of seconds from 1 to {MAX_INTERVAL_S},"
+                    f" found {raw!r}"
                 )
             values[key] = value
         return cls(
@@ -117,8 +121,8 @@ def http_limits(settings: Settings, **given: float | None) -> HttpLimits:
             value = kind(raw) if not isinstance(raw, bool) else None
         except (TypeError, ValueError):
             value = None
-        if value is None or not value > 0 or (kind is int and value != float(raw)):
-            what = "a whole number >= 1" if kind is int else "a number of seconds > 0"
+        if value is None or not 0 < value <= MAX_INTERVAL_S or (kind is int and value != float(raw)):
+            what = "a whole number >= 1" if kind is int else f"a number of seconds > 0, at most {MAX_INTERVAL_S}"
             raise SettingsError(f"{settings.setting_name('serve', key)} must be {what}, found {raw!r}")
         values[field] = value
     if "threads" not in values:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
+from jitr_core.errors import JitrError
 from waitress import wasyncore
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
@@ -203,6 +204,19 @@ class WebhookServer:
     ) -> None:
         _route_waitress_logs()
         self.limits = limits
+        self._map: dict[int, Any] = {}
+        try:
+            self._server = self._bind(application, host, port, max_body_bytes, limits)
+        except (OSError, ValueError) as exc:  # in use, not permitted, no such address
+            raise JitrError(f"cannot listen on {host}:{port}: {getattr(exc, 'strerror', None) or exc}") from None
+        self._server.request_timeout_s = limits.request_timeout_s
+        self._lock = threading.Lock()
+        self._serving = False
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._drain_s = 5.0
+
+    def _bind(self, application: WsgiApp, host: str, port: int, max_body_bytes: int, limits: HttpLimits) -> _Server:
         adj = Adjustments(
             host=host,
             port=port,
@@ -217,14 +231,7 @@ class WebhookServer:
             asyncore_use_poll=True,  # select() cannot watch more than 1024 sockets
             log_socket_errors=False,  # a client gone mid-answer is not the server's error
         )
-        self._map: dict[int, Any] = {}
-        self._server = _Server(application, map=self._map, adj=adj, sockinfo=adj.listen[0])
-        self._server.request_timeout_s = limits.request_timeout_s
-        self._lock = threading.Lock()
-        self._serving = False
-        self._stopping = threading.Event()
-        self._stopped = threading.Event()
-        self._drain_s = 5.0
+        return _Server(application, map=self._map, adj=adj, sockinfo=adj.listen[0])
 
     @property
     def address(self) -> tuple[str, int]:
