@@ -164,6 +164,28 @@ def test_a_plugin_that_fails_to_import_is_listed_as_broken_and_the_others_load(
     }
 
 
+@pytest.mark.parametrize(
+    ("entry", "body", "error"),
+    [
+        ("embedded", "", "named like a built-in plugin"),  # a clash at every start otherwise
+        ("quits", "import sys\nsys.exit('jitr-quits needs libfoo')\n", "SystemExit: jitr-quits needs libfoo"),
+    ],
+    ids=["builtin-name", "sys-exit"],
+)
+def test_a_plugin_that_cannot_be_registered_is_broken_and_the_start_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entry: str, body: str, error: str
+) -> None:
+    module = f"jitr_{entry}_test_plugin"
+    _fake_distribution(tmp_path, f"jitr-{entry}-test", entry, module, body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        pm = create_plugin_manager(environ={})
+    finally:
+        sys.modules.pop(module, None)
+    assert error in pm.broken[entry].error
+    assert pm.get_plugin("embedded") is importlib.import_module("jitr_core.embedded.plugin")
+
+
 def test_a_broken_plugin_stops_startup_scripts_and_leaves_the_providers_working(
     broken_plugin: list[logging.LogRecord], tmp_path: Path
 ) -> None:

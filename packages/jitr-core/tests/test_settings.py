@@ -146,3 +146,18 @@ def test_setting_name_is_what_the_user_typed(tmp_path: Path) -> None:
     mixed = Settings.from_env(env(JITR_CONFIG=str(path), JITR_GCP_ZONE="europe-west4-b"))
     assert mixed.setting_name("gcp", "zone") == "JITR_GCP_ZONE"
     assert mixed.setting_name("gcp", "project") == f"gcp.project in {path}"
+
+
+def test_a_provider_named_with_a_hyphen_takes_its_settings_from_the_environment() -> None:
+    """A variable's name takes no "-": provider my-vms's settings are JITR_MY_VMS_*, as Lambda and
+    Cloud Run, configured by variables alone, must set them."""
+    env = {
+        "JITR_VM_PROVIDER": "my-vms",
+        "JITR_MY_VMS_ENDPOINT": "https://vms.example.com",
+        "JITR_MY_VMS_ZONE": "z1",
+        "JITR_AWS_REGION": "eu-west-1",
+    }
+    settings = Settings.from_env(env)
+    assert settings.section("my-vms") == {"endpoint": "https://vms.example.com", "zone": "z1"}
+    assert settings.section("aws") == {"region": "eu-west-1"} and settings.section("my") == {}
+    assert settings.setting_name("my-vms", "zone") == "JITR_MY_VMS_ZONE"

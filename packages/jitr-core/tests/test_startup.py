@@ -38,8 +38,30 @@ def test_fragments_run_in_phase_then_order() -> None:
     )
     lines = script.splitlines()
     assert lines.index("echo pre") < lines.index("echo a") < lines.index("echo b") < lines.index("echo run")
-    assert "  echo bye" in lines  # inside jitr_teardown
+    assert lines.index("jitr_teardown() {") < lines.index("echo bye") < lines.index("trap jitr_teardown EXIT")
     assert lines.index("trap jitr_teardown EXIT") < lines.index("echo a")
+
+
+def test_every_teardown_step_runs_whatever_an_earlier_one_does(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The VM's self-deletion is the last teardown step: a plugin's step before it that fails, reads
+    a variable its phase never got to set (the boot failed first), or writes a here-document must
+    not keep it from running."""
+    marks = tmp_path / "marks"
+    script = assemble(
+        [
+            Fragment("pre_run", "CACHE_DIR=/opt/cache"),
+            Fragment("run", "exit 3"),  # the boot fails before pre_run
+            Fragment("teardown", f"cat >> {marks} <<'EOF'\nreport written\nEOF", order=40, source="report"),
+            Fragment("teardown", 'false\nrm -rf "$CACHE_DIR/tmp"', order=50, source="cache"),
+            Fragment("teardown", f"echo deleted >> {marks}", order=90, source="cloud"),
+        ]
+    )
+    path = tmp_path / "startup.sh"
+    path.write_text(script)
+    assert subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True).stderr == ""
+    ran = subprocess.run(["bash", str(path)], capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 3, ran.stderr
+    assert marks.read_text() == "report written\ndeleted\n", ran.stderr
 
 
 def test_unknown_phase_is_refused() -> None:

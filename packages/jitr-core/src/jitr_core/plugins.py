@@ -34,6 +34,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("core-script", "jitr_core.runner_script"),
     ("embedded", "jitr_core.embedded.plugin"),
 )
+_BUILTIN_NAMES = frozenset(name for name, _ in DEFAULT_PLUGINS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +117,8 @@ def create_plugin_manager(
                 continue
             origin = partial(_shipped, ep)
             try:
+                if ep.name in _BUILTIN_NAMES:  # registered below: the name would clash at every start
+                    raise PluginError(f"plugin {ep.name!r} is named like a built-in plugin; rename its entry point")
                 _register(pm, ep.name, _load(ep), origin)
             except PluginError as exc:
                 _mark_broken(pm, ep.name, origin(), exc)
@@ -157,7 +160,7 @@ def _entry_points() -> list[EntryPoint]:
 def _load(ep: EntryPoint) -> object:
     try:
         return ep.load()
-    except Exception as exc:  # any import failure must name the plugin
+    except (Exception, SystemExit) as exc:  # any import failure (sys.exit too) must name the plugin
         dist = ep.dist.name if ep.dist else "unknown distribution"
         raise PluginError(f"plugin {ep.name!r} ({dist}, {ep.value}) failed to load: {exc!r}") from exc
 
@@ -184,7 +187,7 @@ def _core() -> tuple[str, str]:
 
 def list_plugins(pm: JitrPluginManager) -> list[PluginInfo]:
     """Name, distribution, version and hooks of every registered plugin, defaults last."""
-    builtin = {name for name, _ in DEFAULT_PLUGINS}
+    builtin = _BUILTIN_NAMES
     infos = []
     for name, plugin in pm.list_name_plugin():
         if plugin is None:

@@ -253,18 +253,27 @@ _RETIRED = {
 # A JITR_<WORD>_... variable whose first word starts a core setting is a misspelt core setting,
 # never a plugin's section (JITR_MAX_RUNNER is not the setting "runner" of a plugin "max").
 _CORE_WORDS = frozenset(key.split("_", 1)[0] for key in _SCALARS) - {"secrets"}
+_PROVIDER_KEYS = ("provider", "vm_provider", "queue_provider", "store_provider", "secrets_provider")
 
 
 def _merge_env(data: dict[str, Any], env: Mapping[str, str]) -> set[tuple[str, ...]]:
     """Fold ``JITR_*`` variables into ``data``; returns the key paths they set."""
     paths: set[tuple[str, ...]] = set()
+    hyphenated = _hyphenated_providers(data, env)
     for name, value in env.items():
         if not name.startswith("JITR_") or name in _NOT_SETTINGS:
             continue
         key = name[5:].lower()
+        section = next((s for s in hyphenated if key.startswith(s.replace("-", "_") + "_")), None)
         if key in _SCALARS:
             data[key] = value
             paths.add((key,))
+        elif section is not None:  # JITR_MY_VMS_ENDPOINT: provider my-vms's endpoint (a variable takes no "-")
+            sub = key[len(section) + 1 :]
+            target = data.setdefault(section, {})
+            if isinstance(target, dict):
+                target[sub] = value
+            paths.add((section, sub))
         elif key == "pools":
             data["pools"] = _EnvJson(name, value)
             paths.add((key,))
@@ -279,6 +288,12 @@ def _merge_env(data: dict[str, Any], env: Mapping[str, str]) -> set[tuple[str, .
         else:
             raise SettingsError(_unknown(name, [f"JITR_{k.upper()}" for k in (*_SCALARS, "pools")]))
     return paths
+
+
+def _hyphenated_providers(data: Mapping[str, Any], env: Mapping[str, str]) -> list[str]:
+    """The providers chosen whose names hold a "-", longest first (the likelier match of a prefix)."""
+    chosen = [data.get(key) for key in _PROVIDER_KEYS] + [env.get(f"JITR_{key.upper()}") for key in _PROVIDER_KEYS]
+    return sorted({name for name in chosen if isinstance(name, str) and "-" in name}, key=len, reverse=True)
 
 
 def _unknown(name: str, known: list[str]) -> str:
@@ -321,7 +336,7 @@ class _EnvNames(_Names):
     def name(self, *path: str | int) -> str:
         if path and path[0] == "pools":
             return "JITR_POOLS" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path[1:])
-        return "JITR_" + "_".join(str(p) for p in path).upper()
+        return "JITR_" + "_".join(str(p) for p in path).upper().replace("-", "_")
 
 
 class _TomlNames(_Names):

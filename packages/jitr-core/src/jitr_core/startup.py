@@ -86,9 +86,9 @@ def assemble(fragments: Iterable[Fragment], limit_bytes: int | None = None) -> s
         "# --- teardown (runs on exit and from the lifetime watchdog)",
         "jitr_teardown() {",
         "  trap - EXIT",
-        "  set +e",
+        "  set +eu  # every step runs: one failing, or reading what a later phase would have set, stops none",
         '  echo "jitr: tearing down"',
-        *("  " + line for body in teardown for line in body.splitlines()),
+        *teardown,  # not indented: a here-document's terminator must start its line
         "  :",
         "}",
         "trap jitr_teardown EXIT",
