@@ -6,6 +6,7 @@ Services call this, never ``pm.hook`` directly, so a missing provider is reporte
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -14,7 +15,7 @@ import pluggy
 from pluggy import HookCaller, HookImpl
 
 from .errors import NoProviderError, PluginError, SettingsError
-from .metrics import Metrics
+from .metrics import Metrics, Sample
 from .model import (
     Admission,
     LaunchRequest,
@@ -36,6 +37,7 @@ from .startup import Fragment, ScriptContext, assemble
 
 T = TypeVar("T")
 LOCAL_SECRET_SCHEMES = ("env:", "file:")
+metrics_log = logging.getLogger("jitr.metrics")
 
 
 def _pluggy_executor() -> object:
@@ -99,6 +101,75 @@ class FirstAnswer:
         return tuple(impl.function for impl in reversed(impls))
 
 
+# a plugin's name, its implementation and the arguments it takes
+_Plugged = tuple[str, Callable[..., Any], tuple[str, ...]]
+
+
+class EachPlugin:
+    """A collecting hook called on every plugin on its own, so that each answer and each exception
+    is known by the plugin's name (pluggy returns the answers without their plugins and stops at
+    the first exception).
+
+    The implementations are called in pluggy's order (the last registered first), each with the
+    arguments it takes. A plugin wrapping the hook, or a monitor watching the calls
+    (``add_hookcall_monitoring``, ``enable_tracing``), makes each plugin's call go through pluggy
+    instead, with the other implementations left out. As in :class:`FirstAnswer`, pluggy's
+    implementations are compared on every call, so a plugin registered later (``jitr serve``'s
+    Prometheus registry) is called from the next call on.
+    """
+
+    __slots__ = ("_caller", "_pm", "_state")
+
+    def __init__(self, pm: pluggy.PluginManager, caller: HookCaller) -> None:
+        self._pm = pm
+        self._caller = caller
+        # pluggy's implementations when last compared, those to call and whether a wrapper was left out;
+        # one attribute, so that threads calling at once read a consistent state
+        self._state: tuple[list[HookImpl], tuple[_Plugged, ...], bool] = ([], (), False)
+
+    def __call__(
+        self, arguments: Mapping[str, Any], failed: Callable[[str, Exception], None] | None = None
+    ) -> list[tuple[str, Any]]:
+        """Each plugin's name and answer (None included).
+
+        :param arguments: the hook's arguments by name.
+        :param failed: called with a plugin's name and its ``Exception``, after which the next plugin
+            is called; without it the exception is raised as it is.
+        """
+        impls = self._caller.get_hookimpls()
+        known, plugged, wrapped = self._state
+        if impls != known:  # a HookImpl equals itself only
+            kept = [impl for impl in reversed(impls) if not (impl.hookwrapper or impl.wrapper)]
+            plugged = tuple((impl.plugin_name, impl.function, tuple(impl.argnames)) for impl in kept)
+            wrapped = len(kept) != len(impls)
+            self._state = (impls, plugged, wrapped)
+        executor = getattr(self._pm, "_inner_hookexec", None)
+        direct = not wrapped and PLUGGY_EXECUTOR is not None and executor is PLUGGY_EXECUTOR
+        answers: list[tuple[str, Any]] = []
+        for name, function, argnames in plugged:
+            try:
+                if direct:
+                    answer = function(*[arguments[arg] for arg in argnames])
+                else:  # through pluggy, so that wrappers and monitors see the call
+                    others = [i.plugin for i in impls if i.plugin_name != name and not (i.hookwrapper or i.wrapper)]
+                    answer = next(iter(self._pm.subset_hook_caller(self._caller.name, others)(**arguments)), None)
+            except Exception as exc:
+                if failed is None:
+                    raise
+                failed(name, exc)
+                continue
+            answers.append((name, answer))
+        return answers
+
+
+def _emit_failed(name: str, exc: Exception, samples: int) -> None:
+    """One exporter down (its agent, its socket) must not silence the others, nor fail the caller."""
+    metrics_log.warning(
+        "metrics not emitted by one plugin; the other plugins got them",
+        extra={"plugin": name, "samples": samples, "reason": f"{type(exc).__name__}: {exc}"},
+    )
+
+
 class Backend:
     """The VM, queue, store and secrets providers chosen by the settings."""
 
@@ -107,8 +178,15 @@ class Backend:
         self.settings = settings
         self._hook = pm.hook
         self._enqueue = FirstAnswer(pm, pm.hook.jitr_enqueue)  # a hook's caller stays as plugins come and go
-        emit = pm.hook.jitr_emit_metrics
-        self.metrics = Metrics(lambda samples: emit(samples=samples, settings=settings))
+        self._emit_each = EachPlugin(pm, pm.hook.jitr_emit_metrics)  # every exporter gets the batch, whichever raises
+        self.metrics = Metrics(self._emit)
+        self._render = EachPlugin(pm, pm.hook.jitr_render_startup_script)
+
+    def _emit(self, samples: Sequence[Sample]) -> None:
+        self._emit_each(
+            {"samples": samples, "settings": self.settings},
+            lambda name, exc: _emit_failed(name, exc, len(samples)),
+        )
 
     def _answer(self, role: str, hook: str, result: T | None) -> T:
         if result is None:
@@ -267,12 +345,29 @@ class Backend:
         """Every plugin's fragments; refused while a plugin is broken."""
         self.check_startup_plugins()
         fragments: list[Fragment] = []
-        for answer in self._hook.jitr_render_startup_script(context=context):
-            if isinstance(answer, Fragment):
-                fragments.append(answer)
-            elif answer:
-                fragments.extend(answer)
+        for name, answer in self._render({"context": context}):
+            fragments.extend(_fragments(name, answer))
         return fragments
 
     def render_startup_script(self, context: ScriptContext, limit_bytes: int | None = None) -> str:
         return assemble(self.startup_fragments(context), limit_bytes)
+
+
+def _fragments(plugin: str, answer: object) -> Sequence[Fragment]:
+    """A plugin's answer to ``jitr_render_startup_script`` as fragments; a PluginError naming it for a wrong type."""
+    if answer is None:
+        return ()
+    if isinstance(answer, Fragment):
+        return (answer,)
+    if isinstance(answer, Sequence) and not isinstance(answer, str | bytes):
+        wrong = [i for i, item in enumerate(answer) if not isinstance(item, Fragment)]
+        if not wrong:
+            return answer
+        found = f"a {type(answer).__name__} whose item {wrong[0]} is a {type(answer[wrong[0]]).__name__}"
+    else:
+        found = f"a {type(answer).__name__}"
+    # the types only, never the values: a plugin's text may hold anything
+    raise PluginError(
+        f"plugin {plugin!r} returned {found} from jitr_render_startup_script; "
+        "expected a Fragment, a sequence of Fragments or None"
+    )
