@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+import jitr_core
+import pluggy
 from jitr_core.errors import JitrError
 from jitr_core.plugins import ENTRY_POINT_GROUP
 
@@ -88,33 +90,52 @@ def warn_unknown(names: Iterable[str], required: Iterable[str] = ()) -> None:
 _PROBE = """
 import json, sys
 from importlib import metadata
-paths = json.loads(sys.argv[1])
+paths, fallback, group = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
 sys.path[:0] = paths
-failed, seen = {}, set()
-bundled = metadata.distributions(path=paths[:1])
-for ep in (ep for dist in bundled for ep in dist.entry_points.select(group=sys.argv[2])):
-    if ep.name in seen:
+failed, bundled = {}, {}
+for ep in (ep for dist in metadata.distributions(path=paths[:1]) for ep in dist.entry_points.select(group=group)):
+    if ep.name in bundled:
         continue
-    seen.add(ep.name)
+    bundled[ep.name] = ep.value
     try:
         ep.load()
     except BaseException as exc:
         failed[ep.name] = f"{ep.value}: {type(exc).__name__}: {exc}"
-print(json.dumps({"loaded": sorted(seen - set(failed)), "failed": failed}))
+if not failed:
+    # then registered as at a cold start, by jitr_core's own registry (the bundle's, else this one's):
+    # a hook jitr does not know, a parameter its hook does not have, a name taken make a plugin broken
+    sys.path.extend(fallback)
+    from jitr_core.plugins import DEFAULT_PLUGINS, create_plugin_manager
+    others = {ep.name for ep in metadata.entry_points(group=group)} - set(bundled)
+    others -= {name for name, _ in DEFAULT_PLUGINS}
+    pm = create_plugin_manager(environ={"JITR_DISABLE_PLUGINS": ",".join(sorted(others))})
+    for name, broken in pm.broken.items():
+        failed[name] = f"{bundled.get(name, name)}: {' '.join(broken.error.split())}"
+print(json.dumps({"loaded": sorted(set(bundled) - set(failed)), "failed": failed}))
 """
 
 
+def _registry_paths() -> list[str]:
+    """Where ``jitr_core`` and ``pluggy`` are installed here, for a bundle that holds neither."""
+    roots = (Path(jitr_core.__file__).parent.parent, Path(pluggy.__file__).parent.parent)
+    return [str(root) for root in dict.fromkeys(roots)]
+
+
 def verify_plugins(paths: Sequence[Path], python: str | None = None) -> tuple[str, ...]:
-    """Load every ``jitr`` plugin the bundle holds as a deployed function would; the names loaded.
+    """Load and register every ``jitr`` plugin the bundle holds as a deployed function would; the names loaded.
 
     The bundle is ``paths[0]``; the other paths only supply what its plugins import (the GCP
     bundle's pinned libraries as installed here), so a plugin installed here but left out of the
     bundle is not checked. A fresh interpreter sees ``paths`` and the standard library only (no
     site-packages, no ``.pth`` files), so a plugin works here only if the bundle's layout holds all
-    it imports.
-    One that fails is a :class:`JitrError` naming it: a bundle is never built around it.
+    it imports. Once every plugin imports, jitr's plugin manager is built as at a cold start
+    (:func:`jitr_core.plugins.create_plugin_manager`, from the bundle's ``jitr_core``), so a plugin
+    that imports but cannot be registered (a hook jitr does not know, a parameter its hook does
+    not have) is broken here as it would be in every deployed function.
+    One that fails is a :class:`JitrError` naming it and the reason: a bundle is never built around it.
     """
-    command = [python or sys.executable, "-I", "-S", "-B", "-c", _PROBE, json.dumps([str(p) for p in paths])]
+    listed = json.dumps([str(p) for p in paths])
+    command = [python or sys.executable, "-I", "-S", "-B", "-c", _PROBE, listed, json.dumps(_registry_paths())]
     try:
         done = subprocess.run([*command, ENTRY_POINT_GROUP], capture_output=True, text=True, timeout=300, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -127,7 +148,7 @@ def verify_plugins(paths: Sequence[Path], python: str | None = None) -> tuple[st
     if result["failed"]:
         broken = "; ".join(f"plugin {name!r} ({error})" for name, error in sorted(result["failed"].items()))
         raise JitrError(
-            f"a bundled plugin fails to load, so no bundle is written: {broken}; "
+            f"a bundled plugin fails to load or register, so no bundle is written: {broken}; "
             "fix it, or leave it out with --exclude-plugin NAME"
         )
     return tuple(result["loaded"])
