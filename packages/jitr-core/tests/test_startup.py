@@ -45,8 +45,12 @@ def test_fragments_run_in_phase_then_order() -> None:
 def test_every_teardown_step_runs_whatever_an_earlier_one_does(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The VM's self-deletion is the last teardown step: a plugin's step before it that fails, reads
     a variable its phase never got to set (the boot failed first), or writes a here-document must
-    not keep it from running."""
+    not keep it from running; nor may a step of the first phase that fails."""
     marks = tmp_path / "marks"
+    prelude_fails = assemble([Fragment("prelude", "false"), Fragment("teardown", f"echo deleted >> {marks}", order=90)])
+    assert subprocess.run(["bash", "-c", prelude_fails], capture_output=True).returncode == 1
+    assert marks.read_text() == "deleted\n"  # a plugin's prelude step failing at boot still deletes the VM
+    marks.unlink()
     script = assemble(
         [
             Fragment("pre_run", "CACHE_DIR=/opt/cache"),
@@ -92,7 +96,8 @@ def test_hostile_values_stay_data(tmp_path) -> None:  # type: ignore[no-untyped-
     canary = tmp_path / "pwned"
     hostile = f"x'; touch {canary}; echo '$(touch {canary})`touch {canary}`"
     script = render(context(name=hostile))
-    prelude = script.split("# --- teardown")[0].replace("exec > >(tee -a /var/log/jitr-startup.log) 2>&1", "")
+    prelude = script.split("# --- prelude")[1].split("# --- install")[0]
+    prelude = "set -euo pipefail\n" + prelude.replace("exec > >(tee -a /var/log/jitr-startup.log) 2>&1", "")
     subprocess.run(["bash", "-c", prelude + '\nprintf %s "$JITR_RUNNER_NAME"'], check=True, capture_output=True)
     assert not canary.exists()
 

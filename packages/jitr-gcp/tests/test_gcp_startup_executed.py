@@ -152,6 +152,17 @@ def test_a_failing_plugin_step_still_tears_down(tmp_path: Path, cloud: FakeCloud
     assert_deleted(outcome, cloud)
 
 
+def test_a_package_index_that_cannot_be_updated_tears_down_without_running(tmp_path: Path, cloud: FakeCloud) -> None:
+    """A stock image whose package index cannot be updated (a mirror mid-sync) gets no dependencies:
+    the boot ends after one retry instead of starting the runner without them."""
+    failing = {"apt-get": 'if [ "$1" = update ]; then echo "E: mirror sync in progress" >&2; exit 100; fi'}
+    box = Sandbox(tmp_path, cloud, package_manager="apt-get", prebaked_version=None, extra_fakes=failing)
+    outcome = box.run(render("x64"))
+    assert outcome.runner_argv is None
+    assert outcome.called("apt-get") == ["apt-get update -qq", "apt-get update -qq"]
+    assert_deleted(outcome, cloud)
+
+
 def test_a_pool_can_turn_log_shipping_off() -> None:
     pool = Pool("linux", frozenset({"self-hosted"}), ("e2-standard-2",), options={"log_shipping": "false"})
     context = ScriptContext(RUNNER, pool, "gcp", Secret(JIT), VERSION, 3600)

@@ -33,7 +33,8 @@ if [ -z "$jitr_prebaked" ]; then
   echo "jitr: stock image, installing dependencies"
   if command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq && apt-get install -y -qq curl jq git tar sudo libicu-dev >/dev/null
+    apt-get update -qq || { sleep 5; apt-get update -qq; }  # a failure here must end the boot, not skip the install
+    apt-get install -y -qq curl jq git tar sudo libicu-dev >/dev/null
   elif command -v dnf >/dev/null 2>&1; then
     dnf install -y -q curl jq git tar sudo libicu >/dev/null
   fi

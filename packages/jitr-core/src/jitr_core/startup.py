@@ -77,13 +77,12 @@ def assemble(fragments: Iterable[Fragment], limit_bytes: int | None = None) -> s
     by_phase: dict[str, list[Fragment]] = {phase: [] for phase in PHASES}
     for fragment in fragments:
         by_phase[fragment.phase].append(fragment)
-    lines = ["#!/bin/bash", "set -euo pipefail"]
-    for phase in ("prelude",):
-        lines += _section(phase, by_phase[phase])
     teardown = [f.body.rstrip() for f in sorted(by_phase["teardown"], key=_sort_key)]
-    lines += [
+    lines = [
+        "#!/bin/bash",
+        "set -euo pipefail",
         "",
-        "# --- teardown (runs on exit and from the lifetime watchdog)",
+        "# --- teardown (runs on every exit, a failed prelude step's too, and from the lifetime watchdog)",
         "jitr_teardown() {",
         "  trap - EXIT",
         "  set +eu  # every step runs: one failing, or reading what a later phase would have set, stops none",
@@ -93,7 +92,7 @@ def assemble(fragments: Iterable[Fragment], limit_bytes: int | None = None) -> s
         "}",
         "trap jitr_teardown EXIT",
     ]
-    for phase in ("install", "pre_run", "run", "post_run"):
+    for phase in ("prelude", "install", "pre_run", "run", "post_run"):
         lines += _section(phase, by_phase[phase])
     script = "\n".join(lines) + "\n"
     if limit_bytes is not None and len(script.encode()) > limit_bytes:
