@@ -128,16 +128,16 @@ def stop_deployment(d: Deployment) -> None:
 def vm_token(d: Deployment, runner_name: str) -> tuple[str, str]:
     """(vm id, token) of the running VM of ``runner_name``, read from its process's environment."""
 
-    def running() -> tuple[str, int] | None:
+    def running() -> tuple[str, str] | None:
         for vm_id, name, _, state, pid in d.vm_rows():
             if name == runner_name and state == "running" and pid:
-                return vm_id, int(pid)
+                # read again until found: while the process execs its script the file may read empty
+                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                token = next((v.split(b"=", 1)[1] for v in environ if v.startswith(b"JITR_VM_TOKEN=")), None)
+                return (vm_id, token.decode()) if token else None
         return None
 
-    vm_id, pid = wait_for(running, 60, f"the VM of {runner_name} to run")
-    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    token = next(v.split(b"=", 1)[1].decode() for v in environ if v.startswith(b"JITR_VM_TOKEN="))
-    return vm_id, token
+    return wait_for(running, 60, f"the VM of {runner_name} to run")
 
 
 def ask(d: Deployment, runner_name: str, token: str, provider: str = "embedded") -> tuple[int, dict[str, Any]]:
