@@ -15,6 +15,7 @@ import pluggy
 import pytest
 from jitr_core.errors import JitrError
 from jitr_functions.bundle_plugins import verify_plugins
+from test_bundle_plugins import _layout_plugin
 
 REGISTRY = [Path(jitr_core.__file__).parent.parent, Path(pluggy.__file__).parent.parent]
 HEALTHY = (
@@ -25,15 +26,6 @@ HEALTHY = (
 IMPL = "from jitr_core.hookspecs import hookimpl\n\n@hookimpl\ndef {}:\n    pass\n"
 MISSPELT = IMPL.format("jitr_render_startup_scripts(context)")
 WRONG_PARAMETER = IMPL.format("jitr_render_startup_script(ctx)")
-
-
-def _layout_plugin(site: Path, dist: str, entry: str, module: str, body: str) -> None:
-    """A plugin distribution as pip lays it out in a bundle: its module and its dist-info."""
-    info = site / f"{dist.replace('-', '_')}-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(f"[jitr]\n{entry} = {module}\n")
-    (site / f"{module}.py").write_text(body)
 
 
 def test_healthy_plugins_are_registered_and_listed(tmp_path: Path) -> None:
