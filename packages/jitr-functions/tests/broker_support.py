@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from e2e_support import QUIET, post, wait_for
+from e2e_support import QUIET, post, runners_in, wait_for
 from jitr_core.settings import Settings
 from jitr_functions.app import App, build_app
 from jitr_functions.local import LocalRuntime, free_port
@@ -46,10 +46,7 @@ class Deployment:
         return self.app.backend.load("runner", name)
 
     def runners(self) -> list[Any]:
-        from jitr_core.model import RecordQuery
-
-        states = ("claimed", "launched", "busy", "finished", "retired")
-        return [r for s in states for r in self.app.backend.query_all(RecordQuery("runner", s))]
+        return runners_in(self.app.backend)
 
     def vm_rows(self) -> list[tuple[Any, ...]]:
         import sqlite3

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from jitr_core.backend import Backend
 from jitr_core.errors import BackendError, CapacityError
 from jitr_core.hookspecs import hookimpl
 from jitr_core.messages import JOBS_QUEUE
@@ -172,11 +173,19 @@ def record(sandbox: Sandbox, kind: str, key: str | int) -> Record | None:
     return sandbox.app.backend.load(kind, str(key))
 
 
-def runner_records(
-    sandbox: Sandbox, states: Iterable[str] = ("claimed", "launched", "busy", "finished", "retired")
-) -> list[Record]:
+RUNNER_STATES = ("claimed", "launched", "busy", "finished", "retired")
+
+
+def runners_in(backend: Backend, states: Iterable[str] = RUNNER_STATES) -> list[Record]:
+    """One record per runner, in ``states``: a query each, in the order a runner moves through them,
+    so a runner that moves on between two queries is seen twice; the later sighting is the newer."""
+    latest = {r.key: r for state in states for r in backend.query_all(RecordQuery("runner", state, limit=500))}
+    return list(latest.values())
+
+
+def runner_records(sandbox: Sandbox, states: Iterable[str] = RUNNER_STATES) -> list[Record]:
     assert sandbox.app is not None
-    return [r for state in states for r in sandbox.app.backend.query_all(RecordQuery("runner", state, limit=500))]
+    return runners_in(sandbox.app.backend, states)
 
 
 def in_flight_records(sandbox: Sandbox) -> list[Record]:
