@@ -16,6 +16,13 @@ locals {
   key_pairs    = [for p in var.pools : p.key_name if p.key_name != null]
   pass_roles   = concat([aws_iam_role.runner.arn], var.additional_passable_role_arns)
 
+  # Pools that keep warm VMs (jitr's Pool.keeps_warm: warm, or a window's count, above 0). JITR_POOLS
+  # comes from var.pools alone (jitr_settings may not set it), so this is known at plan time: the
+  # launch and warm-record grants below are given only to deployments that use them.
+  warm_pools = anytrue([
+    for p in var.pools : coalesce(p.warm, 0) > 0 || anytrue([for w in coalesce(p.warm_windows, []) : w.count > 0])
+  ])
+
   statement = {
     logs = {
       for kind, f in local.functions : kind => {
@@ -50,14 +57,19 @@ locals {
   }
 
   # The state store, by what each function reads and writes. Transactions (claims, counters) are
-  # authorised by the actions of the items they hold; scaleup never queries the by_state index.
+  # authorised by the actions of the items they hold. Every function that retires a runner queries
+  # the by_state index, as a runner leaving flight sends on the oldest job waiting for the cap it
+  # frees, and moves the cap counters (UpdateItem): scaleup retires the runner of a job cancelled
+  # while it launched, the broker one whose repository GitHub will not serve. With warm pools
+  # scaleup also reads the waiting warm VMs (they count against the caps), and the broker deletes
+  # a warm VM's record once it has handed the VM's runner its config.
   store = {
     for kind, actions in {
-      scaleup    = ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"]
+      scaleup    = ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Query"]
       lifecycle  = ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"]
       scaledown  = ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Query"]
       rebalancer = ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:Query"]
-      broker     = ["dynamodb:GetItem", "dynamodb:PutItem"]
+      broker     = concat(["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"], local.warm_pools ? ["dynamodb:DeleteItem"] : [])
       } : kind => {
       Sid      = "Store"
       Effect   = "Allow"
@@ -66,13 +78,18 @@ locals {
     }
   }
 
+  # The queues each function sends to. Besides requeueing: scaledown hands lifecycle the event of a
+  # lost webhook (a runner that took another job) and dead-letters a job whose runners keep exiting
+  # without it; the broker dead-letters a job whose repository GitHub will not serve, and, like
+  # every function retiring a runner, sends on a job waiting for the freed cap.
   sqs_send = {
     for kind, queues in {
       webhook    = [aws_sqs_queue.main["jobs"].arn, aws_sqs_queue.main["lifecycle"].arn]
       scaleup    = [aws_sqs_queue.main["jobs"].arn, aws_sqs_queue.dead_letter["jobs"].arn]
       lifecycle  = [aws_sqs_queue.main["jobs"].arn, aws_sqs_queue.main["lifecycle"].arn, aws_sqs_queue.dead_letter["lifecycle"].arn]
-      scaledown  = [aws_sqs_queue.main["jobs"].arn]
+      scaledown  = [aws_sqs_queue.main["jobs"].arn, aws_sqs_queue.main["lifecycle"].arn, aws_sqs_queue.dead_letter["jobs"].arn]
       rebalancer = [aws_sqs_queue.main["jobs"].arn]
+      broker     = [aws_sqs_queue.main["jobs"].arn, aws_sqs_queue.dead_letter["jobs"].arn]
     } : kind => { Sid = "SendMessages", Effect = "Allow", Action = ["sqs:SendMessage"], Resource = queues }
   }
 
@@ -150,12 +167,15 @@ locals {
     }],
   )
 
+  # scaledown launches too where pools keep warm VMs: its pass fills them (the same launch as
+  # scaleup's, with the same tags, subnets, images and passable roles). Scaleup terminates the VM
+  # it launched for a job cancelled meanwhile, the broker that of a runner it cannot serve.
   function_statements = {
-    broker     = [local.statement.app_key, local.store.broker]
+    broker     = [local.statement.app_key, local.store.broker, local.sqs_send.broker, local.statement.describe, local.statement.terminate]
     webhook    = [local.statement.webhook_secret, local.sqs_send.webhook]
-    scaleup    = concat([local.statement.app_key, local.store.scaleup, local.sqs_consume.scaleup, local.sqs_send.scaleup], local.launch)
+    scaleup    = concat([local.statement.app_key, local.store.scaleup, local.sqs_consume.scaleup, local.sqs_send.scaleup, local.statement.terminate], local.launch)
     lifecycle  = [local.statement.app_key, local.store.lifecycle, local.sqs_consume.lifecycle, local.sqs_send.lifecycle, local.statement.describe, local.statement.terminate]
-    scaledown  = [local.statement.app_key, local.store.scaledown, local.sqs_send.scaledown, local.statement.describe, local.statement.terminate]
+    scaledown  = concat([local.statement.app_key, local.store.scaledown, local.sqs_send.scaledown, local.statement.describe, local.statement.terminate], [for s in local.launch : s if local.warm_pools])
     rebalancer = [local.statement.app_key, local.store.rebalancer, local.sqs_send.rebalancer]
   }
 }

@@ -48,6 +48,7 @@ locals {
       { for k, v in {
         spot = p.spot, on_demand_fallback = p.on_demand_fallback, org_scope = p.org_scope, allow_public = p.allow_public
       } : k => v if v != null },
+      p.rerun_on_interruption == null ? {} : { rerun_on_interruption = p.rerun_on_interruption },
       { for k, v in { runner_group = p.runner_group, arch = p.arch } : k => v if v != null },
       { handoff = local.handoff[p.name] },
       p.machine_type_labels == null ? {} : { machine_type_labels = p.machine_type_labels },

@@ -304,7 +304,10 @@ variable "pools" {
     machine_types (EC2 instance types, tried in order), subnet_ids (the pool's placements, tried in
     order), image (an AMI id, or resolve:ssm:<parameter>); optional disk_gb, max_runners, spot,
     on_demand_fallback, runner_group, org_scope, priority, allow_public, arch (x64/arm64),
-    max_lifetime_s; and launch settings that replace the deployment's for this pool:
+    max_lifetime_s, rerun_on_interruption (ask GitHub to re-run, once per attempt and
+    on-demand, a job it failed because its spot VM was reclaimed: needs spot_interruptions and
+    the App's Actions write permission; docs/embedded-serve.md, "Spot interruptions"); and
+    launch settings that replace the deployment's for this pool:
     launch_template, security_group_ids, instance_profile, key_name, associate_public_ip,
     root_device_name, log_shipping; machine_type_labels and machine_sizes let a job pick its
     instance type by label (docs/embedded-serve.md, "Sizing from labels"); handoff ("broker", the
@@ -316,22 +319,23 @@ variable "pools" {
     handoff = "metadata"; docs/warm-pools.md). See docs/aws-configuration.md.
   EOT
   type = list(object({
-    name                = string
-    labels              = list(string)
-    machine_types       = list(string)
-    subnet_ids          = list(string)
-    image               = string
-    disk_gb             = optional(number)
-    max_runners         = optional(number)
-    spot                = optional(bool)
-    on_demand_fallback  = optional(bool)
-    runner_group        = optional(string)
-    org_scope           = optional(bool)
-    priority            = optional(number)
-    allow_public        = optional(bool)
-    arch                = optional(string)
-    max_lifetime_s      = optional(number)
-    machine_type_labels = optional(list(string))
+    name                  = string
+    labels                = list(string)
+    machine_types         = list(string)
+    subnet_ids            = list(string)
+    image                 = string
+    disk_gb               = optional(number)
+    max_runners           = optional(number)
+    spot                  = optional(bool)
+    on_demand_fallback    = optional(bool)
+    runner_group          = optional(string)
+    org_scope             = optional(bool)
+    priority              = optional(number)
+    allow_public          = optional(bool)
+    arch                  = optional(string)
+    max_lifetime_s        = optional(number)
+    rerun_on_interruption = optional(bool)
+    machine_type_labels   = optional(list(string))
     machine_sizes = optional(list(object({
       machine_type = string
       cpu          = number
@@ -476,7 +480,7 @@ variable "runner_role_policy_arns" {
 }
 
 variable "additional_passable_role_arns" {
-  description = "Roles (of pools' own instance_profile) the scaleup function may pass to EC2, besides the runner role this module creates."
+  description = "Roles (of pools' own instance_profile) the functions that launch VMs may pass to EC2, besides the runner role this module creates: scaleup, and scaledown where a pool keeps warm VMs."
   type        = list(string)
   default     = []
 }

@@ -55,8 +55,8 @@ resource "google_secret_manager_secret_iam_member" "accessor" {
   depends_on = [google_secret_manager_secret.created]
 }
 
-# scaleup attaches the runner account to the VMs it creates: iam.serviceAccounts.actAs on that
-# account only.
+# scaleup attaches the runner account to the VMs it creates, and so does scaledown where it fills
+# warm pools (local.launchers): iam.serviceAccounts.actAs on that account only.
 resource "google_project_iam_custom_role" "act_as" {
   project     = var.project_id
   role_id     = "${local.role_prefix}_act_as_runner"
@@ -69,6 +69,14 @@ resource "google_service_account_iam_member" "scaleup_acts_as_runner" {
   service_account_id = google_service_account.this["runner"].name
   role               = google_project_iam_custom_role.act_as.name
   member             = google_service_account.this["scaleup"].member
+}
+
+resource "google_service_account_iam_member" "scaledown_acts_as_runner" {
+  count = contains(local.launchers, "scaledown") ? 1 : 0
+
+  service_account_id = google_service_account.this["runner"].name
+  role               = google_project_iam_custom_role.act_as.name
+  member             = google_service_account.this["scaledown"].member
 }
 
 # The runner VM deletes itself when its job is done (the startup script's teardown). The grant is

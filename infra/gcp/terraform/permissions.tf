@@ -5,42 +5,57 @@
 # every grant used or given a reason in infra/tests/gcp/gcp_permissions.json).
 
 locals {
+  # Pools that keep warm VMs (jitr's Pool.keeps_warm: warm, or a window's count, above 0). JITR_POOLS
+  # comes from var.pools alone (extra_settings may not set it), so this is known at plan time:
+  # scaledown gets the launch permissions, and the broker those on warm records, only where used.
+  warm_pools = anytrue([
+    for pool in var.pools : coalesce(pool.warm, 0) > 0 || anytrue([for w in coalesce(pool.warm_windows, []) : w.count > 0])
+  ])
+
+  # What launching a runner VM takes: scaleup's, and scaledown's where it fills warm pools.
+  launch_permissions = [
+    "compute.disks.create",                # the boot disk is created with the instance
+    "compute.images.useReadOnly",          # pool images in this project (public images need no grant)
+    "compute.instances.create",            # instances.insert
+    "compute.instances.get",               # a launch that finds its instance already there (a retry)
+    "compute.instances.setLabels",         # the instance carries labels
+    "compute.instances.setMetadata",       # the startup script
+    "compute.instances.setServiceAccount", # the runner service account
+    "compute.subnetworks.use",             # the runner subnetwork (auto-mode or named)
+    "compute.zoneOperations.get",          # zoneOperations.wait on the insert
+  ]
+  # The functions that launch, and so attach the runner account to VMs (actAs on it, iam.tf).
+  launchers = concat(["scaleup"], local.warm_pools ? ["scaledown"] : [])
+
   # Compute Engine permissions, through one custom role per function.
   compute_permissions = {
     webhook = []
-    scaleup = [
-      "compute.disks.create",                # the boot disk is created with the instance
-      "compute.images.useReadOnly",          # pool images in this project (public images need no grant)
-      "compute.instances.create",            # instances.insert
-      "compute.instances.get",               # a launch that finds its instance already there (a retry)
-      "compute.instances.setLabels",         # the instance carries labels
-      "compute.instances.setMetadata",       # the startup script
-      "compute.instances.setServiceAccount", # the runner service account
-      "compute.subnetworks.use",             # the runner subnetwork (auto-mode or named)
-      "compute.zoneOperations.get",          # zoneOperations.wait on the insert
-    ]
+    # scaleup also deletes the VM of a job cancelled while it launched (it retires that runner)
+    scaleup   = concat(local.launch_permissions, ["compute.instances.delete"])
     lifecycle = ["compute.instances.delete"] # a surplus runner's VM
-    scaledown = [
+    scaledown = concat([
       "compute.instances.delete",
       "compute.instances.getGuestAttributes", # a stopped runner VM's exit report (did it run a job?)
       "compute.instances.list",
-    ]
+    ], local.warm_pools ? local.launch_permissions : [])
     rebalancer = []
-    broker     = []
+    broker     = ["compute.instances.delete"] # the VM of a runner whose repository GitHub will not serve
   }
-  # Added to scaleup's role when runner VMs get an external IP.
+  # Added to the launchers' roles when runner VMs get an external IP.
   external_ip_permissions = ["compute.subnetworks.useExternalIp"]
 
   # Firestore documents of the jitr collection. The webhook touches none (a routed delivery is one
   # publish; a duplicate is harmless at scaleup's claim); the others read, query and write records
-  # with conditional updates and deletes.
+  # with conditional updates and deletes. The broker reads a runner record and hands its config
+  # over once; retiring a runner GitHub will not serve, it queries for the job waiting for the freed
+  # cap; with warm pools it deletes a warm VM's record once the VM's runner has its config.
   firestore_permissions = {
     webhook    = []
     scaleup    = ["datastore.entities.create", "datastore.entities.delete", "datastore.entities.get", "datastore.entities.list", "datastore.entities.update"]
     lifecycle  = ["datastore.entities.create", "datastore.entities.delete", "datastore.entities.get", "datastore.entities.list", "datastore.entities.update"]
     scaledown  = ["datastore.entities.create", "datastore.entities.delete", "datastore.entities.get", "datastore.entities.list", "datastore.entities.update"]
     rebalancer = ["datastore.entities.create", "datastore.entities.delete", "datastore.entities.get", "datastore.entities.list", "datastore.entities.update"]
-    broker     = ["datastore.entities.get", "datastore.entities.update"] # reads a runner record, hands its config over once
+    broker     = concat(["datastore.entities.get", "datastore.entities.list", "datastore.entities.update"], local.warm_pools ? ["datastore.entities.delete"] : [])
   }
 
   # Topics each function publishes to (roles/pubsub.publisher on the topic: pubsub.topics.publish).
@@ -48,9 +63,9 @@ locals {
     webhook    = ["jobs", "lifecycle"]
     scaleup    = ["jobs", "jobs-dead-letter"]                   # delayed retries; poison messages
     lifecycle  = ["jobs", "lifecycle", "lifecycle-dead-letter"] # the next waiting job; delayed retries; poison messages
-    scaledown  = ["jobs"]                                       # stuck jobs
+    scaledown  = ["jobs", "lifecycle", "jobs-dead-letter"]      # stuck jobs; a lost webhook's event; a job whose runners keep exiting without it
     rebalancer = ["jobs"]                                       # jobs without a runner
-    broker     = []
+    broker     = ["jobs", "jobs-dead-letter"]                   # the next waiting job; a job GitHub will not serve
   }
 
   # Secrets each function reads (roles/secretmanager.secretAccessor on the secret).
@@ -66,7 +81,7 @@ locals {
   custom_roles = {
     for name, _ in local.functions : name => distinct(concat(
       local.compute_permissions[name],
-      name == "scaleup" && var.external_ip ? local.external_ip_permissions : [],
+      contains(local.launchers, name) && var.external_ip ? local.external_ip_permissions : [],
       local.firestore_permissions[name],
     ))
   }

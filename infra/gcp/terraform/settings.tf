@@ -58,28 +58,29 @@ locals {
   pool_settings = [
     for pool in var.pools : {
       for key, value in {
-        name                = pool.name
-        labels              = pool.labels
-        machine_types       = pool.machine_types
-        image               = pool.image
-        placements          = pool.zones
-        spot                = pool.spot
-        on_demand_fallback  = pool.on_demand_fallback
-        disk_gb             = pool.disk_gb
-        max_runners         = pool.max_runners
-        runner_group        = pool.runner_group
-        org_scope           = pool.org_scope
-        priority            = pool.priority
-        allow_public        = pool.allow_public
-        arch                = pool.arch
-        max_lifetime_s      = pool.max_lifetime_s
-        machine_type_labels = pool.machine_type_labels
-        machine_sizes       = pool.machine_sizes
-        handoff             = coalesce(pool.handoff, "broker")
-        warm                = pool.warm
-        warm_max_idle_s     = pool.warm_max_idle_s
-        warm_windows        = pool.warm_windows
-        options             = pool.options == null ? null : { for option, setting in pool.options : option => setting if setting != null }
+        name                  = pool.name
+        labels                = pool.labels
+        machine_types         = pool.machine_types
+        image                 = pool.image
+        placements            = pool.zones
+        spot                  = pool.spot
+        on_demand_fallback    = pool.on_demand_fallback
+        disk_gb               = pool.disk_gb
+        max_runners           = pool.max_runners
+        runner_group          = pool.runner_group
+        org_scope             = pool.org_scope
+        priority              = pool.priority
+        allow_public          = pool.allow_public
+        arch                  = pool.arch
+        max_lifetime_s        = pool.max_lifetime_s
+        rerun_on_interruption = pool.rerun_on_interruption
+        machine_type_labels   = pool.machine_type_labels
+        machine_sizes         = pool.machine_sizes
+        handoff               = coalesce(pool.handoff, "broker")
+        warm                  = pool.warm
+        warm_max_idle_s       = pool.warm_max_idle_s
+        warm_windows          = pool.warm_windows
+        options               = pool.options == null ? null : { for option, setting in pool.options : option => setting if setting != null }
       } : key => value if value != null
     }
   ]

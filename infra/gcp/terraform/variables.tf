@@ -207,24 +207,28 @@ variable "pools" {
     URL); the broker is deployed unless every pool says "metadata" (docs/embedded-serve.md, "The
     JIT config handoff"). `warm`, `warm_windows` and `warm_max_idle_s` keep booted VMs waiting at
     the broker for jobs (not with handoff = "metadata"; docs/warm-pools.md).
+    `rerun_on_interruption` asks GitHub to re-run, once per attempt and on-demand, a job it failed
+    because GCE preempted its spot VM (the App needs the Actions write permission;
+    docs/embedded-serve.md, "Spot interruptions").
   EOT
   type = list(object({
-    name                = string
-    labels              = list(string)
-    machine_types       = list(string)
-    image               = string
-    zones               = optional(list(string))
-    spot                = optional(bool)
-    on_demand_fallback  = optional(bool)
-    disk_gb             = optional(number)
-    max_runners         = optional(number)
-    runner_group        = optional(string)
-    org_scope           = optional(bool)
-    priority            = optional(number)
-    allow_public        = optional(bool)
-    arch                = optional(string)
-    max_lifetime_s      = optional(number)
-    machine_type_labels = optional(list(string))
+    name                  = string
+    labels                = list(string)
+    machine_types         = list(string)
+    image                 = string
+    zones                 = optional(list(string))
+    spot                  = optional(bool)
+    on_demand_fallback    = optional(bool)
+    disk_gb               = optional(number)
+    max_runners           = optional(number)
+    runner_group          = optional(string)
+    org_scope             = optional(bool)
+    priority              = optional(number)
+    allow_public          = optional(bool)
+    arch                  = optional(string)
+    max_lifetime_s        = optional(number)
+    rerun_on_interruption = optional(bool)
+    machine_type_labels   = optional(list(string))
     machine_sizes = optional(list(object({
       machine_type = string
       cpu          = number
@@ -322,6 +326,10 @@ variable "extra_settings" {
   validation {
     condition     = alltrue([for name, _ in var.extra_settings : can(regex("^JITR_[A-Z0-9_]+$", name))])
     error_message = "extra_settings keys must be JITR_* variable names."
+  }
+  validation {
+    condition     = !contains(keys(var.extra_settings), "JITR_POOLS")
+    error_message = "extra_settings must not set JITR_POOLS: give the pools in pools, from which the module also derives what the functions may do (warm pools let scaledown launch VMs)."
   }
 }
 

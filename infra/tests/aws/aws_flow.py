@@ -22,6 +22,10 @@ The API, in the order a test uses it:
 - :func:`run_broker_handoff` — a job of a broker-mode pool: scaleup launches a VM whose user data
   holds no JIT config, the VM asks the broker function (through the same kind of HTTP front, the
   payload format 2.0 event an HTTP API and a function URL both send) and gets its config once.
+- :func:`run_warm_pool` — a pool with warm VMs: scaledown fills it, a job takes the waiting VM
+  (whose held call to the broker gets the job's config) and scaleup refills it; the next job takes
+  the new VM, but GitHub will not register its runner, so the broker retires it and dead-letters
+  the job.
 - :class:`IdentitySigner` — plays AWS's signer of instance identity documents: the proof a
   launched instance sends the broker, and the certificate the broker must trust for it.
 - :func:`role_actions` / :func:`role_statements` — what a role's inline and attached policies allow.
@@ -389,6 +393,111 @@ def run_broker_handoff(
     return result
 
 
+def run_warm_pool(
+    endpoint: str,
+    functions: Mapping[str, DeployedFunction],
+    sim: GitHubSimulator,
+    *,
+    webhook_secret: str,
+    region: str,
+    prove: Callable[[Mapping[str, Any]], dict[str, str]],
+    repository: str = "octo-warm/ci",
+    labels: Sequence[str] = LABELS,
+) -> FlowResult:
+    """Jobs of a pool that keeps one warm VM (docs/warm-pools.md); the IAM actions each function called.
+
+    1. A scheduled scaledown pass fills the pool, or finds it filled: one warm VM waits.
+    2. The VM asks the broker under its warm name; no job has taken it: 204 (the deployment's
+       ``warm_hold_s`` should be short, the call waits it out).
+    3. A job arrives: scaleup gives it the warm VM, launching nothing for it, and refills the pool.
+    4. The VM asks again and gets the job's JIT config; its warm record is gone, the agent takes
+       the job, and lifecycle follows its ``in_progress`` webhook.
+    5. The next job takes the VM the refill launched, but GitHub will not register its runner (404
+       on generate-jitconfig, as for a repository the App lost): the broker retires the runner,
+       terminating its VM, and puts the job in the jobs dead-letter queue.
+
+    ``result.job_id`` and ``result.instance_id`` are step 3's job and VM; ``result.reports`` holds
+    the scaledown pass's report and the job of step 5 (``unserved_job_id``).
+    """
+    owner, _, name = repository.partition("/")
+    sim.add_installation(owner, repos=[name])
+    sqs = aws_client("sqs", endpoint, region)
+    ec2 = aws_client("ec2", endpoint, region)
+    ddb = aws_client("dynamodb", endpoint, region)
+    environment = functions["scaleup"].environment
+    tags = _deployment_tag(functions)
+    recorder = ActionRecorder()
+    invoke = Invoker(endpoint, region, recorder)
+    front = FunctionUrl(lambda request: invoke(functions["webhook"], request))
+    broker = FunctionUrl(lambda request: invoke(functions["broker"], request))
+    result = FlowResult(calls=recorder.calls, job_id=0, instance_id="", instance_tags={})
+    assert sim.drain_webhooks(timeout=60), "webhooks of earlier jobs are still being delivered"
+    seen = len(sim.deliveries())
+
+    def job_through_scaleup(what: str) -> int:
+        nonlocal seen
+        job_id = sim.queue_job(repository, list(labels))
+        _delivered(sim, 1, f"{what}'s queued webhook", since=seen)
+        seen += 1
+        _poll_queue(sqs, environment["JITR_AWS_JOBS_QUEUE_URL"], functions["scaleup"], invoke, region, "the jobs queue")
+        return job_id
+
+    try:
+        with recorder.installed():
+            scheduled = {**_fixture("example-eventbridge-schedule.json"), "id": str(uuid.uuid4())}
+            result.reports["scaledown"] = invoke(functions["scaledown"], scheduled)
+            [warm] = _warm_instances(ec2, tags)
+            result.instance_id = warm["InstanceId"]
+            result.instance_tags = {t["Key"]: t["Value"] for t in warm.get("Tags", [])}
+            warm_name = result.instance_tags["jitr-runner"]
+            request = _broker_request(result.instance_tags, prove(warm))
+            status, answer = _post(broker.url + "broker", request)
+            assert status == 204, f"the waiting warm VM's first call answered {status}: {answer}"
+
+            sim.set_webhook(front.url, webhook_secret)
+            result.job_id = job_through_scaleup("the job taking the warm VM")
+            status, answer = _post(broker.url + "broker", request)
+            assert status == 200 and "jit_config" in answer, f"the warm VM's call answered {status}: {answer}"
+            warm_record = {"pk": {"S": f"warm#{warm_name}"}}
+            assert "Item" not in ddb.get_item(TableName=environment["JITR_AWS_TABLE"], Key=warm_record)
+            runner = sim.agent_connect(answer["jit_config"])
+            assigned = sim.agent_poll(runner.id, timeout=10)
+            assert assigned is not None and assigned.id == result.job_id, f"the warm VM's runner got {assigned}"
+            _delivered(sim, 1, "the in_progress webhook", since=seen)
+            seen += 1
+            lifecycle_url = environment["JITR_AWS_LIFECYCLE_QUEUE_URL"]
+            _poll_queue(sqs, lifecycle_url, functions["lifecycle"], invoke, region, "the lifecycle queue (in_progress)")
+            status, _ = _post(broker.url + "broker", request)
+            assert status == 410, f"asked again, the broker answered {status}"
+
+            [refilled] = [i for i in _warm_instances(ec2, tags) if i["InstanceId"] != result.instance_id]
+            refilled_tags = {t["Key"]: t["Value"] for t in refilled.get("Tags", [])}
+            sim.fail_next(1, 404, path_contains="generate-jitconfig")
+            unserved = result.reports["unserved_job_id"] = job_through_scaleup("the job GitHub will not serve")
+            status, answer = _post(broker.url + "broker", _broker_request(refilled_tags, prove(refilled)))
+            assert status == 410 and "cannot serve" in answer.get("error", ""), f"the broker: {status} {answer}"
+            [gone] = ec2.describe_instances(InstanceIds=[refilled["InstanceId"]])["Reservations"][0]["Instances"]
+            assert gone["State"]["Name"] in ("shutting-down", "terminated"), f"the runner's VM is {gone['State']}"
+            dead = sqs.receive_message(
+                QueueUrl=environment["JITR_AWS_JOBS_DLQ_URL"], MaxNumberOfMessages=10, VisibilityTimeout=0
+            ).get("Messages", [])
+            assert any(json.loads(m["Body"]).get("job_id") == unserved for m in dead), "the job was not dead-lettered"
+    finally:
+        sim.set_webhook(None, None)
+        front.close()
+        broker.close()
+    return result
+
+
+def _warm_instances(ec2: Any, tags: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The deployment's warm VMs not yet terminating (those a job took keep their warm tags)."""
+    wanted = {"managed-by": "jitr", "jitr-job": "warm", **tags}
+    filters = [{"Name": f"tag:{k}", "Values": [v]} for k, v in wanted.items()]
+    filters.append({"Name": "instance-state-name", "Values": ["pending", "running"]})
+    answer = ec2.describe_instances(Filters=filters)
+    return [i for r in answer["Reservations"] for i in r["Instances"]]
+
+
 class IdentitySigner:
     """AWS's signer of instance identity documents for a deployed broker, played by a test key
     (:class:`jitr_aws.testing.IdentitySigner`).
@@ -433,9 +542,10 @@ def _post(url: str, body: bytes) -> tuple[int, dict[str, Any]]:
         connection.close()
 
 
-def _delivered(sim: GitHubSimulator, count: int, what: str) -> None:
+def _delivered(sim: GitHubSimulator, count: int, what: str, since: int = 0) -> None:
+    """The simulator's deliveries after its first ``since`` are ``count``, each answered 202."""
     assert sim.drain_webhooks(timeout=60), f"{what} was not delivered"
-    statuses = [d.status_code for d in reversed(sim.deliveries())]
+    statuses = [d.status_code for d in reversed(sim.deliveries())][since:]
     assert statuses == [202] * count, f"{what}: the webhook function answered {statuses}"
 
 

@@ -18,7 +18,7 @@ import sys
 import uuid
 import zipfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ from aws_flow import (
     deployed_functions,
     run_broker_handoff,
     run_flow,
+    run_warm_pool,
 )
 from jitr_aws.config import parse
 from jitr_aws.dynamodb import table_definition, ttl_specification
@@ -68,6 +69,10 @@ LOGICAL = {kind: kind.capitalize() for kind in FUNCTIONS}
 _LOGS = "Lambda's runtime writes the function's log stream with its role; the handler never calls CloudWatch Logs"
 _ESM = "the SQS event source mapping receives, deletes and reads the queue with the function's role (the test plays it)"
 _NUDGE = "a runner leaving flight sends the oldest job waiting for a cap (a Query on queued jobs) at once"
+_WARM = (
+    "scaledown fills the pools that keep warm VMs (the stack cannot read that from Pools, so it may always launch); "
+    "this stack's pool keeps none: the broker stack's warm pool exercises it"
+)
 # Actions a function's role allows that one pass of the flow does not call, and why the role has them.
 REASONS: dict[str, dict[str, str]] = {
     "webhook": {
@@ -86,6 +91,7 @@ REASONS: dict[str, dict[str, str]] = {
         "iam:PassRole": "RunInstances passes the runner role through the runner instance profile",
         "dynamodb:DeleteItem": "a claim whose launch fails, or a leftover claim, is released",
         "dynamodb:Query": _NUDGE,
+        "ec2:TerminateInstances": "the VM of a job cancelled while it launched is terminated (its runner retired)",
     },
     "lifecycle": {
         "logs:CreateLogStream": _LOGS,
@@ -104,9 +110,14 @@ REASONS: dict[str, dict[str, str]] = {
     "scaledown": {
         "logs:CreateLogStream": _LOGS,
         "logs:PutLogEvents": _LOGS,
-        "sqs:SendMessage": "a stuck job, or the job of a runner whose VM is gone, is sent to the jobs queue again",
+        "sqs:SendMessage": "a stuck job, or the job of a runner whose VM is gone, is sent to the jobs queue again; "
+        "a lost webhook's event goes to lifecycle; a job whose runners keep exiting without it is dead-lettered",
         "dynamodb:UpdateItem": "a cap counter that differs from the in-flight records is repaired",
         "ec2:TerminateInstances": "orphaned, over-age and never-booted VMs are terminated; the flow leaves none",
+        "ec2:RunInstances": _WARM,
+        "ec2:DescribeImages": _WARM,
+        "ec2:CreateTags": _WARM,
+        "iam:PassRole": _WARM,
     },
     "rebalancer": {
         "logs:CreateLogStream": _LOGS,
@@ -205,7 +216,8 @@ def broker_sim() -> Iterator[GitHubSimulator]:
 
 @pytest.fixture(scope="module")
 def broker_stack(cfn_moto: str, broker_sim: GitHubSimulator) -> Stack:
-    """Another stack with the defaults (``Broker=true``, the single pool in broker mode); moto gets a
+    """Another stack with ``Broker`` at its default (true) and its pool in ``Pools``, without a
+    handoff (the broker's, jitr's default with a broker URL) and with one warm VM; moto gets a
     stand-in for the HTTP API."""
     return _create_stack(cfn_moto, broker_sim, broker=True)
 
@@ -259,8 +271,13 @@ def _create_stack(cfn_moto: str, sim: GitHubSimulator, *, broker: bool) -> Stack
         "VpcId": vpc,
         "RunnerTags": f"test-run={prefix}",
     }
-    if broker:  # Broker left at its default, true: the single pool is rendered with the broker handoff
-        parameters.update(PoolName="linux-brk", MachineTypes="m5.large")
+    if broker:  # Broker left at its default, true; the pool (with a warm VM) given in Pools
+        pool = {
+            "name": "linux-brk", "labels": ["self-hosted", "linux", "x64"], "machine_types": ["m5.large"],
+            "placements": list(subnets), "image": image, "max_runners": 5, "warm": 1,
+        }  # fmt: skip
+        parameters.update(Pools=json.dumps([pool]))
+        del parameters["ImageId"], parameters["Subnets"], parameters["MachineTypes"], parameters["PoolName"]
     else:
         parameters.update(Broker="false")
     template = load_template()
@@ -516,6 +533,35 @@ def test_roles_scope_ec2_to_jitrs_tags_and_pass_only_the_runner_role(
         secrets = [r for s in _statements_for(statements, "secretsmanager:GetSecretValue") for r in _resources(s)]
         webhook, key = (stack.parameters[p].split("#")[0] for p in ("WebhookSecretArn", "AppPrivateKeySecretArn"))
         assert secrets == ([webhook] if kind == "webhook" else [key]), f"{kind} reads {secrets}"
+
+
+def test_each_role_sends_only_to_the_queues_its_code_paths_use(
+    stack: Stack, functions: dict[str, DeployedFunction]
+) -> None:
+    """SendMessage is one action for every queue: the flow's calls cannot tell the queues apart,
+    so each role's queues are checked against where its function sends (the broker's in the
+    broker stack's role test): requeueing and nudging to ``jobs``, poison and dead-lettered jobs
+    to the dead-letter queues, and scaledown's replay of a lost webhook to ``lifecycle``."""
+    sqs = stack.client("sqs")
+    outputs = {
+        "jobs": "JobsQueueUrl", "lifecycle": "LifecycleQueueUrl",
+        "jobs-dlq": "JobsDeadLetterQueueUrl", "lifecycle-dlq": "LifecycleDeadLetterQueueUrl",
+    }  # fmt: skip
+    name_of = {
+        sqs.get_queue_attributes(QueueUrl=stack.outputs[o], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]: q
+        for q, o in outputs.items()
+    }
+    expected = {
+        "webhook": {"jobs", "lifecycle"},
+        "scaleup": {"jobs", "jobs-dlq"},
+        "lifecycle": {"jobs", "lifecycle", "lifecycle-dlq"},
+        "scaledown": {"jobs", "lifecycle", "jobs-dlq"},
+        "rebalancer": {"jobs"},
+    }
+    iam = stack.client("iam")
+    for kind, function in functions.items():
+        statements = _statements_for(stack_role_statements(iam, function.role_name), "sqs:SendMessage")
+        assert {name_of[r] for s in statements for r in _resources(s)} == expected[kind], kind
 
 
 def test_roles_in_moto_hold_the_templates_statements(stack: Stack) -> None:
@@ -841,12 +887,13 @@ def test_pools_json_is_passed_through_as_given() -> None:
 
 
 def _terraform_broker() -> tuple[tuple[int, int], set[str]]:
-    """The broker's (timeout, memory) and store actions as infra/aws/terraform gives them (main.tf, iam.tf)."""
+    """The broker's (timeout, memory) and store actions as infra/aws/terraform gives them (main.tf,
+    iam.tf) to a deployment with warm pools: the stack cannot tell whether Pools has any."""
     terraform = ROOT / "infra" / "aws" / "terraform"
     sizes = re.search(r"broker = \{ timeout_s = (\d+), memory_mb = (\d+) \}", (terraform / "main.tf").read_text())
     assert sizes is not None, "main.tf no longer sizes the broker as this test reads it"
-    (store,) = re.findall(r"^\s*broker\s*=\s*\[(\"dynamodb:[^\]]*)\]", (terraform / "iam.tf").read_text(), re.M)
-    return (int(sizes.group(1)), int(sizes.group(2))), set(re.findall(r'"([^"]+)"', store))
+    (store,) = re.findall(r"^\s*broker\s*=\s*(.*\"dynamodb:.*)$", (terraform / "iam.tf").read_text(), re.M)
+    return (int(sizes.group(1)), int(sizes.group(2))), set(re.findall(r'"(dynamodb:[^"]+)"', store))
 
 
 def test_the_broker_stack_creates_the_broker_and_names_its_url_in_every_function(
@@ -872,7 +919,7 @@ def test_the_broker_stack_creates_the_broker_and_names_its_url_in_every_function
     parse(settings)
     (pool,) = settings.pools
     assert (pool.name, pool.handoff, settings.broker_url) == ("linux-brk", "broker", BROKER_URL)
-    assert json.loads(env["JITR_POOLS"])[0]["handoff"] == "broker"  # written out, not left to jitr's default
+    assert pool.warm == 1 and env["JITR_POOLS"] == broker_stack.parameters["Pools"]  # passed through as given
 
     groups = broker_stack.client("logs").describe_log_groups(logGroupNamePrefix="/aws/")["logGroups"]
     retention = {g["logGroupName"]: g.get("retentionInDays") for g in groups}
@@ -901,11 +948,23 @@ def test_the_broker_role_is_the_one_terraform_gives_it(
         "logs:PutLogEvents",
         "secretsmanager:GetSecretValue",
         *store_actions,
+        "sqs:SendMessage",
+        "ec2:DescribeInstances",
+        "ec2:TerminateInstances",
     }
     table = broker_stack.client("dynamodb").describe_table(TableName=broker_stack.outputs["TableName"])["Table"]
     for action in store_actions:
         (statement,) = _statements_for(statements, action)
-        assert _resources(statement) == [table["TableArn"]], "the broker reads no index"
+        assert _resources(statement) == [table["TableArn"], f"{table['TableArn']}/index/by_state"], action
+    (send,) = _statements_for(statements, "sqs:SendMessage")
+    sqs = broker_stack.client("sqs")
+    queues = [broker_stack.outputs["JobsQueueUrl"], broker_stack.outputs["JobsDeadLetterQueueUrl"]]
+    arns = [sqs.get_queue_attributes(QueueUrl=q, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"] for q in queues]
+    assert _resources(send) == arns, "the broker sends on a job waiting for a cap, and dead-letters"
+    (terminate,) = _statements_for(statements, "ec2:TerminateInstances")
+    assert terminate["Condition"] == {
+        "StringEquals": {"ec2:ResourceTag/managed-by": "jitr", "ec2:ResourceTag/jitr:deployment": broker_stack.prefix}
+    }
     (read,) = _statements_for(statements, "secretsmanager:GetSecretValue")
     assert _resources(read) == [broker_stack.parameters["AppPrivateKeySecretArn"].split("#")[0]]
     (logs,) = _statements_for(statements, "logs:PutLogEvents")
@@ -925,7 +984,9 @@ def test_the_broker_role_is_the_one_terraform_gives_it(
 def test_the_broker_role_allows_exactly_what_the_broker_calls(
     broker_stack: Stack, broker_functions: dict[str, DeployedFunction], broker_sim: GitHubSimulator, tmp_path: Path
 ) -> None:
-    """A job of the broker-mode pool through the stack's functions; its VM pulls the config from the broker."""
+    """A job of the broker-mode pool through the stack's functions, its VM pulling the config from
+    the broker; then the pool's warm VM: scaledown fills the pool, a job takes the VM through the
+    broker, and the broker retires a runner GitHub will not serve (``aws_flow.run_warm_pool``)."""
     lam = broker_stack.client("lambda")
     for kind in ("scaleup", "lifecycle"):
         for mapping in lam.list_event_source_mappings(FunctionName=broker_functions[kind].name)["EventSourceMappings"]:
@@ -944,13 +1005,30 @@ def test_the_broker_role_allows_exactly_what_the_broker_calls(
         region=REGION,
         prove=signer.prove,
     )
-    called = set(result.calls["broker"])
+    # The stack has no setting for the broker's hold of a warm VM's call, which the flow waits out.
+    trusted = functions["broker"]
+    functions["broker"] = replace(trusted, environment={**trusted.environment, "JITR_WARM_HOLD_S": "1"})
+    warm = run_warm_pool(
+        broker_stack.endpoint, functions, broker_sim, webhook_secret=WEBHOOK_SECRET, region=REGION, prove=signer.prove
+    )
+    assert warm.reports["scaledown"].get("warm-launched") == 1, "scaledown's pass fills the warm pool"
+    calls = {kind: set(result.calls.get(kind, set())) | warm.calls.get(kind, set()) for kind in functions}
+    called = calls["broker"]
     # The accepted account is the deployment's own, from STS: GetCallerIdentity needs no permission.
     assert "sts:GetCallerIdentity" in called
     called.discard("sts:GetCallerIdentity")
-    allowed = allowed_actions(stack_role_statements(broker_stack.client("iam"), broker.role_name))
-    reasons = {"logs:CreateLogStream": _LOGS, "logs:PutLogEvents": _LOGS}
-    assert_covered({"broker": called}, {"broker": allowed}, {"broker": reasons})
+    iam = broker_stack.client("iam")
+    allowed = {kind: allowed_actions(stack_role_statements(iam, f.role_name)) for kind, f in functions.items()}
+    reasons = {
+        "logs:CreateLogStream": _LOGS,
+        "logs:PutLogEvents": _LOGS,
+        "ec2:DescribeInstances": "after a refused TerminateInstances, to tell whether the VM is already gone",
+    }
+    # Every call is allowed; the broker's role allows nothing else (the other functions' whole
+    # coverage is the first stack's, whose flow takes their other paths).
+    denied = [f"{kind}: {a}" for kind, c in calls.items() for a in c if a not in allowed[kind]]
+    assert not denied, f"calls the roles do not allow: {sorted(denied)}"
+    assert_covered({"broker": called}, {"broker": allowed["broker"]}, {"broker": reasons})
 
 
 def test_the_broker_api_is_post_broker_to_the_broker_function() -> None:

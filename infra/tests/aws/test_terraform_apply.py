@@ -2,7 +2,10 @@
 
 The example leaves its pool's ``handoff`` unset, so it deploys the broker (the default): six
 functions, the broker's HTTP API, and a runner VM that pulls its JIT config from the broker
-(``test_terraform_apply_metadata`` deploys it with the pool on ``metadata``).
+(``test_terraform_apply_metadata`` deploys it with the pool on ``metadata``). An override of the
+example's module call gives its pool one warm VM (docs/warm-pools.md), so the same deployment
+also runs a warm pool's paths: scaledown filling the pool, a job taking the waiting VM through
+the broker, scaleup refilling, and a runner the broker cannot serve (``aws_flow.run_warm_pool``).
 
 The example is applied once for this module (``aws_example``), against moto in server mode, with
 a GitHub simulator as GitHub. The handlers run in this process from the installed packages,
@@ -32,6 +35,7 @@ from aws_flow import (
     role_actions,
     role_statements,
     run_flow,
+    run_warm_pool,
 )
 from conftest import REGION, Network
 from jitr_aws.dynamodb import table_definition, ttl_specification
@@ -51,10 +55,31 @@ DOCUMENTED = {  # docs/aws-deploy.md: timeout (s), memory (MB)
 }
 
 
+# The example's module call with one warm VM in its pool (an override file: the example itself is
+# what users copy), and a short hold of the warm VM's calls at the broker, which the flow waits out.
+WARM_OVERRIDE = """module "jitr" {
+  pools = [
+    {
+      name          = var.pool_name
+      labels        = var.pool_labels
+      machine_types = var.machine_types
+      subnet_ids    = var.subnet_ids
+      image         = var.image
+      disk_gb       = var.disk_gb
+      max_runners   = var.max_runners
+      warm          = 1
+    },
+  ]
+  jitr_settings = merge(var.jitr_settings, { JITR_WARM_HOLD_S = "1" })
+}
+"""
+
+
 @pytest.fixture(scope="module")
 def deployment(moto_endpoint: str, network: Network, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    """examples/aws as it is: its pool's handoff left at the default, the broker."""
-    yield from deploy(moto_endpoint, network, tmp_path_factory.mktemp("tf-apply"), PREFIX, POOL, WITH_BROKER)
+    """examples/aws with its pool's handoff left at the default, the broker, and one warm VM."""
+    root = tmp_path_factory.mktemp("tf-apply")
+    yield from deploy(moto_endpoint, network, root, PREFIX, POOL, WITH_BROKER, override=WARM_OVERRIDE)
 
 
 # -- what was deployed ------------------------------------------------------------------------
@@ -83,7 +108,7 @@ def test_every_function_gets_the_same_settings_and_jitr_accepts_them(deployment:
     [pool] = settings.pools
     assert (pool.name, sorted(pool.labels), pool.machine_types) == (POOL, sorted(LABELS), ("m5.large", "m5a.large"))
     assert pool.placements == deployment.network.subnet_ids
-    assert (pool.image, pool.max_runners) == (deployment.network.image, 5)
+    assert (pool.image, pool.max_runners, pool.warm) == (deployment.network.image, 5, 1)
     assert pool.handoff == "broker" and settings.broker_url == environment["JITR_BROKER_URL"]
     # written out: the functions never depend on jitr's default handoff
     assert [p["handoff"] for p in json.loads(environment["JITR_POOLS"])] == ["broker"]
@@ -323,6 +348,14 @@ def flow(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory) -> Fl
         deployment.endpoint, functions, deployment.sim, webhook_secret=deployment.webhook_secret, region=REGION,
         prove=signer.prove,
     )  # fmt: skip
+    # The pool keeps a warm VM: the flow's scaledown pass launched it; jobs take it and the next.
+    warm = run_warm_pool(
+        deployment.endpoint, functions, deployment.sim, webhook_secret=deployment.webhook_secret, region=REGION,
+        prove=signer.prove,
+    )  # fmt: skip
+    result.reports["warm"] = warm
+    for kind, calls in warm.calls.items():
+        result.calls.setdefault(kind, set()).update(calls)
     # The accepted account is the deployment's own, from STS: GetCallerIdentity needs no permission.
     result.calls.get("broker", set()).discard("sts:GetCallerIdentity")
     return result
@@ -342,6 +375,16 @@ def test_a_job_runs_through_the_deployed_functions(deployment: Deployment, flow:
     assert instance["MetadataOptions"]["HttpTokens"] == "required"
     assert deployment.sim.job(flow.job_id).status == "completed"
     assert flow.reports["scaledown"] is not None and flow.reports["rebalancer"] is not None
+    assert flow.reports["scaledown"].get("warm-launched") == 1, "scaledown's pass fills the warm pool"
+
+
+def test_jobs_take_the_warm_vms_through_the_broker(deployment: Deployment, flow: FlowResult) -> None:
+    warm: FlowResult = flow.reports["warm"]
+
+    assert warm.instance_tags["jitr-job"] == "warm" and warm.instance_tags["jitr:deployment"] == PREFIX
+    assert "warm-launched" not in warm.reports["scaledown"], "the pool was full already"
+    assert deployment.sim.job(warm.job_id).status == "in_progress"  # on the warm VM, launched before the job
+    assert deployment.sim.job(warm.reports["unserved_job_id"]).status == "queued"  # dead-lettered by jitr
 
 
 def test_each_role_allows_exactly_what_its_function_calls(deployment: Deployment, flow: FlowResult) -> None:
@@ -358,21 +401,23 @@ def test_ec2_permissions_are_scoped_to_this_deployments_tagged_runners(deploymen
         found = role_statements(deployment.endpoint, functions[kind].role_name, REGION)
         return [s for s in found if action in s["Action"]]
 
-    for kind in ("lifecycle", "scaledown"):
+    for kind in ("scaleup", "lifecycle", "scaledown", "broker"):
         [terminate] = statements(kind, "ec2:TerminateInstances")
         assert terminate["Condition"] == {
             "StringEquals": {"ec2:ResourceTag/managed-by": "jitr", "ec2:ResourceTag/jitr:deployment": PREFIX}
         }
     tagged = {"aws:RequestTag/managed-by": "jitr", "aws:RequestTag/jitr:deployment": PREFIX}
-    launches = statements("scaleup", "ec2:RunInstances")
-    created = [s for s in launches if any(":instance/" in r for r in s["Resource"])]
-    assert [s["Condition"]["StringEquals"] for s in created] == [tagged]
-    [tags] = statements("scaleup", "ec2:CreateTags")
-    assert tags["Condition"]["StringEquals"] == {**tagged, "ec2:CreateAction": "RunInstances"}
-    [passrole] = statements("scaleup", "iam:PassRole")
-    assert passrole["Resource"] == [deployment.outputs["function_role_arns"]["scaleup"].replace("scaleup", "runner")]
+    launchers = ("scaleup", "scaledown")  # scaledown fills the warm pool
+    for kind in launchers:
+        launches = statements(kind, "ec2:RunInstances")
+        created = [s for s in launches if any(":instance/" in r for r in s["Resource"])]
+        assert [s["Condition"]["StringEquals"] for s in created] == [tagged], kind
+        [tags] = statements(kind, "ec2:CreateTags")
+        assert tags["Condition"]["StringEquals"] == {**tagged, "ec2:CreateAction": "RunInstances"}, kind
+        [passrole] = statements(kind, "iam:PassRole")
+        assert passrole["Resource"] == [deployment.outputs["function_role_arns"][kind].replace(kind, "runner")]
     for kind in WITH_BROKER:
-        if kind != "scaleup":
+        if kind not in launchers:
             assert not statements(kind, "ec2:RunInstances") and not statements(kind, "iam:PassRole"), kind
 
 
@@ -388,9 +433,9 @@ def test_each_function_reads_only_its_secret_and_writes_only_its_queues(deployme
         "webhook": {"jobs", "lifecycle"},
         "scaleup": {"jobs", "jobs-dlq"},
         "lifecycle": {"jobs", "lifecycle", "lifecycle-dlq"},
-        "scaledown": {"jobs"},
+        "scaledown": {"jobs", "lifecycle", "jobs-dlq"},
         "rebalancer": {"jobs"},
-        "broker": set(),
+        "broker": {"jobs", "jobs-dlq"},
     }
 
     for kind, function in functions.items():

@@ -1,18 +1,21 @@
-"""One end-to-end run of the five functions with the settings the module gives them, every Google API
+"""One end-to-end run of the six functions with the settings the module gives them, every Google API
 call recorded per function, and the mapping of those calls to IAM permissions.
 
 The functions run in functions-framework (jitr-functions' ``gcp_support.FunctionServer``) against
 the Pub/Sub and Firestore emulators, the Compute and Secret Manager fakes of ``jitr_gcp.testing``
-and the GitHub simulator. Only endpoints and the GitHub App id (the simulator's) differ from what
+and the GitHub simulator. Only endpoints, the GitHub App id (the simulator's) and the keys that
+sign GCE identity tokens (a key server of the test's, standing in for Google's) differ from what
 the module renders. ``gcp_iac_hook/sitecustomize.py`` records the calls in each function process.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import os
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,18 +24,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gcp_support import LABELS, WEBHOOK_SECRET, FunctionServer, bytecode_env, stop_servers, wait_for
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+from gcp_support import LABELS, WEBHOOK_SECRET, FunctionServer, bytecode_env, logged, stop_servers, wait_for
+from google.auth import crypt, jwt
 from jitr_gcp.testing.compute_fake import FakeCompute
 from jitr_gcp.testing.emulators import Emulator
+from jitr_gcp.testing.fakehttp import JsonServer
 from jitr_gcp.testing.secretmanager_fake import FakeSecretManager
 from jitr_github.simulator import GitHubSimulator
 
 HOOK = Path(__file__).parent / "gcp_iac_hook"
 PERMISSIONS = Path(__file__).parent / "gcp_permissions.json"
-FUNCTIONS = ("webhook", "scaleup", "lifecycle", "scaledown", "rebalancer")
-# Settings the test changes: where the fakes and emulators listen, and the simulator's App.
+FUNCTIONS = ("webhook", "scaleup", "lifecycle", "scaledown", "rebalancer", "broker")
+# Settings the test changes: where the fakes and emulators listen, the simulator's App, and where
+# the broker fetches the keys of GCE identity tokens.
 OVERRIDDEN = frozenset(
-    {"JITR_GCP_COMPUTE_ENDPOINT", "JITR_GCP_SECRETMANAGER_ENDPOINT", "JITR_GITHUB_APP_ID", "JITR_GITHUB_API_URL"}
+    {
+        "JITR_GCP_COMPUTE_ENDPOINT",
+        "JITR_GCP_SECRETMANAGER_ENDPOINT",
+        "JITR_GITHUB_APP_ID",
+        "JITR_GITHUB_API_URL",
+        "JITR_GCP_IDENTITY_CERTS_URL",
+    }
 )
 _JIT_IN_SCRIPT = re.compile(r"ACTIONS_RUNNER_INPUT_JITCONFIG=\"\$\(printf %s '([A-Za-z0-9+/=]+)' \| base64 -d\)\"")
 
@@ -86,6 +102,54 @@ class RecordingSecretManager(FakeSecretManager):
         return super().handle(method, path, query, body)
 
 
+class IdentityKeys(JsonServer):
+    """Google, for the broker: signs the ``format=full`` identity tokens of GCE instances with a key
+    of its own, whose certificate it serves as Google's ``oauth2/v1/certs`` do."""
+
+    KEY_ID = "gcp-iac-key"
+
+    def __init__(self, project: str, audience: str) -> None:
+        super().__init__()
+        self.project = project
+        self.audience = audience
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.KEY_ID)])
+        now = datetime.datetime.now(datetime.UTC)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256())
+        )
+        self.certificate = certificate.public_bytes(serialization.Encoding.PEM).decode()
+        self.signer = crypt.RSASigner.from_string(pem, key_id=self.KEY_ID)
+
+    def handle(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        return (200, {self.KEY_ID: self.certificate}) if method == "GET" else (404, {"error": "not found"})
+
+    def token(self, instance: dict[str, Any]) -> str:
+        """The identity token the metadata server of ``instance`` (as the Compute fake holds it) gives."""
+        now = int(time.time())
+        compute = {
+            "instance_id": str(instance.get("id", "1")),
+            "instance_name": instance["name"],
+            "project_id": self.project,
+            "zone": instance["zone"].rsplit("/", 1)[-1],
+        }
+        claims = {
+            "aud": self.audience, "iss": "https://accounts.google.com", "sub": "112233445566778899000",
+            "iat": now, "exp": now + 3600, "google": {"compute_engine": compute},
+        }  # fmt: skip
+        return jwt.encode(self.signer, claims).decode()
+
+
 def _secret(reference: str) -> tuple[str, str]:
     match = re.fullmatch(r"projects/([^/]+)/secrets/([^/]+)", reference)
     assert match, f"the module names secrets as projects/P/secrets/S, found {reference!r}"
@@ -95,8 +159,10 @@ def _secret(reference: str) -> tuple[str, str]:
 @contextmanager
 def deployment(
     settings: dict[str, str], timeouts: dict[str, int], pubsub: Emulator, firestore: Emulator, work: Path
-) -> Iterator[tuple[dict[str, FunctionServer], GitHubSimulator, RecordingCompute, dict[str, Path], _Recording]]:
-    """The five functions serving with ``settings``, their queues wired as the module wires them."""
+) -> Iterator[
+    tuple[dict[str, FunctionServer], GitHubSimulator, RecordingCompute, dict[str, Path], _Recording, IdentityKeys]
+]:
+    """The six functions serving with ``settings``, their queues wired as the module wires them."""
     from google.cloud import pubsub_v1
 
     project = settings["JITR_GCP_PROJECT"]
@@ -106,8 +172,10 @@ def deployment(
     compute = RecordingCompute(project, tuple(z for z in zones if z), log)
     secrets = RecordingSecretManager(log)
     sim = GitHubSimulator()
+    keys = IdentityKeys(project, settings["JITR_BROKER_URL"])
     compute.start()
     secrets.start()
+    keys.start()
     api_url = sim.start()
     owner = settings["JITR_ALLOWED_OWNERS"].split(",")[0]
     sim.add_installation(owner, "Organization", repos=["api"])
@@ -118,6 +186,7 @@ def deployment(
         "JITR_GCP_SECRETMANAGER_ENDPOINT": secrets.url,
         "JITR_GITHUB_APP_ID": str(sim.app_id),
         "JITR_GITHUB_API_URL": api_url,
+        "JITR_GCP_IDENTITY_CERTS_URL": keys.url + "/oauth2/v1/certs",
     }
     assert set(overrides) == OVERRIDDEN
     source = main_py(work)
@@ -158,12 +227,13 @@ def deployment(
                 }
             )
         sim.set_webhook(servers["webhook"].url, WEBHOOK_SECRET)
-        yield servers, sim, compute, logs, log
+        yield servers, sim, compute, logs, log, keys
     finally:
         stop_servers(list(servers.values()))
         sim.stop()
         compute.stop()
         secrets.stop()
+        keys.stop()
 
 
 def _instance(compute: FakeCompute, name: str) -> dict[str, Any] | None:
@@ -171,10 +241,21 @@ def _instance(compute: FakeCompute, name: str) -> dict[str, Any] | None:
         return next((i for (_, n), i in compute.instances.items() if n == name), None)
 
 
+def _warm_instances(compute: FakeCompute, pool: str) -> list[dict[str, Any]]:
+    with compute.lock:
+        return [i for (_, n), i in compute.instances.items() if n.startswith(f"jitr-{pool}-warm-")]
+
+
 def run(settings: dict[str, str], timeouts: dict[str, int], pubsub: Emulator, firestore: Emulator, work: Path) -> Run:
-    """Serve a job, cancel one, poison both queues and call both periodic functions; the calls made."""
+    """Serve a job, cancel one, poison both queues, serve a job of the warm pool and fail to serve
+    another, then call both periodic functions; the calls made. The settings' first pool must say
+    handoff = "metadata" (its VM's JIT config is read from the startup script), and one pool must
+    keep one warm VM (broker handoff) with a short hold at the broker (``warm_hold_s``)."""
     steps: list[str] = []
-    with deployment(settings, timeouts, pubsub, firestore, work) as (servers, sim, compute, logs, log):
+    pools = json.loads(settings["JITR_POOLS"])
+    assert pools[0]["handoff"] == "metadata", "the first pool's runner takes its JIT config from its startup script"
+    [warm_pool] = [p for p in pools if p.get("warm") == 1]
+    with deployment(settings, timeouts, pubsub, firestore, work) as (servers, sim, compute, logs, log, keys):
         repo = f"{settings['JITR_ALLOWED_OWNERS'].split(',')[0]}/api"
         # A job served end to end: webhook -> jobs topic -> scaleup -> GCE -> runner -> lifecycle.
         job = sim.queue_job(repo, LABELS)
@@ -193,6 +274,9 @@ def run(settings: dict[str, str], timeouts: dict[str, int], pubsub: Emulator, fi
         cancelled = sim.queue_job(repo, LABELS)
         surplus = f"jitr-linux-{cancelled}-1"
         wait_for(lambda: _instance(compute, surplus), 60, f"an instance for job {cancelled}")
+        # Cancelled once scaleup has linked the job to its runner: lifecycle retires the runner then
+        # (a job cancelled while scaleup still launches has its runner retired by scaleup itself).
+        wait_for(lambda: logged(servers["scaleup"], "scaleup", job_id=cancelled), 60, "scaleup to link the job")
         sim.cancel_job(cancelled)
         wait_for(lambda: _instance(compute, surplus) is None, 60, "the cancelled job's VM to be deleted")
         steps.append("surplus VM deleted")
@@ -201,6 +285,39 @@ def run(settings: dict[str, str], timeouts: dict[str, int], pubsub: Emulator, fi
             status, body = servers[target].post(b"not a pubsub delivery")
             assert status == 200 and "dead_lettered" in body, (target, status, body)
         steps.append("poison dead-lettered")
+        # The warm pool: scaledown's pass fills it; its VM waits at the broker; a job takes it and
+        # the VM's next call gets that job's config; scaleup refills the pool. The next job takes
+        # the new VM, but GitHub will not register its runner: the broker deletes the VM and
+        # dead-letters the job.
+        status, body = servers["scaledown"].post(b"", {"X-CloudScheduler-JobName": "jitr-scaledown"})
+        assert status == 200, ("scaledown", status, body)
+        wait_for(lambda: _warm_instances(compute, warm_pool["name"]), 60, "scaledown to launch the warm VM")
+        [warm] = _warm_instances(compute, warm_pool["name"])
+
+        def ask(vm: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+            request = {"runner_name": vm["name"], "provider": "gcp", "proof": {"token": keys.token(vm)}}
+            return servers["broker"].post(request)
+
+        assert ask(warm)[0] == 204, "the waiting warm VM's first call"
+        warm_job = sim.queue_job(repo, warm_pool["labels"])
+        answers: list[tuple[int, dict[str, Any]]] = []
+        wait_for(lambda: answers.append(ask(warm)) or answers[-1][0] != 204, 60, f"a runner for job {warm_job}")
+        status, answer = answers[-1]
+        assert status == 200 and "jit_config" in answer, (status, answer)
+        agent = sim.agent_connect(answer["jit_config"])
+        assert sim.agent_poll(agent.id, timeout=10) is not None
+        assert ask(warm)[0] == 410, "asked again"
+        steps.append("warm VM handed a job")
+        wait_for(lambda: len(_warm_instances(compute, warm_pool["name"])) == 2, 60, "scaleup to refill the pool")
+        [refilled] = [i for i in _warm_instances(compute, warm_pool["name"]) if i["name"] != warm["name"]]
+        sim.fail_next(1, 404, path_contains="generate-jitconfig")
+        unserved = sim.queue_job(repo, warm_pool["labels"])
+        answers.clear()
+        wait_for(lambda: answers.append(ask(refilled)) or answers[-1][0] != 204, 60, f"a runner for job {unserved}")
+        status, answer = answers[-1]
+        assert status == 410 and "cannot serve" in answer.get("error", ""), (status, answer)
+        wait_for(lambda: _instance(compute, refilled["name"]) is None, 60, "the unserved runner's VM to be deleted")
+        steps.append("unserved warm job dead-lettered")
         # The served job's VM powered off (as a runner without a self-delete grant does): scaledown
         # lists the instances and deletes the stopped one; the rebalancer runs once.
         compute.set_status(instance["zone"].rsplit("/", 1)[-1], name, "TERMINATED")

@@ -1,11 +1,12 @@
 """Permission coverage: each function's service account in infra/gcp/terraform grants exactly what the
-function calls. The calls are recorded in an end-to-end run of the five functions with the
+function calls. The calls are recorded in an end-to-end run of the six functions with the
 settings the module renders (see gcp_iac_e2e), each mapped to its IAM permission through
 gcp_permissions.json (sourced from Google's documentation).
 
-The run reads the JIT config from the VM's startup script, so the example's pools are put on
-``handoff = "metadata"`` here (the module's default is the broker, whose grants are checked in
-test_gcp_terraform); the five functions' grants do not depend on the handoff."""
+The run reads the first job's JIT config from its VM's startup script, so the example's first
+pool is put on ``handoff = "metadata"`` here; its second pool keeps one warm VM on the broker
+(the default handoff), so the run also covers scaledown filling a warm pool and the broker
+handing a warm VM its job's config, and retiring a runner GitHub will not serve."""
 
 from __future__ import annotations
 
@@ -19,21 +20,27 @@ pytest.importorskip("functions_framework", reason="the gcp extra is not installe
 pytest.importorskip("hcl2", reason="python-hcl2 is not installed")
 
 from gcp_iac_e2e import FUNCTIONS, Run, needed, run, table
-from gcp_iac_terraform import evaluate, metadata_inputs, resources, unquote
+from gcp_iac_terraform import deployed_inputs, evaluate, resources, unquote
 from jitr_gcp.testing.emulators import Emulator
 
 GRANTS = (
     "{ roles = local.custom_roles, publishes = local.publishes, secrets = local.reads_secrets,"
     ' topics = merge(local.topic_names, { for q, n in local.dead_letter_topic_names : "${q}-dead-letter" => n }),'
     " secret_names = local.secret_names, runner = local.service_account_emails.runner,"
-    " timeouts = { for name, f in local.functions : name => f.timeout_s } }"
+    " launchers = local.launchers, timeouts = { for name, f in local.functions : name => f.timeout_s } }"
 )
 
 
 @pytest.fixture(scope="module")
 def inputs() -> dict[str, Any]:
-    """The example's, in a project of this process's own: pytest-xdist workers share the emulators."""
-    return {**metadata_inputs(), "project_id": f"jitr-e2e-{uuid.uuid4().hex[:10]}"}
+    """The example's, in a project of this process's own (pytest-xdist workers share the emulators):
+    its first pool on ``handoff = "metadata"``, its second with one warm VM on the broker, and the
+    broker's hold of a warm VM's call short (the run waits it out)."""
+    example = deployed_inputs()
+    first, second, *rest = example["pools"]
+    pools = [{**first, "handoff": "metadata"}, {**second, "warm": 1}, *rest]
+    extra = {**(example.get("extra_settings") or {}), "JITR_WARM_HOLD_S": "1"}
+    return {**example, "project_id": f"jitr-e2e-{uuid.uuid4().hex[:10]}", "pools": pools, "extra_settings": extra}
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +69,7 @@ def granted(grants: dict[str, Any], function: str) -> set[tuple[str, str]]:
         out |= {(p, grants["topics"][topic]) for p in roles["roles/pubsub.publisher"]["permissions"]}
     for secret in grants["secrets"][function]:
         out |= {(p, grants["secret_names"][secret]) for p in roles["roles/secretmanager.secretAccessor"]["permissions"]}
-    if function == "scaleup":
+    if function in grants["launchers"]:
         out.add(("iam.serviceAccounts.actAs", grants["runner"]))
     return out
 
@@ -75,8 +82,16 @@ def needs(recorded: Run, function: str) -> set[tuple[str, str]]:
     return out
 
 
-def test_the_run_did_everything_it_set_out_to(recorded: Run) -> None:
-    assert recorded.steps == ["job served", "surplus VM deleted", "poison dead-lettered", "periodic runs"]
+def test_the_run_did_everything_it_set_out_to(recorded: Run, grants: dict[str, Any]) -> None:
+    assert recorded.steps == [
+        "job served",
+        "surplus VM deleted",
+        "poison dead-lettered",
+        "warm VM handed a job",
+        "unserved warm job dead-lettered",
+        "periodic runs",
+    ]
+    assert grants["launchers"] == ["scaleup", "scaledown"]  # scaledown fills the warm pool
     assert all(recorded.calls[f] for f in FUNCTIONS), {f: len(c) for f, c in recorded.calls.items()}
 
 
@@ -136,6 +151,12 @@ def test_the_bindings_are_the_lists_the_test_checks() -> None:
     act_as = found[("google_service_account_iam_member", "scaleup_acts_as_runner")]
     assert act_as["service_account_id"] == '${google_service_account.this["runner"].name}'
     assert act_as["member"] == '${google_service_account.this["scaleup"].member}'
+    assert "count" not in act_as
+    # scaledown's, as local.launchers lists it (where it fills warm pools)
+    act_as = found[("google_service_account_iam_member", "scaledown_acts_as_runner")]
+    assert act_as["service_account_id"] == '${google_service_account.this["runner"].name}'
+    assert act_as["member"] == '${google_service_account.this["scaledown"].member}'
+    assert act_as["count"] == '${contains(local.launchers, "scaledown") ? 1 : 0}'
     assert unquote(found[("google_project_iam_custom_role", "act_as")]["permissions"]) == ["iam.serviceAccounts.actAs"]
     # Every binding whose member is a function's account is one of the above.
     expected = {
@@ -143,6 +164,7 @@ def test_the_bindings_are_the_lists_the_test_checks() -> None:
         ("google_pubsub_topic_iam_member", "publisher"),
         ("google_secret_manager_secret_iam_member", "accessor"),
         ("google_service_account_iam_member", "scaleup_acts_as_runner"),
+        ("google_service_account_iam_member", "scaledown_acts_as_runner"),
     }
     functions = [f'google_service_account.this["{f}"]' for f in FUNCTIONS]
     binds_function = {

@@ -123,6 +123,22 @@ def test_pools_render_as_the_example_declares_them(environment: dict[str, str]) 
     assert [p["handoff"] for p in json.loads(environment["JITR_POOLS"])] == ["broker"] * len(declared)
 
 
+def test_rerun_on_interruption_renders_into_the_pools() -> None:
+    inputs = deployed_inputs()
+    first, *rest = inputs["pools"]
+    pools = evaluate("local.pool_settings", {**inputs, "pools": [{**first, "rerun_on_interruption": True}, *rest]})
+    assert [p.get("rerun_on_interruption") for p in pools] == [True] + [None] * len(rest)  # unset: jitr's default
+    loaded = Settings.from_mapping({"pools": pools, "broker_url": "https://broker.example/"}).pools
+    assert [p.rerun_on_interruption for p in loaded] == [True] + [False] * len(rest)
+
+
+def test_extra_settings_may_not_replace_the_pools() -> None:
+    """The pools come from ``pools`` alone: the grants warm pools need are derived from them."""
+    inputs = {**deployed_inputs(), "extra_settings": {"JITR_POOLS": "[]"}}
+    with pytest.raises(TerraformError, match="extra_settings must not set JITR_POOLS"):
+        evaluate("local.function_environment", inputs)
+
+
 def test_every_setting_the_docs_mark_required_is_set(environment: dict[str, str]) -> None:
     """Rows whose default is "required" in the settings tables of the docs."""
     docs = Path(__file__).resolve().parents[3] / "docs"
@@ -269,11 +285,33 @@ def test_the_broker_is_the_default_with_its_function_url_and_grants() -> None:
     assert settings.broker_url == url and {pool.handoff for pool in settings.pools} == {"broker"}
     assert _precondition_holds(inputs)
     roles = evaluate("local.custom_roles", inputs)
-    assert roles["broker"] == ["datastore.entities.get", "datastore.entities.update"]
+    # reads and hands over a runner record; retiring a runner GitHub will not serve, deletes its VM,
+    # finds the job waiting for the freed cap and sends it on, and dead-letters the runner's job
+    assert roles["broker"] == [
+        "compute.instances.delete",
+        "datastore.entities.get",
+        "datastore.entities.list",
+        "datastore.entities.update",
+    ]
     assert evaluate("local.reads_secrets", inputs)["broker"] == ["github_app_private_key"]
-    assert evaluate("local.publishes", inputs)["broker"] == []
+    assert evaluate("local.publishes", inputs)["broker"] == ["jobs", "jobs-dead-letter"]
     public = resources()[("google_cloud_run_service_iam_member", "broker_public")]
     assert unquote(public["member"]) == "allUsers" and "broker" in public["service"]
+
+
+def test_each_function_publishes_to_the_topics_its_code_paths_use() -> None:
+    """Publishing is one permission for every topic: the end-to-end run's calls cannot tell which
+    topics a function needs on paths it does not take, so the topics are checked against where
+    each function sends: requeueing and nudging to ``jobs``, poison and dead-lettered jobs to the
+    dead-letter topics, and scaledown's replay of a lost webhook to ``lifecycle``."""
+    assert evaluate("local.publishes", deployed_inputs()) == {
+        "webhook": ["jobs", "lifecycle"],
+        "scaleup": ["jobs", "jobs-dead-letter"],
+        "lifecycle": ["jobs", "lifecycle", "lifecycle-dead-letter"],
+        "scaledown": ["jobs", "lifecycle", "jobs-dead-letter"],
+        "rebalancer": ["jobs"],
+        "broker": ["jobs", "jobs-dead-letter"],
+    }
 
 
 def test_the_broker_needs_the_project_number() -> None:

@@ -1,4 +1,7 @@
-"""infra/gcp/terraform: a pool's warm VMs (warm, warm_windows, warm_max_idle_s) reach JITR_POOLS."""
+"""infra/gcp/terraform: a pool's warm VMs (warm, warm_windows, warm_max_idle_s) reach JITR_POOLS, and
+the grants warm pools need (scaledown launches their VMs, the broker deletes their records) are
+given where a pool keeps warm VMs, and only there. test_gcp_permissions checks them against the
+calls of a run with a warm pool."""
 
 from __future__ import annotations
 
@@ -47,3 +50,30 @@ def test_the_broker_gets_an_instance_per_warm_vm() -> None:
     plain = {**brokered, "pools": [{**first, "warm": None, "warm_windows": None}, *inputs["pools"][1:]]}
     assert evaluate("local.functions", brokered)["broker"]["max_instances"] == 20 + 3
     assert evaluate("local.functions", plain)["broker"]["max_instances"] == 20
+
+
+@pytest.mark.parametrize(
+    ("warm", "keeps_warm"),
+    [
+        ({"warm": 1}, True),
+        ({"warm_windows": [WINDOW]}, True),
+        ({}, False),
+        ({"warm_windows": [{**WINDOW, "count": 0}]}, False),
+    ],
+    ids=["warm", "window", "none", "empty-window"],
+)
+def test_warm_pools_let_scaledown_launch_and_the_broker_delete_warm_records(
+    warm: dict[str, object], keeps_warm: bool
+) -> None:
+    inputs = {**example_inputs(), "project_number": PROJECT_NUMBER}
+    pools = [{**inputs["pools"][0], **warm}, *inputs["pools"][1:]]
+    grants = evaluate(
+        "{ roles = local.custom_roles, launchers = local.launchers, launch = local.launch_permissions }",
+        {**inputs, "pools": pools},
+    )
+    roles = grants["roles"]
+    assert set(grants["launch"]) <= set(roles["scaleup"])
+    assert (set(grants["launch"]) <= set(roles["scaledown"])) is keeps_warm
+    # the functions given actAs on the runner account
+    assert grants["launchers"] == (["scaleup", "scaledown"] if keeps_warm else ["scaleup"])
+    assert ("datastore.entities.delete" in roles["broker"]) is keeps_warm

@@ -86,16 +86,17 @@ run "pools_render_what_jitr_reads" {
         image         = "ami-0123456789abcdef0"
       },
       {
-        name               = "arm"
-        labels             = ["self-hosted", "linux", "arm64"]
-        machine_types      = ["m7g.large"]
-        subnet_ids         = ["subnet-0aaaaaaaaaaaaaaaa"]
-        image              = "resolve:ssm:/aws/service/ami/arm64"
-        arch               = "arm64"
-        disk_gb            = 60
-        spot               = false
-        log_shipping       = false
-        security_group_ids = ["sg-0123456789abcdef0"]
+        name                  = "arm"
+        labels                = ["self-hosted", "linux", "arm64"]
+        machine_types         = ["m7g.large"]
+        subnet_ids            = ["subnet-0aaaaaaaaaaaaaaaa"]
+        image                 = "resolve:ssm:/aws/service/ami/arm64"
+        arch                  = "arm64"
+        disk_gb               = 60
+        spot                  = false
+        rerun_on_interruption = true
+        log_shipping          = false
+        security_group_ids    = ["sg-0123456789abcdef0"]
       },
     ]
     runner_tags = { team = "platform" }
@@ -111,7 +112,8 @@ run "pools_render_what_jitr_reads" {
       {
         name       = "arm", labels = ["self-hosted", "linux", "arm64"], machine_types = ["m7g.large"],
         placements = ["subnet-0aaaaaaaaaaaaaaaa"], image = "resolve:ssm:/aws/service/ami/arm64", arch = "arm64",
-        disk_gb    = 60, spot = false, options = { log_shipping = false, security_group_ids = ["sg-0123456789abcdef0"] },
+        disk_gb    = 60, spot = false, rerun_on_interruption = true,
+        options    = { log_shipping = false, security_group_ids = ["sg-0123456789abcdef0"] },
         handoff    = "broker"
       },
     ]
@@ -124,6 +126,15 @@ run "pools_render_what_jitr_reads" {
   assert {
     condition     = length(aws_iam_role_policy.runner) == 1 && length(aws_cloudwatch_log_group.runner) == 1
     error_message = "log shipping (on by default) needs the runner policy and a log group for each pool that ships"
+  }
+  assert {
+    condition = alltrue([
+      for kind, actions in {
+        scaledown = ["ec2:RunInstances", "ec2:CreateTags", "iam:PassRole", "ssm:GetParameters"]
+        broker    = ["dynamodb:DeleteItem"]
+      } : length(setintersection(flatten([for s in jsondecode(aws_iam_role_policy.function[kind].policy).Statement : s.Action]), actions)) == 0
+    ])
+    error_message = "without warm VMs scaledown launches nothing and the broker deletes no record"
   }
 }
 
@@ -446,6 +457,46 @@ run "a_pool_s_warm_vms_render" {
       warm_windows = [{ days = ["mon", "fri"], start_hour = 8, end_hour = 18, count = 2 }]
     }
     error_message = "JITR_POOLS must carry the pool's warm, warm_max_idle_s and warm_windows"
+  }
+  assert {
+    condition = alltrue([
+      for s in jsondecode(aws_iam_role_policy.function["scaleup"].policy).Statement :
+      contains([for d in jsondecode(aws_iam_role_policy.function["scaledown"].policy).Statement : jsonencode(d)], jsonencode(s))
+      if contains(["LaunchTaggedRunners", "LaunchWith", "TagAtLaunch", "DescribeForLaunch", "PassRunnerRole"], s.Sid)
+    ])
+    error_message = "scaledown fills the warm pool: it launches as scaleup does (the same statements: tags, subnets, images, passable roles)"
+  }
+  assert {
+    condition     = contains(one([for s in jsondecode(aws_iam_role_policy.function["broker"].policy).Statement : s.Action if s.Sid == "Store"]), "dynamodb:DeleteItem")
+    error_message = "the broker deletes a warm VM's record once its runner has its config"
+  }
+}
+
+run "a_warm_window_alone_lets_scaledown_launch" {
+  command = apply
+
+  variables {
+    pools = [{
+      name          = "linux"
+      labels        = ["self-hosted", "linux"]
+      machine_types = ["m7i.large"]
+      subnet_ids    = ["subnet-0aaaaaaaaaaaaaaaa"]
+      image         = "resolve:ssm:/jitr/runner-image"
+      warm_windows  = [{ days = ["mon"], start_hour = 8, end_hour = 18, count = 1 }]
+    }]
+  }
+
+  override_resource {
+    target = aws_apigatewayv2_api.http["broker"]
+    values = { api_endpoint = "https://brk123.execute-api.eu-west-1.amazonaws.com", execution_arn = "arn:aws:execute-api:eu-west-1:123456789012:brk123" }
+  }
+
+  assert {
+    condition = length(setsubtract(
+      ["ec2:RunInstances", "ec2:CreateTags", "iam:PassRole", "ssm:GetParameters"],
+      flatten([for s in jsondecode(aws_iam_role_policy.function["scaledown"].policy).Statement : s.Action]),
+    )) == 0
+    error_message = "a window's count is warm VMs too: scaledown launches them, resolving the pool's resolve:ssm: image"
   }
 }
 
