@@ -58,9 +58,22 @@ def cloud() -> Iterator[FakeCloud]:
         yield served
 
 
+# Stock Amazon Linux 2023 ships curl-minimal, which conflicts with the full curl package: dnf
+# installs curl only when allowed to erase what conflicts with it.
+AL2023_DNF = """
+case " $* " in
+  *" install "*" curl "*)
+    case " $* " in *" --allowerasing "*) ;; *)
+      echo "Error: package curl-minimal conflicts with curl provided by curl (try --allowerasing)" >&2
+      exit 1 ;;
+    esac ;;
+esac
+"""
+
+
 def sandbox(tmp_path: Path, cloud: FakeCloud, image: str) -> Sandbox:
     prebaked = {"stock": None, "same": VERSION, "older": OLDER}[image]
-    box = Sandbox(tmp_path, cloud, package_manager="dnf", prebaked_version=prebaked)
+    box = Sandbox(tmp_path, cloud, package_manager="dnf", prebaked_version=prebaked, extra_fakes={"dnf": AL2023_DNF})
     if prebaked:  # the jitr image has the CloudWatch agent, installed and not running
         box.fake("amazon-cloudwatch-agent-ctl", directory=box.root / AGENT)
     return box

@@ -36,7 +36,8 @@ if [ -z "$jitr_prebaked" ]; then
     apt-get update -qq || { sleep 5; apt-get update -qq; }  # a failure here must end the boot, not skip the install
     apt-get install -y -qq curl jq git tar sudo libicu-dev >/dev/null
   elif command -v dnf >/dev/null 2>&1; then
-    dnf install -y -q curl jq git tar sudo libicu >/dev/null
+    # stock Amazon Linux 2023 has curl-minimal, which conflicts with curl: dnf may replace it
+    dnf install -y -q --allowerasing curl jq git tar sudo libicu >/dev/null
   fi
   id -u __USER__ >/dev/null 2>&1 || useradd --create-home --shell /bin/bash __USER__
 fi
