@@ -160,10 +160,14 @@ locals {
       },
     ],
     length(local.ssm_images) == 0 ? [] : [{
-      Sid      = "ResolveImageParameters"
-      Effect   = "Allow"
-      Action   = ["ssm:GetParameters"]
-      Resource = [for n in local.ssm_images : "${local.arn_prefix}:ssm:${local.region}:${local.account}:parameter/${trimprefix(n, "/")}"]
+      Sid    = "ResolveImageParameters"
+      Effect = "Allow"
+      Action = ["ssm:GetParameters"]
+      # AWS's public parameters (names under /aws/) name no account in their ARNs.
+      Resource = [
+        for n in local.ssm_images :
+        "${local.arn_prefix}:ssm:${local.region}:${startswith(trimprefix(n, "/"), "aws/") ? "" : local.account}:parameter/${trimprefix(n, "/")}"
+      ]
     }],
   )
 

@@ -136,6 +136,12 @@ run "pools_render_what_jitr_reads" {
     ])
     error_message = "without warm VMs scaledown launches nothing and the broker deletes no record"
   }
+  assert {
+    condition = [
+      for s in jsondecode(aws_iam_role_policy.function["scaleup"].policy).Statement : s.Resource if s.Sid == "ResolveImageParameters"
+    ] == [["arn:aws:ssm:eu-west-1::parameter/aws/service/ami/arm64"]]
+    error_message = "a public parameter's ARN (a name under /aws/) names no account"
+  }
 }
 
 run "api_gateway_instead_of_a_function_url" {
