@@ -10,18 +10,23 @@ template with its intrinsic functions resolved.
 
 from __future__ import annotations
 
+import copy
+import fnmatch
 import io
 import json
+import os
 import re
 import subprocess
 import sys
 import uuid
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import botocore.handlers
 import jitr_aws.secrets
 import pytest
 from aws_cfn_stack import (
@@ -49,7 +54,7 @@ from aws_flow import (
     run_flow,
     run_warm_pool,
 )
-from jitr_aws.config import parse
+from jitr_aws.config import parse, vm_shape
 from jitr_aws.dynamodb import table_definition, ttl_specification
 from jitr_core.settings import Settings
 from jitr_core.testing.environment import deadline_s, unavailable, wait_until
@@ -227,7 +232,16 @@ def broker_functions(broker_stack: Stack) -> dict[str, DeployedFunction]:
     return deployed_functions(broker_stack.endpoint, broker_stack.prefix, REGION, kinds=(*KINDS, "broker"))
 
 
-def _create_stack(cfn_moto: str, sim: GitHubSimulator, *, broker: bool) -> Stack:
+def _create_stack(
+    cfn_moto: str,
+    sim: GitHubSimulator,
+    *,
+    broker: bool,
+    pools: Callable[[str, tuple[str, str], str], dict[str, str]] | None = None,
+) -> Stack:
+    """A stack in moto: the single pool (``Broker=false``), or a warm pool in ``Pools`` (``broker``);
+    ``pools(prefix, subnets, image)``, when given, makes what its pools need and answers the
+    parameters that replace the single pool's (``Pools`` and what goes with it)."""
     ec2 = aws_client("ec2", cfn_moto, REGION)
     vpc = ec2.create_vpc(CidrBlock="10.40.0.0/16")["Vpc"]["VpcId"]
     subnets = tuple(
@@ -280,6 +294,10 @@ def _create_stack(cfn_moto: str, sim: GitHubSimulator, *, broker: bool) -> Stack
         del parameters["ImageId"], parameters["Subnets"], parameters["MachineTypes"], parameters["PoolName"]
     else:
         parameters.update(Broker="false")
+    if pools is not None:
+        parameters.update(pools(prefix, (subnets[0], subnets[1]), image))
+        for single in ("ImageId", "Subnets", "MachineTypes", "PoolName"):
+            parameters.pop(single, None)
     template = load_template()
     variant, _ = moto_variant(template, parameters, BROKER_API if broker else None)
     cfn = aws_client("cloudformation", cfn_moto, REGION)
@@ -317,10 +335,19 @@ def functions(stack: Stack) -> dict[str, DeployedFunction]:
     return deployed_functions(stack.endpoint, stack.prefix, REGION)
 
 
+class _ListResolver(Resolver):
+    """A ``Resolver`` that reads a ``CommaDelimitedList`` parameter as CloudFormation does: a list."""
+
+    def ref(self, name: str) -> Any:
+        value = super().ref(name)
+        spec = self.template.get("Parameters", {}).get(name, {})
+        return str(value).split(",") if spec.get("Type") == "CommaDelimitedList" else value
+
+
 def _resolver(parameters: Mapping[str, str]) -> Resolver:
     physical = {name: {"Ref": f"<{name}>", "Arn": f"<{name}.Arn>"} for name in load_template()["Resources"]}
     pseudo = {"AWS::Region": REGION, "AWS::AccountId": "123456789012", "AWS::Partition": "aws"}
-    return Resolver(load_template(), parameters, physical, pseudo)
+    return _ListResolver(load_template(), parameters, physical, pseudo)
 
 
 # -- the template as a whole ---------------------------------------------------------------------
@@ -1071,3 +1098,333 @@ def test_the_broker_api_is_post_broker_to_the_broker_function() -> None:
     for kind, logical in {**LOGICAL, "broker": "Broker"}.items():
         env = on.resolve(resources[f"{logical}Function"]["Properties"]["Environment"])["Variables"]
         assert env["JITR_BROKER_URL"] == "<BrokerApi.ApiEndpoint>/broker", kind
+
+
+# -- pools' own instance profiles and images from SSM (AdditionalPassableRoleArns, ImageParameterArns) --
+
+# The functions that launch VMs: scaleup, and scaledown, which fills the pools that keep warm VMs.
+LAUNCHERS = ("Scaleup", "Scaledown")
+ROLES = (*LOGICAL.values(), "Broker")
+PASSED_TO_EC2 = {"iam:PassedToService": "ec2.amazonaws.com"}
+POOL_ROLES = "arn:aws:iam::123456789012:role/jitr-gpu-runner,arn:aws:iam::123456789012:role/ci/jitr-arm-runner"
+OWN_PARAMETER = "arn:aws:ssm:eu-west-1:123456789012:parameter/jitr/images/linux-x64"
+PUBLIC_PARAMETER = (
+    "arn:aws:ssm:eu-west-1::parameter/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+)
+
+
+def _granted_statements(resolver: Resolver, role: str) -> list[dict[str, Any]]:
+    """What the template grants a role: its own policies, and each ``AWS::IAM::Policy`` naming it
+    that the parameters create (a statement only some parameters call for, such as reading image
+    parameters, is a policy of its own with a condition: CloudFormation creates none otherwise)."""
+    statements = template_statements(resolver, role)
+    for resource in resolver.template["Resources"].values():
+        if resource["Type"] != "AWS::IAM::Policy":
+            continue
+        if "Condition" in resource and not resolver.condition(resource["Condition"]):
+            continue
+        properties = resolver.resolve(resource["Properties"])
+        if resolver.ref(role) in properties.get("Roles", []):
+            found = properties["PolicyDocument"]["Statement"]
+            statements += found if isinstance(found, list) else [found]
+    return statements
+
+
+def _actions(statement: Mapping[str, Any]) -> list[str]:
+    found = statement["Action"]
+    return [found] if isinstance(found, str) else list(found)
+
+
+def _allows(statements: list[dict[str, Any]], action: str, resource: str, context: Mapping[str, str]) -> bool:
+    """Whether an Allow statement grants ``action`` on ``resource`` in a request with ``context``
+    (IAM's wildcards; ``StringEquals`` and ``StringLike`` conditions, any other fails to match).
+    The roles have no Deny statement (``test_roles_scope_ec2_to_jitrs_tags_and_pass_only_the_runner_role``)."""
+
+    def condition_holds(condition: Mapping[str, Mapping[str, Any]]) -> bool:
+        for operator, tests in condition.items():
+            if operator not in ("StringEquals", "StringLike"):
+                return False
+            for key, wanted in tests.items():
+                values = [wanted] if isinstance(wanted, str) else list(wanted)
+                if key not in context:
+                    return False
+                if operator == "StringEquals" and context[key] not in values:
+                    return False
+                if operator == "StringLike" and not any(fnmatch.fnmatchcase(context[key], v) for v in values):
+                    return False
+        return True
+
+    return any(
+        statement.get("Effect") == "Allow"
+        and any(fnmatch.fnmatchcase(action.lower(), a.lower()) for a in _actions(statement))
+        and any(fnmatch.fnmatchcase(resource, r) for r in _resources(statement))
+        and condition_holds(statement.get("Condition", {}))
+        for statement in statements
+    )
+
+
+def _parameter_reads(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [s for s in statements if any(a.lower().startswith("ssm:") for a in _actions(s))]
+
+
+def test_the_new_parameters_take_role_and_parameter_arns_only() -> None:
+    parameters = load_template()["Parameters"]
+    roles, images = parameters["AdditionalPassableRoleArns"], parameters["ImageParameterArns"]
+    for spec in (roles, images):
+        assert (spec["Type"], spec["Default"]) == ("CommaDelimitedList", "")
+        assert re.fullmatch(spec["AllowedPattern"], ""), "the default (empty) must be accepted"
+    for arn in [*POOL_ROLES.split(","), "arn:aws-us-gov:iam::123456789012:role/jitr+runner@ci.example"]:
+        assert re.fullmatch(roles["AllowedPattern"], arn), arn
+    for wrong in ("*", "arn:aws:iam::123456789012:role/*", "arn:aws:iam::123456789012:instance-profile/jitr-gpu"):
+        assert not re.fullmatch(roles["AllowedPattern"], wrong), wrong
+    for arn in (OWN_PARAMETER, PUBLIC_PARAMETER, "arn:aws-cn:ssm:cn-north-1:123456789012:parameter/jitr-image"):
+        assert re.fullmatch(images["AllowedPattern"], arn), arn
+    for wrong in ("/jitr/images/linux-x64", "arn:aws:ssm:eu-west-1:123456789012:parameter/*", OWN_PARAMETER + "*"):
+        assert not re.fullmatch(images["AllowedPattern"], wrong), wrong
+
+
+@pytest.mark.parametrize("given", ["", POOL_ROLES], ids=["empty", "given"])
+def test_launching_roles_may_pass_the_additional_passable_roles(given: str) -> None:
+    """Like the Terraform module's ``additional_passable_role_arns``: the roles of pools' own
+    ``instance_profile`` may be passed to EC2 by the functions that launch, besides the runner
+    role; with the parameter empty, the runner role only."""
+    resolver = _resolver(
+        {"ImageId": "ami-0123456789abcdef0", **({"AdditionalPassableRoleArns": given} if given else {})}
+    )
+    for logical in ROLES:
+        passes = _statements_for(_granted_statements(resolver, f"{logical}Role"), "iam:PassRole")
+        if logical not in LAUNCHERS:
+            assert not passes, logical
+            continue
+        (statement,) = passes
+        assert _resources(statement) == ["<RunnerRole.Arn>", *(given.split(",") if given else [])], logical
+        assert statement["Condition"] == {"StringEquals": PASSED_TO_EC2}, logical
+
+
+@pytest.mark.parametrize(
+    ("given", "granted"),
+    [
+        ({"ImageId": "ami-0123456789abcdef0"}, []),
+        ({"Pools": "[]"}, []),
+        # The single pool's parameters are not used with Pools: nor is its image read.
+        ({"Pools": "[]", "ImageId": "resolve:ssm:/jitr/images/linux-x64"}, []),
+        (
+            {"Pools": "[]", "ImageParameterArns": f"{OWN_PARAMETER},{PUBLIC_PARAMETER}"},
+            [OWN_PARAMETER, PUBLIC_PARAMETER],
+        ),
+        ({"ImageId": "resolve:ssm:/jitr/images/linux-x64", "RootDeviceName": "/dev/xvda"}, [OWN_PARAMETER]),
+        (
+            {"ImageId": "resolve:ssm:jitr-linux-x64", "RootDeviceName": "/dev/xvda"},
+            ["arn:aws:ssm:eu-west-1:123456789012:parameter/jitr-linux-x64"],
+        ),
+        # AWS's public parameters are AWS's: their ARNs name no account.
+        (
+            {"ImageId": "resolve:ssm:" + PUBLIC_PARAMETER.split(":parameter", 1)[1], "RootDeviceName": "/dev/xvda"},
+            [PUBLIC_PARAMETER],
+        ),
+        (
+            {
+                "ImageId": "resolve:ssm:/jitr/images/linux-x64",
+                "RootDeviceName": "/dev/xvda",
+                "ImageParameterArns": PUBLIC_PARAMETER,
+            },
+            [PUBLIC_PARAMETER, OWN_PARAMETER],
+        ),
+    ],
+    ids=["ami", "pools", "pools-ignore-image-id", "arns", "single-pool", "unrooted-name", "public", "both"],
+)
+def test_launching_roles_may_read_the_image_parameters(given: dict[str, str], granted: list[str]) -> None:
+    """EC2 reads a ``resolve:ssm:`` image's parameter with the launching caller's permissions: the
+    Terraform module grants ``ssm:GetParameters`` on the pools' parameters; the stack on
+    ``ImageParameterArns`` and on the single pool's ``ImageId`` when it is ``resolve:ssm:``;
+    nothing when neither is given."""
+    resolver = _resolver(given)
+    for logical in ROLES:
+        reads = _parameter_reads(_granted_statements(resolver, f"{logical}Role"))
+        if logical not in LAUNCHERS or not granted:
+            assert not reads, logical
+            continue
+        (statement,) = reads
+        assert _actions(statement) == ["ssm:GetParameters"], logical
+        assert _resources(statement) == granted, logical
+        assert "Condition" not in statement
+
+
+def test_the_single_pool_may_take_its_image_from_ssm() -> None:
+    """``ImageId`` may be ``resolve:ssm:<parameter>``; jitr then needs the root device's name to
+    size the disk (it cannot read it from the image), which ``RootDeviceName`` gives the pool."""
+    parameters = load_template()["Parameters"]
+    for image in ("ami-0123456789abcdef0", "resolve:ssm:/jitr/images/linux-x64", "resolve:ssm:jitr-linux-x64"):
+        assert re.fullmatch(parameters["ImageId"]["AllowedPattern"], image), image
+    for wrong in ("resolve:ssm:", "resolve:ssm:/jitr/image:3", "resolve:ssm-secure:/jitr/image"):
+        assert not re.fullmatch(parameters["ImageId"]["AllowedPattern"], wrong), wrong
+    assert re.fullmatch(parameters["RootDeviceName"]["AllowedPattern"], "/dev/sda1")
+    assert parameters["RootDeviceName"]["Default"] == ""
+    resources = load_template()["Resources"]
+    broker_url = {"JITR_BROKER_URL": BROKER_URL, "JITR_AWS_REGION": REGION}
+    for given, device in (
+        ({"ImageId": "resolve:ssm:/jitr/images/linux-x64", "RootDeviceName": "/dev/sda1"}, "/dev/sda1"),
+        ({"ImageId": "ami-0123456789abcdef0"}, None),
+    ):
+        resolver = _resolver(given)
+        for logical in ROLES:
+            env = resolver.resolve(resources[f"{logical}Function"]["Properties"]["Environment"])["Variables"]
+            (rendered,) = json.loads(env["JITR_POOLS"])
+            assert ("options" in rendered) == (device is not None), logical
+        settings = Settings.from_env({"JITR_POOLS": env["JITR_POOLS"], **broker_url})
+        config = parse(settings)
+        (pool,) = settings.pools
+        assert pool.image == given["ImageId"]
+        shape = vm_shape(pool.options, lambda key: key, config.vm)
+        assert shape.root_device_name == device
+
+
+@pytest.fixture(scope="module")
+def launch_sim() -> Iterator[GitHubSimulator]:
+    with GitHubSimulator() as simulator:
+        yield simulator
+
+
+@dataclass(frozen=True)
+class PoolLaunch:
+    """What the pools of ``launch_stack`` launch with: an instance profile of their own (and its
+    role), and an image from an SSM parameter (and its ARN)."""
+
+    profile_arn: str
+    role_arn: str
+    image: str
+    parameter_arn: str
+
+
+@pytest.fixture(scope="module")
+def launch_stack(cfn_moto: str, launch_sim: GitHubSimulator) -> tuple[Stack, PoolLaunch]:
+    """A third stack whose two pools (in ``Pools``) launch with an instance profile of their own
+    and a ``resolve:ssm:`` image: a pool with ``"handoff": "metadata"`` that a job's scaleup
+    launches for, and a pool keeping one warm VM that scaledown fills (through the broker, which
+    moto gets a stand-in for). ``AdditionalPassableRoleArns`` names the profile's role and
+    ``ImageParameterArns`` the parameter."""
+    made: list[PoolLaunch] = []
+
+    def pools(prefix: str, subnets: tuple[str, str], image: str) -> dict[str, str]:
+        iam, ssm = aws_client("iam", cfn_moto, REGION), aws_client("ssm", cfn_moto, REGION)
+        trust = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+            ],
+        }
+        role = iam.create_role(RoleName=f"{prefix}-pool", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+        profile = iam.create_instance_profile(InstanceProfileName=f"{prefix}-pool")["InstanceProfile"]["Arn"]
+        iam.add_role_to_instance_profile(InstanceProfileName=f"{prefix}-pool", RoleName=f"{prefix}-pool")
+        name = f"/{prefix}/images/linux-x64"
+        ssm.put_parameter(Name=name, Value=image, Type="String", DataType="aws:ec2:image")
+        parameter_arn = ssm.get_parameter(Name=name)["Parameter"]["ARN"]
+        made.append(PoolLaunch(profile, role, f"resolve:ssm:{name}", parameter_arn))
+        options = {"instance_profile": profile, "root_device_name": "/dev/xvda"}
+        cold = {
+            "name": "linux-ssm", "labels": ["self-hosted", "linux", "x64"], "machine_types": ["m5.large"],
+            "placements": list(subnets), "image": f"resolve:ssm:{name}", "handoff": "metadata", "options": options,
+        }  # fmt: skip
+        warm = {**cold, "name": "warm-ssm", "labels": ["self-hosted", "warm-ssm"], "warm": 1}
+        del warm["handoff"]  # the broker's
+        return {
+            "Pools": json.dumps([cold, warm]),
+            "AdditionalPassableRoleArns": role,
+            "ImageParameterArns": parameter_arn,
+        }
+
+    stack = _create_stack(cfn_moto, launch_sim, broker=True, pools=pools)
+    return stack, made[0]
+
+
+class _Launches:
+    """The ``RunInstances`` requests made meanwhile, with the Lambda function (name) that made each."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+
+    def __call__(self, params: Mapping[str, Any], **_: Any) -> None:
+        self.requests.append((os.environ.get("AWS_LAMBDA_FUNCTION_NAME", ""), copy.deepcopy(dict(params))))
+
+    @contextmanager
+    def installed(self) -> Iterator[_Launches]:
+        entry = ("before-parameter-build.ec2.RunInstances", self)
+        botocore.handlers.BUILTIN_HANDLERS.append(entry)
+        try:
+            yield self
+        finally:
+            botocore.handlers.BUILTIN_HANDLERS.remove(entry)
+
+
+def test_pools_launch_with_their_own_role_and_an_image_from_ssm(
+    launch_stack: tuple[Stack, PoolLaunch],
+    launch_sim: GitHubSimulator,
+    stack: Stack,
+    functions: dict[str, DeployedFunction],
+) -> None:
+    """A job of the ``launch_stack``'s metadata pool through its functions (scaleup launches its
+    VM), then scaledown's pass filling the warm pool: each ``RunInstances`` names the pools'
+    instance profile and ``resolve:ssm:`` image, which EC2 authorises against the caller's role:
+    ``iam:PassRole`` on the profile's role (to ``ec2.amazonaws.com``) and ``ssm:GetParameters`` on
+    the parameter. Each launching role allows both; the first stack's roles (the parameters
+    empty) neither; no other role may pass a role or read a parameter."""
+    deployed, pool = launch_stack
+    launch_functions = deployed_functions(deployed.endpoint, deployed.prefix, REGION, kinds=(*KINDS, "broker"))
+    lam = deployed.client("lambda")
+    for kind in ("scaleup", "lifecycle"):
+        for mapping in lam.list_event_source_mappings(FunctionName=launch_functions[kind].name)["EventSourceMappings"]:
+            lam.update_event_source_mapping(UUID=mapping["UUID"], Enabled=False)
+    jitr_aws.secrets._cache.clear()
+    without_broker = {kind: f for kind, f in launch_functions.items() if kind != "broker"}  # metadata handoff
+    with _Launches().installed() as launches:
+        result = run_flow(deployed.endpoint, without_broker, launch_sim, webhook_secret=WEBHOOK_SECRET, region=REGION)
+    assert result.reports["scaledown"].get("warm-launched") == 1, "scaledown's pass fills the warm pool"
+    iam = deployed.client("iam")
+    allowed = {kind: allowed_actions(stack_role_statements(iam, f.role_name)) for kind, f in launch_functions.items()}
+    denied = [f"{kind}: {a}" for kind, c in result.calls.items() for a in c if a not in allowed[kind]]
+    assert not denied, f"calls the roles do not allow: {sorted(denied)}"
+
+    kind_of = {f.name: kind for kind, f in launch_functions.items()}
+    assert {kind_of[name] for name, _ in launches.requests} == {"scaleup", "scaledown"}
+    ssm = deployed.client("ssm")
+    for name, request in launches.requests:
+        kind = kind_of[name]
+        assert request["IamInstanceProfile"] == {"Arn": pool.profile_arn}, kind
+        (role,) = iam.get_instance_profile(InstanceProfileName=pool.profile_arn.rsplit("/", 1)[-1])["InstanceProfile"][
+            "Roles"
+        ]
+        assert role["Arn"] == pool.role_arn
+        assert request["ImageId"] == pool.image, kind
+        parameter = ssm.get_parameter(Name=pool.image.removeprefix("resolve:ssm:"))["Parameter"]["ARN"]
+        assert parameter == pool.parameter_arn
+        granted = stack_role_statements(iam, launch_functions[kind].role_name)
+        assert _allows(granted, "iam:PassRole", role["Arn"], PASSED_TO_EC2), f"{kind} may not pass {role['Arn']}"
+        assert not _allows(granted, "iam:PassRole", role["Arn"], {"iam:PassedToService": "lambda.amazonaws.com"})
+        assert _allows(granted, "ssm:GetParameters", parameter, {}), f"{kind} may not read {parameter}"
+        runner_role = deployed.outputs["RunnerRoleArn"]
+        assert _allows(granted, "iam:PassRole", runner_role, PASSED_TO_EC2), (
+            f"{kind} may no longer pass the runner role"
+        )
+        # The first stack, without the parameters: its own runner role only, and no parameter.
+        default = stack_role_statements(iam, functions[kind].role_name)
+        assert _allows(default, "iam:PassRole", stack.outputs["RunnerRoleArn"], PASSED_TO_EC2), kind
+        assert not _allows(default, "iam:PassRole", role["Arn"], PASSED_TO_EC2), kind
+        assert not _parameter_reads(default), kind
+
+    for kind, function in launch_functions.items():
+        if kind.capitalize() in LAUNCHERS:
+            continue
+        statements = stack_role_statements(iam, function.role_name)
+        assert not _statements_for(statements, "iam:PassRole") and not _parameter_reads(statements), kind
+
+    # What moto created is the template's, the policy the parameters add included.
+    resolver = _resolver(deployed.parameters)
+
+    def shape(statements: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+        return sorted(
+            (s["Sid"], json.dumps(s["Action"]), json.dumps(s.get("Condition"), sort_keys=True)) for s in statements
+        )
+
+    for logical in ROLES:
+        role_name = deployed.physical[f"{logical}Role"]
+        assert shape(stack_role_statements(iam, role_name)) == shape(_granted_statements(resolver, f"{logical}Role"))
