@@ -256,6 +256,55 @@ def test_no_provider_for_a_role_is_a_clear_error() -> None:
         Backend(pm, s).query(RecordQuery("runner", "launched"))
 
 
+NIMBUS_PLUGIN = """
+from jitr_core.hookspecs import hookimpl
+from jitr_core.model import RecordPage
+
+@hookimpl
+def jitr_query_records(query, settings):
+    return RecordPage(()) if settings.provider("store") == "nimbus" else None
+"""
+
+
+@pytest.fixture
+def nimbus_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """An installed plugin ``nimbus`` providing the store ``nimbus``; yields its name."""
+    _fake_distribution(tmp_path, "jitr-nimbus-test", "nimbus", "jitr_nimbus_test_plugin", NIMBUS_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "nimbus"
+    sys.modules.pop("jitr_nimbus_test_plugin", None)
+
+
+@pytest.mark.parametrize("blocked", ["nimbus", "other, nimbus", "*"])
+def test_a_provider_whose_installed_plugin_is_disabled_is_said_to_be_disabled(nimbus_plugin: str, blocked: str) -> None:
+    s = Settings.from_mapping({"provider": "nimbus"})
+    assert Backend(create_plugin_manager(environ={}), s).query(RecordQuery("runner", "busy")).records == ()
+
+    pm = create_plugin_manager(environ={"JITR_DISABLE_PLUGINS": blocked})
+    with pytest.raises(NoProviderError) as raised:
+        Backend(pm, s).query(RecordQuery("runner", "busy"))
+    message = str(raised.value)
+    assert "the plugin for 'nimbus' is disabled by JITR_DISABLE_PLUGINS" in message and "install" not in message
+    assert (raised.value.role, raised.value.provider, raised.value.hook) == ("store", "nimbus", "jitr_query_records")
+
+
+def test_a_disabled_built_in_provider_is_said_to_be_disabled_by_every_provider_hook(tmp_path: Path) -> None:
+    pm = create_plugin_manager(environ={"JITR_DISABLE_PLUGINS": "embedded"}, load_entry_points=False)
+    s = Settings.from_mapping({"provider": "embedded", "embedded": {"state_dir": str(tmp_path / "state")}})
+    disabled = "the plugin for 'embedded' is disabled by JITR_DISABLE_PLUGINS"
+    with pytest.raises(NoProviderError, match=disabled):
+        Backend(pm, s).list_vms()
+    with pytest.raises(NoProviderError, match=disabled):
+        Backend(pm, s).verify_vm_identity("embedded", {"token": "t"}, "")
+    assert not (tmp_path / "state").exists()
+
+
+def test_a_blocked_name_that_is_not_installed_still_asks_to_install_it() -> None:
+    pm = create_plugin_manager(environ={"JITR_DISABLE_PLUGINS": "nimbus"}, load_entry_points=False)
+    with pytest.raises(NoProviderError, match="install the plugin for 'nimbus' or set JITR_STORE_PROVIDER"):
+        Backend(pm, Settings.from_mapping({"provider": "nimbus"})).query(RecordQuery("runner", "busy"))
+
+
 def test_a_plugin_answers_before_the_trylast_defaults() -> None:
     class Loud:
         @hookimpl

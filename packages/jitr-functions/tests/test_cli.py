@@ -133,6 +133,24 @@ def test_render_startup_script_names_an_unknown_pool(capsys, config):
     assert code == 2 and "unknown pool 'nope'" in err
 
 
+def test_render_startup_script_refuses_an_unknown_provider_naming_the_registered_ones(capsys, config):
+    code, out, err = _run(
+        capsys, "render-startup-script", "--pool", "linux", "--config", str(config), "--provider", "awz"
+    )
+    assert code == 2 and out == ""
+    known = ", ".join(repr(p) for p in sorted(_providers()))
+    assert f"jitr: no registered plugin provides VMs as 'awz'; the registered VM providers are {known}" in err
+
+
+def test_render_startup_script_says_a_disabled_provider_is_disabled(capsys, config, monkeypatch):
+    monkeypatch.setenv("JITR_DISABLE_PLUGINS", "embedded")
+    code, out, err = _run(
+        capsys, "render-startup-script", "--pool", "linux", "--config", str(config), "--provider", "embedded"
+    )
+    assert code == 2 and out == ""
+    assert "the plugin for 'embedded' is disabled by JITR_DISABLE_PLUGINS" in err and "Traceback" not in err
+
+
 # -- jitr serve as a process ------------------------------------------------------------------------
 
 

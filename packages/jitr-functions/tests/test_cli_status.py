@@ -1,9 +1,13 @@
-"""``jitr status`` prints names from payloads without letting them shape the terminal output."""
+"""``jitr status`` prints names from payloads without letting them shape the terminal output, and
+only reads: with no state yet it says so and creates none."""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
+import pytest
 from jitr_core.backend import Backend
 from jitr_core.model import QueueMessage, Record
 from jitr_core.plugins import create_plugin_manager
@@ -60,3 +64,42 @@ def test_text_timeline_escapes_control_characters_in_names(capsys, tmp_path: Pat
         "  2023-11-14 22:13:20.250Z    +0.250s launch       candidate=m7/zone-a/spot outcome=no-capacity code=E\\r1",
         "  2023-11-14 22:13:21.500Z    +1.500s in_progress\\x07 runner=jitr-linux-41-1\\n  injected\\x1b[2J",
     ]
+
+
+@pytest.fixture
+def default_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Settings left to their defaults (no ``JITR_*`` variable, no file): the default state directory,
+    under a fresh ``XDG_STATE_HOME``."""
+    for name in [name for name in os.environ if name.startswith("JITR_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "xdg" / "jitr"
+
+
+@pytest.mark.parametrize(
+    ("shown", "answer"),
+    [
+        ([], "0 open jobs, 0 runners in flight, 0 dead letters\n"),
+        (["--json"], json.dumps({"runners": [], "jobs": [], "warm_vms": [], "dead_letters": []}, indent=2) + "\n"),
+        (["--pools"], "pools over the last 1h\n"),
+        (["--pools", "--json"], json.dumps({"window_s": 3600.0, "pools": {}}, indent=2) + "\n"),
+    ],
+)
+def test_status_with_no_state_yet_says_so_lists_nothing_and_creates_none(
+    capsys: pytest.CaptureFixture[str], default_state: Path, shown: list[str], answer: str
+) -> None:
+    assert main(["status", *shown]) == 0
+    out, err = capsys.readouterr()
+    assert out == answer
+    database = default_state / "jitr.sqlite3"
+    assert err == f"jitr: no state at {database}: nothing has run with these settings yet (`jitr serve` creates it)\n"
+    assert not default_state.parent.exists()
+
+
+def test_status_of_a_job_with_no_state_yet_finds_no_record_and_creates_none(
+    capsys: pytest.CaptureFixture[str], default_state: Path
+) -> None:
+    assert main(["status", "--job", "41"]) == 1
+    assert f"jitr: no state at {default_state / 'jitr.sqlite3'}" in capsys.readouterr().err
+    assert not default_state.parent.exists()

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from broker_support import Deployment, free_port, start_deployment, stop_deployment
 from fake_plugin import install_fake_plugin
+from jitr_core.backend import Backend
+from jitr_core.model import LaunchRequest
+from jitr_core.plugins import create_plugin_manager
+from jitr_core.settings import Settings
 from jitr_functions.cli import main
 from jitr_github.simulator import GitHubSimulator
 
@@ -138,3 +145,38 @@ def test_without_a_broker_url_the_handoff_check_says_serve_brings_its_own(
         assert main(["doctor", "--config", str(config), "--json"]) == 0
     checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)}
     assert checks["handoff"]["detail"].startswith("linux: metadata (`jitr serve` makes its own broker")
+
+
+def test_without_state_the_provider_checks_say_so_and_nothing_is_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in [name for name in os.environ if name.startswith("JITR_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["doctor", "--json"]) == 1  # github.app_id is not set
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)}
+    database = tmp_path / "xdg" / "jitr" / "jitr.sqlite3"
+    for name in ("store", "vms", "queue"):
+        assert checks[name]["ok"] and f"no state at {database}: nothing has run" in checks[name]["detail"], checks
+    assert not checks["github"]["ok"]
+    assert not (tmp_path / "xdg").exists()
+
+
+def test_the_checks_leave_the_vms_as_they_find_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Listing the VMs to count them does not stop one past its lifetime: that is ``jitr serve``'s to do."""
+    (tmp_path / "hook").write_text("doctor-webhook-secret")
+    with GitHubSimulator() as sim:
+        config = _config(tmp_path, sim.base_url, sim.app_id, sim.private_key_pem, f"file:{tmp_path / 'hook'}")
+        backend = Backend(create_plugin_manager(), Settings.from_toml(config))
+        request = LaunchRequest("jitr-linux-1-1", "linux", "local", None, False, "", 0, "sleep 60\n", "doctor-1", 1)
+        vm_id = backend.launch_vm(request).vm_id
+        try:
+            time.sleep(1.5)  # past its maximum lifetime
+            assert main(["doctor", "--config", str(config), "--json"]) == 0
+            checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)}
+            assert checks["vms"]["detail"] == "embedded: 1 managed VM(s)"
+            with sqlite3.connect(f"{(tmp_path / 'state' / 'jitr.sqlite3').as_uri()}?mode=ro", uri=True) as db:
+                assert db.execute("SELECT state, end_reason FROM vms").fetchall() == [("running", None)]
+        finally:
+            backend.terminate_vm(vm_id)

@@ -30,7 +30,7 @@ from .model import (
     VMInfo,
     Written,
 )
-from .plugins import describe_broken
+from .plugins import describe_broken, disabled_plugins
 from .secret import Secret, read_local_secret, write_local_secret
 from .settings import Settings
 from .startup import Fragment, ScriptContext, assemble
@@ -190,7 +190,10 @@ class Backend:
 
     def _answer(self, role: str, hook: str, result: T | None) -> T:
         if result is None:
-            raise NoProviderError(role, self.settings.provider(role), hook, describe_broken(self.pm))
+            provider = self.settings.provider(role)
+            raise NoProviderError(
+                role, provider, hook, describe_broken(self.pm), disabled=provider in disabled_plugins(self.pm)
+            )
         return result
 
     def _call(self, role: str, hook: str, **kwargs: Any) -> Any:
@@ -227,7 +230,13 @@ class Backend:
             provider=provider, proof=proof, audience=audience, settings=self.settings
         )
         if result is None:
-            raise NoProviderError("vm", provider, "jitr_verify_vm_identity", describe_broken(self.pm))
+            raise NoProviderError(
+                "vm",
+                provider,
+                "jitr_verify_vm_identity",
+                describe_broken(self.pm),
+                disabled=provider in disabled_plugins(self.pm),
+            )
         return result
 
     # queues

@@ -21,12 +21,20 @@ class PluginError(JitrError):
 
 
 class NoProviderError(JitrError):
-    """No registered plugin answered a provider hook for the configured provider."""
+    """No registered plugin answered a provider hook for the configured provider.
 
-    def __init__(self, role: str, provider: str, hook: str, broken: str = "") -> None:
+    ``broken`` describes the plugins that failed to load; ``disabled`` says the provider's plugin
+    is installed but ``JITR_DISABLE_PLUGINS`` keeps it out, where installing it would not help.
+    """
+
+    def __init__(self, role: str, provider: str, hook: str, broken: str = "", disabled: bool = False) -> None:
+        remedy = (
+            f"the plugin for {provider!r} is disabled by JITR_DISABLE_PLUGINS: remove it from there"
+            if disabled
+            else f"install the plugin for {provider!r}"
+        )
         super().__init__(
-            f"no plugin provides {role!r} as {provider!r} (hook {hook}); "
-            f"install the plugin for {provider!r} or set JITR_{role.upper()}_PROVIDER"
+            f"no plugin provides {role!r} as {provider!r} (hook {hook}); {remedy} or set JITR_{role.upper()}_PROVIDER"
             + (f"; {broken}" if broken else "")
         )
         self.role = role
@@ -60,6 +68,11 @@ class IdentityError(JitrError):
         super().__init__(reason)
         self.reason = reason
         self.status = status
+
+
+class NoStateError(JitrError):
+    """A command that only reads found no state where the settings point: nothing has run with
+    them yet. Not a fault, and nothing is created to answer it."""
 
 
 class SecretNotFoundError(JitrError):

@@ -3,7 +3,8 @@
 Order at start: read the block list (``JITR_DISABLE_PLUGINS``: comma-separated names, ``*`` for
 every external plugin), load the ``jitr`` entry points, register the built-in defaults
 (``trylast``), then ``check_pending()``. Discovery imports only the plugin modules themselves;
-they import cloud SDKs lazily.
+they import cloud SDKs lazily. The installed plugins the block list keeps out are kept in
+``pm.disabled``, so that a provider nobody answers for is said to be disabled, not missing.
 
 An installed plugin that fails (raises at import, cannot be registered, implements an unknown
 hook) does not fail start-up: it is logged once with its name and error and kept in
@@ -80,6 +81,7 @@ class JitrPluginManager(pluggy.PluginManager):
         super().__init__(hookspecs.PROJECT)
         self.origins: dict[str, Callable[[], tuple[str, str]]] = {}
         self.broken: dict[str, BrokenPlugin] = {}
+        self.disabled: set[str] = set()  # installed plugins the block list kept out
 
     def distribution(self, name: str) -> tuple[str, str]:
         """Name and version of the distribution that shipped plugin ``name``; ``("", "")`` when unknown."""
@@ -98,6 +100,12 @@ def describe_broken(pm: pluggy.PluginManager) -> str:
     return "; ".join(b.describe() for b in broken_plugins(pm))
 
 
+def disabled_plugins(pm: pluggy.PluginManager) -> frozenset[str]:
+    """The installed plugins ``JITR_DISABLE_PLUGINS`` kept out of ``pm`` (none for a plain pluggy manager),
+    so that an error can say to unblock a plugin rather than to install it."""
+    return frozenset(getattr(pm, "disabled", ()))
+
+
 def create_plugin_manager(
     *,
     environ: Mapping[str, str] | None = None,
@@ -111,9 +119,10 @@ def create_plugin_manager(
     for name in blocked:
         if name != "*":
             pm.set_blocked(name)
-    if load_entry_points and "*" not in blocked:
+    if load_entry_points:
         for ep in _entry_points():
-            if pm.is_blocked(ep.name):
+            if "*" in blocked or pm.is_blocked(ep.name):
+                pm.disabled.add(ep.name)
                 continue
             origin = partial(_shipped, ep)
             try:
@@ -124,10 +133,10 @@ def create_plugin_manager(
                 _mark_broken(pm, ep.name, origin(), exc)
     entry_point_names = set(pm.origins)
     for name, plugin in extra:
-        if not pm.is_blocked(name):
+        if not _kept_out(pm, name):
             _register(pm, name, plugin, _unknown)
     for name, module in DEFAULT_PLUGINS:
-        if not pm.is_blocked(name):
+        if not _kept_out(pm, name):
             _register(pm, name, importlib.import_module(module), _core)
     while True:
         try:
@@ -141,6 +150,14 @@ def create_plugin_manager(
             pm.unregister(exc.plugin)
             _mark_broken(pm, name, pm.distribution(name), error)
             pm.origins.pop(name, None)
+
+
+def _kept_out(pm: JitrPluginManager, name: str) -> bool:
+    """Whether the block list names plugin ``name``; it is then remembered as disabled."""
+    if pm.is_blocked(name):
+        pm.disabled.add(name)
+        return True
+    return False
 
 
 def _mark_broken(pm: JitrPluginManager, name: str, dist: tuple[str, str], exc: PluginError) -> None:

@@ -11,10 +11,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jitr_core.errors import JitrError
 from jitr_core.settings import Settings
+
+if TYPE_CHECKING:
+    from jitr_core.backend import Backend
+    from jitr_core.plugins import JitrPluginManager
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8080  # where ``jitr serve`` listens unless told
 MAX_PORT = 65535
@@ -67,6 +71,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     settings = _serve_settings(args.config)  # the script ``jitr serve`` (default address) gives its VMs
     pool = settings.pool(args.pool)
     provider = args.provider or settings.provider("vm")
+    pm = create_plugin_manager()
+    _check_vm_provider(pm, provider)
     context = ScriptContext(
         runner_name_for(pool.name, 0, 1),
         pool,
@@ -79,27 +85,69 @@ def cmd_render(args: argparse.Namespace) -> int:
         broker_audience=settings.broker_audience,
         broker_deadline_s=settings.boot_timeout_s,
     )
-    sys.stdout.write(Backend(create_plugin_manager(), settings).render_startup_script(context))
+    sys.stdout.write(Backend(pm, settings).render_startup_script(context))
     return 0
 
 
+def _check_vm_provider(pm: JitrPluginManager, provider: str) -> None:
+    """Refuse a VM provider no registered plugin launches VMs for: core's steps render for any name,
+    so a misspelt one would print a script lacking its provider's steps as if it were right. A VM
+    provider's plugin is named like it (``aws``, ``gcp``, ``embedded``), as ``JITR_DISABLE_PLUGINS``
+    names it."""
+    from jitr_core.plugins import describe_broken, disabled_plugins
+
+    known = sorted(impl.plugin_name for impl in pm.hook.jitr_launch_vm.get_hookimpls())
+    if provider in known:
+        return
+    disabled = provider in disabled_plugins(pm)
+    broken = describe_broken(pm)
+    raise JitrError(
+        f"no registered plugin provides VMs as {provider!r}"
+        + (f": the plugin for {provider!r} is disabled by JITR_DISABLE_PLUGINS" if disabled else "")
+        + f"; the registered VM providers are {', '.join(map(repr, known)) or 'none'}"
+        + (f"; {broken}" if broken else "")
+    )
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    """Only reads: the embedded state is opened read-only. Where there is none yet (nothing has run
+    with these settings) that is said on stderr, nothing is created, and the answer is the one of an
+    empty deployment: nothing listed, exit status 0 (1 for ``--job``, as for any job without a record)."""
     from jitr_core.backend import Backend
-    from jitr_core.messages import JOBS_QUEUE, LIFECYCLE_QUEUE
-    from jitr_core.model import IN_FLIGHT_RUNNER_STATES, OPEN_JOB_STATES, RecordQuery
+    from jitr_core.embedded.instance import read_only
+    from jitr_core.errors import NoStateError
     from jitr_core.plugins import create_plugin_manager
-    from jitr_core.services.warm import WARM, WARM_STATES
+    from jitr_core.services.stats import pool_stats
 
     settings = _settings(args.config)
     backend = Backend(create_plugin_manager(), settings)
-    if args.job is not None:
-        return _status_job(backend, args.job, args.json)
-    if args.pools:
-        return _status_pools(backend, settings, args.window, args.json)
+    try:
+        with read_only():
+            if args.job is not None:
+                return _status_job(backend, args.job, args.json)
+            if args.pools:
+                pools = pool_stats(backend, time.time(), args.window, [pool.name for pool in settings.pools])
+                return _status_pools(pools, args.window, args.json)
+            return _status_listing(_listing(backend), args.json)
+    except NoStateError as exc:
+        print(f"jitr: {exc}", file=sys.stderr)
+        if args.job is not None:
+            return 1
+        if args.pools:
+            return _status_pools({}, args.window, args.json)
+        return _status_listing({"runners": [], "jobs": [], "warm_vms": [], "dead_letters": []}, args.json)
+
+
+def _listing(backend: Backend) -> dict[str, Any]:
+    """The runners in flight, the open jobs, the warm VMs and the dead letters, as ``--json`` shows them."""
+    from jitr_core.messages import JOBS_QUEUE, LIFECYCLE_QUEUE
+    from jitr_core.model import IN_FLIGHT_RUNNER_STATES, OPEN_JOB_STATES, RecordQuery
+    from jitr_core.services.warm import WARM, WARM_STATES
+
     runners = [r for s in IN_FLIGHT_RUNNER_STATES for r in backend.query_all(RecordQuery("runner", s))]
     jobs = [r for s in OPEN_JOB_STATES for r in backend.query_all(RecordQuery("job", s))]
     warm = [r for s in WARM_STATES for r in backend.query_all(RecordQuery(WARM, s))]
-    status: dict[str, Any] = {
+    return {
         "runners": [
             {
                 "name": r.key,
@@ -137,7 +185,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             for m in backend.dead_letters(queue)
         ],
     }
-    if args.json:
+
+
+def _status_listing(status: dict[str, Any], as_json: bool) -> int:
+    if as_json:
         print(json.dumps(status, indent=2))
         return 0
     print(
@@ -184,10 +235,7 @@ def _status_job(backend: Any, job_id: int, as_json: bool) -> int:
     return 0
 
 
-def _status_pools(backend: Any, settings: Settings, window_s: float, as_json: bool) -> int:
-    from jitr_core.services.stats import pool_stats
-
-    pools = pool_stats(backend, time.time(), window_s, [pool.name for pool in settings.pools])
+def _status_pools(pools: dict[str, dict[str, Any]], window_s: float, as_json: bool) -> int:
     if as_json:
         print(json.dumps({"window_s": window_s, "pools": pools}, indent=2))
         return 0
@@ -314,9 +362,17 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("render-startup-script", help="preview a pool's VM startup script")
     s.add_argument("--pool", required=True)
     s.add_argument("--config", help="TOML settings file (default: JITR_* environment)")
-    s.add_argument("--provider", help="render for this VM provider instead of the configured one")
+    s.add_argument(
+        "--provider", help="render for this VM provider instead of the configured one (a registered plugin's name)"
+    )
     s.set_defaults(func=cmd_render)
-    s = sub.add_parser("status", help="in-flight jobs and runners from the state store")
+    s = sub.add_parser(
+        "status",
+        help="in-flight jobs and runners from the state store",
+        description="Lists the open jobs, the runners in flight, the warm VMs and the dead letters. It only reads "
+        "the state: where there is none yet (nothing has run with these settings) it says so, creates none and "
+        "lists nothing (exit status 0; 1 with --job).",
+    )
     s.add_argument("--config")
     s.add_argument("--json", action="store_true")
     shown = s.add_mutually_exclusive_group()
@@ -347,7 +403,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--faults", action="store_true", help="inject lost, duplicated, reordered webhooks and failures")
     s.add_argument("--seed", type=int, default=7)
     s.set_defaults(func=cmd_demo)
-    s = sub.add_parser("doctor", help="check settings, plugins, providers, secrets and GitHub access")
+    s = sub.add_parser(
+        "doctor",
+        help="check settings, plugins, providers, secrets and GitHub access",
+        description="Checks each part of a deployment without changing it. Where there is no state yet, none is "
+        "created and the store, vms and queue checks pass saying so (`jitr serve` creates it).",
+    )
     s.add_argument("--config", help="TOML settings file (default: JITR_* environment)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_doctor)

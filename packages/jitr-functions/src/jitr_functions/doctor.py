@@ -2,8 +2,9 @@
 
 Each check runs on its own and reports ok or the problem, so one failure does not hide the
 next. The settings and the plugins are checked independently of each other; the provider,
-secret and GitHub checks need both, so they run only once both pass. Nothing is written, no
-message is sent, and no secret value is printed.
+secret and GitHub checks need both, so they run only once both pass. Nothing is written (the
+embedded state is opened read-only: none is created, no VM is stopped), no message is sent, and
+no secret value is printed. No state yet is not a fault: ``jitr serve`` creates it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import TypeVar
 
 from jitr_core.backend import Backend
 from jitr_core.broker_script import BROKER
-from jitr_core.errors import JitrError, PluginError
+from jitr_core.embedded.instance import read_only
+from jitr_core.errors import JitrError, NoStateError, PluginError
 from jitr_core.model import RecordQuery
 from jitr_core.plugins import JitrPluginManager, create_plugin_manager, describe_broken, list_plugins
 from jitr_core.secret import Secret
@@ -45,16 +47,19 @@ def run_checks(load_settings: Callable[[], Settings]) -> list[Check]:
     if settings is None or pm is None:
         return checks  # every later check needs both
     backend = Backend(pm, settings)
-    check("store", lambda: _store(backend))
-    check("vms", lambda: f"{settings.provider('vm')}: {len(backend.list_vms())} managed VM(s)")
-    check("queue", lambda: f"{settings.provider('queue')}: {len(backend.dead_letters('jobs'))} dead letter(s) on jobs")
-    check("handoff", lambda: _handoff(settings))
-    for name in sorted(settings.secrets):
-        check(f"secret {name}", functools.partial(_secret, backend, name))
-    if settings.github_app_id:
-        check("github", lambda: _github(backend, settings))
-    else:
-        checks.append(Check("github", False, "github.app_id / JITR_GITHUB_APP_ID is not set"))
+    with read_only():
+        check("store", lambda: _store(backend))
+        check("vms", lambda: f"{settings.provider('vm')}: {len(backend.list_vms())} managed VM(s)")
+        check(
+            "queue", lambda: f"{settings.provider('queue')}: {len(backend.dead_letters('jobs'))} dead letter(s) on jobs"
+        )
+        check("handoff", lambda: _handoff(settings))
+        for name in sorted(settings.secrets):
+            check(f"secret {name}", functools.partial(_secret, backend, name))
+        if settings.github_app_id:
+            check("github", lambda: _github(backend, settings))
+        else:
+            checks.append(Check("github", False, "github.app_id / JITR_GITHUB_APP_ID is not set"))
     return checks
 
 
@@ -64,6 +69,8 @@ def _probe(checks: list[Check], name: str, probe: Callable[[], T], describe: Cal
         result = probe()
         checks.append(Check(name, True, describe(result)))
         return result
+    except NoStateError as exc:  # nothing has run here yet: nothing to check, and nothing wrong
+        checks.append(Check(name, True, str(exc)))
     except JitrError as exc:
         checks.append(Check(name, False, str(exc)))
     except Exception as exc:  # a doctor reports every failure, whatever its kind

@@ -6,6 +6,9 @@ WAL lets readers in any process (``jitr status``) work while ``jitr serve`` writ
 last commits roll back on a power loss. Writers of one process take a lock before SQLite's so
 they queue in-process instead of sleeping in SQLite's busy handler; other processes wait on the
 busy timeout.
+
+A reader that must change nothing (``jitr status``, ``jitr doctor``) opens the file read-only
+(``mode=ro``): SQLite then refuses every write, and no schema is created.
 """
 
 from __future__ import annotations
@@ -54,17 +57,31 @@ _SCHEMA = (
 class Database:
     """Connections, the write lock and in-process change signals for one database file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = path
+        self.read_only = read_only
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self._enqueued: dict[str, _Signal] = {}
-        self._create_schema()
+        if read_only:
+            self._check_schema()
+        else:
+            self._create_schema()
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, cached_statements=256)
+        target, uri = (f"{self.path.as_uri()}?mode=ro", True) if self.read_only else (str(self.path), False)
+        conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT_S, isolation_level=None, cached_statements=256, uri=uri)
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
+
+    def _check_schema(self) -> None:
+        """Refuse, as a writer would, a file of a newer schema; a read-only reader creates none."""
+        try:
+            found = self.connection().execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise BackendError(f"cannot open the embedded database {self.path}: {exc}") from exc
+        if found > SCHEMA_VERSION:
+            raise _newer_schema(self.path, found)
 
     def _create_schema(self) -> None:
         try:
@@ -74,9 +91,7 @@ class Database:
                 found = conn.execute("PRAGMA user_version").fetchone()[0]
                 if found > SCHEMA_VERSION:
                     conn.execute("ROLLBACK")
-                    raise BackendError(
-                        f"{self.path} has schema version {found}; this jitr knows up to {SCHEMA_VERSION} (upgrade jitr)"
-                    )
+                    raise _newer_schema(self.path, found)
                 for statement in _SCHEMA:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -145,6 +160,10 @@ class Database:
         signal = self._signal(queue)
         with signal.changed:
             signal.changed.wait_for(lambda: signal.count != seen, timeout_s)
+
+
+def _newer_schema(path: Path, found: int) -> BackendError:
+    return BackendError(f"{path} has schema version {found}; this jitr knows up to {SCHEMA_VERSION} (upgrade jitr)")
 
 
 class _Signal:

@@ -13,7 +13,7 @@ the next launch with the token starts it.
 
 Exits, VMs past their maximum lifetime, and pending VMs whose launcher died (a crash of the
 process that recorded them) are dealt with when the backend opens and whenever VMs are listed or
-launched.
+launched, but not by a reader of the state opened read-only (``jitr doctor``).
 """
 
 from __future__ import annotations
@@ -208,7 +208,8 @@ class LocalVMs:
         return verify_token(self._db, proof)
 
     def list(self) -> list[VMInfo]:
-        self.refresh()
+        if not self._db.read_only:  # a reader lists the VMs as recorded, stopping none
+            self.refresh()
         return [
             VMInfo(row.vm_id, row.runner_name, row.pool, PROVIDER, row.created_at, running=row.state != ENDED)
             for row in map(_vm_row, self._db.read(_ALL))
