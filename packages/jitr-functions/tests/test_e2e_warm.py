@@ -442,3 +442,69 @@ def test_a_cold_launch_retires_the_warm_vm_it_would_put_over_the_global_cap(warm
     [runner] = [r for r in d.runners() if r.data.get("job_id") == job]
     assert runner.pool == "gpu" and runner.data.get("warm_vm") is None
     wait_for(lambda: warm.data["vm_id"] not in running_vm_ids(d), 30, "the warm VM to end")
+
+
+class RecordLaunches:
+    """Notes every launch request (the embedded provider then makes the VM)."""
+
+    def __init__(self) -> None:
+        self.requests: list[LaunchRequest] = []
+
+    @hookimpl(tryfirst=True)
+    def jitr_launch_vm(self, request: LaunchRequest, settings: Settings) -> None:
+        self.requests.append(request)
+
+
+class BootedEarlier:
+    """The cloud lists VM ``vm_id`` as booted ``by_s`` seconds before it did: a VM that waited that long."""
+
+    def __init__(self) -> None:
+        self.vm_id = ""
+        self.by_s = 0.0
+
+    @hookimpl(wrapper=True)
+    def jitr_list_vms(self, settings: Settings) -> Any:
+        listed = yield
+        return [replace(vm, created_at=vm.created_at - self.by_s) if vm.vm_id == self.vm_id else vm for vm in listed]
+
+
+def test_a_job_on_a_warm_vm_gets_its_lifetime_from_its_assignment_and_the_vm_no_more_than_its_wait_and_a_job(
+    warm_deployment, tmp_path
+):
+    """The pool's ``max_lifetime_s`` limits the job, however long its warm VM waited: the VM may live
+    the warm deadline and a whole job from its boot (its provider's own limit), scaledown counts
+    the job's lifetime from its assignment, and retires a VM past the warm deadline plus a job."""
+    launches, booted = RecordLaunches(), BootedEarlier()
+    long_job = RUNNER_COMMAND.replace("--job-seconds 0.2", "--job-seconds 60")  # busy through the passes
+    embedded = {"state_dir": str(tmp_path / "state"), "runner_command": long_job, "launch_grace_s": 1}
+    plugins = (("record-launches", launches), ("booted-earlier", booted))
+    d = warm_deployment(_pool(warm=1, max_lifetime_s=300), plugins=plugins, embedded=embedded)
+    settings, pool = d.app.settings, d.app.settings.pools[0]
+    deadline, lifetime = settings.warm_deadline_s(pool), pool.max_lifetime_s
+    d.app.scaledown.run()
+    [warm] = polling(d, 1)
+    [request] = [r for r in launches.requests if r.runner_name == warm.key]
+    assert request.max_lifetime_s == deadline + lifetime
+
+    d.sim.queue_job("octo-org/api", LABELS, name="long-after-boot")
+    runner = wait_for(
+        lambda: next((r for r in d.runners() if r.data.get("warm_vm") == warm.key and r.state == "busy"), None),
+        60,
+        "the job's runner busy on the warm VM",
+    )
+    assigned = float(runner.data["launched_at"])
+    booted.vm_id = str(warm.data["vm_id"])
+
+    def scaledown_at(at: float) -> dict[str, Any]:
+        return type(d.app.scaledown)(d.app.backend, d.app.github, clock=lambda: at).run()
+
+    booted.by_s = lifetime + 600  # it waited longer than a job may run, within its warm deadline
+    report = scaledown_at(assigned + lifetime - 60)
+    assert "lifetime-exceeded" not in report and d.runner(runner.key).state == "busy", report
+
+    booted.by_s = deadline + lifetime + 60  # booted longer ago than a warm VM lives
+    report = scaledown_at(assigned + 60)
+    assert report.get("lifetime-exceeded") == 1, report
+    retired = d.runner(runner.key)
+    assert retired.state == "retired" and retired.data["retired_reason"] == "maximum-lifetime"
+    wait_for(lambda: booted.vm_id not in running_vm_ids(d), 30, "the VM to end")

@@ -9,7 +9,11 @@ alone). A refusal (401, 403, 404, 410, 400, 413) ends the script: the VM is not 
 waiting for, or its config was handed already, and asking again would not change that. A warm
 VM (its name is its warm name) gets 204 while no job claimed it: it asks again at once, until the
 deadline (its boot, its maximum idle time and one held call); the 200 then names the runner it
-became, which replaces ``JITR_RUNNER_NAME``.
+became, which replaces ``JITR_RUNNER_NAME``, and starts the job's own lifetime watchdog
+(``JITR_JOB_MAX_LIFETIME``): the job's lifetime counts from its config, not from the VM's boot.
+
+The deadline counts from the script's start (bash's ``SECONDS``), not from the fetch's: a slow
+install is part of the wait, so the VM gives up within the time the control plane gives it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from .startup import Fragment, ScriptContext, shell_quote
 BROKER = "broker"
 _FETCH = r"""
 jitr_fetch_jit_config() {
-  local deadline=$((SECONDS + JITR_BROKER_DEADLINE)) delay=1 proof answer status body name
+  local deadline=$((JITR_BROKER_DEADLINE)) delay=1 proof answer status body name
   while :; do
     if proof="$(jitr_identity_proof)"; then
       answer="$(printf '{"runner_name":"%s","provider":"%s","proof":%s}' \
@@ -64,16 +68,22 @@ jitr_fetch_jit_config() {
 }
 ACTIONS_RUNNER_INPUT_JITCONFIG=""
 jitr_fetch_jit_config
+if [ -n "${JITR_JOB_MAX_LIFETIME:-}" ]; then
+  ( unset ACTIONS_RUNNER_INPUT_JITCONFIG; sleep "$JITR_JOB_MAX_LIFETIME"
+    echo "jitr: the job's maximum lifetime reached"; jitr_teardown ) &
+fi
 """
 
 
 def broker_prelude(context: ScriptContext) -> str:
     """The variables the fetch uses; the URL comes from validated settings, quoted anyway."""
+    job_lifetime = int(context.job_max_lifetime_s)
     return "\n".join(
         [
             f"export JITR_BROKER_URL={shell_quote(context.broker_url)}",
             f"export JITR_BROKER_PROVIDER={shell_quote(context.provider)}",
             f"export JITR_BROKER_DEADLINE={int(context.broker_deadline_s)}",
+            *([f"export JITR_JOB_MAX_LIFETIME={job_lifetime}"] if job_lifetime > 0 else []),
         ]
     )
 

@@ -40,7 +40,13 @@ class ScriptContext:
     ``runner_sha256`` pins the runner tarball's digest; empty means the pinned table of
     :mod:`jitr_core.runner_checksums` for ``runner_version`` and the pool's architecture.
     With ``handoff`` ``"broker"`` the script holds no secret: ``jit_config`` is empty and the VM
-    pulls its config from ``broker_url`` with its cloud identity, giving up after ``broker_deadline_s``.
+    pulls its config from ``broker_url`` with its cloud identity, giving up ``broker_deadline_s``
+    after the script started.
+
+    ``max_lifetime_s`` bounds the VM from its boot (the script's watchdog, the cloud's own limit).
+    A warm VM waits for its job, so its ``max_lifetime_s`` covers the wait and a whole job, and
+    ``job_max_lifetime_s`` (0: none) starts the job's own watchdog when the config arrives: the job
+    gets the pool's whole lifetime however long the VM waited.
     """
 
     runner_name: str
@@ -55,6 +61,7 @@ class ScriptContext:
     broker_url: str = ""
     broker_audience: str = ""
     broker_deadline_s: int = 600
+    job_max_lifetime_s: int = 0
 
 
 class ScriptTooLargeError(JitrError):

@@ -2,7 +2,9 @@
 
 - a runner whose VM never came online within the boot timeout: retired, its job re-enqueued (a
   broker-mode VM that never asked the broker for its config is one: nothing is registered for it);
-- a VM past its pool's maximum lifetime: terminated, busy or not (the hard limit);
+- a VM past its pool's maximum lifetime: terminated, busy or not (the hard limit); on a warm VM
+  the lifetime counts from the job's assignment (the VM had waited for it), but no warm VM lives
+  past its boot plus the warm deadline plus the lifetime (:func:`.warm.warm_lifetime_s`);
 - a VM with no in-flight runner record (an orphan) after the grace period: terminated;
 - a runner record whose VM is gone (spot reclaim, crash): retired, its queued job re-enqueued;
 - a runner that exited without taking a job (:mod:`.exits`): counted, its job re-launched once
@@ -45,6 +47,7 @@ from ..model import (
     Scope,
     VMInfo,
 )
+from ..settings import Pool
 from .common import in_flight, isolated, requeue, retire, scope_of
 from .exits import NoJobExits
 from .lease import lease
@@ -156,7 +159,7 @@ class ScaledownService:
         lifetime = pool.max_lifetime_s if pool else 8 * 3600
         seen = {r.name: r for r in github.get(runner.scope, [])} if runner.scope in github else None
         on_github = seen.get(runner.name) if seen is not None else None
-        if now - launched_at > lifetime:
+        if now - self._lifetime_start(runner, vm, pool, launched_at) > lifetime:
             retire(self.store, self.github, runner, reason="maximum-lifetime", force=True)
             return "lifetime-exceeded"
         if runner.state == RunnerState.CLAIMED:
@@ -196,6 +199,14 @@ class ScaledownService:
             if superseded and retire(self.store, self.github, runner, reason="surplus"):
                 return "surplus"
         return "ok"
+
+    def _lifetime_start(self, runner: RunnerView, vm: VMInfo | None, pool: Pool | None, launched_at: float) -> float:
+        """When the runner's lifetime began: its launch; on a warm VM, its assignment (the job's
+        watchdog on the VM starts at the handoff just after), yet no later than the VM's warm
+        deadline, so that no warm VM outlives its boot plus the warm deadline plus a job."""
+        if runner.get("warm_vm") is None or vm is None or pool is None:
+            return launched_at
+        return min(launched_at, vm.created_at + self.settings.warm_deadline_s(pool))
 
     def _deregister(self, runner: RunnerView) -> None:
         """Remove the registration a dead worker minted before it could launch."""

@@ -17,6 +17,11 @@ over (the runner record owns the VM from then on).
 Warm VMs count against the caps: a pool is filled only into the headroom its in-flight runners
 and waiting warm VMs leave under the pool's and the global ``max_runners``, and a cold launch
 retires the waiting warm VMs it would put over a cap.
+
+A pool's ``max_lifetime_s`` limits a job, and a warm VM waits up to the warm deadline before it
+has one: its script's watchdog and the cloud's own limit allow :func:`warm_lifetime_s` from the
+boot (the wait and a whole job), and a second watchdog gives the job ``max_lifetime_s`` from the
+moment its config arrives (:mod:`jitr_core.broker_script`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import re
 import secrets
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -33,7 +39,7 @@ from ..backend import Backend
 from ..errors import CapacityError, JitrError
 from ..model import LaunchResult, Record, RecordQuery, VMInfo
 from ..secret import Secret
-from ..settings import Pool
+from ..settings import Pool, Settings
 from ..startup import ScriptContext
 from .candidates import fallback_chain, launch_request
 from .common import in_flight, isolated
@@ -57,6 +63,11 @@ def warm_name(pool: str) -> str:
 
 def is_warm_name(name: str) -> bool:
     return bool(_WARM_NAME.match(name))
+
+
+def warm_lifetime_s(settings: Settings, pool: Pool) -> int:
+    """The longest a warm VM of ``pool`` lives from its boot: the longest wait, then a whole job."""
+    return settings.warm_deadline_s(pool) + pool.max_lifetime_s
 
 
 class WarmPools:
@@ -157,20 +168,22 @@ class WarmPools:
         if record is None:
             return False
         provider = self.settings.provider("vm")
+        lifetime = warm_lifetime_s(self.settings, pool)
         context = ScriptContext(
             name,
             pool,
             provider,
             Secret(""),
             self.settings.runner_version,
-            pool.max_lifetime_s,
+            lifetime,
             handoff="broker",
             broker_url=self.settings.broker_url,
             broker_audience=self.settings.broker_audience,
             broker_deadline_s=self.settings.warm_deadline_s(pool),
+            job_max_lifetime_s=pool.max_lifetime_s,
         )
         script = self.backend.render_startup_script(context, self.backend.user_data_limit(provider))
-        result = self._boot(pool, name, script)
+        result = self._boot(pool, name, script, lifetime)
         if result is None:
             self.backend.delete(WARM, name, expected_version=record.version)
             log.warning("no capacity for a warm vm", extra={"pool": pool.name})
@@ -180,9 +193,11 @@ class WarmPools:
         log.info("warm vm launched", extra={"warm_vm": name, "vm_id": result.vm_id, "pool": pool.name})
         return True
 
-    def _boot(self, pool: Pool, name: str, script: str) -> LaunchResult | None:
+    def _boot(self, pool: Pool, name: str, script: str, lifetime_s: int) -> LaunchResult | None:
+        """Launch on the first candidate with capacity; ``lifetime_s`` is the cloud's own limit, from the boot."""
         for index, candidate in enumerate(fallback_chain(pool)):
             request = launch_request(pool, name, candidate, index, script, {"jitr-job": "warm", "jitr-attempt": "0"})
+            request = replace(request, max_lifetime_s=lifetime_s)
             try:
                 return self.backend.launch_vm(request)
             except CapacityError:
