@@ -11,7 +11,6 @@ the module renders. ``gcp_iac_hook/sitecustomize.py`` records the calls in each 
 from __future__ import annotations
 
 import base64
-import datetime
 import json
 import os
 import re
@@ -24,15 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from gcp_support import LABELS, WEBHOOK_SECRET, FunctionServer, bytecode_env, logged, stop_servers, wait_for
-from google.auth import crypt, jwt
 from jitr_gcp.testing.compute_fake import FakeCompute
 from jitr_gcp.testing.emulators import Emulator
 from jitr_gcp.testing.fakehttp import JsonServer
+from jitr_gcp.testing.identity import GoogleKey
 from jitr_gcp.testing.secretmanager_fake import FakeSecretManager
 from jitr_github.simulator import GitHubSimulator
 
@@ -112,27 +107,10 @@ class IdentityKeys(JsonServer):
         super().__init__()
         self.project = project
         self.audience = audience
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.KEY_ID)])
-        now = datetime.datetime.now(datetime.UTC)
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .sign(key, hashes.SHA256())
-        )
-        self.certificate = certificate.public_bytes(serialization.Encoding.PEM).decode()
-        self.signer = crypt.RSASigner.from_string(pem, key_id=self.KEY_ID)
+        self.key = GoogleKey(self.KEY_ID)
 
     def handle(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
-        return (200, {self.KEY_ID: self.certificate}) if method == "GET" else (404, {"error": "not found"})
+        return (200, {self.KEY_ID: self.key.certificate}) if method == "GET" else (404, {"error": "not found"})
 
     def token(self, instance: dict[str, Any]) -> str:
         """The identity token the metadata server of ``instance`` (as the Compute fake holds it) gives."""
@@ -147,7 +125,7 @@ class IdentityKeys(JsonServer):
             "aud": self.audience, "iss": "https://accounts.google.com", "sub": "112233445566778899000",
             "iat": now, "exp": now + 3600, "google": {"compute_engine": compute},
         }  # fmt: skip
-        return jwt.encode(self.signer, claims).decode()
+        return self.key.sign(claims)
 
 
 def _secret(reference: str) -> tuple[str, str]:

@@ -9,7 +9,6 @@ by another key, a second call, a wrong method and an oversized body get nothing.
 
 from __future__ import annotations
 
-import datetime
 import json
 import time
 import urllib.parse
@@ -20,15 +19,12 @@ import pytest
 pytest.importorskip("jitr_gcp", reason="the gcp extra is not installed")
 pytest.importorskip("functions_framework", reason="the gcp extra is not installed")
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from e2e_support import get, post
 from gcp_support import POOL, Deployment, quiet_job, runner, wait_for
 from google.auth import crypt, jwt
 from jitr_gcp.testing.backend import PROJECT
 from jitr_gcp.testing.fakehttp import JsonServer
+from jitr_gcp.testing.identity import GoogleKey
 
 pytest_plugins = ["conftest_gcp"]
 
@@ -48,21 +44,8 @@ class _Keys(JsonServer):
 
 
 def _signer(kid: str) -> tuple[crypt.RSASigner, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, kid)])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return crypt.RSASigner.from_string(pem, key_id=kid), certificate.public_bytes(serialization.Encoding.PEM).decode()
+    key = GoogleKey(kid)
+    return key.signer, key.certificate
 
 
 def _token(signer: crypt.RSASigner, instance_name: str) -> str:

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import base64
-import datetime
 import json
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
-from google.auth import crypt, jwt
 from jitr_core.backend import Backend
 from jitr_core.errors import BackendError, IdentityError
 from jitr_gcp.identity import KeyCache, verify_identity_token
 from jitr_gcp.testing.backend import PROJECT, gcp_backend, gcp_settings
 from jitr_gcp.testing.fakehttp import JsonServer
+from jitr_gcp.testing.identity import GoogleKey
 
 AUDIENCE = "https://broker.example/v1/handoff"
 CERTS_PATH = "/oauth2/v1/certs"
@@ -45,31 +40,8 @@ class KeyServer(JsonServer):
         return self.url + CERTS_PATH
 
 
-class Signer:
-    """An RSA key listed (or not) by the key server under ``kid``."""
-
-    def __init__(self, kid: str) -> None:
-        self.kid = kid
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        pem = self.key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        self.signer = crypt.RSASigner.from_string(pem, key_id=kid)
-
-    def certificate(self) -> str:
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.kid)])
-        now = datetime.datetime.now(datetime.UTC)
-        built = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .sign(self.key, hashes.SHA256())
-        )
-        return built.public_bytes(serialization.Encoding.PEM).decode()
+class Signer(GoogleKey):
+    """A key listed (or not) by the key server under its ``kid``."""
 
     def token(self, **changes: Any) -> str:
         """A token as the metadata server issues it with format=full, with ``changes`` to its claims."""
@@ -95,7 +67,7 @@ class Signer:
             },
             **changes,
         }
-        return jwt.encode(self.signer, {k: v for k, v in claims.items() if v is not None}).decode()
+        return self.sign({k: v for k, v in claims.items() if v is not None})
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +85,7 @@ def google() -> Signer:
 @pytest.fixture
 def listed(key_server: KeyServer, google: Signer) -> KeyServer:
     with key_server.lock:
-        key_server.certificates = {google.kid: google.certificate()}
+        key_server.certificates = {google.kid: google.certificate}
     return key_server
 
 
@@ -158,7 +130,7 @@ def test_a_key_google_rotated_in_is_fetched_again(listed: KeyServer, google: Sig
     verify_identity_token({"token": google.token()}, AUDIENCE, PROJECT, listed.certs_url, keys)
     rotated = Signer("google-key-2")
     with listed.lock:
-        listed.certificates[rotated.kid] = rotated.certificate()
+        listed.certificates[rotated.kid] = rotated.certificate
     identity = verify_identity_token({"token": rotated.token()}, AUDIENCE, PROJECT, listed.certs_url, keys)
     assert identity.vm_id == "us-central1-a/jitr-linux-1-1"
 

@@ -6,4 +6,6 @@
 - :mod:`jitr_gcp.testing.fixtures`: pytest fixtures over all of them (import its names into a
   ``conftest.py``).
 - :mod:`jitr_gcp.testing.backend`: settings and a plugin manager wired to the GCP plugin.
+- :mod:`jitr_gcp.testing.identity`: a key signing identity tokens as Google does, and its
+  certificate, for the broker's verifier (needs ``cryptography``, of the ``test`` extra).
 """
