@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -126,6 +127,31 @@ def test_a_broker_mode_pool_renders_a_script_with_no_config(capsys, config, tmp_
     script = tmp_path / "startup.sh"
     script.write_text(out)
     subprocess.run([require_tool("shellcheck", "apt-get install shellcheck"), str(script)], check=True)
+
+
+@pytest.mark.parametrize("provider", _providers())
+def test_a_warm_pool_renders_its_warm_vms_script(capsys, config, tmp_path, provider):
+    """A warm VM asks under its warm name until the warm deadline, and its job gets the pool's whole lifetime."""
+    text = config.read_text().replace("max_runners = 4", "max_runners = 4\nwarm = 1\nmax_lifetime_s = 3600")
+    config.write_text('broker_url = "https://broker.example/jitr"\n' + text)  # boot_timeout_s = 300
+    args = ("render-startup-script", "--pool", "linux", "--config", str(config), "--provider", provider)
+
+    code, cold, _ = _run(capsys, *args)
+    assert code == 0 and "export JITR_JOB_MAX_LIFETIME" not in cold and "jitr-linux-warm-" not in cold
+    code, warm, _ = _run(capsys, *args, "--warm")
+    assert code == 0 and "jitr_fetch_jit_config" in warm and "https://broker.example/jitr" in warm
+    if provider != "embedded":  # whose launcher gives the script its name
+        assert re.search(r"jitr-linux-warm-[0-9a-f]{10}", warm)  # asks under a warm name
+    assert "export JITR_BROKER_DEADLINE=3920" in warm  # boot 300 + idle 3600 (default) + hold 20 (default)
+    assert "export JITR_JOB_MAX_LIFETIME=3600" in warm
+    script = tmp_path / "startup.sh"
+    script.write_text(warm)
+    subprocess.run([require_tool("shellcheck", "apt-get install shellcheck"), str(script)], check=True)
+
+
+def test_only_a_warm_pool_renders_a_warm_script(capsys, config):
+    code, out, err = _run(capsys, "render-startup-script", "--pool", "linux", "--config", str(config), "--warm")
+    assert code == 2 and out == "" and "pool 'linux' keeps no warm VMs" in err
 
 
 def test_render_startup_script_names_an_unknown_pool(capsys, config):

@@ -73,6 +73,14 @@ def cmd_render(args: argparse.Namespace) -> int:
     provider = args.provider or settings.provider("vm")
     pm = create_plugin_manager()
     _check_vm_provider(pm, provider)
+    if args.warm:
+        from jitr_core.services.warm import warm_name, warm_script_context
+
+        if not pool.keeps_warm:
+            raise JitrError(f"pool {pool.name!r} keeps no warm VMs (warm, warm_windows): its VMs start cold")
+        context = warm_script_context(settings, pool, warm_name(pool.name), provider)
+        sys.stdout.write(Backend(pm, settings).render_startup_script(context))
+        return 0
     context = ScriptContext(
         runner_name_for(pool.name, 0, 1),
         pool,
@@ -365,6 +373,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--provider", help="render for this VM provider instead of the configured one (a registered plugin's name)"
     )
+    s.add_argument("--warm", action="store_true", help="the script of one of the pool's warm VMs (docs/warm-pools.md)")
     s.set_defaults(func=cmd_render)
     s = sub.add_parser(
         "status",

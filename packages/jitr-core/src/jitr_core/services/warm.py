@@ -70,6 +70,24 @@ def warm_lifetime_s(settings: Settings, pool: Pool) -> int:
     return settings.warm_deadline_s(pool) + pool.max_lifetime_s
 
 
+def warm_script_context(settings: Settings, pool: Pool, name: str, provider: str) -> ScriptContext:
+    """What the startup script of warm VM ``name`` of ``pool`` is rendered from: no config, a broker
+    call under its warm name until the warm deadline, the job's lifetime from its config on."""
+    return ScriptContext(
+        name,
+        pool,
+        provider,
+        Secret(""),
+        settings.runner_version,
+        warm_lifetime_s(settings, pool),
+        handoff="broker",
+        broker_url=settings.broker_url,
+        broker_audience=settings.broker_audience,
+        broker_deadline_s=settings.warm_deadline_s(pool),
+        job_max_lifetime_s=pool.max_lifetime_s,
+    )
+
+
 class WarmPools:
     """Claims, launches and upkeep of the warm VMs of every pool."""
 
@@ -168,22 +186,9 @@ class WarmPools:
         if record is None:
             return False
         provider = self.settings.provider("vm")
-        lifetime = warm_lifetime_s(self.settings, pool)
-        context = ScriptContext(
-            name,
-            pool,
-            provider,
-            Secret(""),
-            self.settings.runner_version,
-            lifetime,
-            handoff="broker",
-            broker_url=self.settings.broker_url,
-            broker_audience=self.settings.broker_audience,
-            broker_deadline_s=self.settings.warm_deadline_s(pool),
-            job_max_lifetime_s=pool.max_lifetime_s,
-        )
+        context = warm_script_context(self.settings, pool, name, provider)
         script = self.backend.render_startup_script(context, self.backend.user_data_limit(provider))
-        result = self._boot(pool, name, script, lifetime)
+        result = self._boot(pool, name, script, context.max_lifetime_s)
         if result is None:
             self.backend.delete(WARM, name, expected_version=record.version)
             log.warning("no capacity for a warm vm", extra={"pool": pool.name})
