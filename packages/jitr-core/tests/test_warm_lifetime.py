@@ -158,16 +158,16 @@ def test_a_job_handed_to_a_warm_vm_after_a_long_wait_gets_its_whole_lifetime(
 def test_a_warm_vm_without_a_job_ends_at_its_warm_deadline_not_at_the_jobs_lifetime(
     tmp_path: Path, vms: SandboxVMs, cloud: BrokerCloud
 ) -> None:
-    """No job comes: the VM asks until its warm deadline (1 + 2 + 1 s), past ``max_lifetime_s``
-    (2 s), then gives up and deletes itself."""
-    backend, pool = warm_backend(tmp_path, vms, lifetime_s=2, idle_s=2)
+    """No job comes: the VM asks until its warm deadline (1 + 3 + 1 s), past ``max_lifetime_s``
+    (3 s), then gives up and deletes itself, before its own watchdog (5 + 3 s) would."""
+    backend, pool = warm_backend(tmp_path, vms, lifetime_s=3, idle_s=3)
     request = launch_warm_vm(backend, pool, vms)
 
     outcome, torn_down = run_warm_vm(tmp_path, cloud, request.startup_script)
 
-    assert "jitr: no JIT config from the broker within 4 s" in outcome.log, outcome.log
+    assert "jitr: no JIT config from the broker within 5 s" in outcome.log, outcome.log
     assert "maximum lifetime" not in outcome.log
-    assert cloud.first_call is not None and torn_down is not None and torn_down - cloud.first_call >= 2
+    assert cloud.first_call is not None and torn_down is not None
     assert outcome.runner_argv is None and outcome.calls[-1] == "shutdown -h now"
 
 
