@@ -141,6 +141,28 @@ def test_forged_replayed_and_duplicate_calls_get_nothing(deployment):
     assert d.sim.job(job).status == "queued"  # nobody ran the config the test took
 
 
+def test_a_github_too_slow_for_the_answers_deadline_is_a_retry_not_a_late_answer(deployment):
+    """A mint answered after API Gateway gave up on the request (29 s) would be lost, the record
+    saying handed. GitHub here answers in 3 s, the broker's deadline is 2 s (25 s in use): the VM is
+    told to retry, and then gets its config; the registration the slow call left is replaced."""
+    d = deployment(broker_url=f"http://127.0.0.1:{free_port()}/broker")  # the test plays the VM
+    job = d.sim.queue_job("octo-org/api", LABELS, name="slow-github")
+    runner = _launched(d)
+    _, token = vm_token(d, runner.key)
+    d.app.broker.answer_within_s = 2
+    d.sim.faults = Faults(latency_s=3.0)
+
+    status, answer = ask(d, runner.key, token)
+    assert status == 503 and "retry" in answer["error"] and "jit_config" not in answer
+    assert d.runner(runner.key).data["handoff"] == "waiting"
+
+    d.sim.faults = Faults()
+    status, answer = ask(d, runner.key, token)
+    assert status == 200 and answer["jit_config"] == d.jit_configs()[-1]
+    assert d.runner(runner.key).data["handoff"] == "handed" and d.sim.job(job).status == "queued"
+    assert [r.name for r in d.sim.runners()] == [runner.key]  # one registration under its name
+
+
 def _crash_once(at: str) -> Callable[[str], None]:
     crashed: list[str] = []
     lock = threading.Lock()

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from github_support import FakeClock, SimFactory, Sleeps, make_client
 from jitr_core.errors import GitHubError, GitHubNotFoundError, GitHubRateLimitError, GitHubUnavailableError
+from jitr_core.github import calls_done_by
 from jitr_core.model import Scope
 from jitr_core.secret import Secret
 from jitr_github import GitHubClient
@@ -155,6 +156,73 @@ def test_slow_answers_time_out_and_are_retried(make_sim: SimFactory) -> None:
     client.list_runners(scope)
     sim.faults = Faults(latency_s=1.0)
     with pytest.raises(GitHubUnavailableError, match="ReadTimeout"):
+        client.list_runners(scope)
+
+
+class ClockedSleeps(Sleeps):
+    """Sleeps that move ``clock`` on by what they would have slept."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def __call__(self, seconds: float) -> None:
+        super().__call__(seconds)
+        self.clock.advance(seconds)
+
+
+def test_within_a_deadline_server_errors_are_retried_only_while_time_is_left(github_simulator: GitHubSimulator) -> None:
+    scope = _setup(github_simulator)
+    clock = FakeClock(time.time())
+    sleeps = ClockedSleeps(clock)
+    client = make_client(github_simulator, clock=clock, sleep=sleeps, backoff_s=1.0, jitter=lambda: 1.0)
+    client.list_runners(scope)
+    github_simulator.reset_call_counts()
+    github_simulator.fail_next(10, 503, path_contains="/actions/runners")
+    with calls_done_by(clock() + 5), pytest.raises(GitHubUnavailableError, match="deadline leaves no time to retry"):
+        client.list_runners(scope)
+    assert sleeps == [1.0, 2.0]  # a third wait (4 s) would end past the deadline
+    assert github_simulator.call_counts()[RUNNERS] == 3
+
+
+def test_within_a_deadline_a_rate_limit_wait_past_it_is_raised_not_slept(github_simulator: GitHubSimulator) -> None:
+    scope = _setup(github_simulator)
+    clock = FakeClock(time.time())
+    sleeps = ClockedSleeps(clock)
+    client = make_client(github_simulator, clock=clock, sleep=sleeps)
+    client.list_runners(scope)
+    github_simulator.fail_next(1, 429, retry_after=7)
+    with calls_done_by(clock() + 5), pytest.raises(GitHubRateLimitError) as limited:
+        client.list_runners(scope)
+    assert limited.value.retry_after == 7.0 and sleeps == []
+    github_simulator.fail_next(1, 429, retry_after=3)
+    with calls_done_by(clock() + 5):
+        assert client.list_runners(scope) == []  # a wait that fits is waited out
+    assert sleeps == [3.0]
+
+
+def test_a_call_past_its_deadline_is_not_made(github_simulator: GitHubSimulator) -> None:
+    scope = _setup(github_simulator)
+    client = make_client(github_simulator)
+    client.list_runners(scope)
+    github_simulator.reset_call_counts()
+    with (
+        calls_done_by(time.time() + 60),
+        calls_done_by(time.time() - 1),  # nested: the earlier holds
+        pytest.raises(GitHubUnavailableError, match="deadline has passed"),
+    ):
+        client.list_runners(scope)
+    assert RUNNERS not in github_simulator.call_counts()
+    assert client.list_runners(scope) == []  # outside, unbounded again
+
+
+def test_within_a_deadline_a_slow_answer_is_read_no_longer_than_it_leaves(make_sim: SimFactory) -> None:
+    sim = make_sim()
+    scope = _setup(sim)
+    client = make_client(sim, timeout=30, max_retries=0)
+    client.list_runners(scope)
+    sim.faults = Faults(latency_s=3.0)
+    with calls_done_by(time.time() + 0.5), pytest.raises(GitHubUnavailableError, match="ReadTimeout"):
         client.list_runners(scope)
 
 

@@ -3,16 +3,43 @@
 ``jitr_github.GitHubClient`` implements it over the REST API; the services depend only on this
 protocol, so core stays free of HTTP libraries and tests can use the GitHub simulator.
 Every method raises :class:`~jitr_core.errors.GitHubError` subclasses, never anything else.
+
+A caller whose own answer has a time limit (the broker behind API Gateway) makes its calls
+within :func:`calls_done_by`; an implementation reads :func:`calls_deadline` and neither waits,
+retries nor reads past it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
 
 from .model import Scope
 from .secret import Secret
+
+_DEADLINE: ContextVar[float | None] = ContextVar("jitr_github_calls_deadline", default=None)
+
+
+@contextmanager
+def calls_done_by(deadline: float) -> Iterator[None]:
+    """GitHub calls made within end by ``deadline`` (seconds since the epoch, as ``time.time()``):
+    one that would wait, retry or read past it raises a :class:`~jitr_core.errors.GitHubError`
+    instead (``GitHubRateLimitError`` for a rate-limit wait, else ``GitHubUnavailableError``).
+    Nested, the earlier deadline holds."""
+    outer = _DEADLINE.get()
+    token = _DEADLINE.set(deadline if outer is None else min(outer, deadline))
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def calls_deadline() -> float | None:
+    """The time by which the GitHub calls of this context must be done; None when unbounded."""
+    return _DEADLINE.get()
 
 
 @dataclass(frozen=True, slots=True)

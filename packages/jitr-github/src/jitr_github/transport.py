@@ -7,6 +7,8 @@
 - GETs marked conditional send the remembered ``ETag`` as ``If-None-Match``; a 304 (which
   costs no rate limit) returns the remembered body.
 - A 401 on an installation token drops the token and tries once more with a fresh one.
+- Within :func:`jitr_core.github.calls_done_by`, no wait, retry or read goes past the caller's
+  deadline: what would is raised at once (``GitHubRateLimitError`` for a rate-limit wait).
 - Every other failure maps onto the ``GitHubError`` hierarchy. Messages and logs carry the
   method, path and status, never a header or a body: tokens, JWTs and JIT configs stay out.
 """
@@ -31,6 +33,7 @@ from jitr_core.errors import (
     GitHubRateLimitError,
     GitHubUnavailableError,
 )
+from jitr_core.github import calls_deadline
 from jitr_core.secret import Secret
 
 from .ratelimit import RateLimit, rate_limit_wait, retry_after_s
@@ -120,7 +123,7 @@ class Transport:
             with self._lock:
                 self._limits[principal] = limit
 
-    def _wait_if_exhausted(self, principal: str, method: str, path: str) -> None:
+    def _wait_if_exhausted(self, principal: str, method: str, path: str, deadline: float | None) -> None:
         with self._lock:
             limit = self._limits.get(principal)
         if limit is None or limit.remaining > 0:
@@ -128,7 +131,7 @@ class Transport:
         wait = limit.reset - self._clock()
         if wait <= 0:
             return
-        if wait > self._max_wait_s:
+        if wait > self._max_wait_s or self._passes(deadline, wait):
             raise GitHubRateLimitError(
                 f"rate limit of {principal} is exhausted until its reset in {wait:.0f}s; not calling {method} {path}",
                 retry_after=wait,
@@ -163,8 +166,9 @@ class Transport:
         path = parts.path
         failures = rate_waits = 0
         retried_auth = False
+        deadline = calls_deadline()
         while True:
-            self._wait_if_exhausted(credential.principal, method, path)
+            self._wait_if_exhausted(credential.principal, method, path, deadline)
             secret = credential.fetch()
             headers = dict(self._headers, Authorization=f"Bearer {secret.reveal()}")
             cache_key = (credential.principal, url)
@@ -176,12 +180,13 @@ class Transport:
                     headers["If-None-Match"] = cached[0]
             started = time.monotonic()
             try:
-                response = self._session.request(method, url, json=body, headers=headers, timeout=self._timeout)
+                timeout = self._timeout if deadline is None else self._time_left(deadline, method, path)
+                response = self._session.request(method, url, json=body, headers=headers, timeout=timeout)
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
                 reason = type(exc).__name__
                 if failures < self._max_retries:
                     failures += 1
-                    self._backoff(failures, method, path, reason, None)
+                    self._backoff(failures, method, path, reason, None, deadline)
                     continue
                 raise GitHubUnavailableError(
                     f"GitHub did not answer {method} {path} after {failures + 1} attempts ({reason})"
@@ -218,7 +223,7 @@ class Transport:
             message = _message(response)
             wait = rate_limit_wait(status, response.headers, message, self._clock())
             if wait is not None:
-                if wait <= self._max_wait_s and rate_waits < self._max_retries:
+                if wait <= self._max_wait_s and rate_waits < self._max_retries and not self._passes(deadline, wait):
                     rate_waits += 1
                     log.warning(
                         "github rate limit, waiting",
@@ -235,7 +240,7 @@ class Transport:
                 if failures < self._max_retries:
                     failures += 1
                     retry_after = retry_after_s(response.headers, self._clock())
-                    self._backoff(failures, method, path, f"HTTP {status}", retry_after)
+                    self._backoff(failures, method, path, f"HTTP {status}", retry_after, deadline)
                     continue
                 raise GitHubUnavailableError(
                     f"GitHub answered {status} to {method} {path} after {failures + 1} attempts: {message}", status
@@ -246,10 +251,27 @@ class Transport:
                 continue
             raise _error(status, f"GitHub answered {status} to {method} {path}: {message}")
 
-    def _backoff(self, failures: int, method: str, path: str, reason: str, retry_after: float | None) -> None:
+    def _time_left(self, deadline: float, method: str, path: str) -> float:
+        """The read timeout of an attempt made under ``deadline``; none left is a GitHubUnavailableError."""
+        left = deadline - self._clock()
+        if left <= 0:
+            raise GitHubUnavailableError(f"no time left to call {method} {path}: the caller's deadline has passed")
+        return min(self._timeout, left)
+
+    def _passes(self, deadline: float | None, wait: float) -> bool:
+        """Whether waiting ``wait`` seconds now would end past ``deadline``."""
+        return deadline is not None and self._clock() + wait > deadline
+
+    def _backoff(
+        self, failures: int, method: str, path: str, reason: str, retry_after: float | None, deadline: float | None
+    ) -> None:
         delay = min(self._backoff_max_s, self._backoff_s * 2 ** (failures - 1)) * (0.5 + self._jitter() / 2)
         if retry_after is not None and retry_after <= self._max_wait_s:
             delay = max(delay, retry_after)
+        if self._passes(deadline, delay):
+            raise GitHubUnavailableError(
+                f"GitHub did not answer {method} {path} ({reason}), and the caller's deadline leaves no time to retry"
+            )
         log.warning(
             "github call failed, retrying",
             extra={

@@ -20,7 +20,10 @@ A crash between taking the handoff and writing ``handed`` leaves ``minting``: on
 than ``claim_timeout_s``, the VM's retry takes it over and mints again under the same runner name
 (GitHub replaces the registration), so one runner serves the job. A crash after ``handed`` and
 before the answer leaves a VM without a config: its retries get 410, it gives up and ends, and
-scaledown retires the runner and re-enqueues the job like a VM that never came online.
+scaledown retires the runner and re-enqueues the job like a VM that never came online. So that
+a slow GitHub does not lose an answer the same way (API Gateway gives up at 29 s), a request's
+GitHub calls end within ``ANSWER_WITHIN_S`` of its arrival: one that would wait or retry past
+that is answered 503 and the VM asks again.
 
 A warm VM (:mod:`.warm`) asks under its warm name: the broker holds the call up to
 ``warm_hold_s``, checking its record, and answers 204 (ask again) if no job claimed it by then.
@@ -41,7 +44,7 @@ from typing import Any, NoReturn
 
 from ..backend import Backend
 from ..errors import GitHubError, GitHubNotFoundError, IdentityError, NoProviderError
-from ..github import GitHubAPI
+from ..github import GitHubAPI, calls_done_by
 from ..logs import register_secret
 from ..model import MAX_NAME, Record, RunnerState, Scope, VMIdentity
 from ..secret import Secret
@@ -54,6 +57,10 @@ log = logging.getLogger("jitr.broker")
 
 MAX_REQUEST_BYTES = 16 * 1024  # an AWS identity document and its signature take about 2 KB
 RETRY_AFTER_S = 5
+# API Gateway ends a request after 29 s: a config minted later would be lost on the way while its
+# record says handed (the VM, asking again, gets 410 and ends). GitHub calls of one request (the
+# hold included) end 25 s after it came, or the VM is told to retry (a rate-limit wait, retries).
+ANSWER_WITHIN_S = 25
 WARM_CHECK_S = 0.25  # how often a held warm VM's call reads its record: at most 0.25 s late, 4 reads a second
 WAITING, MINTING, HANDED = "waiting", "minting", "handed"
 _NAME = re.compile(rf"^[a-z0-9-]{{1,{MAX_NAME}}}$")
@@ -113,6 +120,7 @@ class BrokerService:
         self.clock = clock
         self.checkpoint = checkpoint or (lambda step: None)
         self.sleep: Callable[[float], None] = time.sleep
+        self.answer_within_s: float = ANSWER_WITHIN_S
 
     def handle(self, body: bytes) -> BrokerAnswer:
         """One VM request; every answer is logged once, with the runner name and the reason only."""
@@ -120,7 +128,8 @@ class BrokerService:
         try:
             request = _parse(body)
             name = request.runner_name
-            answer = self._answer(request)
+            with calls_done_by(self.clock() + self.answer_within_s):
+                answer = self._answer(request)
         except _Refusal as refusal:
             answer = refusal.answer
         runner_name = answer.runner_name or name
